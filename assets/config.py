@@ -1,0 +1,99 @@
+"""Run configuration of the assets: each class mirrors a frozen domain dataclass.
+
+Defaults are read from the dataclass so the domain stays the single source of truth.
+"""
+
+from dataclasses import fields
+from typing import Any
+
+import dagster as dg
+
+from fitpulse_orchestration.features.training import SplitParams
+from fitpulse_orchestration.ranking.ranker import RankerParams
+from fitpulse_orchestration.ranking.rerank import RerankParams
+from fitpulse_orchestration.retrieval.als import AlsParams
+from fitpulse_orchestration.retrieval.candidates import CandidateParams
+
+_ALS = AlsParams()
+_RANKER = RankerParams()
+_SPLIT = SplitParams()
+_CANDIDATES = CandidateParams()
+_RERANK = RerankParams()
+
+
+def _convert(config: dg.Config, cls: type) -> Any:
+    return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+
+
+class SplitConfig(dg.Config):
+    """Days of the held-out evaluation window and of the ranker's training window."""
+
+    eval_days: int = _SPLIT.eval_days
+    ranker_days: int = _SPLIT.ranker_days
+
+    def to_params(self) -> SplitParams:
+        """The domain dataclass."""
+        return _convert(self, SplitParams)  # type: ignore[no-any-return]
+
+
+class AlsConfig(dg.Config):
+    """ALS hyper-parameters and event weights."""
+
+    factors: int = _ALS.factors
+    regularization: float = _ALS.regularization
+    iterations: int = _ALS.iterations
+    alpha: float = _ALS.alpha
+    random_state: int = _ALS.random_state
+    weight_complete: float = _ALS.weight_complete
+    weight_start: float = _ALS.weight_start
+    weight_click: float = _ALS.weight_click
+    weight_impression: float = _ALS.weight_impression
+
+    def to_params(self) -> AlsParams:
+        """The domain dataclass."""
+        return _convert(self, AlsParams)  # type: ignore[no-any-return]
+
+
+class RankerConfig(dg.Config):
+    """LambdaRank hyper-parameters."""
+
+    num_leaves: int = _RANKER.num_leaves
+    learning_rate: float = _RANKER.learning_rate
+    n_estimators: int = _RANKER.n_estimators
+    min_child_samples: int = _RANKER.min_child_samples
+    subsample: float = _RANKER.subsample
+    colsample_bytree: float = _RANKER.colsample_bytree
+    early_stopping_rounds: int = _RANKER.early_stopping_rounds
+    valid_fraction: float = _RANKER.valid_fraction
+    random_state: int = _RANKER.random_state
+    num_threads: int = _RANKER.num_threads
+
+    def to_params(self) -> RankerParams:
+        """The domain dataclass."""
+        return _convert(self, RankerParams)  # type: ignore[no-any-return]
+
+
+class FeedConfig(dg.Config):
+    """Candidate quotas and re-ranking guardrails used when building feeds."""
+
+    n_als: int = _CANDIDATES.n_als
+    n_popular: int = _CANDIDATES.n_popular
+    n_fresh: int = _CANDIDATES.n_fresh
+    fresh_days: float = _CANDIDATES.fresh_days
+    max_per_category: int = _RERANK.max_per_category
+    fresh_slot: int = _RERANK.fresh_slot
+    recent_days: float = _RERANK.recent_days
+
+    def candidate_params(self) -> CandidateParams:
+        """Candidate quotas."""
+        return _convert(self, CandidateParams)  # type: ignore[no-any-return]
+
+    def rerank_params(self) -> RerankParams:
+        """Guardrail settings (feed size and freshness window from the domain defaults)."""
+        return RerankParams(
+            n=_RERANK.n,
+            max_per_category=self.max_per_category,
+            fresh_days=self.fresh_days,
+            fresh_slot=self.fresh_slot,
+            recent_days=self.recent_days,
+        )

@@ -1,0 +1,57 @@
+"""Feature tables and the ranker's training frame (point-in-time, one code path)."""
+
+import dagster as dg
+import pandas as pd
+
+from assets.config import AlsConfig, SplitConfig
+from assets.groups import FEATURES
+from assets.resources import ObjectStoreResource
+from fitpulse_orchestration.features.point_in_time import (
+    snapshot_item_features,
+    snapshot_user_features,
+)
+from fitpulse_orchestration.features.snapshot import TrainingSnapshot, build_training_snapshot
+from fitpulse_orchestration.features.training import build_ranker_examples
+from fitpulse_orchestration.ranking.feed import build_ranker_training_frame
+
+
+@dg.asset(group_name=FEATURES, deps=["raw_events"], kinds={"duckdb"})
+def training_snapshot(
+    config: SplitConfig,
+    object_store: ObjectStoreResource,
+    catalog_items: pd.DataFrame,
+    member_profiles: pd.DataFrame,
+) -> dg.Output[TrainingSnapshot]:
+    """Every ingested clean event with the completed catalog and profiles, and the time split."""
+    snapshot = build_training_snapshot(
+        object_store.get_store(), catalog_items, member_profiles, config.to_params()
+    )
+    return dg.Output(snapshot, metadata=snapshot.summary())
+
+
+@dg.asset(group_name=FEATURES, kinds={"duckdb"})
+def user_features(training_snapshot: TrainingSnapshot) -> dg.Output[pd.DataFrame]:
+    """Latest point-in-time features of every member (as of the end of the snapshot)."""
+    table = snapshot_user_features(training_snapshot.inputs, training_snapshot.split.end)
+    return dg.Output(
+        table, metadata={"users": len(table), "cold_share": float(table["u_is_cold"].mean())}
+    )
+
+
+@dg.asset(group_name=FEATURES, kinds={"duckdb"})
+def item_features(training_snapshot: TrainingSnapshot) -> dg.Output[pd.DataFrame]:
+    """Latest point-in-time features of every published item (as of the end of the snapshot)."""
+    table = snapshot_item_features(training_snapshot.inputs, training_snapshot.split.end)
+    return dg.Output(table, metadata={"items": len(table)})
+
+
+@dg.asset(group_name=FEATURES, kinds={"duckdb", "implicit"})
+def ranker_training_frame(
+    config: AlsConfig, training_snapshot: TrainingSnapshot
+) -> dg.Output[pd.DataFrame]:
+    """Labelled feed requests of the ranker window with features as of each request."""
+    inputs, split = training_snapshot.inputs, training_snapshot.split
+    examples = build_ranker_examples(inputs.events, inputs.catalog, split)
+    frame, stats = build_ranker_training_frame(inputs, examples, split, config.to_params())
+    kinds = examples["kind"].value_counts().to_dict()
+    return dg.Output(frame, metadata={**stats, "example_kinds": dg.MetadataValue.json(kinds)})

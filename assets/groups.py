@@ -1,0 +1,8 @@
+"""Asset group names, one per pipeline stage."""
+
+INGESTION = "ingestion"
+FEATURES = "features"
+RETRIEVAL = "retrieval"
+RANKING = "ranking"
+EVALUATION = "evaluation"
+REGISTRY = "registry"

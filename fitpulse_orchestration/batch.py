@@ -1,0 +1,87 @@
+"""Batch recommendations for a list of raw user ids (precomputed feeds, offline evaluation).
+
+Callers pass and receive the ids their events carry; pseudonymization happens inside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fitpulse_orchestration.events.pseudonymize import Pseudonymizer, load_or_create_key
+from fitpulse_orchestration.features.reference import UNKNOWN
+from fitpulse_orchestration.ranking.feed import HomeFeedModel, build_feeds
+from fitpulse_orchestration.settings import ProjectHome
+from fitpulse_orchestration.storage import ObjectStore
+
+OUTPUT_COLUMNS = ["user_id", "item_id", "rank", "score"]
+
+
+def read_user_ids(path: Path) -> list[str]:
+    """Distinct ``user_id`` values of a CSV or Parquet file, in file order."""
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str)
+    if "user_id" not in frame.columns:
+        raise ValueError(f"{path} has no user_id column (columns: {list(frame.columns)})")
+    ids = frame["user_id"].dropna().astype(str)
+    return list(dict.fromkeys(ids))
+
+
+def recommend_batch(
+    store: ObjectStore,
+    home: ProjectHome,
+    raw_user_ids: list[str],
+    n: int,
+    load: Any = None,
+) -> pd.DataFrame:
+    """Top-``n`` feed items per user as of the end of the latest training snapshot.
+
+    Unknown users get the cold-start feed (segment popularity and fresh items).
+
+    Returns:
+        ``user_id`` (raw), ``item_id``, ``rank`` (1-based), ``score``.
+    """
+    if load is None:
+        from assets.resources import load_asset_value as load
+    snapshot = load(store, "training_snapshot")
+    model = HomeFeedModel(
+        als=load(store, "als_model"),
+        index=load(store, "item_index"),
+        popular=load(store, "popular_items"),
+        ranker=load(store, "home_ranker"),
+    )
+    model.rerank_params = replace(model.rerank_params, n=n)
+    pseudonymizer = Pseudonymizer.from_secret(load_or_create_key(home.pseudonym_key_file))
+    pseudo = pseudonymizer.pseudonymize_many(raw_user_ids)
+    back = dict(zip(pseudo, raw_user_ids, strict=True))
+    profiles = snapshot.inputs.profiles.set_index("user_id")
+    users = pd.DataFrame(
+        {
+            "user_id": pseudo,
+            "fitness_level": [profiles["fitness_level"].get(u, UNKNOWN) for u in pseudo],
+            "region": [profiles["region"].get(u, UNKNOWN) for u in pseudo],
+        }
+    )
+    feeds = build_feeds(model, snapshot.inputs, users, snapshot.split.end).feeds
+    out = pd.DataFrame(
+        {
+            "user_id": feeds["user_id"].map(back),
+            "item_id": feeds["item_id"].astype(str),
+            "rank": feeds["rank"].astype("int64") + 1,
+            "score": feeds["score"].astype(float),
+        }
+    )
+    return out[OUTPUT_COLUMNS].reset_index(drop=True)
+
+
+def write_recommendations(recs: pd.DataFrame, path: Path) -> None:
+    """Write CSV or Parquet, chosen by the file extension."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        recs.to_parquet(path, index=False)
+    elif path.suffix == ".csv":
+        recs.to_csv(path, index=False)
+    else:
+        raise ValueError(f"output must end in .csv or .parquet, got {path.name}")

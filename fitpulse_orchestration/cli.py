@@ -1,0 +1,389 @@
+"""``fitpulse``: generate a world, import logs, train, and produce batch recommendations.
+
+Heavy libraries (Dagster, MLflow, LightGBM) are imported inside the commands that need them, so
+``fitpulse --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from fitpulse_orchestration.settings import ProjectHome
+
+if TYPE_CHECKING:
+    import dagster as dg
+    import pandas as pd
+
+    from fitpulse_orchestration.storage import ObjectStore
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+app = typer.Typer(
+    help="FitPulse personalization platform.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", help="Project home (default $FITPULSE_HOME or ./.fitpulse)."),
+]
+
+
+def _say(message: str) -> None:
+    typer.echo(f"[fitpulse {time.strftime('%H:%M:%S')}] {message}")
+
+
+def _store(home: ProjectHome) -> ObjectStore:
+    from fitpulse_orchestration.storage import LocalObjectStore
+
+    return LocalObjectStore(home.store)
+
+
+def _quiet_run_config() -> dict[str, Any]:
+    return {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _instance(home: ProjectHome) -> dg.DagsterInstance:
+    import dagster as dg
+
+    return dg.DagsterInstance.from_config(str(home.dagster))
+
+
+def run_training(home: ProjectHome, eval_days: int, ranker_days: int) -> dict[str, Any]:
+    """Ingest every landed day in date order, then run the training job; return run facts."""
+    from fitpulse_orchestration import layout
+    from fitpulse_orchestration.definitions import DEFAULT_PARTITION_START, build_definitions
+
+    home.create()
+    store = _store(home)
+    days = layout.landed_dates(store.list_keys(f"{layout.LANDING_EVENTS}/"))
+    if not days:
+        raise typer.BadParameter(
+            f"no landed events under {store.uri(layout.LANDING_EVENTS)}: run `fitpulse demo` "
+            "or `fitpulse import-interactions` first",
+            param_hint="--home",
+        )
+    start = min(days[0].isoformat(), DEFAULT_PARTITION_START)
+    defs = build_definitions(home, "local", start)
+    instance = _instance(home)
+    ingestion = defs.resolve_job_def("ingestion_job")
+    totals = {"read": 0, "accepted": 0, "quarantined": 0, "duplicates": 0}
+    _say(f"ingesting {len(days)} landed days ({days[0]} .. {days[-1]})")
+    for day in days:
+        result = ingestion.execute_in_process(
+            instance=instance, partition_key=day.isoformat(), run_config=_quiet_run_config()
+        )
+        meta = result.get_asset_materialization_events()[0].materialization.metadata
+        counts = {k: int(meta[k].value) for k in totals}  # type: ignore[arg-type]
+        for key, value in counts.items():
+            totals[key] += value
+        _say(
+            f"  {day}: read {counts['read']:>7,}  accepted {counts['accepted']:>7,}  "
+            f"quarantined {counts['quarantined']:>5,}  duplicates {counts['duplicates']:>5,}"
+        )
+    _say(
+        "training: snapshot -> features -> ALS + FAISS + popularity -> ranker -> evaluation "
+        "-> registry"
+    )
+    started = time.perf_counter()
+    run_config = _quiet_run_config()
+    run_config["ops"] = {
+        "training_snapshot": {"config": {"eval_days": eval_days, "ranker_days": ranker_days}}
+    }
+    result = defs.resolve_job_def("training_job").execute_in_process(
+        instance=instance, run_config=run_config, raise_on_error=False
+    )
+    stages = _stage_durations(instance, result.run_id)
+    for name, seconds in stages.items():
+        _say(f"  {name:<24} {seconds:6.1f} s")
+    failed_checks = [
+        e.asset_check_evaluation_data.check_name  # type: ignore[union-attr]
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and not e.asset_check_evaluation_data.passed  # type: ignore[union-attr]
+    ]
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        detail = failure.step_failure_data.error.message if failure else "see the Dagster run"  # type: ignore[union-attr]
+        raise RuntimeError(f"training run {result.run_id} failed: {detail}")
+    _say(f"training finished in {time.perf_counter() - started:.1f} s (run {result.run_id})")
+    return {
+        "days": days,
+        "totals": totals,
+        "stages": stages,
+        "run_id": result.run_id,
+        "failed_checks": failed_checks,
+    }
+
+
+def _stage_durations(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
+    starts: dict[str, float] = {}
+    out: dict[str, float] = {}
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type_value == "STEP_START":
+            starts[event.step_key] = record.timestamp
+        elif event.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
+            out[event.step_key] = record.timestamp - starts.get(event.step_key, record.timestamp)
+    return out
+
+
+def _feed_samples(home: ProjectHome) -> dict[str, Any]:
+    """Feeds for a warm user, a cold user and a beginner, as of the end of the snapshot."""
+    import pandas as pd
+
+    from assets.resources import load_asset_value
+    from fitpulse_orchestration.features.point_in_time import compute_user_features
+    from fitpulse_orchestration.ranking.feed import HomeFeedModel, build_feeds
+
+    store = _store(home)
+    snapshot = load_asset_value(store, "training_snapshot")
+    model = HomeFeedModel(
+        als=load_asset_value(store, "als_model"),
+        index=load_asset_value(store, "item_index"),
+        popular=load_asset_value(store, "popular_items"),
+        ranker=load_asset_value(store, "home_ranker"),
+    )
+    inputs, as_of = snapshot.inputs, snapshot.split.end
+    users = inputs.profiles[["user_id", "fitness_level", "region"]]
+    feats = compute_user_features(inputs, users.assign(as_of=as_of)).set_index("user_id")
+    warm = feats[(feats["u_is_cold"] == 0) & (feats["fitness_level"] != "beginner")]
+    cold = feats[feats["u_is_cold"] == 1]
+    beginners = feats[(feats["fitness_level"] == "beginner") & (feats["u_is_cold"] == 0)]
+    picks = {
+        "warm user": warm["u_engaged_28d"].idxmax() if len(warm) else None,
+        "cold user": cold.index[0] if len(cold) else None,
+        "beginner": beginners.index[0] if len(beginners) else None,
+    }
+    chosen = {k: v for k, v in picks.items() if v is not None}
+    result = build_feeds(model, inputs, users[users["user_id"].isin(list(chosen.values()))], as_of)
+    catalog = inputs.catalog.set_index("item_id")
+    out = {}
+    for label, user in chosen.items():
+        feed = result.feeds[result.feeds["user_id"] == user].head(10)
+        rows = pd.DataFrame(
+            {
+                "rank": feed["rank"],
+                "item": feed["item_id"],
+                "title": feed["item_id"].map(catalog["title"]),
+                "category": feed["category"],
+                "difficulty": feed["item_id"].map(catalog["difficulty"]),
+                "intensity": feed["item_id"].map(catalog["intensity"]),
+                "reason": feed["reason"],
+            }
+        )
+        out[label] = {
+            "user": user,
+            "level": feats.at[user, "fitness_level"],
+            "engaged_28d": int(feats.at[user, "u_engaged_28d"]),
+            "feed": rows,
+        }
+    return out
+
+
+def _report(home: ProjectHome, facts: dict[str, Any]) -> pd.DataFrame:
+    from assets.resources import load_asset_value
+    from fitpulse_orchestration.evaluation.home_feed import format_table
+
+    table: pd.DataFrame = load_asset_value(_store(home), "home_feed_evaluation")
+    home.reports.mkdir(parents=True, exist_ok=True)
+    path = home.reports / "home_feed_evaluation.json"
+    snapshot = load_asset_value(_store(home), "training_snapshot")
+    payload = {
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(),
+        "dagster_run_id": facts["run_id"],
+        "split": snapshot.split.as_dict(),
+        "failed_checks": facts["failed_checks"],
+        "rows": table.to_dict(orient="records"),
+    }
+    path.write_text(json.dumps(payload, indent=2))
+    typer.echo(
+        "\nHome-feed evaluation on the held-out window "
+        f"({snapshot.split.eval_start.date()} .. {snapshot.split.end.date()}, exclusive):"
+    )
+    typer.echo(format_table(table))
+    status = "FAILED: " + ", ".join(facts["failed_checks"]) if facts["failed_checks"] else "passed"
+    typer.echo(f"asset checks: {status}")
+    _say(f"wrote {path}")
+    return table
+
+
+@app.command()
+def generate(
+    scale: Annotated[str, typer.Option(help="World size: tiny, demo or large.")] = "demo",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    home: HomeOpt = None,
+) -> None:
+    """Generate a synthetic FitPulse world into the home's landing zone (replacing data there)."""
+    from fitpulse_orchestration import layout
+    from fitpulse_orchestration.world.generator import generate_world, world_params
+
+    project = ProjectHome.resolve(home).create()
+    store = _store(project)
+    for prefix in ("landing/", "warehouse/", f"{layout.ASSETS}/"):
+        store.delete_prefix(prefix)
+    params = world_params(scale, seed=seed)
+    _say(
+        f"generating the {scale!r} world (seed {seed}): {params.n_users:,} users, "
+        f"{params.n_items:,} items + {params.new_items_per_day}/day, {params.days} days"
+    )
+    summary = generate_world(params, store)
+    _say(
+        f"landed {summary.records_written:,} records ({summary.n_valid_events:,} valid events, "
+        f"bad: {summary.bad_records}) over {len(summary.landed_days)} days; "
+        f"cold users {summary.cold_user_share:.0%}"
+    )
+
+
+@app.command()
+def demo(
+    scale: Annotated[str, typer.Option(help="World size: tiny, demo or large.")] = "demo",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    home: HomeOpt = None,
+) -> None:
+    """Generate a world, ingest it, train, evaluate, register, and show sample feeds."""
+    started = time.perf_counter()
+    generate(scale=scale, seed=seed, home=home)
+    project = ProjectHome.resolve(home)
+    facts = run_training(project, eval_days=5, ranker_days=5)
+    _report(project, facts)
+    for label, sample in _feed_samples(project).items():
+        typer.echo(
+            f"\nSample feed, {label} {sample['user']} ({sample['level']}, "
+            f"{sample['engaged_28d']} engagements in 28 days):"
+        )
+        typer.echo(sample["feed"].to_string(index=False))
+    _say(
+        f"demo finished in {time.perf_counter() - started:.0f} s. Explore it with: "
+        f"DAGSTER_HOME={project.dagster} FITPULSE_HOME={project.root} dagster dev"
+    )
+    if facts["failed_checks"]:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def train(
+    home: HomeOpt = None,
+    eval_days: Annotated[int, typer.Option(help="Days in the held-out window.")] = 5,
+    ranker_days: Annotated[int, typer.Option(help="Days of ranker training examples.")] = 5,
+) -> None:
+    """Ingest whatever the home's landing zone holds and train through evaluation."""
+    project = ProjectHome.resolve(home)
+    facts = run_training(project, eval_days=eval_days, ranker_days=ranker_days)
+    _report(project, facts)
+    if facts["failed_checks"]:
+        raise typer.Exit(code=1)
+
+
+@app.command("import-interactions")
+def import_interactions_cmd(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV/TSV or Parquet.")],
+    home: HomeOpt = None,
+    user_col: Annotated[str, typer.Option(help="Column holding user ids.")] = "user_id",
+    item_col: Annotated[str, typer.Option(help="Column holding item ids.")] = "item_id",
+    ts_col: Annotated[str, typer.Option(help="Column holding timestamps.")] = "timestamp",
+    event_col: Annotated[
+        str | None, typer.Option(help="Column of event types (omit with --weight-col).")
+    ] = None,
+    weight_col: Annotated[
+        str | None, typer.Option(help="Numeric weight/rating column mapped by --grades.")
+    ] = None,
+    grades: Annotated[
+        str,
+        typer.Option(
+            help="Weight thresholds, e.g. '5:workout_complete,4:workout_start,"
+            "3:click'; below the lowest: impression."
+        ),
+    ] = "5:workout_complete,4:workout_start,3:click",
+    event_map: Annotated[
+        str,
+        typer.Option(help="Rename source event types, e.g. 'play:click,finish:workout_complete'."),
+    ] = "",
+    ts_unit: Annotated[
+        str | None, typer.Option(help="Epoch unit of numeric timestamps: s or ms.")
+    ] = None,
+    sep: Annotated[str | None, typer.Option(help="CSV separator (default: by extension).")] = None,
+    no_header: Annotated[
+        bool,
+        typer.Option(
+            help="The text file has no header; columns are named by "
+            "--user-col,--item-col,(--event-col|--weight-col),--ts-col."
+        ),
+    ] = False,
+) -> None:
+    """Land an external interaction log in the collector's format for the same pipeline."""
+    from fitpulse_orchestration.events.importer import ImportOptions, import_interactions
+
+    if (event_col is None) == (weight_col is None):
+        raise typer.BadParameter("give exactly one of --event-col or --weight-col")
+    mapped = dict(pair.split(":", 1) for pair in event_map.split(",") if pair)
+    grade_pairs = tuple(
+        (float(t), e) for t, e in (pair.split(":", 1) for pair in grades.split(",") if pair)
+    )
+    middle = event_col or weight_col
+    options = ImportOptions(
+        user_col=user_col,
+        item_col=item_col,
+        ts_col=ts_col,
+        event_col=event_col,
+        weight_col=weight_col,
+        ts_unit=ts_unit,
+        event_map=mapped,
+        grades=grade_pairs,
+        sep=sep,
+        column_names=(user_col, item_col, str(middle), ts_col) if no_header else None,
+    )
+    project = ProjectHome.resolve(home).create()
+    summary = import_interactions(file, _store(project), options)
+    _say(
+        f"read {summary.rows_read:,} rows: landed {summary.rows_landed:,}, rejected "
+        f"{summary.rows_rejected:,} {summary.reject_reasons or ''} over {len(summary.days)} days"
+    )
+    _say(f"events: {summary.event_counts}")
+    if summary.rejects_file:
+        _say(f"rejected rows with reasons: {summary.rejects_file}")
+    _say(f"next: fitpulse train --home {project.root}")
+
+
+@app.command()
+def recommend(
+    users: Annotated[
+        Path,
+        typer.Option(
+            exists=True, dir_okay=False, help="CSV/Parquet with a user_id column (raw ids)."
+        ),
+    ],
+    output: Annotated[Path, typer.Option(help="Output .csv or .parquet.")],
+    n: Annotated[int, typer.Option(min=1, max=100, help="Items per user.")] = 10,
+    home: HomeOpt = None,
+) -> None:
+    """Batch recommendations from the latest trained models (seen items excluded)."""
+    from fitpulse_orchestration.batch import read_user_ids, recommend_batch, write_recommendations
+
+    project = ProjectHome.resolve(home)
+    raw_ids = read_user_ids(users)
+    recs = recommend_batch(_store(project), project, raw_ids, n)
+    write_recommendations(recs, output)
+    _say(
+        f"wrote {len(recs):,} recommendations for {recs['user_id'].nunique():,} of "
+        f"{len(raw_ids):,} users to {output}"
+    )
+
+
+def main() -> None:
+    """Console entry point."""
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    app()
+
+
+if __name__ == "__main__":
+    main()

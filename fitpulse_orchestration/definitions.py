@@ -1,0 +1,98 @@
+"""The Dagster code location: assets, checks, jobs, schedule, sensor and resources.
+
+Resources are chosen per profile here and nowhere else. ``FITPULSE_PROFILE=local`` (default)
+keeps everything under the project home (``FITPULSE_HOME``, default ``./.fitpulse``);
+``production`` reads the object store, MLflow and pseudonymization settings from environment
+variables through ``dg.EnvVar`` (resolved when a run starts, never at import).
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from assets import evaluation, features, ranking, registry, retrieval
+from assets.ingestion import (
+    build_ingestion_assets,
+    catalog_items,
+    daily_partitions,
+    member_profiles,
+)
+from assets.resources import ObjectStoreIOManager, ObjectStoreResource, PseudonymizerResource
+from fitpulse_orchestration.settings import ProjectHome, current_profile
+from jobs import ingestion_job, ingestion_job_schedule, training_job
+from model_registry.client import EXPERIMENT
+from model_registry.resource import ModelRegistryResource, mlflow_tracking_resource
+from sensors import build_landing_sensor
+
+DEFAULT_PARTITION_START = "2024-01-01"
+
+
+def _resources(profile: str, home: ProjectHome) -> dict[str, object]:
+    if profile == "local":
+        store = ObjectStoreResource(kind="local", root=str(home.store))
+        pseudonymizer = PseudonymizerResource(key_file=str(home.pseudonym_key_file))
+        tracking_uri: object = home.mlflow_tracking_uri
+        artifacts: object = str(home.mlflow_artifacts)
+    else:
+        store = ObjectStoreResource(
+            kind="s3",
+            bucket=dg.EnvVar("FITPULSE_S3_BUCKET"),
+            prefix=dg.EnvVar("FITPULSE_S3_PREFIX"),
+            endpoint_url=dg.EnvVar("FITPULSE_S3_ENDPOINT_URL"),
+        )
+        pseudonymizer = PseudonymizerResource(secret=dg.EnvVar("FITPULSE_PSEUDONYM_SECRET"))
+        tracking_uri = {"env": "MLFLOW_TRACKING_URI"}
+        artifacts = {"env": "FITPULSE_MLFLOW_ARTIFACTS"}
+    mlflow = mlflow_tracking_resource.configured(
+        {
+            "experiment_name": EXPERIMENT,
+            "mlflow_tracking_uri": tracking_uri,
+            "artifact_location": artifacts,
+        }
+    )
+    registry_uri = (
+        home.mlflow_tracking_uri if profile == "local" else dg.EnvVar("MLFLOW_TRACKING_URI")
+    )
+    return {
+        "object_store": store,
+        "pseudonymizer": pseudonymizer,
+        "io_manager": ObjectStoreIOManager(object_store=store),
+        "mlflow": mlflow,
+        "model_registry": ModelRegistryResource(tracking_uri=registry_uri),
+    }
+
+
+def build_definitions(
+    home: ProjectHome | None = None,
+    profile: str = "local",
+    partition_start: str = DEFAULT_PARTITION_START,
+) -> dg.Definitions:
+    """Wire every asset, check, job, schedule and sensor with the profile's resources."""
+    home = home or ProjectHome.resolve()
+    partitions = daily_partitions(partition_start)
+    all_assets = [
+        *build_ingestion_assets(partitions),
+        catalog_items,
+        member_profiles,
+        *dg.load_assets_from_modules([features, retrieval, ranking, evaluation, registry]),
+    ]
+    return dg.Definitions(
+        assets=all_assets,
+        asset_checks=dg.load_asset_checks_from_modules([evaluation]),
+        jobs=[ingestion_job, training_job],
+        schedules=[ingestion_job_schedule],
+        sensors=[build_landing_sensor(ingestion_job, partitions)],
+        resources=_resources(profile, home),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """Definitions for ``dagster dev`` and ``workspace.yaml`` (profile and home from the env)."""
+    return build_definitions(
+        ProjectHome.resolve(),
+        current_profile(),
+        os.environ.get("FITPULSE_PARTITION_START", DEFAULT_PARTITION_START),
+    )

@@ -1,0 +1,238 @@
+"""Offline evaluation of the home feed against baselines on the held-out window."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import pandas as pd
+
+from fitpulse_orchestration.evaluation.metrics import (
+    average_precision_at_k,
+    catalog_coverage,
+    intra_list_diversity,
+    ndcg_at_k,
+    recall_at_k,
+)
+from fitpulse_orchestration.features.point_in_time import FeatureInputs, compute_user_features
+from fitpulse_orchestration.features.reference import UNKNOWN, unsafe_for_beginners
+from fitpulse_orchestration.features.training import TimeSplit, heldout_relevance
+from fitpulse_orchestration.ranking.feed import FeedResult, HomeFeedModel, build_feeds
+from fitpulse_orchestration.retrieval.als import AlsArtifacts
+from fitpulse_orchestration.retrieval.candidates import seen_items
+from fitpulse_orchestration.retrieval.index import ItemIndex
+from fitpulse_orchestration.retrieval.popularity import pick_segment, split_segments
+
+METRICS: Final = (
+    "recall_at_100",
+    "ndcg_at_10",
+    "map_at_10",
+    "coverage",
+    "intra_list_diversity",
+    "beginner_safety_violations",
+)
+MODELS: Final = ("candidate", "als_only", "popularity")
+FEED_SIZE: Final = 20
+SLICES: Final = ("all", "cold")
+
+
+@dataclass(frozen=True)
+class RankedLists:
+    """What one model produced for one user: a retrieval list (up to 100) and the feed."""
+
+    retrieval: list[str]
+    feed: list[str]
+
+
+@dataclass(frozen=True)
+class EvaluationContext:
+    """Facts about users and items that metrics need.
+
+    ``cold_users`` had fewer than 5 engagements in the 28 days before the held-out window;
+    ``unsafe_items`` are advanced/high-intensity/unknown items (never for beginners).
+    """
+
+    relevance: Mapping[str, Mapping[str, int]]
+    cold_users: frozenset[str]
+    beginners: frozenset[str]
+    unsafe_items: frozenset[str]
+    item_category: Mapping[str, str]
+    catalog_size: int
+
+
+def evaluate_models(
+    lists: Mapping[str, Mapping[str, RankedLists]], ctx: EvaluationContext
+) -> pd.DataFrame:
+    """One row per (model, slice) with every metric in ``METRICS`` and the user count.
+
+    Users without a list for a model count with an empty list (0 for ranking metrics), so all
+    models are compared on the same users: everyone with an engagement in the held-out window.
+    Coverage is over the catalog; safety violations count unsafe items in beginners' feeds.
+    """
+    users = sorted(ctx.relevance)
+    rows = []
+    for model, per_user in lists.items():
+        for slice_name in SLICES:
+            slice_users = [u for u in users if slice_name == "all" or u in ctx.cold_users]
+            if not slice_users:
+                continue
+            empty = RankedLists([], [])
+            got = [per_user.get(u, empty) for u in slice_users]
+            rel = [ctx.relevance[u] for u in slice_users]
+            rows.append(
+                {
+                    "model": model,
+                    "slice": slice_name,
+                    "users": len(slice_users),
+                    "recall_at_100": float(
+                        np.mean(
+                            [
+                                recall_at_k(g.retrieval, r, 100)
+                                for g, r in zip(got, rel, strict=True)
+                            ]
+                        )
+                    ),
+                    "ndcg_at_10": float(
+                        np.mean([ndcg_at_k(g.feed, r, 10) for g, r in zip(got, rel, strict=True)])
+                    ),
+                    "map_at_10": float(
+                        np.mean(
+                            [
+                                average_precision_at_k(g.feed, r, 10)
+                                for g, r in zip(got, rel, strict=True)
+                            ]
+                        )
+                    ),
+                    "coverage": catalog_coverage([g.feed for g in got], ctx.catalog_size),
+                    "intra_list_diversity": float(
+                        np.mean(
+                            [
+                                intra_list_diversity(
+                                    [ctx.item_category.get(i, "unknown") for i in g.feed]
+                                )
+                                for g in got
+                            ]
+                        )
+                    ),
+                    "beginner_safety_violations": int(
+                        sum(
+                            sum(item in ctx.unsafe_items for item in g.feed)
+                            for u, g in zip(slice_users, got, strict=True)
+                            if u in ctx.beginners
+                        )
+                    ),
+                }
+            )
+    return pd.DataFrame(rows, columns=["model", "slice", "users", *METRICS])
+
+
+def metric(table: pd.DataFrame, model: str, name: str, slice_name: str = "all") -> float:
+    """Look one number up in an evaluation table."""
+    row = table[(table["model"] == model) & (table["slice"] == slice_name)]
+    if row.empty:
+        raise KeyError(f"no row for model={model!r} slice={slice_name!r}")
+    return float(row.iloc[0][name])
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """A fixed-width text rendering of the evaluation table."""
+    shown = table.copy()
+    for col in METRICS:
+        if col != "beginner_safety_violations":
+            shown[col] = shown[col].map(lambda v: f"{v:.4f}")
+    return shown.to_string(index=False)
+
+
+def format_markdown(table: pd.DataFrame) -> str:
+    """The evaluation table as a Markdown table (for the Dagster UI)."""
+    header = "| " + " | ".join(table.columns) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    lines = [header, rule]
+    for row in table.itertuples(index=False):
+        cells = [f"{v:.4f}" if isinstance(v, float) else str(v) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _als_lists(
+    als: AlsArtifacts, index: ItemIndex, users: list[str], seen: dict[str, set[str]], k: int
+) -> dict[str, RankedLists]:
+    rows = [als.user_row(u) for u in users]
+    known = [(u, r) for u, r in zip(users, rows, strict=True) if r is not None]
+    if not known or not len(index):
+        return {}
+    max_seen = max(len(seen.get(u, ())) for u, _ in known)
+    items, _ = index.search(als.user_factors[[r for _, r in known]], k + max_seen)
+    out = {}
+    for (u, _), row in zip(known, items, strict=True):
+        mine = seen.get(u, set())
+        ranked = [i for i in row if i and i not in mine][:k]
+        out[u] = RankedLists(ranked, ranked[:FEED_SIZE])
+    return out
+
+
+def _popularity_lists(
+    popular: pd.DataFrame, users: pd.DataFrame, seen: dict[str, set[str]], k: int
+) -> dict[str, RankedLists]:
+    by_segment = split_segments(popular)
+    out = {}
+    for u, level, region in zip(
+        users["user_id"], users["fitness_level"], users["region"], strict=True
+    ):
+        seg = pick_segment(by_segment, level, region, k)
+        items = [] if seg is None else list(seg["item_id"])
+        mine = seen.get(u, set())
+        ranked = [i for i in items if i not in mine][:k]
+        out[u] = RankedLists(ranked, ranked[:FEED_SIZE])
+    return out
+
+
+def evaluate_home_feed(
+    model: HomeFeedModel, inputs: FeatureInputs, split: TimeSplit
+) -> tuple[pd.DataFrame, FeedResult]:
+    """Evaluate the candidate pipeline and the ALS-only and popularity baselines.
+
+    Every model serves, as of ``split.eval_start``, each user who engaged with anything in the
+    held-out window; relevance is that user's deepest engagement grade per item.
+
+    Returns:
+        The metrics table (``evaluate_models``) and the candidate's feeds.
+    """
+    relevance = heldout_relevance(inputs.events, split)
+    if not relevance:
+        raise ValueError("the held-out window has no engagements to evaluate against")
+    as_of = split.eval_start
+    profiles = inputs.profiles.set_index("user_id")
+    user_ids = sorted(relevance)
+    users = pd.DataFrame(
+        {
+            "user_id": user_ids,
+            "fitness_level": [profiles["fitness_level"].get(u, UNKNOWN) for u in user_ids],
+            "region": [profiles["region"].get(u, UNKNOWN) for u in user_ids],
+        }
+    )
+    seen = seen_items(inputs.events, as_of)
+    result = build_feeds(model, inputs, users, as_of)
+    candidate: dict[str, RankedLists] = {}
+    pools = result.scored.sort_values(["user_id", "score"], ascending=[True, False])
+    feeds = result.feeds.groupby("user_id")["item_id"].agg(list).to_dict()
+    for u, pool in pools.groupby("user_id", sort=False):
+        candidate[str(u)] = RankedLists(list(pool["item_id"].head(100)), feeds.get(u, []))
+    lists = {
+        "candidate": candidate,
+        "als_only": _als_lists(model.als, model.index, user_ids, seen, 100),
+        "popularity": _popularity_lists(model.popular, users, seen, 100),
+    }
+    engaged = compute_user_features(inputs, users.assign(as_of=as_of))
+    cold = frozenset(engaged.loc[engaged["u_is_cold"] > 0, "user_id"])
+    ctx = EvaluationContext(
+        relevance=relevance,
+        cold_users=cold,
+        beginners=frozenset(users.loc[users["fitness_level"] == "beginner", "user_id"]),
+        unsafe_items=frozenset(inputs.catalog.loc[unsafe_for_beginners(inputs.catalog), "item_id"]),
+        item_category=inputs.catalog.set_index("item_id")["category"].to_dict(),
+        catalog_size=int((inputs.catalog["published_at"] < as_of).sum()),
+    )
+    return evaluate_models(lists, ctx), result

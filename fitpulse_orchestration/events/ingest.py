@@ -1,0 +1,351 @@
+"""Validate one day of landed collector batches into clean events and a quarantine.
+
+Row accounting always balances: every line read ends up in exactly one of *accepted*,
+*quarantined* (with a reason, its source file and line) or *duplicates* (a re-sent event id
+whose first copy was accepted).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import zlib
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaErrors
+
+from fitpulse_orchestration import layout
+from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
+from fitpulse_orchestration.events.schema import (
+    CLEAN_EVENT_COLUMNS,
+    CLEAN_EVENTS_SCHEMA,
+    EVENT_TYPES,
+    ITEM_EVENT_TYPES,
+    QUARANTINE_COLUMNS,
+    RAW_FIELDS,
+    empty_clean_events,
+)
+from fitpulse_orchestration.storage import ObjectStore, read_parquet, write_parquet
+
+FUTURE_TOLERANCE: Final = pd.Timedelta(minutes=10)
+"""Clock skew allowed between a device's timestamp and the end of the batch's landing hour."""
+
+
+@dataclass
+class IngestResult:
+    """One day's clean events, quarantine and accounting.
+
+    ``events`` follows ``CLEAN_EVENTS_SCHEMA``; ``quarantine`` has ``QUARANTINE_COLUMNS``
+    (``reason`` is ``;``-joined when a record breaks several rules).
+    """
+
+    events: pd.DataFrame
+    quarantine: pd.DataFrame
+    read: int
+    duplicates: int
+    files: int
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> int:
+        """Rows written to the clean table."""
+        return len(self.events)
+
+    @property
+    def quarantined(self) -> int:
+        """Rows written to the quarantine table."""
+        return len(self.quarantine)
+
+    @property
+    def balanced(self) -> bool:
+        """Whether read = accepted + quarantined + duplicates."""
+        return self.read == self.accepted + self.quarantined + self.duplicates
+
+    @property
+    def quarantine_rate(self) -> float:
+        """Quarantined share of the records read (0 when nothing was read)."""
+        return self.quarantined / self.read if self.read else 0.0
+
+
+def _is_nonempty_str(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and len(value) > 0)
+
+
+def _is_int(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _is_timestamp_str(value: Any) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, str):
+        return False
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        return False
+    return ts.tzinfo is not None
+
+
+def _is_object(value: Any) -> bool:
+    return value is None or isinstance(value, dict)
+
+
+def _element(check: Any, name: str) -> pa.Check:
+    return pa.Check(check, element_wise=True, name=name, ignore_na=False)
+
+
+def _future_ok(df: pd.DataFrame) -> pd.Series:
+    ts = pd.to_datetime(
+        df["ts"].where(df["ts"].map(_is_timestamp_str)), utc=True, errors="coerce", format="ISO8601"
+    )
+    return ts.isna() | (ts <= df["_batch_end"] + FUTURE_TOLERANCE)
+
+
+def _needs(column: str, event_types: Iterable[str]) -> Any:
+    types = list(event_types)
+
+    def check(df: pd.DataFrame) -> pd.Series:
+        return ~df["event_type"].isin(types) | df[column].notna()
+
+    return check
+
+
+RAW_SCHEMA: Final = pa.DataFrameSchema(
+    {
+        "event_id": pa.Column(object, _element(_is_nonempty_str, "wrong_type"), nullable=False),
+        "event_type": pa.Column(
+            object,
+            [
+                _element(lambda v: v is None or isinstance(v, str), "wrong_type"),
+                _element(lambda v: v is None or v in EVENT_TYPES, "unknown_event_type"),
+            ],
+            nullable=False,
+        ),
+        "user_id": pa.Column(object, _element(_is_nonempty_str, "wrong_type"), nullable=False),
+        "ts": pa.Column(object, _element(_is_timestamp_str, "wrong_type"), nullable=False),
+        "item_id": pa.Column(object, _element(_is_nonempty_str, "wrong_type"), nullable=True),
+        "request_id": pa.Column(object, _element(_is_nonempty_str, "wrong_type"), nullable=True),
+        "position": pa.Column(
+            object,
+            [
+                _element(_is_int, "wrong_type"),
+                _element(lambda v: not _is_int(v) or v is None or v >= 0, "negative"),
+            ],
+            nullable=True,
+        ),
+        "session_id": pa.Column(object, _element(_is_nonempty_str, "wrong_type"), nullable=True),
+        "platform": pa.Column(object, _element(_is_nonempty_str, "wrong_type"), nullable=True),
+        "payload": pa.Column(object, _element(_is_object, "wrong_type"), nullable=True),
+        "_batch_end": pa.Column(pd.DatetimeTZDtype(tz="UTC")),
+    },
+    checks=[
+        pa.Check(_future_ok, name="future_timestamp:ts"),
+        pa.Check(_needs("item_id", ITEM_EVENT_TYPES), name="missing_field:item_id"),
+        pa.Check(_needs("request_id", ["impression"]), name="missing_field:request_id"),
+    ],
+    name="raw_events",
+)
+"""Landed records as parsed from JSON, before any type coercion (columns are objects)."""
+
+
+def _reason(column: Any, check: str) -> str:
+    """Map a pandera failure to a stable quarantine reason such as ``missing_field:ts``."""
+    if check == "not_nullable":
+        return f"missing_field:{column}"
+    if check == "unknown_event_type":
+        return "unknown_event_type"
+    if ":" in check or column is None or column == "raw_events":
+        return check
+    return f"{check}:{column}"
+
+
+def _batch_end(key: str, day: dt.date) -> pd.Timestamp:
+    hour = layout.hour_of_key(key)
+    end = pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=24 if hour is None else hour + 1)
+    return end
+
+
+def _read_lines(key: str, data: bytes) -> tuple[list[str] | None, str | None]:
+    try:
+        text = gzip.decompress(data) if key.endswith(".gz") else data
+        return text.decode("utf-8").splitlines(), None
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        return None, f"unreadable_file:{type(exc).__name__}"
+
+
+def ingest_batches(
+    batches: Iterable[tuple[str, bytes]],
+    day: dt.date,
+    pseudonymizer: Pseudonymizer,
+    seen_event_ids: frozenset[str] = frozenset(),
+) -> IngestResult:
+    """Parse, validate, de-duplicate and pseudonymize one day of landed batches.
+
+    Args:
+        batches: ``(object key, file bytes)`` of each landed batch, in landing order. Keys carry
+            ``hour=HH``; a record whose timestamp is after the end of its hour (plus
+            ``FUTURE_TOLERANCE``) is quarantined as ``future_timestamp``.
+        day: the landing date of the partition.
+        pseudonymizer: keyed hash that replaces user ids.
+        seen_event_ids: ids already accepted in earlier partitions (a re-send can cross
+            midnight); records repeating them count as duplicates.
+
+    Returns:
+        Clean events (first copy of each event id, in landing order), the quarantine and counts.
+    """
+    records: list[dict[str, Any]] = []
+    raw_lines: list[str] = []
+    quarantine: list[tuple[str, int, str, str]] = []
+    read = files = 0
+    for key, data in batches:
+        files += 1
+        lines, error = _read_lines(key, data)
+        if lines is None:
+            read += 1
+            quarantine.append((key, 0, str(error), ""))
+            continue
+        end = _batch_end(key, day)
+        for line_no, line in enumerate(lines, start=1):
+            read += 1
+            if not line.strip():
+                quarantine.append((key, line_no, "empty_record", line))
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                quarantine.append((key, line_no, "malformed_json", line))
+                continue
+            if not isinstance(rec, dict):
+                quarantine.append((key, line_no, "not_an_object", line))
+                continue
+            row = {name: rec.get(name) for name in RAW_FIELDS}
+            row["_batch_end"] = end
+            row["_source_file"] = key
+            row["_line_no"] = line_no
+            records.append(row)
+            raw_lines.append(line)
+
+    # Object columns keep each JSON value as parsed, so type errors stay visible to the schema.
+    frame = pd.DataFrame(
+        {
+            name: pd.Series([rec[name] for rec in records], dtype=object)
+            for name in (*RAW_FIELDS, "_source_file", "_line_no")
+        }
+    )
+    frame["_batch_end"] = pd.to_datetime(
+        pd.Series([rec["_batch_end"] for rec in records], dtype=object), utc=True
+    )
+    bad_reasons = validate_raw(frame)
+    for idx, reason in bad_reasons.items():
+        quarantine.append(
+            (frame.at[idx, "_source_file"], int(frame.at[idx, "_line_no"]), reason, raw_lines[idx])
+        )
+    good = frame.drop(index=list(bad_reasons))
+    dup_mask = good["event_id"].duplicated(keep="first") | good["event_id"].isin(seen_event_ids)
+    duplicates = int(dup_mask.sum())
+    events = _to_clean(good[~dup_mask], pseudonymizer)
+    quarantine_frame = pd.DataFrame(quarantine, columns=list(QUARANTINE_COLUMNS))
+    quarantine_frame["line_no"] = quarantine_frame["line_no"].astype("int64")
+    reasons = Counter(r for rs in quarantine_frame["reason"] for r in rs.split(";"))
+    return IngestResult(events, quarantine_frame, read, duplicates, files, dict(reasons))
+
+
+def validate_raw(frame: pd.DataFrame) -> dict[int, str]:
+    """Return ``{row index: reason}`` for every parsed record that breaks ``RAW_SCHEMA``."""
+    if frame.empty:
+        return {}
+    try:
+        RAW_SCHEMA.validate(frame, lazy=True)
+    except SchemaErrors as err:
+        cases = err.failure_cases
+        rows = cases[cases["index"].notna()]
+        unplaced = cases[cases["index"].isna()]
+        if not unplaced.empty:
+            raise ValueError(
+                "raw schema failed at table level (not row level): "
+                + "; ".join(
+                    f"{c}:{k}" for c, k in zip(unplaced["column"], unplaced["check"], strict=True)
+                )
+            ) from err
+        reasons: dict[int, set[str]] = {}
+        for column, check, index in zip(rows["column"], rows["check"], rows["index"], strict=True):
+            reasons.setdefault(int(index), set()).add(_reason(column, str(check)))
+        return {idx: ";".join(sorted(r)) for idx, r in sorted(reasons.items())}
+    return {}
+
+
+def _to_clean(frame: pd.DataFrame, pseudonymizer: Pseudonymizer) -> pd.DataFrame:
+    if frame.empty:
+        return empty_clean_events()
+    out = pd.DataFrame(
+        {
+            "event_id": frame["event_id"].astype(str),
+            "event_type": frame["event_type"].astype(str),
+            "user_id": pseudonymizer.pseudonymize_many(frame["user_id"].astype(str)),
+            "ts": pd.to_datetime(frame["ts"], utc=True, format="ISO8601"),
+            "item_id": frame["item_id"].astype(object),
+            "request_id": frame["request_id"].astype(object),
+            "position": pd.array(frame["position"].tolist(), dtype="Int64"),
+            "session_id": frame["session_id"].astype(object),
+            "platform": frame["platform"].astype(object),
+            "payload": [
+                None if p is None else json.dumps(p, sort_keys=True) for p in frame["payload"]
+            ],
+            "source_file": frame["_source_file"].astype(str),
+            "line_no": frame["_line_no"].astype("int64"),
+        }
+    ).reset_index(drop=True)
+    out["ts"] = out["ts"].astype("datetime64[ns, UTC]")
+    for col in ("item_id", "request_id", "session_id", "platform"):
+        out[col] = out[col].where(out[col].notna(), None)
+    validated: pd.DataFrame = CLEAN_EVENTS_SCHEMA.validate(out[list(CLEAN_EVENT_COLUMNS)])
+    return validated
+
+
+def ingest_day(store: ObjectStore, day: dt.date, pseudonymizer: Pseudonymizer) -> IngestResult:
+    """Read every batch that landed on ``day`` from ``store`` and ingest it (nothing written).
+
+    Event ids accepted in the previous day's clean partition, when it exists, count as seen:
+    the collector's retries can cross midnight. Partitions should therefore be ingested in date
+    order (the daily schedule does); a backfill run out of order can miss such a re-send.
+    """
+    keys = list(store.iter_keys(layout.landing_events_prefix(day)))
+    previous = layout.warehouse_key(layout.WAREHOUSE_EVENTS, day - dt.timedelta(days=1), "events")
+    seen: frozenset[str] = frozenset()
+    if store.exists(previous):
+        seen = frozenset(read_parquet(store, previous)["event_id"])
+    return ingest_batches(((key, store.get_bytes(key)) for key in keys), day, pseudonymizer, seen)
+
+
+def write_ingested(store: ObjectStore, day: dt.date, result: IngestResult) -> dict[str, str]:
+    """Write the day's clean and quarantine partitions (replacing earlier runs of the day)."""
+    events_key = layout.warehouse_key(layout.WAREHOUSE_EVENTS, day, "events")
+    quarantine_key = layout.warehouse_key(layout.WAREHOUSE_QUARANTINE, day, "quarantine")
+    write_parquet(store, events_key, result.events)
+    write_parquet(store, quarantine_key, result.quarantine)
+    return {"events": store.uri(events_key), "quarantine": store.uri(quarantine_key)}
+
+
+def read_clean_events(store: ObjectStore, days: Iterable[dt.date] | None = None) -> pd.DataFrame:
+    """Concatenate clean event partitions (all of them, or the given days), sorted by time."""
+    keys = store.list_keys(f"{layout.WAREHOUSE_EVENTS}/")
+    wanted = None if days is None else set(days)
+    frames = [
+        read_parquet(store, key)
+        for key in keys
+        if key.endswith(".parquet") and (wanted is None or layout.date_of_key(key) in wanted)
+    ]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return empty_clean_events()
+    events = pd.concat(frames, ignore_index=True)
+    order = np.argsort(events["ts"].to_numpy(), kind="stable")
+    return events.iloc[order].reset_index(drop=True)

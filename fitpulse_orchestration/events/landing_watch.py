@@ -1,0 +1,26 @@
+"""Which landing days changed since the last look (the ingestion sensor's decision)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable
+
+from fitpulse_orchestration import layout
+
+
+def landing_fingerprints(keys: Iterable[str]) -> dict[str, str]:
+    """Fingerprint of each landing day's set of batch keys: ``{YYYY-MM-DD: sha1}``."""
+    by_day: dict[dt.date, list[str]] = defaultdict(list)
+    for key in keys:
+        by_day[layout.date_of_key(key)].append(key)
+    return {
+        day.isoformat(): hashlib.sha1("\n".join(sorted(ks)).encode()).hexdigest()[:16]
+        for day, ks in sorted(by_day.items())
+    }
+
+
+def changed_days(current: dict[str, str], previous: dict[str, str]) -> list[tuple[str, str]]:
+    """``(day, fingerprint)`` of days that are new or whose batches changed, oldest first."""
+    return [(day, fp) for day, fp in sorted(current.items()) if previous.get(day) != fp]

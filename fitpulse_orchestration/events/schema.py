@@ -1,0 +1,123 @@
+"""The event contract between the app's collector and the platform.
+
+A landed record is one JSON object per line with these fields:
+
+========== ======== ===========================================================
+field      required meaning
+========== ======== ===========================================================
+event_id   always   globally unique id; re-sent records repeat it
+event_type always   one of ``EVENT_TYPES``
+user_id    always   the app's pseudonymous user id (re-keyed at ingestion)
+ts         always   ISO-8601 timestamp with offset, when the event happened
+item_id    item ev. catalog id; required for every type in ``ITEM_EVENT_TYPES``
+request_id impress. feed request that produced an impression (and its engagements)
+position   no       0-based slot of the impression in the feed
+session_id no       app session
+platform   no       ios / android / web
+payload    no       event-specific object (workout duration, push propensity, ...)
+========== ======== ===========================================================
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import pandas as pd
+import pandera.pandas as pa
+
+EVENT_TYPES: Final = (
+    "app_open",
+    "impression",
+    "click",
+    "workout_start",
+    "workout_complete",
+    "article_read",
+    "video_watch",
+    "push_sent",
+    "push_open",
+    "push_dismiss",
+)
+ITEM_EVENT_TYPES: Final = frozenset(EVENT_TYPES) - {"app_open"}
+ENGAGEMENT_TYPES: Final = frozenset(
+    {"click", "workout_start", "workout_complete", "article_read", "video_watch"}
+)
+"""Meaningful interactions: a user is *cold* with fewer than 5 of these in a month."""
+
+ENGAGEMENT_GRADE: Final = {
+    "impression": 0,
+    "click": 1,
+    "workout_start": 2,
+    "article_read": 2,
+    "video_watch": 2,
+    "workout_complete": 3,
+}
+"""Graded relevance labels for the ranker (impression 0, click 1, start 2, complete 3).
+
+Reading an article or watching a video counts like starting a workout: the business goal is
+workout starts, so non-workout consumption is not rated as highly as a completed workout.
+"""
+
+COLD_THRESHOLD: Final = 5
+
+RAW_FIELDS: Final = (
+    "event_id",
+    "event_type",
+    "user_id",
+    "ts",
+    "item_id",
+    "request_id",
+    "position",
+    "session_id",
+    "platform",
+    "payload",
+)
+
+CLEAN_EVENTS_SCHEMA = pa.DataFrameSchema(
+    {
+        "event_id": pa.Column(str, unique=True),
+        "event_type": pa.Column(str, pa.Check.isin(EVENT_TYPES)),
+        "user_id": pa.Column(str, pa.Check.str_length(min_value=1)),
+        "ts": pa.Column(pd.DatetimeTZDtype(tz="UTC")),
+        "item_id": pa.Column(str, nullable=True),
+        "request_id": pa.Column(str, nullable=True),
+        "position": pa.Column("Int64", pa.Check.ge(0), nullable=True),
+        "session_id": pa.Column(str, nullable=True),
+        "platform": pa.Column(str, nullable=True),
+        "payload": pa.Column(str, nullable=True),
+        "source_file": pa.Column(str),
+        "line_no": pa.Column("int64", pa.Check.ge(1)),
+    },
+    checks=[
+        pa.Check(
+            lambda df: ~df["event_type"].isin(list(ITEM_EVENT_TYPES)) | df["item_id"].notna(),
+            name="item_event_has_item_id",
+        ),
+    ],
+    strict=True,
+    name="clean_events",
+)
+"""Clean events as written to ``warehouse/events``; ``user_id`` is already pseudonymized."""
+
+CLEAN_EVENT_COLUMNS: Final = tuple(CLEAN_EVENTS_SCHEMA.columns)
+
+QUARANTINE_COLUMNS: Final = ("source_file", "line_no", "reason", "raw")
+
+
+def empty_clean_events() -> pd.DataFrame:
+    """An empty frame with the clean-events columns and dtypes."""
+    return pd.DataFrame(
+        {
+            "event_id": pd.Series(dtype=str),
+            "event_type": pd.Series(dtype=str),
+            "user_id": pd.Series(dtype=str),
+            "ts": pd.Series(dtype="datetime64[ns, UTC]"),
+            "item_id": pd.Series(dtype=object),
+            "request_id": pd.Series(dtype=object),
+            "position": pd.Series(dtype="Int64"),
+            "session_id": pd.Series(dtype=object),
+            "platform": pd.Series(dtype=object),
+            "payload": pd.Series(dtype=object),
+            "source_file": pd.Series(dtype=str),
+            "line_no": pd.Series(dtype="int64"),
+        }
+    )

@@ -1,0 +1,139 @@
+"""Catalog and member profiles from the landing zone, with defaults when either is missing.
+
+A real interaction log may come without a catalog or profiles. Then every item seen in events
+gets ``unknown`` content attributes (and its first event time as publish time) and every user an
+``unknown`` fitness level and region, so downstream features take defaults instead of failing.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from fitpulse_orchestration import layout
+from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
+from fitpulse_orchestration.storage import ObjectStore
+from fitpulse_orchestration.storage.tables import read_parquet_prefix
+
+UNKNOWN: Final = "unknown"
+DIFFICULTY_ORDINAL: Final = {"beginner": 0, "intermediate": 1, "advanced": 2}
+INTENSITY_ORDINAL: Final = {"low": 0, "medium": 1, "high": 2}
+LEVEL_ORDINAL: Final = {"beginner": 0, "intermediate": 1, "advanced": 2}
+
+CATALOG_SCHEMA = pa.DataFrameSchema(
+    {
+        "item_id": pa.Column(str, unique=True),
+        "item_type": pa.Column(str),
+        "title": pa.Column(str),
+        "category": pa.Column(str),
+        "difficulty": pa.Column(str, pa.Check.isin([*DIFFICULTY_ORDINAL, UNKNOWN])),
+        "intensity": pa.Column(str, pa.Check.isin([*INTENSITY_ORDINAL, UNKNOWN])),
+        "duration_min": pa.Column(float, nullable=True),
+        "equipment": pa.Column(str),
+        "tags": pa.Column(str),
+        "published_at": pa.Column(pd.DatetimeTZDtype(tz="UTC")),
+    },
+    strict=True,
+    coerce=True,
+    name="catalog",
+)
+
+PROFILES_SCHEMA = pa.DataFrameSchema(
+    {
+        "user_id": pa.Column(str, unique=True),
+        "signup_at": pa.Column(pd.DatetimeTZDtype(tz="UTC"), nullable=True),
+        "region": pa.Column(str),
+        "timezone": pa.Column(str),
+        "fitness_level": pa.Column(str, pa.Check.isin([*LEVEL_ORDINAL, UNKNOWN])),
+        "goals": pa.Column(str),
+        "push_opt_out": pa.Column(bool),
+    },
+    strict=True,
+    coerce=True,
+    name="member_profiles",
+)
+
+
+def load_catalog(store: ObjectStore) -> pd.DataFrame:
+    """Latest version of every landed catalog item (later landing files win)."""
+    frames = read_parquet_prefix(store, f"{layout.LANDING_CATALOG}/")
+    if not frames:
+        return CATALOG_SCHEMA.validate(pd.DataFrame(columns=list(CATALOG_SCHEMA.columns)))
+    catalog = pd.concat(frames, ignore_index=True).drop_duplicates("item_id", keep="last")
+    catalog["duration_min"] = catalog["duration_min"].astype(float)
+    validated: pd.DataFrame = CATALOG_SCHEMA.validate(catalog.reset_index(drop=True))
+    return validated
+
+
+def load_profiles(store: ObjectStore, pseudonymizer: Pseudonymizer) -> pd.DataFrame:
+    """Latest landed profile of every member, with ``user_id`` pseudonymized."""
+    frames = read_parquet_prefix(store, f"{layout.LANDING_USERS}/")
+    if not frames:
+        return PROFILES_SCHEMA.validate(pd.DataFrame(columns=list(PROFILES_SCHEMA.columns)))
+    profiles = pd.concat(frames, ignore_index=True).drop_duplicates("user_id", keep="last")
+    profiles["user_id"] = pseudonymizer.pseudonymize_many(profiles["user_id"].astype(str))
+    validated: pd.DataFrame = PROFILES_SCHEMA.validate(profiles.reset_index(drop=True))
+    return validated
+
+
+def complete_catalog(catalog: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+    """Add items that appear in events but not in the catalog, with unknown attributes.
+
+    Their ``published_at`` is the first time any event mentions them.
+    """
+    first_seen = events.dropna(subset=["item_id"]).groupby("item_id")["ts"].min()
+    missing = first_seen[~first_seen.index.isin(catalog["item_id"])]
+    if missing.empty:
+        return catalog.reset_index(drop=True)
+    extra = pd.DataFrame(
+        {
+            "item_id": missing.index.astype(str),
+            "item_type": UNKNOWN,
+            "title": missing.index.astype(str),
+            "category": UNKNOWN,
+            "difficulty": UNKNOWN,
+            "intensity": UNKNOWN,
+            "duration_min": np.nan,
+            "equipment": UNKNOWN,
+            "tags": "",
+            "published_at": missing.to_numpy(),
+        }
+    )
+    merged = pd.concat([catalog, extra], ignore_index=True) if len(catalog) else extra
+    validated: pd.DataFrame = CATALOG_SCHEMA.validate(merged)
+    return validated
+
+
+def complete_profiles(profiles: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+    """Add users who appear in events but have no profile, with unknown attributes."""
+    users = pd.Index(events["user_id"].unique())
+    missing = users[~users.isin(profiles["user_id"])]
+    if missing.empty:
+        return profiles.reset_index(drop=True)
+    extra = pd.DataFrame(
+        {
+            "user_id": missing.astype(str),
+            "signup_at": pd.NaT,
+            "region": UNKNOWN,
+            "timezone": "UTC",
+            "fitness_level": UNKNOWN,
+            "goals": "",
+            "push_opt_out": False,
+        }
+    )
+    merged = pd.concat([profiles, extra], ignore_index=True) if len(profiles) else extra
+    validated: pd.DataFrame = PROFILES_SCHEMA.validate(merged)
+    return validated
+
+
+def unsafe_for_beginners(catalog: pd.DataFrame) -> pd.Series:
+    """Boolean per catalog row: advanced, high-intensity, or of unknown difficulty/intensity.
+
+    Unknown content is treated as unsafe: the guardrail must hold even without a catalog.
+    """
+    return catalog["difficulty"].isin(["advanced", UNKNOWN]) | catalog["intensity"].isin(
+        ["high", UNKNOWN]
+    )

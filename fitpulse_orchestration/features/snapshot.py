@@ -1,0 +1,44 @@
+"""The training snapshot: exactly the data one training run sees."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from fitpulse_orchestration.events.ingest import read_clean_events
+from fitpulse_orchestration.features.point_in_time import FeatureInputs
+from fitpulse_orchestration.features.reference import complete_catalog, complete_profiles
+from fitpulse_orchestration.features.training import SplitParams, TimeSplit, compute_time_split
+from fitpulse_orchestration.storage import ObjectStore
+
+
+@dataclass
+class TrainingSnapshot:
+    """Clean events of every ingested day, the completed catalog and profiles, and the split."""
+
+    inputs: FeatureInputs
+    split: TimeSplit
+
+    def summary(self) -> dict[str, float | str]:
+        """Counts and window boundaries for metadata and tags."""
+        return {
+            "events": float(len(self.inputs.events)),
+            "users": float(self.inputs.events["user_id"].nunique()),
+            "items": float(len(self.inputs.catalog)),
+            "profiled_users": float(len(self.inputs.profiles)),
+            **self.split.as_dict(),
+        }
+
+
+def build_training_snapshot(
+    store: ObjectStore, catalog: pd.DataFrame, profiles: pd.DataFrame, params: SplitParams
+) -> TrainingSnapshot:
+    """Read every clean event partition and complete the reference data with defaults."""
+    events = read_clean_events(store)
+    inputs = FeatureInputs(
+        events=events,
+        catalog=complete_catalog(catalog, events),
+        profiles=complete_profiles(profiles, events),
+    )
+    return TrainingSnapshot(inputs=inputs, split=compute_time_split(events, params))

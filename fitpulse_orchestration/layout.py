@@ -1,0 +1,66 @@
+"""Where each dataset lives in the object store.
+
+Every path the platform reads or writes is built here, so the landing zone written by the
+synthetic world, the import command and the collector agree with what ingestion reads.
+
+- ``landing/events/date=YYYY-MM-DD/hour=HH/<batch>.ndjson.gz``: the collector's hourly batches.
+- ``landing/catalog/date=YYYY-MM-DD/<name>.parquet``: catalog publications and updates.
+- ``landing/users/date=YYYY-MM-DD/<name>.parquet``: profile sign-ups and updates.
+- ``warehouse/events/date=YYYY-MM-DD/events.parquet``: clean, pseudonymized events.
+- ``warehouse/quarantine/date=YYYY-MM-DD/quarantine.parquet``: rejected records with reasons.
+- ``assets/<asset_key>.<ext>``: asset values persisted by the object-store IO manager.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+LANDING_EVENTS = "landing/events"
+LANDING_CATALOG = "landing/catalog"
+LANDING_USERS = "landing/users"
+WAREHOUSE_EVENTS = "warehouse/events"
+WAREHOUSE_QUARANTINE = "warehouse/quarantine"
+ASSETS = "assets"
+
+_DATE_RE = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
+_HOUR_RE = re.compile(r"hour=(\d{2})")
+
+
+def landing_events_key(day: dt.date, hour: int, batch: str) -> str:
+    """Key of one hourly collector batch."""
+    return f"{LANDING_EVENTS}/date={day.isoformat()}/hour={hour:02d}/{batch}.ndjson.gz"
+
+
+def landing_events_prefix(day: dt.date) -> str:
+    """Prefix holding every batch that landed on ``day``."""
+    return f"{LANDING_EVENTS}/date={day.isoformat()}/"
+
+
+def landing_reference_key(kind_prefix: str, day: dt.date, name: str) -> str:
+    """Key of a catalog or profile file that landed on ``day``."""
+    return f"{kind_prefix}/date={day.isoformat()}/{name}.parquet"
+
+
+def warehouse_key(prefix: str, day: dt.date, name: str) -> str:
+    """Key of a clean or quarantine partition."""
+    return f"{prefix}/date={day.isoformat()}/{name}.parquet"
+
+
+def date_of_key(key: str) -> dt.date:
+    """Parse the ``date=YYYY-MM-DD`` component of a key."""
+    match = _DATE_RE.search(key)
+    if match is None:
+        raise ValueError(f"key {key!r} has no date=YYYY-MM-DD component")
+    return dt.date.fromisoformat(match.group(1))
+
+
+def hour_of_key(key: str) -> int | None:
+    """Parse the ``hour=HH`` component of a key, or None when absent."""
+    match = _HOUR_RE.search(key)
+    return int(match.group(1)) if match else None
+
+
+def landed_dates(keys: list[str]) -> list[dt.date]:
+    """Distinct dates of the given keys, sorted."""
+    return sorted({date_of_key(key) for key in keys})

@@ -1,0 +1,76 @@
+"""Where a FitPulse project home keeps its state (the embedded, local profile).
+
+A home directory (default ``.fitpulse`` in the working directory, or ``FITPULSE_HOME``) holds::
+
+    store/      object store root: landing zone, warehouse, persisted asset values
+    dagster/    Dagster instance (SQLite run, event-log and schedule storage)
+    mlflow/     MLflow tracking and registry (SQLite) and its artifacts
+    reports/    evaluation tables written by the CLI
+    secrets/    the pseudonymization key of this home (created on first use, mode 0600)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOME = ".fitpulse"
+PROFILES = ("local", "production")
+
+
+@dataclass(frozen=True)
+class ProjectHome:
+    """Paths inside one project home."""
+
+    root: Path
+
+    @classmethod
+    def resolve(cls, home: str | os.PathLike[str] | None = None) -> ProjectHome:
+        """Use ``home``, else ``$FITPULSE_HOME``, else ``./.fitpulse`` (made absolute)."""
+        chosen = home or os.environ.get("FITPULSE_HOME") or DEFAULT_HOME
+        return cls(Path(chosen).expanduser().resolve())
+
+    @property
+    def store(self) -> Path:
+        """Object store root."""
+        return self.root / "store"
+
+    @property
+    def dagster(self) -> Path:
+        """Dagster instance directory (use as ``DAGSTER_HOME``)."""
+        return self.root / "dagster"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """SQLite tracking and registry database."""
+        return f"sqlite:///{self.root / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        """Artifact root of MLflow experiments."""
+        return self.root / "mlflow" / "artifacts"
+
+    @property
+    def reports(self) -> Path:
+        """Reports written by the CLI."""
+        return self.root / "reports"
+
+    @property
+    def pseudonym_key_file(self) -> Path:
+        """Pseudonymization secret of this home."""
+        return self.root / "secrets" / "pseudonym.key"
+
+    def create(self) -> ProjectHome:
+        """Create the directories (idempotent) and return self."""
+        for path in (self.store, self.dagster, self.mlflow_artifacts, self.reports):
+            path.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def current_profile() -> str:
+    """``$FITPULSE_PROFILE`` (``local`` when unset); raises on an unknown profile."""
+    profile = os.environ.get("FITPULSE_PROFILE", "local")
+    if profile not in PROFILES:
+        raise ValueError(f"FITPULSE_PROFILE={profile!r}; expected one of {PROFILES}")
+    return profile

@@ -1,0 +1,694 @@
+"""A deterministic, seeded FitPulse world: profiles, a growing catalog and app events.
+
+Events come from a latent taste model. Each user has a category taste (Dirichlet) and an
+8-dimensional taste vector; each item has category traits, a quality (popularity) and a
+difficulty. The chance of engaging with an item is::
+
+    sigmoid(bias + taste . traits + log taste[category] + quality
+            - level mismatch - category fatigue + recency) x position examination
+
+A legacy recommender (taste-ish, popular and random items mixed) produces the feeds users
+see, so logged impressions carry exposure bias; users also find items on their own (browse and
+search) in proportion to their taste. Beginners who start advanced or high-intensity content
+often churn, which is what makes the beginner-safety guardrail measurable. About 40% of users
+end the window *cold* (fewer than 5 meaningful interactions).
+
+The world writes what the app's collector and back office would write (see ``layout``):
+hourly gzipped NDJSON event batches with injected bad records, and Parquet catalog and profile
+files. ``generate_world`` returns a ``WorldSummary`` that states exactly what was injected.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+
+from fitpulse_orchestration import layout
+from fitpulse_orchestration.events.schema import ENGAGEMENT_TYPES
+from fitpulse_orchestration.storage import ObjectStore, write_parquet
+from fitpulse_orchestration.world import vocab
+
+DIM: Final = 8
+FEED_SLOTS: Final = 10
+BAD_KINDS: Final = (
+    "malformed_json",
+    "missing_field",
+    "wrong_type",
+    "unknown_event_type",
+    "future_timestamp",
+    "duplicate_event_id",
+)
+
+
+@dataclass(frozen=True)
+class WorldParams:
+    """Size and behaviour of a synthetic world.
+
+    Attributes:
+        n_users: users who exist by the end of the window (about 1 in 5 sign up during it).
+        n_items: catalog items published before the window starts.
+        new_items_per_day: items published during each simulated day.
+        days: simulated days; the window ends on ``end_date`` (inclusive).
+        end_date: last simulated day.
+        seed: seed of every random draw.
+        bad_record_rate: share of landed event records that are corrupted or re-sent.
+        dormant_share: share of users with a very low activity rate (most end up cold).
+    """
+
+    n_users: int
+    n_items: int
+    new_items_per_day: int
+    days: int
+    end_date: dt.date = dt.date(2026, 11, 1)
+    seed: int = 7
+    bad_record_rate: float = 0.01
+    dormant_share: float = 0.52
+
+    @property
+    def start_date(self) -> dt.date:
+        """First simulated day."""
+        return self.end_date - dt.timedelta(days=self.days - 1)
+
+    def __post_init__(self) -> None:
+        if self.n_users < 10 or self.n_items < 20 or self.days < 1:
+            raise ValueError("a world needs at least 10 users, 20 items and 1 day")
+        if not 0.0 <= self.bad_record_rate < 0.5:
+            raise ValueError("bad_record_rate must be in [0, 0.5)")
+
+
+SCALES: Final = {
+    "tiny": WorldParams(n_users=300, n_items=300, new_items_per_day=6, days=14),
+    "demo": WorldParams(n_users=4000, n_items=2500, new_items_per_day=40, days=28),
+    "large": WorldParams(n_users=40000, n_items=20000, new_items_per_day=300, days=28),
+}
+
+
+def world_params(scale: str, seed: int | None = None, **overrides: Any) -> WorldParams:
+    """Return the preset ``scale`` with an optional seed and field overrides."""
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
+    params = SCALES[scale]
+    if seed is not None:
+        overrides["seed"] = seed
+    return replace(params, **overrides) if overrides else params
+
+
+@dataclass
+class WorldSummary:
+    """What a generated world contains; the ground truth for ingestion tests."""
+
+    params: WorldParams
+    n_users: int
+    n_items: int
+    n_valid_events: int
+    """Distinct valid events written (each re-sent copy counts once)."""
+    records_written: int
+    """Lines written to the landing zone, bad and re-sent ones included."""
+    bad_records: dict[str, int]
+    """Injected bad records by kind (``BAD_KINDS``); duplicates are extra copies."""
+    event_counts: dict[str, int]
+    landed_days: list[dt.date]
+    cold_user_share: float
+    """Share of users with fewer than 5 meaningful interactions in the window."""
+    beginner_churn: dict[str, float] = field(default_factory=dict)
+    """Churn rate of beginners who did / did not start unsafe content."""
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass
+class _Users:
+    ids: np.ndarray
+    signup: np.ndarray  # datetime64[s]
+    region: np.ndarray
+    level: np.ndarray  # 0 beginner, 1 intermediate, 2 advanced
+    goals: list[list[str]]
+    cat_taste: np.ndarray  # (n, n_categories)
+    vec: np.ndarray  # (n, DIM)
+    activity: np.ndarray  # daily session probability
+    utc_offset: np.ndarray
+    platform: np.ndarray
+    opted_out: np.ndarray
+
+
+@dataclass
+class _Items:
+    ids: np.ndarray
+    type_: np.ndarray
+    category: np.ndarray
+    difficulty: np.ndarray
+    intensity: np.ndarray
+    duration: np.ndarray
+    equipment: np.ndarray
+    tags: list[list[str]]
+    title: np.ndarray
+    published: np.ndarray  # datetime64[s]
+    quality: np.ndarray
+    vec: np.ndarray
+
+
+def _make_category_vectors(rng: np.random.Generator) -> np.ndarray:
+    vecs = rng.normal(size=(len(vocab.CATEGORIES), DIM))
+    return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+
+
+def _make_users(p: WorldParams, rng: np.random.Generator, cat_vecs: np.ndarray) -> _Users:
+    n = p.n_users
+    start = np.datetime64(p.start_date.isoformat(), "s")
+    in_window = rng.random(n) < 0.2
+    before = start - rng.integers(1, 365 * 86400, size=n).astype("timedelta64[s]")
+    during = start + rng.integers(0, p.days * 86400, size=n).astype("timedelta64[s]")
+    signup = np.where(in_window, during, before)
+    region = rng.choice(vocab.REGIONS, size=n, p=vocab.REGION_WEIGHTS)
+    level = rng.choice(3, size=n, p=vocab.FITNESS_WEIGHTS)
+    goals = [
+        list(rng.choice(vocab.GOALS, size=int(rng.integers(1, 3)), replace=False)) for _ in range(n)
+    ]
+    cat_taste = rng.dirichlet(np.full(len(vocab.CATEGORIES), 0.35), size=n)
+    vec = cat_taste @ cat_vecs + 0.35 * rng.normal(size=(n, DIM))
+    dormant = rng.random(n) < p.dormant_share
+    activity = np.where(
+        dormant, rng.uniform(0.002, 0.02, size=n), np.clip(rng.beta(2.0, 3.5, size=n), 0.08, 0.95)
+    )
+    offsets = np.array([vocab.REGION_TIMEZONES[r][1] for r in region])
+    platform = rng.choice(vocab.PLATFORMS, size=n, p=vocab.PLATFORM_WEIGHTS)
+    opted_out = rng.random(n) < 0.12
+    ids = np.array([f"usr_{i:07d}" for i in rng.permutation(n * 3)[:n]])
+    return _Users(
+        ids, signup, region, level, goals, cat_taste, vec, activity, offsets, platform, opted_out
+    )
+
+
+def _make_items(
+    n: int,
+    published: np.ndarray,
+    rng: np.random.Generator,
+    cat_vecs: np.ndarray,
+    id_offset: int,
+) -> _Items:
+    type_ = rng.choice(vocab.ITEM_TYPES, size=n, p=vocab.ITEM_TYPE_WEIGHTS)
+    category = rng.integers(0, len(vocab.CATEGORIES), size=n)
+    difficulty = rng.choice(3, size=n, p=vocab.DIFFICULTY_WEIGHTS)
+    # Intensity follows difficulty (and HIIT/running skew high, meditation low).
+    base = difficulty + rng.normal(0, 0.7, size=n)
+    cat_names = np.array(vocab.CATEGORIES)[category]
+    base += np.where(np.isin(cat_names, ["hiit", "running", "cycling"]), 0.8, 0.0)
+    base -= np.where(np.isin(cat_names, ["meditation", "nutrition", "mobility", "yoga"]), 0.8, 0.0)
+    intensity = np.clip(np.round(base), 0, 2).astype(int)
+    duration = np.where(
+        type_ == "article",
+        rng.integers(3, 15, size=n),
+        np.where(type_ == "plan", rng.integers(4, 13, size=n) * 7, rng.integers(2, 13, size=n) * 5),
+    )
+    equipment = np.where(
+        np.isin(cat_names, ["meditation", "nutrition"]),
+        "none",
+        rng.choice(vocab.EQUIPMENT, size=n, p=(0.35, 0.25, 0.15, 0.08, 0.1, 0.07)),
+    )
+    tags = [
+        list(rng.choice(vocab.CATEGORY_TAGS[c], size=int(rng.integers(2, 4)), replace=False))
+        for c in cat_names
+    ]
+    title = np.array(
+        [
+            f"{rng.choice(vocab.TITLE_WORDS)} {c.title()} {t.title()}"
+            for c, t in zip(cat_names, type_, strict=True)
+        ]
+    )
+    quality = rng.normal(0.0, 0.6, size=n)
+    vec = cat_vecs[category] + 0.45 * rng.normal(size=(n, DIM))
+    ids = np.array([f"{vocab.ITEM_ID_PREFIX[t]}_{id_offset + i:07d}" for i, t in enumerate(type_)])
+    return _Items(
+        ids,
+        type_,
+        category,
+        difficulty,
+        intensity,
+        duration,
+        equipment,
+        tags,
+        title,
+        published,
+        quality,
+        vec,
+    )
+
+
+def _concat_items(a: _Items, b: _Items) -> _Items:
+    return _Items(
+        *[
+            (x + y) if isinstance(x, list) else np.concatenate([x, y])
+            for x, y in zip(vars(a).values(), vars(b).values(), strict=True)
+        ]
+    )
+
+
+def _iso(ts: np.datetime64) -> str:
+    return f"{ts.astype('datetime64[ms]')!s}Z"
+
+
+class _EventLog:
+    """Collects events column-wise while the simulation runs."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self._next = 0
+
+    def add(self, **fields: Any) -> None:
+        self._next += 1
+        fields["event_id"] = f"ev_{self._next:010d}"
+        self.rows.append(fields)
+
+
+def _simulate(
+    p: WorldParams,
+    rng: np.random.Generator,
+    users: _Users,
+    items: _Items,
+    log: _EventLog,
+) -> dict[str, float]:
+    n_users = len(users.ids)
+    n_cat = len(vocab.CATEGORIES)
+    churned = np.zeros(n_users, dtype=bool)
+    unsafe_started = np.zeros(n_users, dtype=bool)
+    cat_fatigue = np.zeros((n_users, n_cat))
+    last_open = np.full(n_users, np.datetime64("1970-01-01T00:00:00"), dtype="datetime64[s]")
+    level_gap = items.difficulty[None, :] - users.level[:, None]  # (users, items)
+    mismatch = np.where(level_gap > 0, 1.2 * level_gap, 0.3 * -level_gap)
+    unsafe_for_beginner = (items.difficulty == 2) | (items.intensity == 2)
+    base_affinity = (
+        users.vec @ items.vec.T
+        + np.log(users.cat_taste[:, items.category] * n_cat + 1e-3)
+        + items.quality[None, :]
+        - mismatch
+    )
+    popularity = np.exp(items.quality * 1.5)
+    req_counter = 0
+    sess_counter = 0
+    for day_idx in range(p.days):
+        day = np.datetime64(p.start_date.isoformat(), "s") + np.timedelta64(day_idx * 86400, "s")
+        cat_fatigue *= 0.6
+        churned |= rng.random(n_users) < 0.002
+        exists = (users.signup < day + np.timedelta64(86400, "s")) & ~churned
+        active = exists & (rng.random(n_users) < users.activity)
+        # Push notifications from the legacy push policy (logged with its propensity).
+        push_prop = np.where(rng.random(n_users) < 0.1, 0.5, 0.15)
+        pushed = exists & ~users.opted_out & (rng.random(n_users) < push_prop)
+        for u in np.flatnonzero(pushed):
+            local_hour = int(rng.choice([8, 12, 18, 20]))
+            ts = day + np.timedelta64((local_hour - int(users.utc_offset[u])) % 24 * 3600, "s")
+            ts += np.timedelta64(int(rng.integers(0, 3600)), "s")
+            pub_ok = items.published < ts
+            scores = np.where(pub_ok, base_affinity[u] + rng.gumbel(size=len(items.ids)), -np.inf)
+            it = int(np.argmax(scores))
+            log.add(
+                event_type="push_sent",
+                user_id=users.ids[u],
+                item_id=items.ids[it],
+                ts=ts,
+                payload={"propensity": float(push_prop[u]), "local_hour": local_hour},
+                platform=users.platform[u],
+            )
+            p_open = float(_sigmoid(np.array(-2.0 + 0.5 * base_affinity[u, it])))
+            draw = rng.random()
+            if draw < p_open:
+                log.add(
+                    event_type="push_open",
+                    user_id=users.ids[u],
+                    item_id=items.ids[it],
+                    ts=ts + np.timedelta64(int(rng.integers(60, 7200)), "s"),
+                    platform=users.platform[u],
+                )
+                active[u] = True
+            elif draw < p_open + 0.4:
+                log.add(
+                    event_type="push_dismiss",
+                    user_id=users.ids[u],
+                    item_id=items.ids[it],
+                    ts=ts + np.timedelta64(int(rng.integers(10, 600)), "s"),
+                    platform=users.platform[u],
+                )
+        act = np.flatnonzero(active)
+        if act.size == 0:
+            continue
+        n_sessions = 1 + rng.poisson(0.4, size=act.size)
+        sess_users = np.repeat(act, n_sessions)
+        local_hours = rng.choice(
+            [6, 7, 8, 12, 13, 17, 18, 19, 20, 21], size=sess_users.size
+        ).astype(int)
+        sess_ts = (
+            day
+            + ((local_hours - users.utc_offset[sess_users]) % 24 * 3600).astype("timedelta64[s]")
+            + rng.integers(0, 3600, size=sess_users.size).astype("timedelta64[s]")
+        )
+        order = np.argsort(sess_ts)
+        sess_users, sess_ts = sess_users[order], sess_ts[order]
+        for chunk in range(0, sess_users.size, 1024):
+            su = sess_users[chunk : chunk + 1024]
+            st = sess_ts[chunk : chunk + 1024]
+            available = items.published[None, :] < st[:, None]
+            aff = base_affinity[su] - 0.08 * cat_fatigue[su][:, items.category]
+            # Fresh items get a recency boost for their first days.
+            age_days = (st[:, None] - items.published[None, :]).astype(float) / 86400.0
+            aff = aff + 0.6 * np.exp(-np.clip(age_days, 0, None) / 3.0)
+            # Legacy feed: mixture of taste-ish, popularity and uniform exploration.
+            taste_p = np.where(available, np.exp(0.8 * aff), 0.0)
+            taste_p /= taste_p.sum(axis=1, keepdims=True)
+            pop_p = np.where(available, popularity[None, :], 0.0)
+            pop_p /= pop_p.sum(axis=1, keepdims=True)
+            uni_p = available / available.sum(axis=1, keepdims=True)
+            mix = 0.4 * taste_p + 0.35 * pop_p + 0.25 * uni_p
+            keys = np.log(mix + 1e-30) + rng.gumbel(size=mix.shape)
+            feed = np.argsort(-keys, axis=1)[:, :FEED_SLOTS]
+            # Organic discovery (browse and search) follows taste only.
+            organic_keys = np.where(available, 1.5 * aff, -np.inf) + rng.gumbel(size=mix.shape)
+            n_organic = rng.poisson(0.7, size=su.size)
+            organic = np.argsort(-organic_keys, axis=1)[:, :3]
+            for row, u in enumerate(su):
+                sess_counter += 1
+                session_id = f"s_{sess_counter:09d}"
+                t0 = st[row]
+                plat = users.platform[u]
+                log.add(
+                    event_type="app_open",
+                    user_id=users.ids[u],
+                    ts=t0,
+                    session_id=session_id,
+                    platform=plat,
+                )
+                last_open[u] = t0
+                req_counter += 1
+                request_id = f"r_{req_counter:09d}"
+                t_imp = t0 + np.timedelta64(1, "s")
+                shown = feed[row]
+                for pos, it in enumerate(shown):
+                    log.add(
+                        event_type="impression",
+                        user_id=users.ids[u],
+                        item_id=items.ids[it],
+                        ts=t_imp,
+                        request_id=request_id,
+                        position=int(pos),
+                        session_id=session_id,
+                        platform=plat,
+                    )
+                examine = 1.0 / np.sqrt(1.0 + np.arange(FEED_SLOTS))
+                p_click = _sigmoid(-2.6 + 1.1 * aff[row, shown]) * examine
+                clicks = shown[rng.random(FEED_SLOTS) < p_click]
+                picks = [(int(it), request_id) for it in clicks]
+                picks += [(int(it), None) for it in organic[row, : n_organic[row]]]
+                t = t_imp
+                for it, req in picks:
+                    t = t + np.timedelta64(int(rng.integers(5, 90)), "s")
+                    outcome = _engage(
+                        p,
+                        rng,
+                        log,
+                        users,
+                        items,
+                        u,
+                        it,
+                        req,
+                        t,
+                        session_id,
+                        plat,
+                        float(aff[row, it]),
+                    )
+                    cat_fatigue[u, items.category[it]] += 1.0
+                    if outcome and users.level[u] == 0 and unsafe_for_beginner[it]:
+                        unsafe_started[u] = True
+                        if rng.random() < 0.35:
+                            churned[u] = True
+                for it in shown:
+                    cat_fatigue[u, items.category[it]] += 0.2
+    beginners = users.level == 0
+    return {
+        "unsafe_started": float(
+            churned[beginners & unsafe_started].mean()
+            if (beginners & unsafe_started).any()
+            else 0.0
+        ),
+        "safe_only": float(
+            churned[beginners & ~unsafe_started].mean()
+            if (beginners & ~unsafe_started).any()
+            else 0.0
+        ),
+    }
+
+
+def _engage(
+    p: WorldParams,
+    rng: np.random.Generator,
+    log: _EventLog,
+    users: _Users,
+    items: _Items,
+    u: int,
+    it: int,
+    request_id: str | None,
+    t: np.datetime64,
+    session_id: str,
+    platform: str,
+    affinity: float,
+) -> int:
+    """Log a click and what follows; return 1 when the user went on to consume the item."""
+    common = {
+        "user_id": users.ids[u],
+        "item_id": items.ids[it],
+        "session_id": session_id,
+        "platform": platform,
+        "request_id": request_id,
+    }
+    log.add(event_type="click", ts=t, **common)
+    kind = items.type_[it]
+    t2 = t + np.timedelta64(int(rng.integers(10, 120)), "s")
+    if kind in ("article", "video"):
+        if rng.random() < float(_sigmoid(np.array(0.5 + 0.6 * affinity))):
+            etype = "article_read" if kind == "article" else "video_watch"
+            log.add(
+                event_type=etype, ts=t2, payload={"seconds": int(items.duration[it]) * 60}, **common
+            )
+            return 1
+        return 0
+    if rng.random() >= float(_sigmoid(np.array(0.2 + 0.7 * affinity))):
+        return 0
+    log.add(event_type="workout_start", ts=t2, **common)
+    too_hard = items.difficulty[it] - users.level[u]
+    p_complete = 0.8 if too_hard <= 0 else (0.35 if too_hard == 1 else 0.15)
+    if rng.random() < p_complete:
+        minutes = int(items.duration[it]) if kind == "workout" else 30
+        log.add(
+            event_type="workout_complete",
+            ts=t2 + np.timedelta64(minutes * 60, "s"),
+            payload={
+                "duration_s": minutes * 60,
+                "avg_heart_rate": int(rng.normal(115 + 12 * items.intensity[it], 8)),
+                "calories": int(minutes * (5 + 3 * items.intensity[it])),
+            },
+            **common,
+        )
+    return 1
+
+
+def _record(row: dict[str, Any]) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "event_id": row["event_id"],
+        "event_type": row["event_type"],
+        "user_id": row["user_id"],
+        "ts": _iso(row["ts"]),
+    }
+    for key in ("item_id", "request_id", "position", "session_id", "platform", "payload"):
+        value = row.get(key)
+        if value is not None:
+            rec[key] = value
+    return rec
+
+
+def _corrupt(kind: str, rec: dict[str, Any], rng: np.random.Generator) -> str:
+    """Return the landed line for a record corrupted as ``kind``."""
+    rec = dict(rec)
+    if kind == "malformed_json":
+        text = json.dumps(rec)
+        return text[: int(rng.integers(5, len(text) - 2))]
+    if kind == "missing_field":
+        choices = ["user_id", "event_type", "ts", "event_id"]
+        if rec["event_type"] != "app_open":
+            choices.append("item_id")
+        rec.pop(str(rng.choice(choices)))
+    elif kind == "wrong_type":
+        field_name = str(rng.choice(["user_id", "ts", "position"]))
+        if field_name == "user_id":
+            rec["user_id"] = int(rng.integers(1, 10**9))
+        elif field_name == "ts":
+            rec["ts"] = int(rng.integers(1_700_000_000, 1_800_000_000))
+        else:
+            rec["position"] = "third"
+    elif kind == "unknown_event_type":
+        rec["event_type"] = str(rng.choice(vocab.UNKNOWN_EVENT_TYPES))
+    elif kind == "future_timestamp":
+        ts = np.datetime64(rec["ts"].rstrip("Z"), "ms") + np.timedelta64(
+            int(rng.integers(2, 30)) * 86400, "s"
+        )
+        rec["ts"] = _iso(ts)
+    return json.dumps(rec)
+
+
+def _write_events(
+    p: WorldParams, rng: np.random.Generator, log: _EventLog, store: ObjectStore
+) -> tuple[int, int, dict[str, int], list[dt.date]]:
+    """Write hourly batches by arrival time; return (valid, written, bad counts, days)."""
+    bad = dict.fromkeys(BAD_KINDS, 0)
+    batches: dict[tuple[str, int], list[str]] = defaultdict(list)
+    n = len(log.rows)
+    delays = rng.exponential(120.0, size=n).astype(int)
+    is_bad = rng.random(n) < p.bad_record_rate
+    kinds = rng.choice(BAD_KINDS, size=n)
+    valid = 0
+    end = np.datetime64(p.end_date.isoformat(), "s") + np.timedelta64(86400 - 1, "s")
+    for i, row in enumerate(log.rows):
+        arrival = row["ts"] + np.timedelta64(int(delays[i]), "s")
+        if arrival > end:
+            # Not yet arrived when the simulation stops: never written, never counted.
+            continue
+        day = str(arrival.astype("datetime64[D]"))
+        hour = int((arrival - arrival.astype("datetime64[D]")).astype(int) // 3600)
+        rec = _record(row)
+        kind = str(kinds[i]) if is_bad[i] else None
+        if kind is None or kind == "duplicate_event_id":
+            line = json.dumps(rec)
+            batches[(day, hour)].append(line)
+            valid += 1
+            if kind is not None:
+                # The collector re-sends the record, possibly in the next hour's batch.
+                later = min(
+                    arrival + np.timedelta64(int(rng.integers(0, 3600)), "s"),
+                    arrival.astype("datetime64[D]") + np.timedelta64(86399, "s"),
+                )
+                dday = str(later.astype("datetime64[D]"))
+                dhour = int((later - later.astype("datetime64[D]")).astype(int) // 3600)
+                batches[(dday, dhour)].append(line)
+                bad[kind] += 1
+        else:
+            batches[(day, hour)].append(_corrupt(kind, rec, rng))
+            bad[kind] += 1
+    written = 0
+    days = set()
+    for (day, hour), lines in sorted(batches.items()):
+        date = dt.date.fromisoformat(day)
+        days.add(date)
+        key = layout.landing_events_key(date, hour, f"batch-{p.seed}-{hour:02d}")
+        store.put_bytes(key, gzip.compress(("\n".join(lines) + "\n").encode(), mtime=0))
+        written += len(lines)
+    return valid, written, bad, sorted(days)
+
+
+def _users_frame(users: _Users, idx: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "user_id": users.ids[idx],
+            "signup_at": pd.to_datetime(users.signup[idx]).tz_localize("UTC"),
+            "region": users.region[idx],
+            "timezone": [vocab.REGION_TIMEZONES[r][0] for r in users.region[idx]],
+            "fitness_level": np.array(vocab.FITNESS_LEVELS)[users.level[idx]],
+            "goals": [",".join(users.goals[i]) for i in idx],
+            "push_opt_out": users.opted_out[idx],
+        }
+    )
+
+
+def _items_frame(items: _Items, idx: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "item_id": items.ids[idx],
+            "item_type": items.type_[idx],
+            "title": items.title[idx],
+            "category": np.array(vocab.CATEGORIES)[items.category[idx]],
+            "difficulty": np.array(vocab.DIFFICULTIES)[items.difficulty[idx]],
+            "intensity": np.array(vocab.INTENSITIES)[items.intensity[idx]],
+            "duration_min": items.duration[idx].astype("int64"),
+            "equipment": items.equipment[idx],
+            "tags": [",".join(items.tags[i]) for i in idx],
+            "published_at": pd.to_datetime(items.published[idx]).tz_localize("UTC"),
+        }
+    )
+
+
+def _write_reference(p: WorldParams, users: _Users, items: _Items, store: ObjectStore) -> None:
+    start = np.datetime64(p.start_date.isoformat(), "s")
+    pre_users = np.flatnonzero(users.signup < start)
+    write_parquet(
+        store,
+        layout.landing_reference_key(layout.LANDING_USERS, p.start_date, "snapshot"),
+        _users_frame(users, pre_users),
+    )
+    pre_items = np.flatnonzero(items.published < start)
+    write_parquet(
+        store,
+        layout.landing_reference_key(layout.LANDING_CATALOG, p.start_date, "snapshot"),
+        _items_frame(items, pre_items),
+    )
+    for day_idx in range(p.days):
+        lo = start + np.timedelta64(day_idx * 86400, "s")
+        hi = lo + np.timedelta64(86400, "s")
+        day = p.start_date + dt.timedelta(days=day_idx)
+        new_users = np.flatnonzero((users.signup >= lo) & (users.signup < hi))
+        if new_users.size:
+            write_parquet(
+                store,
+                layout.landing_reference_key(layout.LANDING_USERS, day, "signups"),
+                _users_frame(users, new_users),
+            )
+        new_items = np.flatnonzero((items.published >= lo) & (items.published < hi))
+        hours = ((items.published[new_items] - lo).astype(int) // 3600).astype(int)
+        for hour in np.unique(hours):
+            write_parquet(
+                store,
+                layout.landing_reference_key(layout.LANDING_CATALOG, day, f"items-{hour:02d}"),
+                _items_frame(items, new_items[hours == hour]),
+            )
+
+
+def generate_world(params: WorldParams, store: ObjectStore) -> WorldSummary:
+    """Simulate ``params.days`` days of FitPulse and write the landing zone into ``store``.
+
+    Returns:
+        A summary with the exact number of valid events and injected bad records by kind.
+    """
+    rng = np.random.default_rng(params.seed)
+    cat_vecs = _make_category_vectors(rng)
+    users = _make_users(params, rng, cat_vecs)
+    start = np.datetime64(params.start_date.isoformat(), "s")
+    old_pub = start - rng.integers(3600, 180 * 86400, size=params.n_items).astype("timedelta64[s]")
+    items = _make_items(params.n_items, old_pub, rng, cat_vecs, 0)
+    n_new = params.new_items_per_day * params.days
+    new_pub = start + rng.integers(0, params.days * 86400, size=n_new).astype("timedelta64[s]")
+    items = _concat_items(items, _make_items(n_new, new_pub, rng, cat_vecs, params.n_items))
+    log = _EventLog()
+    churn = _simulate(params, rng, users, items, log)
+    counts = pd.Series([r["event_type"] for r in log.rows]).value_counts()
+    meaningful = pd.Series(
+        [r["user_id"] for r in log.rows if r["event_type"] in ENGAGEMENT_TYPES]
+    ).value_counts()
+    cold_share = float((meaningful.reindex(users.ids, fill_value=0) < 5).mean())
+    valid, written, bad, days = _write_events(params, rng, log, store)
+    _write_reference(params, users, items, store)
+    return WorldSummary(
+        params=params,
+        n_users=len(users.ids),
+        n_items=len(items.ids),
+        n_valid_events=valid,
+        records_written=written,
+        bad_records=bad,
+        event_counts={str(k): int(v) for k, v in counts.items()},
+        landed_days=days,
+        cold_user_share=cold_share,
+        beginner_churn=churn,
+    )
