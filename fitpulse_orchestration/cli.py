@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from fitpulse_orchestration.storage import ObjectStore
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+# Dagster marks dagster-mlflow's resource and hook as beta; the warning is noise for CLI users.
+warnings.filterwarnings("ignore", message=".*is currently in beta.*")
 
 app = typer.Typer(
     help="FitPulse personalization platform.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -110,9 +114,19 @@ def run_training(home: ProjectHome, eval_days: int, ranker_days: int) -> dict[st
         and not e.asset_check_evaluation_data.passed  # type: ignore[union-attr]
     ]
     if not result.success:
-        failure = next((e for e in result.all_events if e.is_step_failure), None)
-        detail = failure.step_failure_data.error.message if failure else "see the Dagster run"  # type: ignore[union-attr]
-        raise RuntimeError(f"training run {result.run_id} failed: {detail}")
+        failures = [e for e in result.all_events if e.is_step_failure]
+        for event in failures:
+            error = event.step_failure_data.error  # type: ignore[union-attr]
+            while error is not None and error.cause is not None:
+                error = error.cause
+            message = error.message.strip() if error is not None else "unknown error"
+            typer.echo(f"step {event.step_key} failed: {message}", err=True)
+        typer.echo(
+            f"training run {result.run_id} failed; full logs: DAGSTER_HOME={home.dagster} "
+            "dagster dev",
+            err=True,
+        )
+        raise typer.Exit(code=2)
     _say(f"training finished in {time.perf_counter() - started:.1f} s (run {result.run_id})")
     return {
         "days": days,

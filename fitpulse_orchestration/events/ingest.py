@@ -82,16 +82,20 @@ def _is_int(value: Any) -> bool:
     return value is None or (isinstance(value, int) and not isinstance(value, bool))
 
 
-def _is_timestamp_str(value: Any) -> bool:
-    if value is None:
-        return True
-    if not isinstance(value, str):
-        return False
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        return False
-    return ts.tzinfo is not None
+_TZ_SUFFIX = r"(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def parse_timestamps(values: pd.Series) -> pd.Series:
+    """Parse ISO-8601 strings with an explicit offset to UTC; anything else becomes NaT.
+
+    The one parser of event timestamps: validation and the clean table use its result, so a
+    value that passes validation can always be converted.
+    """
+    is_str = values.map(lambda v: isinstance(v, str))
+    text = values.where(is_str).astype(object)
+    has_tz = text.str.contains(_TZ_SUFFIX, regex=True, na=False)
+    parsed = pd.to_datetime(text.where(has_tz), utc=True, errors="coerce", format="ISO8601")
+    return parsed.astype("datetime64[ns, UTC]")
 
 
 def _is_object(value: Any) -> bool:
@@ -103,10 +107,12 @@ def _element(check: Any, name: str) -> pa.Check:
 
 
 def _future_ok(df: pd.DataFrame) -> pd.Series:
-    ts = pd.to_datetime(
-        df["ts"].where(df["ts"].map(_is_timestamp_str)), utc=True, errors="coerce", format="ISO8601"
-    )
-    return ts.isna() | (ts <= df["_batch_end"] + FUTURE_TOLERANCE)
+    return df["_ts"].isna() | (df["_ts"] <= df["_batch_end"] + FUTURE_TOLERANCE)
+
+
+def _ts_parses(df: pd.DataFrame) -> pd.Series:
+    # Non-strings are already "wrong_type:ts" through the column check; don't count them twice.
+    return df["ts"].isna() | ~df["ts"].map(lambda v: isinstance(v, str)) | df["_ts"].notna()
 
 
 def _needs(column: str, event_types: Iterable[str]) -> Any:
@@ -130,7 +136,11 @@ RAW_SCHEMA: Final = pa.DataFrameSchema(
             nullable=False,
         ),
         "user_id": pa.Column(object, _element(_is_nonempty_str, "wrong_type"), nullable=False),
-        "ts": pa.Column(object, _element(_is_timestamp_str, "wrong_type"), nullable=False),
+        "ts": pa.Column(
+            object,
+            _element(lambda v: v is None or isinstance(v, str), "wrong_type"),
+            nullable=False,
+        ),
         "item_id": pa.Column(object, _element(_is_nonempty_str, "wrong_type"), nullable=True),
         "request_id": pa.Column(object, _element(_is_nonempty_str, "wrong_type"), nullable=True),
         "position": pa.Column(
@@ -145,8 +155,10 @@ RAW_SCHEMA: Final = pa.DataFrameSchema(
         "platform": pa.Column(object, _element(_is_nonempty_str, "wrong_type"), nullable=True),
         "payload": pa.Column(object, _element(_is_object, "wrong_type"), nullable=True),
         "_batch_end": pa.Column(pd.DatetimeTZDtype(tz="UTC")),
+        "_ts": pa.Column(pd.DatetimeTZDtype(tz="UTC"), nullable=True),
     },
     checks=[
+        pa.Check(_ts_parses, name="wrong_type:ts"),
         pa.Check(_future_ok, name="future_timestamp:ts"),
         pa.Check(_needs("item_id", ITEM_EVENT_TYPES), name="missing_field:item_id"),
         pa.Check(_needs("request_id", ["impression"]), name="missing_field:request_id"),
@@ -243,6 +255,7 @@ def ingest_batches(
     frame["_batch_end"] = pd.to_datetime(
         pd.Series([rec["_batch_end"] for rec in records], dtype=object), utc=True
     )
+    frame["_ts"] = parse_timestamps(frame["ts"])
     bad_reasons = validate_raw(frame)
     for idx, reason in bad_reasons.items():
         quarantine.append(
@@ -290,7 +303,7 @@ def _to_clean(frame: pd.DataFrame, pseudonymizer: Pseudonymizer) -> pd.DataFrame
             "event_id": frame["event_id"].astype(str),
             "event_type": frame["event_type"].astype(str),
             "user_id": pseudonymizer.pseudonymize_many(frame["user_id"].astype(str)),
-            "ts": pd.to_datetime(frame["ts"], utc=True, format="ISO8601"),
+            "ts": frame["_ts"],
             "item_id": frame["item_id"].astype(object),
             "request_id": frame["request_id"].astype(object),
             "position": pd.array(frame["position"].tolist(), dtype="Int64"),

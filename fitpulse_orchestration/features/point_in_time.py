@@ -319,8 +319,11 @@ ITEM_FEATURES_SCHEMA = pa.DataFrameSchema(
 
 
 def snapshot_user_features(inputs: FeatureInputs, as_of: pd.Timestamp) -> pd.DataFrame:
-    """Features of every profiled or active user as of ``as_of`` (validated)."""
-    users = pd.Index(inputs.profiles["user_id"]).union(pd.Index(inputs.events["user_id"].unique()))
+    """Features of every user who signed up or was active before ``as_of`` (validated)."""
+    profiles = inputs.profiles
+    signed_up = profiles["signup_at"].isna() | (profiles["signup_at"] < as_of)
+    active = inputs.events.loc[inputs.events["ts"] < as_of, "user_id"].unique()
+    users = pd.Index(profiles.loc[signed_up, "user_id"]).union(pd.Index(active))
     spine = pd.DataFrame({"user_id": users.astype(str), "as_of": as_of})
     validated: pd.DataFrame = USER_FEATURES_SCHEMA.validate(compute_user_features(inputs, spine))
     return validated

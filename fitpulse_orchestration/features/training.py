@@ -137,7 +137,11 @@ def _impression_examples(window: pd.DataFrame, impressions: pd.DataFrame) -> pd.
     examples["label"] = examples["label"].astype("int64")
     positive_groups = examples.groupby("group_id")["label"].transform("max") > 0
     examples = examples[positive_groups]
-    return examples.sort_values(["as_of", "group_id"], kind="stable").reset_index(drop=True)
+    # Order groups by their first impression so each group stays contiguous even when its
+    # impressions carry different timestamps.
+    examples = examples.assign(_start=examples.groupby("group_id")["as_of"].transform("min"))
+    examples = examples.sort_values(["_start", "group_id", "as_of"], kind="stable")
+    return examples.drop(columns="_start").reset_index(drop=True)
 
 
 def _sampled_examples(
@@ -161,7 +165,8 @@ def _sampled_examples(
     pop = engaged["item_id"].value_counts()
     cat = catalog.set_index("item_id")["published_at"]
     item_ids = pop.index.to_numpy().astype(str)
-    published = cat.reindex(item_ids).to_numpy()
+    # Naive UTC datetime64 so the per-example comparison is a plain vectorised numpy compare.
+    published = cat.reindex(item_ids).dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
     prob = pop.to_numpy(dtype=float) ** 0.75
     rng = np.random.default_rng(seed)
     rows: list[tuple[str, str, str, pd.Timestamp, int, str]] = []
@@ -170,7 +175,7 @@ def _sampled_examples(
     ):
         group = f"sampled-{ev_id}"
         rows.append((group, user, str(item), ts, int(grade), "sampled"))
-        allowed = (published < ts.to_datetime64()) if len(published) else published
+        allowed = published < ts.tz_convert(None).to_datetime64()
         p = np.where(allowed, prob, 0.0)
         mine = user_items.get(user, set())
         taken = 0

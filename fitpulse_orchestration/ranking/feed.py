@@ -73,7 +73,17 @@ def build_feeds(
     users: pd.DataFrame,
     as_of: pd.Timestamp,
 ) -> FeedResult:
-    """Build a feed for each user of ``users`` (``user_id``, ``fitness_level``, ``region``)."""
+    """Build a feed for each user of ``users`` (``user_id``, ``fitness_level``, ``region``).
+
+    Raises:
+        ValueError: when a user id appears more than once (its level would be ambiguous, and
+            the beginner-safety rule must never guess).
+    """
+    duplicated = users["user_id"][users["user_id"].duplicated()]
+    if not duplicated.empty:
+        raise ValueError(
+            f"{duplicated.nunique()} user ids appear more than once, e.g. {duplicated.iloc[0]!r}"
+        )
     candidates = generate_candidates(
         users,
         as_of,

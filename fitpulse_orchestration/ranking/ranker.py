@@ -131,9 +131,9 @@ def score_candidates(ranker: RankerArtifacts, frame: pd.DataFrame) -> np.ndarray
     """Score every row of ``frame`` in one call (per-call overhead dominates single rows)."""
     if frame.empty:
         return np.zeros(0, dtype=np.float64)
-    scores: np.ndarray = ranker.model.booster_.predict(
+    scores = ranker.model.booster_.predict(
         as_float_matrix(frame, ranker.feature_names),
         num_iteration=ranker.model.best_iteration_ or None,
         num_threads=ranker.params.num_threads,
     )
-    return scores
+    return np.asarray(scores, dtype=np.float64)

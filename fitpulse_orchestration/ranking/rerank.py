@@ -5,7 +5,9 @@ Rules, in order of precedence:
 1. Beginner safety (hard): a beginner never gets an advanced or high-intensity item, nor one
    whose difficulty or intensity is unknown.
 2. Recently completed items are never shown again within ``recent_days``.
-3. Diversity: at most ``max_per_category`` items of one category in the feed.
+3. Diversity: at most ``max_per_category`` items of one category in the feed (items of unknown
+   category, e.g. from an imported log without a catalog, are not capped: they are not known
+   to be alike).
 4. Freshness: if any eligible item is younger than ``fresh_days``, the best one takes slot
    ``fresh_slot`` (unless a fresh item already ranks above it).
 
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 from typing import Final
 
 import pandas as pd
+
+from fitpulse_orchestration.features.reference import UNKNOWN
 
 REASONS: Final = {
     "als": "for_you",
@@ -80,11 +84,15 @@ def rerank(
     eligible = pool[~unsafe & ~recent]
     picked: list[int] = []
     per_category: dict[str, int] = {}
+
+    def has_room(category: str) -> bool:
+        return category == UNKNOWN or per_category.get(category, 0) < params.max_per_category
+
     capped = 0
     for idx, category in zip(eligible.index, eligible["category"], strict=True):
         if len(picked) >= params.n:
             break
-        if per_category.get(category, 0) >= params.max_per_category:
+        if not has_room(category):
             capped += 1
             continue
         per_category[category] = per_category.get(category, 0) + 1
@@ -99,10 +107,7 @@ def rerank(
                 i
                 for i in eligible.index[is_fresh.to_numpy()]
                 if i not in picked[: slot + 1]
-                and (
-                    per_category.get(eligible.at[i, "category"], 0) < params.max_per_category
-                    or i in picked
-                )
+                and (i in picked or has_room(eligible.at[i, "category"]))
             ),
             None,
         )
@@ -110,8 +115,7 @@ def rerank(
             if best_fresh in picked:
                 picked.remove(best_fresh)
             elif len(picked) >= params.n:
-                dropped = picked.pop()
-                per_category[eligible.at[dropped, "category"]] -= 1
+                picked.pop()
             picked.insert(slot, best_fresh)
             promoted = True
     feed = eligible.loc[picked, ["item_id", "score", "source", "category"]].reset_index(drop=True)

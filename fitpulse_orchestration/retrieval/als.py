@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 from scipy.sparse import csr_matrix
-
-# implicit's CPU solver already parallelises; nested BLAS threads only oversubscribe the cores.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from threadpoolctl import threadpool_limits
 
 
 @dataclass(frozen=True)
@@ -54,6 +51,17 @@ class InteractionMatrix:
     matrix: csr_matrix
     user_ids: np.ndarray
     item_ids: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.matrix.shape != (len(self.user_ids), len(self.item_ids)):
+            raise ValueError(
+                f"matrix shape {self.matrix.shape} does not match "
+                f"{len(self.user_ids)} user ids x {len(self.item_ids)} item ids"
+            )
+        for name, ids in (("user_ids", self.user_ids), ("item_ids", self.item_ids)):
+            # Lookups are binary searches: ids must be strictly increasing (sorted, unique).
+            if len(ids) > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+                raise ValueError(f"{name} must be sorted and unique")
 
     def user_index(self) -> dict[str, int]:
         """Map user id -> row."""
@@ -126,17 +134,20 @@ def train_als(interactions: InteractionMatrix, params: AlsParams) -> AlsArtifact
     """Fit ALS on a users x items confidence matrix (CPU, float32)."""
     from implicit.cpu.als import AlternatingLeastSquares
 
-    model = AlternatingLeastSquares(
-        factors=params.factors,
-        regularization=params.regularization,
-        iterations=params.iterations,
-        alpha=1.0,
-        random_state=params.random_state,
-        calculate_training_loss=False,
-        num_threads=0,
-    )
-    start = time.perf_counter()
-    model.fit(interactions.matrix, show_progress=False)
+    # implicit parallelises over users itself; BLAS threads inside would oversubscribe the
+    # cores (and implicit warns about it when the model is built).
+    with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(
+            factors=params.factors,
+            regularization=params.regularization,
+            iterations=params.iterations,
+            alpha=1.0,
+            random_state=params.random_state,
+            calculate_training_loss=False,
+            num_threads=0,
+        )
+        start = time.perf_counter()
+        model.fit(interactions.matrix, show_progress=False)
     seconds = time.perf_counter() - start
     user_factors = np.asarray(model.user_factors, dtype=np.float32)
     item_factors = np.asarray(model.item_factors, dtype=np.float32)

@@ -74,8 +74,10 @@ def generate_candidates(
     als_hits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if has_als.any() and len(index):
         queries = als.user_factors[rows_als[has_als].astype(int)]
+        # Seen and not-yet-published items are filtered after the search: ask for enough extra.
         max_seen = max((len(seen.get(u, ())) for u in user_ids[has_als]), default=0)
-        items, scores = index.search(queries, params.n_als + max_seen)
+        unpublished = sum(1 for item in als.item_ids if item not in published)
+        items, scores = index.search(queries, params.n_als + max_seen + unpublished)
         for u, it, sc in zip(user_ids[has_als], items, scores, strict=True):
             als_hits[u] = (it, sc)
     by_segment = split_segments(popular)

@@ -58,12 +58,15 @@ class ItemIndex:
             k: neighbours per query.
 
         Returns:
-            ``(item_ids, scores)``, both (n, k); missing slots are ``""`` with score ``-inf``.
+            ``(item_ids, scores)``, both (n, min(k, len(self))); missing slots are ``""`` with
+            score ``-inf``.
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries must have shape (n, {self.dim}), got {queries.shape}")
         k = min(k, len(self))
+        if k <= 0:
+            return np.empty((len(queries), 0), dtype=object), np.empty((len(queries), 0))
         scores, ids = self._index.search(queries, k)
         items = np.array([[self._id_map.get(int(i), "") for i in row] for row in ids], dtype=object)
         scores = np.where(ids < 0, -np.inf, scores)
@@ -103,6 +106,7 @@ def build_item_index(
     if vectors.ndim != 2 or len(vectors) != len(item_ids):
         raise ValueError("vectors must be (n_items, dim) aligned with item_ids")
     dim = int(vectors.shape[1])
+    base: Any
     if len(item_ids) <= params.exact_threshold:
         base = faiss.IndexFlatIP(dim)
         kind = "flat"
@@ -111,6 +115,8 @@ def build_item_index(
         base.hnsw.efConstruction = params.hnsw_ef_construction
         base.hnsw.efSearch = params.hnsw_ef_search
         kind = "hnsw"
+    if len(set(map(str, item_ids))) != len(item_ids):
+        raise ValueError("item_ids must be unique")
     index = faiss.IndexIDMap2(base)
     ids = stable_item_ids(item_ids)
     if len(np.unique(ids)) != len(ids):

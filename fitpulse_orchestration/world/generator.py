@@ -69,7 +69,7 @@ class WorldParams:
     end_date: dt.date = dt.date(2026, 11, 1)
     seed: int = 7
     bad_record_rate: float = 0.01
-    dormant_share: float = 0.52
+    dormant_share: float = 0.65
 
     @property
     def start_date(self) -> dt.date:
@@ -245,7 +245,7 @@ def _make_items(
 
 def _concat_items(a: _Items, b: _Items) -> _Items:
     return _Items(
-        *[
+        *[  # type: ignore[arg-type]
             (x + y) if isinstance(x, list) else np.concatenate([x, y])
             for x, y in zip(vars(a).values(), vars(b).values(), strict=True)
         ]
@@ -307,6 +307,8 @@ def _simulate(
             local_hour = int(rng.choice([8, 12, 18, 20]))
             ts = day + np.timedelta64((local_hour - int(users.utc_offset[u])) % 24 * 3600, "s")
             ts += np.timedelta64(int(rng.integers(0, 3600)), "s")
+            if ts <= users.signup[u]:
+                continue
             pub_ok = items.published < ts
             scores = np.where(pub_ok, base_affinity[u] + rng.gumbel(size=len(items.ids)), -np.inf)
             it = int(np.argmax(scores))
@@ -350,6 +352,9 @@ def _simulate(
             + ((local_hours - users.utc_offset[sess_users]) % 24 * 3600).astype("timedelta64[s]")
             + rng.integers(0, 3600, size=sess_users.size).astype("timedelta64[s]")
         )
+        # Users who sign up during the day only act after their sign-up time.
+        after_signup = users.signup[sess_users] < sess_ts
+        sess_users, sess_ts = sess_users[after_signup], sess_ts[after_signup]
         order = np.argsort(sess_ts)
         sess_users, sess_ts = sess_users[order], sess_ts[order]
         for chunk in range(0, sess_users.size, 1024):
@@ -404,7 +409,7 @@ def _simulate(
                 examine = 1.0 / np.sqrt(1.0 + np.arange(FEED_SLOTS))
                 p_click = _sigmoid(-2.6 + 1.1 * aff[row, shown]) * examine
                 clicks = shown[rng.random(FEED_SLOTS) < p_click]
-                picks = [(int(it), request_id) for it in clicks]
+                picks: list[tuple[int, str | None]] = [(int(it), request_id) for it in clicks]
                 picks += [(int(it), None) for it in organic[row, : n_organic[row]]]
                 t = t_imp
                 for it, req in picks:

@@ -1,0 +1,101 @@
+"""Shared, seeded, tiny fixtures (see ../shared/STYLE.md section 5)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.sparse import csr_matrix
+
+from fitpulse_orchestration.events.ingest import ingest_day, write_ingested
+from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
+from fitpulse_orchestration.storage import LocalObjectStore
+from fitpulse_orchestration.world.generator import (
+    WorldSummary,
+    generate_world,
+    world_params,
+)
+
+TEST_KEY = b"fitpulse-test-pseudonym-key-0001"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(7)
+
+
+@pytest.fixture
+def pseudonymizer() -> Pseudonymizer:
+    return Pseudonymizer(TEST_KEY)
+
+
+@pytest.fixture
+def checkerboard() -> csr_matrix:
+    """8 users x 8 items in two taste blocks; user 0's item 0 is held out (the known answer).
+
+    Users 0-3 like items 0-3, users 4-7 like items 4-7. User 0 has items 1-3 but not item 0,
+    which is the only unseen item of its block, so a good model recommends it first.
+    """
+    dense = np.zeros((8, 8), dtype=np.float32)
+    dense[:4, :4] = 1.0
+    dense[4:, 4:] = 1.0
+    dense[0, 0] = 0.0
+    return csr_matrix(dense * 4.0)
+
+
+@pytest.fixture
+def ranking_frame(rng: np.random.Generator) -> pd.DataFrame:
+    """10 queries x 8 candidates; the label (0-3) is a noisy function of feature ``f0``."""
+    rows = []
+    for q in range(10):
+        f0 = rng.normal(size=8)
+        f1 = rng.normal(size=8)
+        label = np.clip(np.round(1.5 + f0 + 0.1 * rng.normal(size=8)), 0, 3).astype(int)
+        for c in range(8):
+            rows.append({"group_id": f"q{q:02d}", "f0": f0[c], "f1": f1[c], "label": label[c]})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def drift_pairs(rng: np.random.Generator) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """One same-distribution pair and one shifted pair of feature frames."""
+    ref = pd.DataFrame({"a": rng.normal(0, 1, 500), "b": rng.exponential(1.0, 500)})
+    same = pd.DataFrame({"a": rng.normal(0, 1, 500), "b": rng.exponential(1.0, 500)})
+    shifted = pd.DataFrame({"a": rng.normal(1.5, 1, 500), "b": rng.exponential(3.0, 500)})
+    return {"same": (ref, same), "shifted": (ref, shifted)}
+
+
+@dataclass
+class TinyWorld:
+    """The ``tiny`` world written to a local store, with every landed day ingested."""
+
+    root: Path
+    store: LocalObjectStore
+    summary: WorldSummary
+    pseudonymizer: Pseudonymizer
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> TinyWorld:
+    """Generated once per session; tests must treat it as read-only."""
+    root = tmp_path_factory.mktemp("tiny_world")
+    store = LocalObjectStore(root / "store")
+    summary = generate_world(world_params("tiny"), store)
+    pseudo = Pseudonymizer(TEST_KEY)
+    for day in summary.landed_days:
+        write_ingested(store, day, ingest_day(store, day, pseudo))
+    return TinyWorld(root=root, store=store, summary=summary, pseudonymizer=pseudo)
+
+
+def utc(text: str) -> pd.Timestamp:
+    """A UTC timestamp from ISO text (helper for hand-written events)."""
+    return pd.Timestamp(text, tz="UTC")
+
+
+def day(text: str) -> dt.date:
+    """A date from ISO text."""
+    return dt.date.fromisoformat(text)

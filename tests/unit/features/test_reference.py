@@ -1,0 +1,273 @@
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from fitpulse_orchestration import layout
+from fitpulse_orchestration.events.ingest import read_clean_events
+from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
+from fitpulse_orchestration.events.schema import CLEAN_EVENT_COLUMNS
+from fitpulse_orchestration.features.reference import (
+    CATALOG_SCHEMA,
+    PROFILES_SCHEMA,
+    UNKNOWN,
+    complete_catalog,
+    complete_profiles,
+    load_catalog,
+    load_profiles,
+    unsafe_for_beginners,
+)
+from fitpulse_orchestration.storage import LocalObjectStore, read_parquet, write_parquet
+
+D1 = dt.date(2026, 10, 1)
+D2 = dt.date(2026, 10, 2)
+
+
+def utc(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text, tz="UTC")
+
+
+def _item(item_id: str, **fields: Any) -> dict[str, Any]:
+    row = {
+        "item_id": item_id,
+        "item_type": "workout",
+        "title": f"Title {item_id}",
+        "category": "yoga",
+        "difficulty": "beginner",
+        "intensity": "low",
+        "duration_min": 20,
+        "equipment": "mat",
+        "tags": "stretch,morning",
+        "published_at": utc("2026-09-01"),
+    }
+    return {**row, **fields}
+
+
+def _user(user_id: str, **fields: Any) -> dict[str, Any]:
+    row = {
+        "user_id": user_id,
+        "signup_at": utc("2026-08-01"),
+        "region": "uk",
+        "timezone": "Europe/London",
+        "fitness_level": "beginner",
+        "goals": "flexibility",
+        "push_opt_out": False,
+    }
+    return {**row, **fields}
+
+
+def _events(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    full = [
+        {col: None for col in CLEAN_EVENT_COLUMNS}
+        | {"event_id": f"e{i}", "source_file": "f", "line_no": i + 1}
+        | row
+        for i, row in enumerate(rows)
+    ]
+    frame = pd.DataFrame(full, columns=list(CLEAN_EVENT_COLUMNS))
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    return frame
+
+
+def _ev(event_type: str, user: str, ts: str, item: str | None = None, **extra: Any) -> dict:
+    return {"event_type": event_type, "user_id": user, "item_id": item, "ts": ts, **extra}
+
+
+def _catalog(*rows: dict[str, Any]) -> pd.DataFrame:
+    return CATALOG_SCHEMA.validate(pd.DataFrame(list(rows)))
+
+
+def _profiles(*rows: dict[str, Any]) -> pd.DataFrame:
+    return PROFILES_SCHEMA.validate(pd.DataFrame(list(rows)))
+
+
+def test_tiny_world_catalog_is_schema_valid_and_complete(tiny_world) -> None:
+    catalog = load_catalog(tiny_world.store)
+
+    CATALOG_SCHEMA.validate(catalog)
+    assert len(catalog) == tiny_world.summary.n_items
+    assert catalog["item_id"].is_unique
+    window_end = pd.Timestamp(tiny_world.summary.params.end_date, tz="UTC") + pd.Timedelta(days=1)
+    assert (catalog["published_at"] < window_end).all()
+
+
+def test_tiny_world_profiles_are_pseudonymized_and_schema_valid(tiny_world) -> None:
+    store = tiny_world.store
+    params = tiny_world.summary.params
+    profiles = load_profiles(store, tiny_world.pseudonymizer)
+    raw = read_parquet(
+        store, layout.landing_reference_key(layout.LANDING_USERS, params.start_date, "snapshot")
+    )
+
+    PROFILES_SCHEMA.validate(profiles)
+    assert len(profiles) == tiny_world.summary.n_users
+    assert profiles["user_id"].str.startswith("p_").all()
+    assert set(tiny_world.pseudonymizer.pseudonymize_many(raw["user_id"])) <= set(
+        profiles["user_id"]
+    )
+    assert not profiles["user_id"].isin(raw["user_id"]).any()
+
+
+def test_tiny_world_events_need_no_completion(tiny_world) -> None:
+    events = read_clean_events(tiny_world.store)
+    catalog = load_catalog(tiny_world.store)
+    profiles = load_profiles(tiny_world.store, tiny_world.pseudonymizer)
+
+    assert len(complete_catalog(catalog, events)) == len(catalog)
+    assert len(complete_profiles(profiles, events)) == len(profiles)
+
+
+def test_later_landing_file_wins_for_catalog_items(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "store")
+    write_parquet(
+        store,
+        layout.landing_reference_key(layout.LANDING_CATALOG, D1, "snapshot"),
+        pd.DataFrame([_item("wk_a"), _item("wk_b")]),
+    )
+    write_parquet(
+        store,
+        layout.landing_reference_key(layout.LANDING_CATALOG, D2, "updates"),
+        pd.DataFrame([_item("wk_a", difficulty="advanced", title="Renamed")]),
+    )
+
+    catalog = load_catalog(store).set_index("item_id")
+
+    assert sorted(catalog.index) == ["wk_a", "wk_b"]
+    assert catalog.loc["wk_a", "difficulty"] == "advanced"
+    assert catalog.loc["wk_a", "title"] == "Renamed"
+    assert catalog.loc["wk_b", "difficulty"] == "beginner"
+    assert catalog["duration_min"].dtype == float
+
+
+def test_later_landing_file_wins_for_profiles(tmp_path: Path, pseudonymizer: Pseudonymizer) -> None:
+    store = LocalObjectStore(tmp_path / "store")
+    write_parquet(
+        store,
+        layout.landing_reference_key(layout.LANDING_USERS, D1, "snapshot"),
+        pd.DataFrame([_user("usr_1"), _user("usr_2")]),
+    )
+    write_parquet(
+        store,
+        layout.landing_reference_key(layout.LANDING_USERS, D2, "updates"),
+        pd.DataFrame([_user("usr_1", fitness_level="intermediate")]),
+    )
+
+    profiles = load_profiles(store, pseudonymizer).set_index("user_id")
+
+    assert sorted(profiles.index) == sorted(pseudonymizer.pseudonymize_many(["usr_1", "usr_2"]))
+    assert profiles.loc[pseudonymizer.pseudonymize("usr_1"), "fitness_level"] == "intermediate"
+    assert profiles.loc[pseudonymizer.pseudonymize("usr_2"), "fitness_level"] == "beginner"
+
+
+def test_empty_landing_zone_gives_empty_schema_valid_tables(
+    tmp_path: Path, pseudonymizer: Pseudonymizer
+) -> None:
+    store = LocalObjectStore(tmp_path / "store")
+
+    catalog = load_catalog(store)
+    profiles = load_profiles(store, pseudonymizer)
+
+    assert catalog.empty
+    assert list(catalog.columns) == list(CATALOG_SCHEMA.columns)
+    assert profiles.empty
+    assert list(profiles.columns) == list(PROFILES_SCHEMA.columns)
+
+
+def test_complete_catalog_adds_event_only_items_as_unknown() -> None:
+    catalog = _catalog(_item("wk_a"))
+    events = _events(
+        [
+            _ev("app_open", "p_1", "2026-10-01T07:00Z"),
+            _ev("click", "p_1", "2026-10-03T09:00Z", "x_new"),
+            _ev("impression", "p_2", "2026-10-02T08:00Z", "x_new", request_id="r"),
+            _ev("click", "p_1", "2026-10-01T09:00Z", "wk_a"),
+        ]
+    )
+
+    completed = complete_catalog(catalog, events)
+
+    CATALOG_SCHEMA.validate(completed)
+    assert list(completed["item_id"]) == ["wk_a", "x_new"]
+    pd.testing.assert_series_equal(completed.iloc[0], catalog.iloc[0], check_names=False)
+    new = completed.set_index("item_id").loc["x_new"]
+    assert new["published_at"] == utc("2026-10-02T08:00")
+    assert new["title"] == "x_new"
+    assert new["tags"] == ""
+    assert pd.isna(new["duration_min"])
+    for column in ("item_type", "category", "difficulty", "intensity", "equipment"):
+        assert new[column] == UNKNOWN
+
+
+def test_complete_catalog_without_any_catalog(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "store")
+    events = _events(
+        [
+            _ev("click", "p_1", "2026-10-03T09:00Z", "m_1"),
+            _ev("click", "p_1", "2026-10-01T09:00Z", "m_2"),
+        ]
+    )
+
+    completed = complete_catalog(load_catalog(store), events)
+
+    assert sorted(completed["item_id"]) == ["m_1", "m_2"]
+    assert (completed["difficulty"] == UNKNOWN).all()
+    assert unsafe_for_beginners(completed).all()
+
+
+def test_complete_profiles_adds_event_only_users_as_unknown() -> None:
+    profiles = _profiles(_user("p_known"))
+    events = _events(
+        [
+            _ev("app_open", "p_known", "2026-10-01T07:00Z"),
+            _ev("app_open", "p_new", "2026-10-01T08:00Z"),
+            _ev("app_open", "p_new", "2026-10-02T08:00Z"),
+        ]
+    )
+
+    completed = complete_profiles(profiles, events)
+
+    PROFILES_SCHEMA.validate(completed)
+    assert list(completed["user_id"]) == ["p_known", "p_new"]
+    pd.testing.assert_series_equal(completed.iloc[0], profiles.iloc[0], check_names=False)
+    new = completed.set_index("user_id").loc["p_new"]
+    assert pd.isna(new["signup_at"])
+    assert (new["region"], new["fitness_level"], new["timezone"]) == (UNKNOWN, UNKNOWN, "UTC")
+    assert new["goals"] == ""
+    assert not new["push_opt_out"]
+
+
+def test_complete_profiles_without_any_profile(
+    pseudonymizer: Pseudonymizer, tmp_path: Path
+) -> None:
+    empty = load_profiles(LocalObjectStore(tmp_path / "store"), pseudonymizer)
+    events = _events([_ev("app_open", "p_1", "2026-10-01T07:00Z")])
+
+    completed = complete_profiles(empty, events)
+
+    assert list(completed["user_id"]) == ["p_1"]
+    assert list(completed["fitness_level"]) == [UNKNOWN]
+
+
+@pytest.mark.parametrize(
+    ("difficulty", "intensity", "unsafe"),
+    [
+        ("beginner", "low", False),
+        ("beginner", "medium", False),
+        ("intermediate", "low", False),
+        ("intermediate", "medium", False),
+        ("beginner", "high", True),
+        ("intermediate", "high", True),
+        ("advanced", "low", True),
+        ("advanced", "high", True),
+        (UNKNOWN, "low", True),
+        ("beginner", UNKNOWN, True),
+        (UNKNOWN, UNKNOWN, True),
+    ],
+)
+def test_unsafe_for_beginners_truth_table(difficulty: str, intensity: str, unsafe: bool) -> None:
+    catalog = _catalog(_item("wk_a", difficulty=difficulty, intensity=intensity))
+
+    assert unsafe_for_beginners(catalog).tolist() == [unsafe]

@@ -1,0 +1,197 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fitpulse_orchestration.evaluation.home_feed import MODELS, SLICES, evaluate_home_feed, metric
+from fitpulse_orchestration.features.point_in_time import feature_columns
+from fitpulse_orchestration.features.reference import (
+    load_catalog,
+    load_profiles,
+    unsafe_for_beginners,
+)
+from fitpulse_orchestration.features.snapshot import TrainingSnapshot, build_training_snapshot
+from fitpulse_orchestration.features.training import SplitParams, build_ranker_examples
+from fitpulse_orchestration.ranking.feed import (
+    FeedResult,
+    HomeFeedModel,
+    build_feeds,
+    build_ranker_training_frame,
+    recently_completed,
+)
+from fitpulse_orchestration.ranking.ranker import RankerParams, train_ranker
+from fitpulse_orchestration.ranking.rerank import REASONS
+from fitpulse_orchestration.retrieval.als import AlsParams, build_interaction_matrix, train_als
+from fitpulse_orchestration.retrieval.candidates import seen_items
+from fitpulse_orchestration.retrieval.index import build_item_index
+from fitpulse_orchestration.retrieval.popularity import PopularityParams, compute_popular_items
+
+NEW_USER = "p_never_seen_before"
+
+
+@dataclass
+class Trained:
+    snapshot: TrainingSnapshot
+    model: HomeFeedModel
+
+
+@dataclass
+class Served:
+    users: pd.DataFrame
+    as_of: pd.Timestamp
+    result: FeedResult
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_world: Any) -> Trained:
+    """Every component trained on the tiny world (conftest's ``TinyWorld``), as assets wire them."""
+    store = tiny_world.store
+    snapshot = build_training_snapshot(
+        store, load_catalog(store), load_profiles(store, tiny_world.pseudonymizer), SplitParams()
+    )
+    inputs, split = snapshot.inputs, snapshot.split
+    als_params = AlsParams()
+    examples = build_ranker_examples(inputs.events, inputs.catalog, split)
+    frame, _ = build_ranker_training_frame(inputs, examples, split, als_params)
+    als = train_als(
+        build_interaction_matrix(inputs.events, als_params, before=split.eval_start), als_params
+    )
+    model = HomeFeedModel(
+        als=als,
+        index=build_item_index(als.item_ids, als.item_factors),
+        popular=compute_popular_items(
+            inputs.events, inputs.profiles, split.eval_start, PopularityParams()
+        ),
+        ranker=train_ranker(frame, feature_columns(), RankerParams()),
+    )
+    return Trained(snapshot=snapshot, model=model)
+
+
+@pytest.fixture(scope="module")
+def served(trained: Trained) -> Served:
+    """Feeds, as of the end of the snapshot, for a mix of beginners, others, cold and new users."""
+    profiles = trained.snapshot.inputs.profiles
+    als = trained.model.als
+    warm = profiles[[als.user_row(u) is not None for u in profiles["user_id"]]]
+    cold = profiles[[als.user_row(u) is None for u in profiles["user_id"]]]
+    picked = pd.concat(
+        [
+            warm[warm["fitness_level"] == "beginner"].head(3),
+            warm[warm["fitness_level"] == "advanced"].head(2),
+            warm[warm["fitness_level"] == "intermediate"].head(1),
+            cold.head(2),
+        ]
+    )
+    users = pd.concat(
+        [
+            picked[["user_id", "fitness_level", "region"]],
+            pd.DataFrame({"user_id": [NEW_USER], "fitness_level": ["unknown"], "region": ["?"]}),
+        ],
+        ignore_index=True,
+    )
+    as_of = trained.snapshot.split.end
+    return Served(users, as_of, build_feeds(trained.model, trained.snapshot.inputs, users, as_of))
+
+
+def _feeds_by_user(served: Served) -> dict[str, pd.DataFrame]:
+    return {str(u): f for u, f in served.result.feeds.groupby("user_id")}
+
+
+def test_every_user_gets_a_ranked_feed_of_at_most_20(served: Served) -> None:
+    feeds = _feeds_by_user(served)
+
+    assert set(feeds) == set(served.users["user_id"])
+    for feed in feeds.values():
+        assert 0 < len(feed) <= 20
+        assert feed["rank"].tolist() == list(range(len(feed)))
+        assert not feed["item_id"].duplicated().any()
+        assert np.isfinite(feed["score"]).all()
+
+
+def test_feeds_skip_seen_and_unpublished_items(served: Served, trained: Trained) -> None:
+    inputs = trained.snapshot.inputs
+    seen = seen_items(inputs.events, served.as_of)
+    published = set(inputs.catalog.loc[inputs.catalog["published_at"] < served.as_of, "item_id"])
+
+    for user, feed in _feeds_by_user(served).items():
+        assert not set(feed["item_id"]) & seen.get(user, set())
+        assert set(feed["item_id"]) <= published
+
+
+def test_beginners_get_no_unsafe_items(served: Served, trained: Trained) -> None:
+    catalog = trained.snapshot.inputs.catalog
+    unsafe = set(catalog.loc[unsafe_for_beginners(catalog), "item_id"])
+    beginners = set(served.users.loc[served.users["fitness_level"] == "beginner", "user_id"])
+    feeds = served.result.feeds
+
+    assert len(beginners) >= 3
+    assert not set(feeds.loc[feeds["user_id"].isin(beginners), "item_id"]) & unsafe
+    assert served.result.guardrails["unsafe_removed"] > 0
+
+
+def test_reasons_come_from_the_reason_codes(served: Served) -> None:
+    feeds = served.result.feeds
+
+    assert set(feeds["reason"]) <= set(REASONS.values())
+    not_promoted = feeds["reason"] != "new_release"
+    expected = feeds.loc[not_promoted, "source"].map(REASONS)
+    assert (feeds.loc[not_promoted, "reason"] == expected).all()
+
+
+def test_users_without_als_factors_get_cold_start_feed(served: Served, trained: Trained) -> None:
+    feeds = _feeds_by_user(served)
+    cold = [u for u in served.users["user_id"] if trained.model.als.user_row(u) is None]
+
+    assert NEW_USER in cold
+    assert len(cold) == 3
+    for user in cold:
+        assert set(feeds[user]["source"]) <= {"popular", "fresh"}
+    warm_sources = set(
+        served.result.feeds.loc[~served.result.feeds["user_id"].isin(cold), "source"]
+    )
+    assert "als" in warm_sources
+
+
+def test_no_recently_completed_items(served: Served, trained: Trained) -> None:
+    completed = recently_completed(
+        trained.snapshot.inputs.events, served.as_of, trained.model.rerank_params.recent_days
+    )
+
+    for user, feed in _feeds_by_user(served).items():
+        assert not set(feed["item_id"]) & completed.get(user, set())
+
+
+def test_scored_pool_holds_every_candidate(served: Served) -> None:
+    scored = served.result.scored
+    feeds = served.result.feeds
+
+    assert np.isfinite(scored["score"]).all()
+    assert not scored.duplicated(["user_id", "item_id"]).any()
+    pool = set(zip(scored["user_id"], scored["item_id"], strict=True))
+    assert set(zip(feeds["user_id"], feeds["item_id"], strict=True)) <= pool
+
+
+def test_evaluate_home_feed_beats_popularity_safely(trained: Trained) -> None:
+    table, result = evaluate_home_feed(
+        trained.model, trained.snapshot.inputs, trained.snapshot.split
+    )
+
+    rows = set(zip(table["model"], table["slice"], strict=True))
+    assert rows == {(m, s) for m in MODELS for s in SLICES}
+    assert metric(table, "candidate", "beginner_safety_violations") == 0
+    assert metric(table, "candidate", "beginner_safety_violations", "cold") == 0
+    assert metric(table, "candidate", "ndcg_at_10") > metric(table, "popularity", "ndcg_at_10")
+    assert table.groupby("slice")["users"].nunique().max() == 1
+    assert result.feeds.groupby("user_id").size().max() <= 20
+
+
+def test_duplicate_user_rows_are_rejected(served: Served, trained: Trained) -> None:
+    # A duplicated user would make the level lookup ambiguous; the safety rule must not guess.
+    users = served.users[served.users["fitness_level"] == "beginner"]
+
+    with pytest.raises(ValueError, match="more than once"):
+        build_feeds(trained.model, trained.snapshot.inputs, pd.concat([users, users]), served.as_of)

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+
+from fitpulse_orchestration.ranking.ranker import (
+    RankerArtifacts,
+    RankerParams,
+    score_candidates,
+    train_ranker,
+)
+
+FEATURES = ["f0", "f1"]
+# min_child_samples must fit the tiny frame; the defaults are sized for real traffic.
+PARAMS = RankerParams(
+    min_child_samples=5, n_estimators=60, early_stopping_rounds=20, learning_rate=0.1
+)
+
+
+def _more_groups(rng: np.random.Generator, start: int, n: int) -> pd.DataFrame:
+    """More queries drawn like ``ranking_frame``'s (label a noisy function of f0)."""
+    rows = []
+    for q in range(start, start + n):
+        f0 = rng.normal(size=8)
+        f1 = rng.normal(size=8)
+        label = np.clip(np.round(1.5 + f0 + 0.1 * rng.normal(size=8)), 0, 3).astype(int)
+        for c in range(8):
+            rows.append({"group_id": f"q{q:02d}", "f0": f0[c], "f1": f1[c], "label": label[c]})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def training_frame(ranking_frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    return pd.concat([ranking_frame, _more_groups(rng, 10, 30)], ignore_index=True)
+
+
+@pytest.fixture
+def ranker(training_frame: pd.DataFrame) -> RankerArtifacts:
+    return train_ranker(training_frame, FEATURES, PARAMS)
+
+
+def test_ranker_orders_fresh_group_by_f0(ranker: RankerArtifacts, rng: np.random.Generator) -> None:
+    fresh = pd.DataFrame({"f0": np.linspace(-2.0, 2.0, 12), "f1": rng.normal(size=12)})
+
+    scores = score_candidates(ranker, fresh)
+
+    rho = spearmanr(scores, fresh["f0"]).statistic
+    assert rho > 0.9
+    assert int(np.argmax(scores)) >= 9
+    assert int(np.argmin(scores)) <= 2
+
+
+def test_ranker_relies_on_f0_not_noise(ranker: RankerArtifacts) -> None:
+    assert ranker.feature_importance["f0"] > 5 * ranker.feature_importance["f1"]
+    assert ranker.feature_names == FEATURES
+
+
+def test_ranker_metrics_describe_the_split(ranker: RankerArtifacts) -> None:
+    assert ranker.metrics["train_groups"] == 32.0
+    assert ranker.metrics["valid_groups"] == 8.0
+    assert ranker.metrics["train_rows"] == 32 * 8
+    assert 0.5 < ranker.metrics["valid_ndcg_at_10"] <= 1.0
+    assert 1 <= ranker.metrics["best_iteration"] <= PARAMS.n_estimators
+    assert ranker.param_dict()["min_child_samples"] == 5
+
+
+def test_scores_are_one_per_row_and_deterministic(
+    ranker: RankerArtifacts, ranking_frame: pd.DataFrame
+) -> None:
+    first = score_candidates(ranker, ranking_frame)
+    second = score_candidates(ranker, ranking_frame.iloc[::-1])
+
+    assert first.shape == (len(ranking_frame),)
+    np.testing.assert_allclose(first, second[::-1])
+
+
+def test_train_ranker_needs_ten_groups(ranking_frame: pd.DataFrame) -> None:
+    nine = ranking_frame[ranking_frame["group_id"] != "q09"]
+
+    with pytest.raises(ValueError, match="at least 10 training groups, got 9"):
+        train_ranker(nine, FEATURES, PARAMS)
+
+
+def test_train_ranker_accepts_exactly_ten_groups(ranking_frame: pd.DataFrame) -> None:
+    artifacts = train_ranker(ranking_frame, FEATURES, PARAMS)
+
+    assert artifacts.metrics["train_groups"] == 8.0
+    assert artifacts.metrics["valid_groups"] == 2.0
+
+
+def test_train_ranker_rejects_non_contiguous_groups(training_frame: pd.DataFrame) -> None:
+    first_group = training_frame["group_id"] == "q00"
+    split_group = pd.concat(
+        [
+            training_frame[first_group].iloc[:4],
+            training_frame[~first_group],
+            training_frame[first_group].iloc[4:],
+        ],
+        ignore_index=True,
+    )
+
+    with pytest.raises(ValueError, match="contiguous"):
+        train_ranker(split_group, FEATURES, PARAMS)
+
+
+def test_train_ranker_rejects_interleaved_training_groups(training_frame: pd.DataFrame) -> None:
+    early = training_frame[training_frame["group_id"].isin(["q00", "q01"])]
+    interleaved = pd.concat(
+        [
+            early.iloc[::2],
+            early.iloc[1::2],
+            training_frame[~training_frame.index.isin(early.index)],
+        ],
+        ignore_index=True,
+    )
+
+    with pytest.raises(ValueError, match="contiguous"):
+        train_ranker(interleaved, FEATURES, PARAMS)
+
+
+def test_score_candidates_on_empty_frame(ranker: RankerArtifacts) -> None:
+    scores = score_candidates(ranker, pd.DataFrame(columns=FEATURES))
+
+    assert scores.shape == (0,)
+    assert scores.dtype == np.float64
