@@ -113,8 +113,9 @@ def run_training(home: ProjectHome, eval_days: int, ranker_days: int) -> dict[st
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
         and not e.asset_check_evaluation_data.passed  # type: ignore[union-attr]
     ]
-    if not result.success:
-        failures = [e for e in result.all_events if e.is_step_failure]
+    check_steps = {f"home_feed_evaluation_{name}" for name in failed_checks}
+    failures = [e for e in result.all_events if e.is_step_failure]
+    if not result.success and any(e.step_key not in check_steps for e in failures):
         for event in failures:
             error = event.step_failure_data.error  # type: ignore[union-attr]
             while error is not None and error.cause is not None:
@@ -127,7 +128,8 @@ def run_training(home: ProjectHome, eval_days: int, ranker_days: int) -> dict[st
             err=True,
         )
         raise typer.Exit(code=2)
-    _say(f"training finished in {time.perf_counter() - started:.1f} s (run {result.run_id})")
+    outcome = "finished" if result.success else "stopped by failed blocking checks"
+    _say(f"training {outcome} in {time.perf_counter() - started:.1f} s (run {result.run_id})")
     return {
         "days": days,
         "totals": totals,

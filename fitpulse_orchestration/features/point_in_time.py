@@ -22,6 +22,7 @@ from fitpulse_orchestration.features.reference import (
     INTENSITY_ORDINAL,
     LEVEL_ORDINAL,
     UNKNOWN,
+    publish_time_known,
 )
 
 USER_FEATURES: Final = (
@@ -40,6 +41,7 @@ USER_FEATURES: Final = (
 ITEM_FEATURES: Final = (
     "i_impressions_7d",
     "i_engaged_7d",
+    "i_engaged_28d",
     "i_ctr_7d",
     "i_age_days",
     "i_difficulty",
@@ -163,7 +165,7 @@ def compute_user_features(inputs: FeatureInputs, spine: pd.DataFrame) -> pd.Data
 
 
 def compute_item_features(inputs: FeatureInputs, spine: pd.DataFrame) -> pd.DataFrame:
-    """Item features as of each spine row (counts over the 7 whole days before ``as_of``'s day).
+    """Item features as of each spine row (counts over the 7 or 28 whole days before its day).
 
     Args:
         inputs: events, catalog and profiles.
@@ -183,19 +185,23 @@ def compute_item_features(inputs: FeatureInputs, spine: pd.DataFrame) -> pd.Data
           FROM events WHERE item_id IS NOT NULL GROUP BY item_id, day
         )
         SELECT s.item_id, s.as_of,
-               COALESCE(SUM(d.imps), 0) AS i_impressions_7d,
-               COALESCE(SUM(d.engaged), 0) AS i_engaged_7d
+               COALESCE(SUM(d.imps) FILTER (WHERE d.day >= CAST(s.as_of AS DATE) - 7), 0)
+                 AS i_impressions_7d,
+               COALESCE(SUM(d.engaged) FILTER (WHERE d.day >= CAST(s.as_of AS DATE) - 7), 0)
+                 AS i_engaged_7d,
+               COALESCE(SUM(d.engaged), 0) AS i_engaged_28d
         FROM spine s
         LEFT JOIN daily d
           ON d.item_id = s.item_id AND d.day < CAST(s.as_of AS DATE)
-         AND d.day >= CAST(s.as_of AS DATE) - INTERVAL 7 DAY
+         AND d.day >= CAST(s.as_of AS DATE) - 28
         GROUP BY s.item_id, s.as_of
         """
     ).df()
     con.close()
     agg["i_ctr_7d"] = (agg["i_engaged_7d"] + 1.0) / (agg["i_impressions_7d"] + 20.0)
     catalog = inputs.catalog.set_index("item_id")
-    published = _naive(agg["item_id"].map(catalog["published_at"]))
+    known = catalog["published_at"].where(publish_time_known(inputs.catalog).to_numpy())
+    published = _naive(agg["item_id"].map(known))
     agg["i_age_days"] = ((agg["as_of"] - published).dt.total_seconds() / 86400.0).clip(lower=0)
     agg["i_difficulty"] = agg["item_id"].map(catalog["difficulty"]).map(DIFFICULTY_ORDINAL)
     agg["i_intensity"] = agg["item_id"].map(catalog["intensity"]).map(INTENSITY_ORDINAL)

@@ -129,6 +129,16 @@ def complete_profiles(profiles: pd.DataFrame, events: pd.DataFrame) -> pd.DataFr
     return validated
 
 
+def publish_time_known(catalog: pd.DataFrame) -> pd.Series:
+    """Boolean per catalog row: the publish time came from the catalog, not from events.
+
+    Items added by ``complete_catalog`` get their first event time as ``published_at``; that is
+    no publication. Used as an age or freshness signal it leaks the label (an item's first
+    engagement is always "brand new"), so such items have no age and are never "fresh".
+    """
+    return catalog["item_type"] != UNKNOWN
+
+
 def unsafe_for_beginners(catalog: pd.DataFrame) -> pd.Series:
     """Boolean per catalog row: advanced, high-intensity, or of unknown difficulty/intensity.
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from fitpulse_orchestration.events.schema import ENGAGEMENT_TYPES
-from fitpulse_orchestration.features.reference import UNKNOWN
+from fitpulse_orchestration.features.reference import UNKNOWN, publish_time_known
 from fitpulse_orchestration.retrieval.als import AlsArtifacts
 from fitpulse_orchestration.retrieval.index import ItemIndex
 from fitpulse_orchestration.retrieval.popularity import pick_segment, split_segments
@@ -34,9 +34,16 @@ def seen_items(events: pd.DataFrame, as_of: pd.Timestamp) -> dict[str, set[str]]
 
 
 def fresh_items(catalog: pd.DataFrame, as_of: pd.Timestamp, fresh_days: float) -> pd.DataFrame:
-    """Items published in the ``fresh_days`` before ``as_of``, newest first."""
+    """Catalog items published in the ``fresh_days`` before ``as_of``, newest first.
+
+    Items known only from events (no catalog publish time) are never fresh.
+    """
     lo = as_of - pd.Timedelta(days=fresh_days)
-    fresh = catalog[(catalog["published_at"] < as_of) & (catalog["published_at"] >= lo)]
+    fresh = catalog[
+        (catalog["published_at"] < as_of)
+        & (catalog["published_at"] >= lo)
+        & publish_time_known(catalog)
+    ]
     return fresh.sort_values(["published_at", "item_id"], ascending=[False, True])
 
 

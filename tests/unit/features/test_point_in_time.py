@@ -200,13 +200,15 @@ def test_item_features_count_whole_days_before_the_as_of_day() -> None:
     assert y1["i_ctr_7d"] == pytest.approx((3 + 1) / (1 + 20))
     assert (y2["i_impressions_7d"], y2["i_engaged_7d"]) == (0, 0)  # watched on the as_of day
     assert (h1["i_impressions_7d"], h1["i_engaged_7d"]) == (1, 0)  # click on 10-01 is 9 days back
+    assert h1["i_engaged_28d"] == 1  # ... but inside the 28-day window
     assert h1["i_ctr_7d"] == pytest.approx(1 / 21)
     assert h1["i_age_days"] == pytest.approx(2.0)
     assert (h1["i_difficulty"], h1["i_intensity"], h1["i_duration_min"]) == (2, 2, 5)
     assert (h1["i_type"], h1["i_category"]) == (2, 3)  # article, hiit
     assert (y2["i_type"], y2["i_category"]) == (3, 2)  # video, yoga
     assert features.loc["late", "i_age_days"] == 0  # published after as_of: clipped
-    assert features.loc["ghost", list(ITEM_FEATURES[3:])].isna().all()
+    content = list(ITEM_FEATURES[ITEM_FEATURES.index("i_age_days") :])
+    assert features.loc["ghost", content].isna().all()
     assert features.loc["ghost", "i_impressions_7d"] == 0
     assert all(dtype == np.float64 for dtype in features[list(ITEM_FEATURES)].dtypes)
 

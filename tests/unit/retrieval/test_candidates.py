@@ -33,6 +33,7 @@ CATALOG = pd.DataFrame(
             AS_OF - pd.Timedelta(days=2),
             AS_OF + pd.Timedelta(days=1),
         ],
+        "item_type": "workout",
     }
 )
 USERS = pd.DataFrame(
@@ -171,12 +172,27 @@ def test_fresh_items_window_newest_first() -> None:
                 AS_OF - pd.Timedelta(days=3, seconds=1),
                 AS_OF + pd.Timedelta(hours=1),
             ],
+            "item_type": "workout",
         }
     )
 
     fresh = fresh_items(catalog, AS_OF, 3.0)
 
     assert fresh["item_id"].tolist() == ["a", "b", "edge"]
+
+
+def test_items_known_only_from_events_are_never_fresh() -> None:
+    # complete_catalog gives such items their first event time as published_at; that is no
+    # publication, and treating it as one made every first engagement look "brand new".
+    catalog = pd.DataFrame(
+        {
+            "item_id": ["cat", "inferred"],
+            "published_at": [AS_OF - pd.Timedelta(days=1)] * 2,
+            "item_type": ["workout", "unknown"],
+        }
+    )
+
+    assert fresh_items(catalog, AS_OF, 3.0)["item_id"].tolist() == ["cat"]
 
 
 def test_seen_items_counts_engagements_before_as_of_only() -> None:
