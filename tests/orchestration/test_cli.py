@@ -25,7 +25,8 @@ from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
 from fitpulse_orchestration.storage.tables import read_parquet_prefix
 
-MOVIELENS = Path("/work/shared/data/movielens/ml-100k/u.data")
+# shared/ sits beside the checkout (development machines and CI alike).
+MOVIELENS = Path(__file__).resolve().parents[3] / "shared/data/movielens/ml-100k/u.data"
 ML_WINDOW = ("1997-11-10", "1997-12-01")
 """Three weeks of every MovieLens user (about 20k ratings by 250 users).
 

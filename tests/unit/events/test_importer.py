@@ -25,7 +25,8 @@ from fitpulse_orchestration.events.ingest import IngestResult, ingest_day
 from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.storage import LocalObjectStore, ObjectStore
 
-MOVIELENS = Path("/work/shared/data/movielens/ml-100k/u.data")
+# shared/ sits beside the checkout (development machines and CI alike).
+MOVIELENS = Path(__file__).resolve().parents[4] / "shared/data/movielens/ml-100k/u.data"
 PSEUDONYMIZER = Pseudonymizer(b"k" * 32)
 WEIGHTED = ImportOptions(event_col=None, weight_col="rating", ts_unit="s")
 
@@ -492,7 +493,7 @@ def test_header_only_file_lands_nothing(tmp_path: Path) -> None:
     assert (summary.rows_read, summary.files_written, summary.days) == (0, [], [])
 
 
-@pytest.mark.skipif(not MOVIELENS.exists(), reason="MovieLens 100k not available")
+@pytest.mark.skipif(not MOVIELENS.exists(), reason="MovieLens 100k not found in shared/ beside the checkout")
 def test_movielens_sample_goes_through_ingestion(tmp_path: Path) -> None:
     sample = tmp_path / "u.data"
     with MOVIELENS.open() as src:
