@@ -5,7 +5,12 @@ import pandas as pd
 
 from assets.config import FeedConfig
 from assets.groups import EVALUATION
-from fitpulse_orchestration.evaluation.home_feed import evaluate_home_feed, format_markdown, metric
+from fitpulse_orchestration.evaluation.home_feed import (
+    METRICS,
+    evaluate_home_feed,
+    format_markdown,
+    metric,
+)
 from fitpulse_orchestration.features.snapshot import TrainingSnapshot
 from fitpulse_orchestration.ranking.feed import HomeFeedModel
 from fitpulse_orchestration.ranking.ranker import RankerArtifacts
@@ -37,14 +42,7 @@ def home_feed_evaluation(
     flat = {
         f"{row.model}.{row.slice}.{name}": float(getattr(row, name))
         for row in table.itertuples()
-        for name in (
-            "recall_at_100",
-            "ndcg_at_10",
-            "map_at_10",
-            "coverage",
-            "intra_list_diversity",
-            "beginner_safety_violations",
-        )
+        for name in METRICS
     }
     log_stage(
         context.resources.mlflow,

@@ -5,21 +5,17 @@ data: DataFrames as Parquet, everything else pickled, under ``assets/<asset key>
 serves both the local profile (files under the project home) and production (S3).
 """
 
-import pickle
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
-from fitpulse_orchestration import layout
 from fitpulse_orchestration.events.pseudonymize import Pseudonymizer, load_or_create_key
-from fitpulse_orchestration.storage import (
-    LocalObjectStore,
-    ObjectStore,
-    S3ObjectStore,
-    read_parquet,
-    write_parquet,
+from fitpulse_orchestration.storage import LocalObjectStore, ObjectStore, S3ObjectStore
+from fitpulse_orchestration.storage.asset_values import (
+    asset_value_base,
+    read_asset_value,
+    write_asset_value,
 )
 
 
@@ -69,49 +65,18 @@ class ObjectStoreIOManager(dg.ConfigurableIOManager):
 
     object_store: dg.ResourceDependency[ObjectStoreResource]
 
-    def _key(self, context: dg.OutputContext | dg.InputContext, suffix: str) -> str:
-        path = "/".join(context.asset_key.path)
-        if context.has_asset_partitions:
-            path += f"/{context.asset_partition_key}"
-        return f"{layout.ASSETS}/{path}{suffix}"
+    def _base(self, context: dg.OutputContext | dg.InputContext) -> str:
+        partition = context.asset_partition_key if context.has_asset_partitions else None
+        return asset_value_base(context.asset_key.path, partition)
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         """Write ``obj`` under the asset's key."""
         if obj is None:
             return
         store = self.object_store.get_store()
-        if isinstance(obj, pd.DataFrame):
-            key = self._key(context, ".parquet")
-            write_parquet(store, key, obj)
-            store.delete(self._key(context, ".pkl"))
-        else:
-            key = self._key(context, ".pkl")
-            store.put_bytes(key, pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
-            store.delete(self._key(context, ".parquet"))
+        key = write_asset_value(store, self._base(context), obj)
         context.add_output_metadata({"stored_at": dg.MetadataValue.path(store.uri(key))})
 
     def load_input(self, context: dg.InputContext) -> Any:
         """Read the upstream asset's value (whichever format it was written in)."""
-        store = self.object_store.get_store()
-        parquet_key = self._key(context, ".parquet")
-        if store.exists(parquet_key):
-            return read_parquet(store, parquet_key)
-        pickle_key = self._key(context, ".pkl")
-        if not store.exists(pickle_key):
-            raise FileNotFoundError(
-                f"asset {context.asset_key.to_user_string()} has no stored value at "
-                f"{store.uri(pickle_key)}: materialize it first"
-            )
-        return pickle.loads(store.get_bytes(pickle_key))
-
-
-def load_asset_value(store: ObjectStore, asset_name: str) -> Any:
-    """Read a persisted asset value outside Dagster (the CLI's batch recommendations)."""
-    base = f"{layout.ASSETS}/{asset_name}"
-    if store.exists(base + ".parquet"):
-        return read_parquet(store, base + ".parquet")
-    if store.exists(base + ".pkl"):
-        return pickle.loads(store.get_bytes(base + ".pkl"))
-    raise FileNotFoundError(
-        f"no stored value for asset {asset_name!r} in {store.uri(base)}: run `fitpulse train` first"
-    )
+        return read_asset_value(self.object_store.get_store(), self._base(context))

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from fitpulse_orchestration.events.pseudonymize import Pseudonymizer, load_or_create_key
 from fitpulse_orchestration.features.reference import UNKNOWN
+from fitpulse_orchestration.features.snapshot import TrainingSnapshot
 from fitpulse_orchestration.ranking.feed import HomeFeedModel, build_feeds
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import ObjectStore
+from fitpulse_orchestration.storage.asset_values import load_asset_value
 
 OUTPUT_COLUMNS = ["user_id", "item_id", "rank", "score"]
 
@@ -29,12 +30,20 @@ def read_user_ids(path: Path) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
+def load_trained_feed(store: ObjectStore) -> tuple[TrainingSnapshot, HomeFeedModel]:
+    """The latest training snapshot and the feed model trained on it, from persisted assets."""
+    snapshot: TrainingSnapshot = load_asset_value(store, "training_snapshot")
+    model = HomeFeedModel(
+        als=load_asset_value(store, "als_model"),
+        index=load_asset_value(store, "item_index"),
+        popular=load_asset_value(store, "popular_items"),
+        ranker=load_asset_value(store, "home_ranker"),
+    )
+    return snapshot, model
+
+
 def recommend_batch(
-    store: ObjectStore,
-    home: ProjectHome,
-    raw_user_ids: list[str],
-    n: int,
-    load: Any = None,
+    store: ObjectStore, home: ProjectHome, raw_user_ids: list[str], n: int
 ) -> pd.DataFrame:
     """Top-``n`` feed items per user as of the end of the latest training snapshot.
 
@@ -43,15 +52,7 @@ def recommend_batch(
     Returns:
         ``user_id`` (raw), ``item_id``, ``rank`` (1-based), ``score``.
     """
-    if load is None:
-        from assets.resources import load_asset_value as load
-    snapshot = load(store, "training_snapshot")
-    model = HomeFeedModel(
-        als=load(store, "als_model"),
-        index=load(store, "item_index"),
-        popular=load(store, "popular_items"),
-        ranker=load(store, "home_ranker"),
-    )
+    snapshot, model = load_trained_feed(store)
     model.rerank_params = replace(model.rerank_params, n=n)
     pseudonymizer = Pseudonymizer.from_secret(load_or_create_key(home.pseudonym_key_file))
     pseudo = pseudonymizer.pseudonymize_many(raw_user_ids)

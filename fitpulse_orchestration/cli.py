@@ -157,18 +157,11 @@ def _feed_samples(home: ProjectHome) -> dict[str, Any]:
     """Feeds for a warm user, a cold user and a beginner, as of the end of the snapshot."""
     import pandas as pd
 
-    from assets.resources import load_asset_value
+    from fitpulse_orchestration.batch import load_trained_feed
     from fitpulse_orchestration.features.point_in_time import compute_user_features
-    from fitpulse_orchestration.ranking.feed import HomeFeedModel, build_feeds
+    from fitpulse_orchestration.ranking.feed import build_feeds
 
-    store = _store(home)
-    snapshot = load_asset_value(store, "training_snapshot")
-    model = HomeFeedModel(
-        als=load_asset_value(store, "als_model"),
-        index=load_asset_value(store, "item_index"),
-        popular=load_asset_value(store, "popular_items"),
-        ranker=load_asset_value(store, "home_ranker"),
-    )
+    snapshot, model = load_trained_feed(_store(home))
     inputs, as_of = snapshot.inputs, snapshot.split.end
     users = inputs.profiles[["user_id", "fitness_level", "region"]]
     feats = compute_user_features(inputs, users.assign(as_of=as_of)).set_index("user_id")
@@ -207,8 +200,8 @@ def _feed_samples(home: ProjectHome) -> dict[str, Any]:
 
 
 def _report(home: ProjectHome, facts: dict[str, Any]) -> pd.DataFrame:
-    from assets.resources import load_asset_value
     from fitpulse_orchestration.evaluation.home_feed import format_table
+    from fitpulse_orchestration.storage.asset_values import load_asset_value
 
     table: pd.DataFrame = load_asset_value(_store(home), "home_feed_evaluation")
     home.reports.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner, Result
 
-from assets.resources import load_asset_value
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.cli import app
 from fitpulse_orchestration.evaluation.home_feed import MODELS, SLICES, metric
@@ -23,6 +22,7 @@ from fitpulse_orchestration.events.pseudonymize import PSEUDONYM_PREFIX
 from fitpulse_orchestration.events.schema import ENGAGEMENT_TYPES
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
+from fitpulse_orchestration.storage.asset_values import load_asset_value
 from fitpulse_orchestration.storage.tables import read_parquet_prefix
 
 # shared/ sits beside the checkout (development machines and CI alike).

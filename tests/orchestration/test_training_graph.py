@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from assets.resources import load_asset_value
 from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.evaluation.home_feed import METRICS, MODELS, SLICES, metric
+from fitpulse_orchestration.storage.asset_values import load_asset_value
 from model_registry.client import EXPERIMENT, HOME_RANKER_MODEL, RegisteredVersion, RegistryClient
 
 if TYPE_CHECKING:

@@ -493,7 +493,9 @@ def test_header_only_file_lands_nothing(tmp_path: Path) -> None:
     assert (summary.rows_read, summary.files_written, summary.days) == (0, [], [])
 
 
-@pytest.mark.skipif(not MOVIELENS.exists(), reason="MovieLens 100k not found in shared/ beside the checkout")
+@pytest.mark.skipif(
+    not MOVIELENS.exists(), reason="MovieLens 100k not found in shared/ beside the checkout"
+)
 def test_movielens_sample_goes_through_ingestion(tmp_path: Path) -> None:
     sample = tmp_path / "u.data"
     with MOVIELENS.open() as src:
