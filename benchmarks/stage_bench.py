@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 
 # Before numpy is imported: implicit and LightGBM parallelise themselves, nested OpenBLAS
-# threads would only oversubscribe the cores (same reason as in retrieval/als.py).
+# threads would only oversubscribe the cores.
 os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
 import argparse
@@ -407,7 +407,7 @@ def _fmt_bytes(n: float) -> str:
 def report(meta: dict[str, Any], summary: dict[str, Any], runs: list[dict]) -> str:
     reset = all(r["stages"][name]["peak_rss_reset"] for r in runs for name, _ in STAGES)
     rss_note = (
-        "peak RSS: process high-water mark during the stage (reset before each stage)"
+        "peak RSS: high-water mark during the stage (reset before each stage), max over repeats"
         if reset
         else "peak RSS: process high-water mark so far (this OS cannot reset it per stage)"
     )
@@ -422,14 +422,15 @@ def report(meta: dict[str, Any], summary: dict[str, Any], runs: list[dict]) -> s
         f"implicit and faiss pre-imported ({meta['lazy_import_seconds']:.2f} s, not in any stage)",
         rss_note,
         "",
-        f"{'stage':<32}{'seconds':>9}{'share':>8}{'cpu/wall':>10}{'peak RSS':>12}  throughput",
+        f"{'stage':<32}{'seconds':>9}{'min':>8}{'share':>8}{'cpu/wall':>10}{'peak RSS':>12}"
+        "  throughput",
     ]
     stages = summary["stages"]
     for name, label in STAGES:
         s = stages[name]
         cpu_ratio = s["cpu_seconds"] / s["seconds"] if s["seconds"] else float("nan")
         lines.append(
-            f"{label:<32}{s['seconds']:>9.2f}{s['share']:>8.1%}{cpu_ratio:>10.2f}"
+            f"{label:<32}{s['seconds']:>9.2f}{s['min_seconds']:>8.2f}{s['share']:>8.1%}{cpu_ratio:>10.2f}"
             f"{s['peak_rss_mib']:>8,.0f} MiB  {s['per_second']:>12,.0f} {s['unit']}/s"
             f"  ({s['count']:,} {s['unit']})"
         )
