@@ -121,6 +121,13 @@ class WorldSummary:
     """Churn rate of beginners who did / did not start unsafe content."""
 
 
+def _top_k(keys: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the ``k`` largest keys per row, largest first."""
+    part = np.argpartition(-keys, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(keys, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -282,15 +289,23 @@ def _simulate(
     unsafe_started = np.zeros(n_users, dtype=bool)
     cat_fatigue = np.zeros((n_users, n_cat))
     last_open = np.full(n_users, np.datetime64("1970-01-01T00:00:00"), dtype="datetime64[s]")
-    level_gap = items.difficulty[None, :] - users.level[:, None]  # (users, items)
-    mismatch = np.where(level_gap > 0, 1.2 * level_gap, 0.3 * -level_gap)
     unsafe_for_beginner = (items.difficulty == 2) | (items.intensity == 2)
-    base_affinity = (
-        users.vec @ items.vec.T
-        + np.log(users.cat_taste[:, items.category] * n_cat + 1e-3)
-        + items.quality[None, :]
-        - mismatch
-    )
+
+    def base_affinity(rows: np.ndarray) -> np.ndarray:
+        """Affinity of users ``rows`` for every item, (len(rows), n_items).
+
+        Computed per chunk of users: a users x items matrix of the ``large`` world would not
+        fit in memory.
+        """
+        level_gap = items.difficulty[None, :] - users.level[rows][:, None]
+        mismatch = np.where(level_gap > 0, 1.2 * level_gap, 0.3 * -level_gap)
+        return (
+            users.vec[rows] @ items.vec.T
+            + np.log(users.cat_taste[rows][:, items.category] * n_cat + 1e-3)
+            + items.quality[None, :]
+            - mismatch
+        )
+
     popularity = np.exp(items.quality * 1.5)
     req_counter = 0
     sess_counter = 0
@@ -310,7 +325,8 @@ def _simulate(
             if ts <= users.signup[u]:
                 continue
             pub_ok = items.published < ts
-            scores = np.where(pub_ok, base_affinity[u] + rng.gumbel(size=len(items.ids)), -np.inf)
+            user_affinity = base_affinity(np.array([u]))[0]
+            scores = np.where(pub_ok, user_affinity + rng.gumbel(size=len(items.ids)), -np.inf)
             it = int(np.argmax(scores))
             log.add(
                 event_type="push_sent",
@@ -320,7 +336,7 @@ def _simulate(
                 payload={"propensity": float(push_prop[u]), "local_hour": local_hour},
                 platform=users.platform[u],
             )
-            p_open = float(_sigmoid(np.array(-2.0 + 0.5 * base_affinity[u, it])))
+            p_open = float(_sigmoid(np.array(-2.0 + 0.5 * user_affinity[it])))
             draw = rng.random()
             if draw < p_open:
                 log.add(
@@ -361,7 +377,7 @@ def _simulate(
             su = sess_users[chunk : chunk + 1024]
             st = sess_ts[chunk : chunk + 1024]
             available = items.published[None, :] < st[:, None]
-            aff = base_affinity[su] - 0.08 * cat_fatigue[su][:, items.category]
+            aff = base_affinity(su) - 0.08 * cat_fatigue[su][:, items.category]
             # Fresh items get a recency boost for their first days.
             age_days = (st[:, None] - items.published[None, :]).astype(float) / 86400.0
             aff = aff + 0.6 * np.exp(-np.clip(age_days, 0, None) / 3.0)
@@ -373,11 +389,11 @@ def _simulate(
             uni_p = available / available.sum(axis=1, keepdims=True)
             mix = 0.4 * taste_p + 0.35 * pop_p + 0.25 * uni_p
             keys = np.log(mix + 1e-30) + rng.gumbel(size=mix.shape)
-            feed = np.argsort(-keys, axis=1)[:, :FEED_SLOTS]
+            feed = _top_k(keys, FEED_SLOTS)
             # Organic discovery (browse and search) follows taste only.
             organic_keys = np.where(available, 1.5 * aff, -np.inf) + rng.gumbel(size=mix.shape)
             n_organic = rng.poisson(0.7, size=su.size)
-            organic = np.argsort(-organic_keys, axis=1)[:, :3]
+            organic = _top_k(organic_keys, 3)
             for row, u in enumerate(su):
                 sess_counter += 1
                 session_id = f"s_{sess_counter:09d}"
