@@ -310,7 +310,7 @@ def run_spine(root: Path, scale: str, seed: int, serve_batch: int, serve_runs: i
             count=int(ranker.metrics["train_rows"]),
             unit="train rows",
             lightgbm_fit_s=ranker.metrics["train_seconds"],
-            best_iteration=ranker.metrics["best_iteration"],
+            trees_used=ranker.metrics["trees_used"],
         )
 
     model = HomeFeedModel(als, index, popular, ranker)
