@@ -20,7 +20,7 @@ payload    no       event-specific object (workout duration, push propensity, ..
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import pandas as pd
 import pandera.pandas as pa
@@ -101,6 +101,26 @@ CLEAN_EVENTS_SCHEMA = pa.DataFrameSchema(
 CLEAN_EVENT_COLUMNS: Final = tuple(CLEAN_EVENTS_SCHEMA.columns)
 
 QUARANTINE_COLUMNS: Final = ("source_file", "line_no", "reason", "raw")
+
+
+def clean_events_from_records(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """A validated clean-events frame from partial records (hand-written histories, replays).
+
+    Missing fields are null; ``event_id`` defaults to ``e0000``, ``e0001``, ... by position,
+    ``source_file`` to ``"records"`` and ``line_no`` to the 1-based position.
+    """
+    full = [
+        dict.fromkeys(CLEAN_EVENT_COLUMNS)
+        | {"event_id": f"e{i:04d}", "source_file": "records", "line_no": i + 1}
+        | record
+        for i, record in enumerate(records)
+    ]
+    frame = pd.DataFrame(full, columns=list(CLEAN_EVENT_COLUMNS))
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    frame["position"] = frame["position"].astype("Int64")
+    frame["line_no"] = frame["line_no"].astype("int64")
+    validated: pd.DataFrame = CLEAN_EVENTS_SCHEMA.validate(frame)
+    return validated
 
 
 def empty_clean_events() -> pd.DataFrame:

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fitpulse_orchestration.events.schema import CLEAN_EVENT_COLUMNS, CLEAN_EVENTS_SCHEMA
+from fitpulse_orchestration.events.schema import (
+    clean_events_from_records,
+)
 from fitpulse_orchestration.features.point_in_time import (
     CROSS_FEATURES,
     ITEM_FEATURES,
@@ -32,17 +34,7 @@ def utc(text: str) -> pd.Timestamp:
 
 
 def _events(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    full = [
-        {col: None for col in CLEAN_EVENT_COLUMNS}
-        | {"event_id": f"e{i:03d}", "source_file": "f", "line_no": i + 1}
-        | row
-        for i, row in enumerate(rows)
-    ]
-    frame = pd.DataFrame(full, columns=list(CLEAN_EVENT_COLUMNS))
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    frame["position"] = frame["position"].astype("Int64")
-    frame["line_no"] = frame["line_no"].astype("int64")
-    return CLEAN_EVENTS_SCHEMA.validate(frame)
+    return clean_events_from_records(rows)
 
 
 def _ev(event_type: str, user: str, ts: str, item: str | None = None, **extra: Any) -> dict:
