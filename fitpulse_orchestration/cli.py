@@ -107,13 +107,18 @@ def run_training(home: ProjectHome, eval_days: int, ranker_days: int) -> dict[st
     stages = _stage_durations(instance, result.run_id)
     for name, seconds in stages.items():
         _say(f"  {name:<24} {seconds:6.1f} s")
-    failed_checks = [
-        e.asset_check_evaluation_data.check_name  # type: ignore[union-attr]
+    failed_check_events = [
+        e
         for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
         and not e.asset_check_evaluation_data.passed  # type: ignore[union-attr]
     ]
-    check_steps = {f"home_feed_evaluation_{name}" for name in failed_checks}
+    failed_checks = [
+        e.asset_check_evaluation_data.check_name  # type: ignore[union-attr]
+        for e in failed_check_events
+    ]
+    # A blocking check that fails also fails its own step; only other failures are errors.
+    check_steps = {e.step_key for e in failed_check_events}
     failures = [e for e in result.all_events if e.is_step_failure]
     if not result.success and any(e.step_key not in check_steps for e in failures):
         for event in failures:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,17 +48,28 @@ def checkerboard() -> csr_matrix:
     return csr_matrix(dense * 4.0)
 
 
-@pytest.fixture
-def ranking_frame(rng: np.random.Generator) -> pd.DataFrame:
-    """10 queries x 8 candidates; the label (0-3) is a noisy function of feature ``f0``."""
+def _ranking_groups(rng: np.random.Generator, start: int, n: int) -> pd.DataFrame:
+    """Queries ``start .. start+n-1`` x 8 candidates; the label (0-3) is a noisy function of f0."""
     rows = []
-    for q in range(10):
+    for q in range(start, start + n):
         f0 = rng.normal(size=8)
         f1 = rng.normal(size=8)
         label = np.clip(np.round(1.5 + f0 + 0.1 * rng.normal(size=8)), 0, 3).astype(int)
         for c in range(8):
             rows.append({"group_id": f"q{q:02d}", "f0": f0[c], "f1": f1[c], "label": label[c]})
     return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def ranking_groups() -> Callable[[np.random.Generator, int, int], pd.DataFrame]:
+    """Factory of more groups drawn like ``ranking_frame``'s: ``(rng, start, n) -> frame``."""
+    return _ranking_groups
+
+
+@pytest.fixture
+def ranking_frame(rng: np.random.Generator) -> pd.DataFrame:
+    """10 queries x 8 candidates; the label (0-3) is a noisy function of feature ``f0``."""
+    return _ranking_groups(rng, 0, 10)
 
 
 @pytest.fixture

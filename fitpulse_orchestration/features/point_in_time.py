@@ -22,7 +22,7 @@ from fitpulse_orchestration.features.reference import (
     INTENSITY_ORDINAL,
     LEVEL_ORDINAL,
     UNKNOWN,
-    publish_time_known,
+    publication_times,
 )
 
 USER_FEATURES: Final = (
@@ -200,8 +200,7 @@ def compute_item_features(inputs: FeatureInputs, spine: pd.DataFrame) -> pd.Data
     con.close()
     agg["i_ctr_7d"] = (agg["i_engaged_7d"] + 1.0) / (agg["i_impressions_7d"] + 20.0)
     catalog = inputs.catalog.set_index("item_id")
-    known = catalog["published_at"].where(publish_time_known(inputs.catalog).to_numpy())
-    published = _naive(agg["item_id"].map(known))
+    published = _naive(agg["item_id"].map(publication_times(inputs.catalog)))
     agg["i_age_days"] = ((agg["as_of"] - published).dt.total_seconds() / 86400.0).clip(lower=0)
     agg["i_difficulty"] = agg["item_id"].map(catalog["difficulty"]).map(DIFFICULTY_ORDINAL)
     agg["i_intensity"] = agg["item_id"].map(catalog["intensity"]).map(INTENSITY_ORDINAL)

@@ -139,6 +139,16 @@ def publish_time_known(catalog: pd.DataFrame) -> pd.Series:
     return catalog["item_type"] != UNKNOWN
 
 
+def publication_times(catalog: pd.DataFrame) -> pd.Series:
+    """``published_at`` by item id, NaT where the time was inferred from events.
+
+    Age and freshness use these; availability ("published before ``as_of``") still uses the
+    catalog's ``published_at``, inferred or not.
+    """
+    known = catalog["published_at"].where(publish_time_known(catalog))
+    return known.set_axis(catalog["item_id"].to_numpy())
+
+
 def unsafe_for_beginners(catalog: pd.DataFrame) -> pd.Series:
     """Boolean per catalog row: advanced, high-intensity, or of unknown difficulty/intensity.
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from fitpulse_orchestration.features.point_in_time import FeatureInputs, attach_features
-from fitpulse_orchestration.features.reference import publish_time_known, unsafe_for_beginners
+from fitpulse_orchestration.features.reference import publication_times, unsafe_for_beginners
 from fitpulse_orchestration.features.training import EXAMPLES_SCHEMA, TimeSplit
 from fitpulse_orchestration.ranking.ranker import RankerArtifacts, score_candidates
 from fitpulse_orchestration.ranking.rerank import RerankParams, rerank
@@ -99,8 +99,7 @@ def build_feeds(
     scored["category"] = scored["item_id"].map(catalog["category"]).fillna("unknown")
     # Inferred publish times (no catalog) are no publications: such items never take the
     # freshness slot.
-    known_published = catalog["published_at"].where(publish_time_known(inputs.catalog).to_numpy())
-    scored["published_at"] = scored["item_id"].map(known_published)
+    scored["published_at"] = scored["item_id"].map(publication_times(inputs.catalog))
     scored["unsafe_for_beginner"] = (
         scored["item_id"]
         .map(unsafe_for_beginners(inputs.catalog).set_axis(inputs.catalog["item_id"]))

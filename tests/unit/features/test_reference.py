@@ -19,6 +19,7 @@ from fitpulse_orchestration.features.reference import (
     complete_profiles,
     load_catalog,
     load_profiles,
+    publication_times,
     unsafe_for_beginners,
 )
 from fitpulse_orchestration.storage import LocalObjectStore, read_parquet, write_parquet
@@ -271,3 +272,22 @@ def test_unsafe_for_beginners_truth_table(difficulty: str, intensity: str, unsaf
     catalog = _catalog(_item("wk_a", difficulty=difficulty, intensity=intensity))
 
     assert unsafe_for_beginners(catalog).tolist() == [unsafe]
+
+
+def test_publication_times_hide_inferred_times_and_keep_the_dtype() -> None:
+    published = pd.to_datetime(["2026-10-01", "2026-10-02"], utc=True)
+    catalog = pd.DataFrame(
+        {
+            "item_id": ["cat", "inferred"],
+            "item_type": ["workout", UNKNOWN],
+            "published_at": published,
+        }
+    )
+    times = publication_times(catalog)
+
+    assert times["cat"] == published[0]
+    assert pd.isna(times["inferred"])
+    # All-inferred catalogs (an imported log) must still compare as timestamps, not objects.
+    only_inferred = publication_times(catalog.assign(item_type=UNKNOWN))
+    assert str(only_inferred.dtype) == "datetime64[ns, UTC]"
+    assert not (only_inferred >= published[0]).any()

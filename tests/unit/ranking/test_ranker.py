@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,21 +21,13 @@ PARAMS = RankerParams(
 )
 
 
-def _more_groups(rng: np.random.Generator, start: int, n: int) -> pd.DataFrame:
-    """More queries drawn like ``ranking_frame``'s (label a noisy function of f0)."""
-    rows = []
-    for q in range(start, start + n):
-        f0 = rng.normal(size=8)
-        f1 = rng.normal(size=8)
-        label = np.clip(np.round(1.5 + f0 + 0.1 * rng.normal(size=8)), 0, 3).astype(int)
-        for c in range(8):
-            rows.append({"group_id": f"q{q:02d}", "f0": f0[c], "f1": f1[c], "label": label[c]})
-    return pd.DataFrame(rows)
-
-
 @pytest.fixture
-def training_frame(ranking_frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-    return pd.concat([ranking_frame, _more_groups(rng, 10, 30)], ignore_index=True)
+def training_frame(
+    ranking_frame: pd.DataFrame,
+    ranking_groups: Callable[[np.random.Generator, int, int], pd.DataFrame],
+    rng: np.random.Generator,
+) -> pd.DataFrame:
+    return pd.concat([ranking_frame, ranking_groups(rng, 10, 30)], ignore_index=True)
 
 
 @pytest.fixture
