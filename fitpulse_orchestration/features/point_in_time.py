@@ -62,7 +62,7 @@ NO_HISTORY_DAYS: Final = 29.0
 ITEM_TYPES: Final = ("workout", "plan", "article", "video")
 CATEGORY_CODES: Final = (
     "strength", "cardio", "yoga", "hiit", "running",
-    "mobility", "meditation", "nutrition", "cycling", "pilates",
+    "mobility", "meditation", "nutrition", "cycling", "pilates", "dance",
 )  # fmt: skip
 
 

@@ -13,6 +13,12 @@ search) in proportion to their taste. Beginners who start advanced or high-inten
 often churn, which is what makes the beginner-safety guardrail measurable. About 40% of users
 end the window *cold* (fewer than 5 meaningful interactions).
 
+A ``ShiftParams`` adds a distribution shift in the last days (a January influx of beginners
+and a new trending category, ``vocab.TRENDING_CATEGORY``), so drift detection, retraining and
+promotion have something to react to. Its users and items are appended after the base world's
+and every draw about them comes from a separate generator: before the shift starts, a shifted
+world simulates the same events as the world without it.
+
 The world writes what the app's collector and back office would write (see ``layout``):
 hourly gzipped NDJSON event batches with injected bad records, and Parquet catalog and profile
 files. ``generate_world`` returns a ``WorldSummary`` that states exactly what was injected.
@@ -25,7 +31,7 @@ import gzip
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -46,6 +52,66 @@ BAD_KINDS: Final = (
     "duplicate_event_id",
 )
 
+SHIFT_USER_TASTE_FACTOR: Final = 1.5
+"""Shift users get this multiple of ``ShiftParams.trending_taste`` as their affinity bonus."""
+_SHIFT_TRENDING_ALPHA: Final = 2.0
+"""Dirichlet weight of the trending category in a shift user's taste (others weigh 0.35)."""
+_BASE_TASTE_ALPHA: Final = 0.35
+"""Dirichlet weight of each base category in a user's taste."""
+
+
+@dataclass(frozen=True)
+class ShiftParams:
+    """A distribution shift in the last days of a world.
+
+    A January influx of beginners and a new trending category: extra users sign up during the
+    shift (mostly beginners, active, fond of ``vocab.TRENDING_CATEGORY``), items of that
+    category are published during the shift only, and every user likes the category more
+    while it is trending.
+
+    Attributes:
+        days: the shift covers the last ``days`` simulated days.
+        new_users: extra users who sign up during the shift; None means 40% of ``n_users``.
+        beginner_share: share of those sign-ups who are beginners.
+        trending_items_per_day: items of the trending category published per shift day; None
+            means ``max(3, new_items_per_day)``.
+        trending_taste: affinity bonus of every user for trending items (shift users get
+            ``SHIFT_USER_TASTE_FACTOR`` times as much). Trending items exist only during the
+            shift, so the bonus acts only then.
+    """
+
+    days: int = 4
+    new_users: int | None = None
+    beginner_share: float = 0.85
+    trending_items_per_day: int | None = None
+    trending_taste: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.days < 1:
+            raise ValueError("shift days must be at least 1")
+        if self.new_users is not None and self.new_users < 0:
+            raise ValueError("shift new_users must be >= 0")
+        if not 0.0 <= self.beginner_share <= 1.0:
+            raise ValueError("shift beginner_share must be in [0, 1]")
+        if self.trending_items_per_day is not None and self.trending_items_per_day < 0:
+            raise ValueError("shift trending_items_per_day must be >= 0")
+        if not 0.0 <= self.trending_taste < float("inf"):
+            raise ValueError("shift trending_taste must be finite and >= 0")
+
+    def start_date(self, end_date: dt.date) -> dt.date:
+        """First day of the shift in a world whose last day is ``end_date``."""
+        return end_date - dt.timedelta(days=self.days - 1)
+
+    def n_new_users(self, n_users: int) -> int:
+        """Users who sign up because of the shift, in a world of ``n_users`` base users."""
+        return round(0.4 * n_users) if self.new_users is None else self.new_users
+
+    def n_trending_items_per_day(self, new_items_per_day: int) -> int:
+        """Trending items published per shift day, given the base world's daily new items."""
+        if self.trending_items_per_day is None:
+            return max(3, new_items_per_day)
+        return self.trending_items_per_day
+
 
 @dataclass(frozen=True)
 class WorldParams:
@@ -60,6 +126,7 @@ class WorldParams:
         seed: seed of every random draw.
         bad_record_rate: share of landed event records that are corrupted or re-sent.
         dormant_share: share of users with a very low activity rate (most end up cold).
+        shift: a distribution shift in the last days, or None for a stationary world.
     """
 
     n_users: int
@@ -70,17 +137,25 @@ class WorldParams:
     seed: int = 7
     bad_record_rate: float = 0.01
     dormant_share: float = 0.65
+    shift: ShiftParams | None = None
 
     @property
     def start_date(self) -> dt.date:
         """First simulated day."""
         return self.end_date - dt.timedelta(days=self.days - 1)
 
+    @property
+    def shift_start(self) -> dt.date | None:
+        """First day of the shift, or None without one."""
+        return None if self.shift is None else self.shift.start_date(self.end_date)
+
     def __post_init__(self) -> None:
         if self.n_users < 10 or self.n_items < 20 or self.days < 1:
             raise ValueError("a world needs at least 10 users, 20 items and 1 day")
         if not 0.0 <= self.bad_record_rate < 0.5:
             raise ValueError("bad_record_rate must be in [0, 0.5)")
+        if self.shift is not None and self.shift.days >= self.days:
+            raise ValueError("shift days must be fewer than the world's days")
 
 
 SCALES: Final = {
@@ -119,6 +194,11 @@ class WorldSummary:
     """Share of users with fewer than 5 meaningful interactions in the window."""
     beginner_churn: dict[str, float] = field(default_factory=dict)
     """Churn rate of beginners who did / did not start unsafe content."""
+    shift_summary: dict[str, Any] = field(default_factory=dict)
+    """What the shift injected (empty without one): ``start_date``, ``days``,
+    ``trending_category``, ``shift_users``, ``shift_beginner_share``, ``trending_items`` and
+    ``trending_engagement_share`` (share of simulated engagement events in the shift days that
+    were on trending items)."""
 
 
 def _top_k(keys: np.ndarray, k: int) -> np.ndarray:
@@ -139,7 +219,7 @@ class _Users:
     region: np.ndarray
     level: np.ndarray  # 0 beginner, 1 intermediate, 2 advanced
     goals: list[list[str]]
-    cat_taste: np.ndarray  # (n, n_categories)
+    cat_taste: np.ndarray  # (n, n_categories): columns follow vocab.ALL_CATEGORIES
     vec: np.ndarray  # (n, DIM)
     activity: np.ndarray  # daily session probability
     utc_offset: np.ndarray
@@ -151,7 +231,7 @@ class _Users:
 class _Items:
     ids: np.ndarray
     type_: np.ndarray
-    category: np.ndarray
+    category: np.ndarray  # index into vocab.ALL_CATEGORIES
     difficulty: np.ndarray
     intensity: np.ndarray
     duration: np.ndarray
@@ -163,8 +243,8 @@ class _Items:
     vec: np.ndarray
 
 
-def _make_category_vectors(rng: np.random.Generator) -> np.ndarray:
-    vecs = rng.normal(size=(len(vocab.CATEGORIES), DIM))
+def _make_category_vectors(rng: np.random.Generator, n: int = len(vocab.CATEGORIES)) -> np.ndarray:
+    vecs = rng.normal(size=(n, DIM))
     return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
 
 
@@ -180,7 +260,7 @@ def _make_users(p: WorldParams, rng: np.random.Generator, cat_vecs: np.ndarray) 
     goals = [
         list(rng.choice(vocab.GOALS, size=int(rng.integers(1, 3)), replace=False)) for _ in range(n)
     ]
-    cat_taste = rng.dirichlet(np.full(len(vocab.CATEGORIES), 0.35), size=n)
+    cat_taste = rng.dirichlet(np.full(len(vocab.CATEGORIES), _BASE_TASTE_ALPHA), size=n)
     vec = cat_taste @ cat_vecs + 0.35 * rng.normal(size=(n, DIM))
     dormant = rng.random(n) < p.dormant_share
     activity = np.where(
@@ -211,11 +291,7 @@ def _make_items(
     base += np.where(np.isin(cat_names, ["hiit", "running", "cycling"]), 0.8, 0.0)
     base -= np.where(np.isin(cat_names, ["meditation", "nutrition", "mobility", "yoga"]), 0.8, 0.0)
     intensity = np.clip(np.round(base), 0, 2).astype(int)
-    duration = np.where(
-        type_ == "article",
-        rng.integers(3, 15, size=n),
-        np.where(type_ == "plan", rng.integers(4, 13, size=n) * 7, rng.integers(2, 13, size=n) * 5),
-    )
+    duration = _make_durations(type_, rng)
     equipment = np.where(
         np.isin(cat_names, ["meditation", "nutrition"]),
         "none",
@@ -250,13 +326,149 @@ def _make_items(
     )
 
 
-def _concat_items(a: _Items, b: _Items) -> _Items:
-    return _Items(
+def _make_durations(type_: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Minutes per item: articles 3-14, plans 4-12 weeks (in days), the rest 10-60."""
+    n = len(type_)
+    return np.where(
+        type_ == "article",
+        rng.integers(3, 15, size=n),
+        np.where(type_ == "plan", rng.integers(4, 13, size=n) * 7, rng.integers(2, 13, size=n) * 5),
+    )
+
+
+_Rows = TypeVar("_Rows", _Users, _Items)
+
+
+def _concat(a: _Rows, b: _Rows) -> _Rows:
+    """Rows of ``a`` followed by rows of ``b``."""
+    return type(a)(
         *[  # type: ignore[arg-type]
             (x + y) if isinstance(x, list) else np.concatenate([x, y])
             for x, y in zip(vars(a).values(), vars(b).values(), strict=True)
         ]
     )
+
+
+def _make_shift_users(
+    p: WorldParams, shift: ShiftParams, rng: np.random.Generator, cat_vecs: np.ndarray
+) -> _Users:
+    """The users a shift brings: they sign up during the shift, mostly beginners and active.
+
+    ``cat_vecs`` has one row per ``vocab.ALL_CATEGORIES``; their taste favours the trending
+    category. Ids continue after the base world's (``usr_`` numbers from ``3 * n_users`` on).
+    """
+    n = shift.n_new_users(p.n_users)
+    start = np.datetime64(shift.start_date(p.end_date).isoformat(), "s")
+    signup = start + rng.integers(0, shift.days * 86400, size=n).astype("timedelta64[s]")
+    region = rng.choice(vocab.REGIONS, size=n, p=vocab.REGION_WEIGHTS)
+    others = np.array(vocab.FITNESS_WEIGHTS[1:]) / sum(vocab.FITNESS_WEIGHTS[1:])
+    level = np.where(rng.random(n) < shift.beginner_share, 0, 1 + rng.choice(2, size=n, p=others))
+    goals = [
+        list(rng.choice(vocab.GOALS, size=int(rng.integers(1, 3)), replace=False)) for _ in range(n)
+    ]
+    alpha = np.full(len(vocab.ALL_CATEGORIES), _BASE_TASTE_ALPHA)
+    alpha[-1] = _SHIFT_TRENDING_ALPHA
+    cat_taste = rng.dirichlet(alpha, size=n)
+    vec = cat_taste @ cat_vecs + 0.35 * rng.normal(size=(n, DIM))
+    # New-year resolutions: nobody in the influx is dormant (yet).
+    activity = np.clip(rng.beta(3.0, 3.0, size=n), 0.15, 0.95)
+    offsets = np.array([vocab.REGION_TIMEZONES[r][1] for r in region], dtype=int)
+    platform = rng.choice(vocab.PLATFORMS, size=n, p=vocab.PLATFORM_WEIGHTS)
+    opted_out = rng.random(n) < 0.12
+    ids = np.array([f"usr_{p.n_users * 3 + i:07d}" for i in rng.permutation(n * 3)[:n]], dtype=str)
+    return _Users(
+        ids, signup, region, level, goals, cat_taste, vec, activity, offsets, platform, opted_out
+    )
+
+
+def _make_trending_items(
+    p: WorldParams,
+    shift: ShiftParams,
+    rng: np.random.Generator,
+    cat_vecs: np.ndarray,
+    id_offset: int,
+) -> _Items:
+    """Items of ``vocab.TRENDING_CATEGORY``, published during the shift only.
+
+    Mostly beginner or intermediate, low or medium intensity; ``cat_vecs`` has one row per
+    ``vocab.ALL_CATEGORIES``.
+    """
+    n = shift.n_trending_items_per_day(p.new_items_per_day) * shift.days
+    start = np.datetime64(shift.start_date(p.end_date).isoformat(), "s")
+    published = start + rng.integers(0, shift.days * 86400, size=n).astype("timedelta64[s]")
+    type_ = rng.choice(vocab.ITEM_TYPES, size=n, p=vocab.TRENDING_ITEM_TYPE_WEIGHTS)
+    category = np.full(n, len(vocab.ALL_CATEGORIES) - 1)
+    difficulty = rng.choice(3, size=n, p=vocab.TRENDING_DIFFICULTY_WEIGHTS)
+    intensity = np.clip(np.round(difficulty - 0.3 + rng.normal(0, 0.5, size=n)), 0, 2).astype(int)
+    duration = _make_durations(type_, rng)
+    equipment = rng.choice(("none", "mat"), size=n, p=(0.85, 0.15))
+    tags = [
+        list(
+            rng.choice(
+                vocab.CATEGORY_TAGS[vocab.TRENDING_CATEGORY],
+                size=int(rng.integers(2, 4)),
+                replace=False,
+            )
+        )
+        for _ in range(n)
+    ]
+    title = np.array(
+        [
+            f"{rng.choice(vocab.TITLE_WORDS)} {vocab.TRENDING_CATEGORY.title()} {t.title()}"
+            for t in type_
+        ],
+        dtype=str,
+    )
+    quality = rng.normal(0.0, 0.6, size=n)
+    vec = cat_vecs[category] + 0.45 * rng.normal(size=(n, DIM))
+    ids = np.array(
+        [f"{vocab.ITEM_ID_PREFIX[t]}_{id_offset + i:07d}" for i, t in enumerate(type_)], dtype=str
+    )
+    return _Items(
+        ids,
+        type_,
+        category,
+        difficulty,
+        intensity,
+        duration,
+        equipment,
+        tags,
+        title,
+        published,
+        quality,
+        vec,
+    )
+
+
+@dataclass(frozen=True)
+class _Streams:
+    """Random streams of the simulation.
+
+    A shift's users and items come after the base world's. Per-user and per-item draws take
+    the base rows from ``main`` and the appended rows from ``shift``, so the base world's draws
+    do not depend on the shift: until the shift starts (its users have not signed up, its items
+    are unpublished) a shifted world simulates exactly the base world's events.
+    """
+
+    main: np.random.Generator
+    shift: np.random.Generator | None
+    n_base_users: int
+    n_base_items: int
+
+    def user_uniform(self, n_users: int) -> np.ndarray:
+        """One uniform draw per user, shape (n_users,)."""
+        draws = self.main.random(self.n_base_users)
+        if self.shift is None:
+            return draws
+        return np.concatenate([draws, self.shift.random(n_users - self.n_base_users)])
+
+    def item_gumbel(self, rows: tuple[int, ...], n_items: int) -> np.ndarray:
+        """Gumbel noise per item, shape (*rows, n_items)."""
+        draws = self.main.gumbel(size=(*rows, self.n_base_items))
+        if self.shift is None:
+            return draws
+        extra = self.shift.gumbel(size=(*rows, n_items - self.n_base_items))
+        return np.concatenate([draws, extra], axis=-1)
 
 
 def _iso(ts: np.datetime64) -> str:
@@ -278,16 +490,27 @@ class _EventLog:
 
 def _simulate(
     p: WorldParams,
-    rng: np.random.Generator,
+    streams: _Streams,
     users: _Users,
     items: _Items,
     log: _EventLog,
+    trending_bonus: np.ndarray | None = None,
 ) -> dict[str, float]:
+    """Simulate every day into ``log``; return the churn rates of beginners.
+
+    ``trending_bonus`` (n_users,) is each user's affinity bonus for trending items (None
+    without a shift).
+    """
+    rng = streams.main
     n_users = len(users.ids)
-    n_cat = len(vocab.CATEGORIES)
+    n_items = len(items.ids)
+    # Taste is scaled by the base category count, so a uniform base taste scores log(1) = 0
+    # and a shift's extra category leaves the base affinities as they were.
+    taste_scale = len(vocab.CATEGORIES)
+    trending = np.flatnonzero(items.category >= len(vocab.CATEGORIES))
     churned = np.zeros(n_users, dtype=bool)
     unsafe_started = np.zeros(n_users, dtype=bool)
-    cat_fatigue = np.zeros((n_users, n_cat))
+    cat_fatigue = np.zeros((n_users, users.cat_taste.shape[1]))
     last_open = np.full(n_users, np.datetime64("1970-01-01T00:00:00"), dtype="datetime64[s]")
     unsafe_for_beginner = (items.difficulty == 2) | (items.intensity == 2)
 
@@ -299,12 +522,15 @@ def _simulate(
         """
         level_gap = items.difficulty[None, :] - users.level[rows][:, None]
         mismatch = np.where(level_gap > 0, 1.2 * level_gap, 0.3 * -level_gap)
-        return (
+        affinity = (
             users.vec[rows] @ items.vec.T
-            + np.log(users.cat_taste[rows][:, items.category] * n_cat + 1e-3)
+            + np.log(users.cat_taste[rows][:, items.category] * taste_scale + 1e-3)
             + items.quality[None, :]
             - mismatch
         )
+        if trending_bonus is not None:
+            affinity[:, trending] += trending_bonus[rows][:, None]
+        return affinity
 
     popularity = np.exp(items.quality * 1.5)
     req_counter = 0
@@ -312,12 +538,12 @@ def _simulate(
     for day_idx in range(p.days):
         day = np.datetime64(p.start_date.isoformat(), "s") + np.timedelta64(day_idx * 86400, "s")
         cat_fatigue *= 0.6
-        churned |= rng.random(n_users) < 0.002
+        churned |= streams.user_uniform(n_users) < 0.002
         exists = (users.signup < day + np.timedelta64(86400, "s")) & ~churned
-        active = exists & (rng.random(n_users) < users.activity)
+        active = exists & (streams.user_uniform(n_users) < users.activity)
         # Push notifications from the legacy push policy (logged with its propensity).
-        push_prop = np.where(rng.random(n_users) < 0.1, 0.5, 0.15)
-        pushed = exists & ~users.opted_out & (rng.random(n_users) < push_prop)
+        push_prop = np.where(streams.user_uniform(n_users) < 0.1, 0.5, 0.15)
+        pushed = exists & ~users.opted_out & (streams.user_uniform(n_users) < push_prop)
         for u in np.flatnonzero(pushed):
             local_hour = int(rng.choice([8, 12, 18, 20]))
             ts = day + np.timedelta64((local_hour - int(users.utc_offset[u])) % 24 * 3600, "s")
@@ -326,7 +552,7 @@ def _simulate(
                 continue
             pub_ok = items.published < ts
             user_affinity = base_affinity(np.array([u]))[0]
-            scores = np.where(pub_ok, user_affinity + rng.gumbel(size=len(items.ids)), -np.inf)
+            scores = np.where(pub_ok, user_affinity + streams.item_gumbel((), n_items), -np.inf)
             it = int(np.argmax(scores))
             log.add(
                 event_type="push_sent",
@@ -388,10 +614,12 @@ def _simulate(
             pop_p /= pop_p.sum(axis=1, keepdims=True)
             uni_p = available / available.sum(axis=1, keepdims=True)
             mix = 0.4 * taste_p + 0.35 * pop_p + 0.25 * uni_p
-            keys = np.log(mix + 1e-30) + rng.gumbel(size=mix.shape)
+            keys = np.log(mix + 1e-30) + streams.item_gumbel((su.size,), n_items)
             feed = _top_k(keys, FEED_SLOTS)
             # Organic discovery (browse and search) follows taste only.
-            organic_keys = np.where(available, 1.5 * aff, -np.inf) + rng.gumbel(size=mix.shape)
+            organic_keys = np.where(available, 1.5 * aff, -np.inf) + streams.item_gumbel(
+                (su.size,), n_items
+            )
             n_organic = rng.poisson(0.7, size=su.size)
             organic = _top_k(organic_keys, 3)
             for row, u in enumerate(su):
@@ -631,7 +859,7 @@ def _items_frame(items: _Items, idx: np.ndarray) -> pd.DataFrame:
             "item_id": items.ids[idx],
             "item_type": items.type_[idx],
             "title": items.title[idx],
-            "category": np.array(vocab.CATEGORIES)[items.category[idx]],
+            "category": np.array(vocab.ALL_CATEGORIES)[items.category[idx]],
             "difficulty": np.array(vocab.DIFFICULTIES)[items.difficulty[idx]],
             "intensity": np.array(vocab.INTENSITIES)[items.intensity[idx]],
             "duration_min": items.duration[idx].astype("int64"),
@@ -677,6 +905,75 @@ def _write_reference(p: WorldParams, users: _Users, items: _Items, store: Object
             )
 
 
+def _add_shift(
+    p: WorldParams,
+    shift: ShiftParams,
+    rng: np.random.Generator,
+    users: _Users,
+    items: _Items,
+    cat_vecs: np.ndarray,
+) -> tuple[_Users, _Items, np.ndarray, _Streams]:
+    """Append the shift's users and trending items to the base world's.
+
+    Every draw comes from the shift's own generator, seeded from ``p.seed``; ``rng`` is the
+    base world's, which keeps drawing for the base rows.
+
+    Returns:
+        Users and items with the shift's rows appended (``cat_taste`` gains a column for the
+        trending category), the (n_users,) affinity bonus for trending items, and the streams
+        the simulation draws from.
+    """
+    shift_rng = np.random.default_rng([p.seed, 1])
+    cat_vecs = np.vstack([cat_vecs, _make_category_vectors(shift_rng, 1)])
+    # A base user's taste for the new category follows the marginal of one component of a
+    # Dirichlet taste over every category; the base columns stay untouched.
+    trending_taste = shift_rng.beta(
+        _BASE_TASTE_ALPHA, _BASE_TASTE_ALPHA * len(vocab.CATEGORIES), size=len(users.ids)
+    )
+    base = replace(users, cat_taste=np.column_stack([users.cat_taste, trending_taste]))
+    newcomers = _make_shift_users(p, shift, shift_rng, cat_vecs)
+    trending = _make_trending_items(p, shift, shift_rng, cat_vecs, len(items.ids))
+    bonus = np.concatenate(
+        [
+            np.full(len(base.ids), shift.trending_taste),
+            np.full(len(newcomers.ids), SHIFT_USER_TASTE_FACTOR * shift.trending_taste),
+        ]
+    )
+    streams = _Streams(rng, shift_rng, len(users.ids), len(items.ids))
+    return _concat(base, newcomers), _concat(items, trending), bonus, streams
+
+
+def _summarize_shift(
+    p: WorldParams,
+    shift: ShiftParams,
+    users: _Users,
+    items: _Items,
+    log: _EventLog,
+    n_base_users: int,
+) -> dict[str, Any]:
+    """What the shift injected; ground truth for drift tests (see ``WorldSummary``)."""
+    start_date = shift.start_date(p.end_date)
+    start = np.datetime64(start_date.isoformat(), "s")
+    newcomer_levels = users.level[n_base_users:]
+    trending_ids = set(items.ids[items.category >= len(vocab.CATEGORIES)].tolist())
+    on_trending = [
+        row["item_id"] in trending_ids
+        for row in log.rows
+        if row["event_type"] in ENGAGEMENT_TYPES and row["ts"] >= start
+    ]
+    return {
+        "start_date": start_date,
+        "days": shift.days,
+        "trending_category": vocab.TRENDING_CATEGORY,
+        "shift_users": int(newcomer_levels.size),
+        "shift_beginner_share": float((newcomer_levels == 0).mean())
+        if newcomer_levels.size
+        else 0.0,
+        "trending_items": len(trending_ids),
+        "trending_engagement_share": float(np.mean(on_trending)) if on_trending else 0.0,
+    }
+
+
 def generate_world(params: WorldParams, store: ObjectStore) -> WorldSummary:
     """Simulate ``params.days`` days of FitPulse and write the landing zone into ``store``.
 
@@ -691,9 +988,15 @@ def generate_world(params: WorldParams, store: ObjectStore) -> WorldSummary:
     items = _make_items(params.n_items, old_pub, rng, cat_vecs, 0)
     n_new = params.new_items_per_day * params.days
     new_pub = start + rng.integers(0, params.days * 86400, size=n_new).astype("timedelta64[s]")
-    items = _concat_items(items, _make_items(n_new, new_pub, rng, cat_vecs, params.n_items))
+    items = _concat(items, _make_items(n_new, new_pub, rng, cat_vecs, params.n_items))
+    streams = _Streams(rng, None, len(users.ids), len(items.ids))
+    trending_bonus = None
+    if params.shift is not None:
+        users, items, trending_bonus, streams = _add_shift(
+            params, params.shift, rng, users, items, cat_vecs
+        )
     log = _EventLog()
-    churn = _simulate(params, rng, users, items, log)
+    churn = _simulate(params, streams, users, items, log, trending_bonus)
     counts = pd.Series([r["event_type"] for r in log.rows]).value_counts()
     meaningful = pd.Series(
         [r["user_id"] for r in log.rows if r["event_type"] in ENGAGEMENT_TYPES]
@@ -712,4 +1015,7 @@ def generate_world(params: WorldParams, store: ObjectStore) -> WorldSummary:
         landed_days=days,
         cold_user_share=cold_share,
         beginner_churn=churn,
+        shift_summary={}
+        if params.shift is None
+        else _summarize_shift(params, params.shift, users, items, log, streams.n_base_users),
     )

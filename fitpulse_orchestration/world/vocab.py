@@ -47,6 +47,14 @@ CATEGORIES: Final = (
     "cycling",
     "pilates",
 )
+TRENDING_CATEGORY: Final = "dance"
+"""Category that does not exist in the base world; a shift (``ShiftParams``) introduces it."""
+ALL_CATEGORIES: Final = (*CATEGORIES, TRENDING_CATEGORY)
+"""Every category an item can have; an item's category index points into this tuple."""
+TRENDING_ITEM_TYPE_WEIGHTS: Final = (0.55, 0.05, 0.05, 0.35)
+"""``ITEM_TYPES`` weights of trending items: mostly workouts and videos."""
+TRENDING_DIFFICULTY_WEIGHTS: Final = (0.6, 0.3, 0.1)
+"""``DIFFICULTIES`` weights of trending items: mostly beginner-friendly."""
 DIFFICULTIES: Final = ("beginner", "intermediate", "advanced")
 DIFFICULTY_WEIGHTS: Final = (0.35, 0.4, 0.25)
 INTENSITIES: Final = ("low", "medium", "high")
@@ -62,6 +70,7 @@ CATEGORY_TAGS: Final = {
     "nutrition": ("protein", "meal_prep", "hydration", "recipes", "recovery"),
     "cycling": ("climb", "intervals", "endurance", "cadence", "recovery"),
     "pilates": ("core", "reformer", "mat_work", "posture", "balance"),
+    "dance": ("hip_hop", "zumba", "choreo", "cardio_dance", "beginner_friendly"),
 }
 TITLE_WORDS: Final = ("Power", "Gentle", "Express", "Total", "Daily", "Ultimate", "Quick", "Deep")
 PLATFORMS: Final = ("ios", "android", "web")
