@@ -7,12 +7,15 @@ from dataclasses import fields
 from typing import Any
 
 import dagster as dg
+from fitpulse_orchestration.monitoring.drift import DriftParams
 
 from fitpulse_orchestration.features.training import SplitParams
+from fitpulse_orchestration.monitoring.serving import UxThresholds
 from fitpulse_orchestration.ranking.ranker import RankerParams
 from fitpulse_orchestration.ranking.rerank import RerankParams
 from fitpulse_orchestration.retrieval.als import AlsParams
 from fitpulse_orchestration.retrieval.candidates import CandidateParams
+from model_registry.gate import GatePolicy
 
 _ALS = AlsParams()
 _RANKER = RankerParams()
@@ -97,3 +100,48 @@ class FeedConfig(dg.Config):
             fresh_slot=self.fresh_slot,
             recent_days=self.recent_days,
         )
+
+
+_GATE = GatePolicy()
+
+
+class GateConfig(dg.Config):
+    """Thresholds of the promotion gate (see ``model_registry.gate.GatePolicy``)."""
+
+    ndcg_margin: float = _GATE.ndcg_margin
+    confidence: float = _GATE.confidence
+    bootstrap_samples: int = _GATE.bootstrap_samples
+    cold_ndcg_tolerance: float = _GATE.cold_ndcg_tolerance
+    coverage_tolerance: float = _GATE.coverage_tolerance
+    latency_budget_ms: float = _GATE.latency_budget_ms
+    seed: int = _GATE.seed
+
+    def to_policy(self) -> GatePolicy:
+        """The domain dataclass."""
+        return _convert(self, GatePolicy)  # type: ignore[no-any-return]
+
+
+_DRIFT = DriftParams()
+_UX = UxThresholds()
+
+
+class MonitoringConfig(dg.Config):
+    """Windows, sample sizes and thresholds of the monitoring assets and their checks."""
+
+    days: int = 3
+    max_requests: int = 300
+    max_rows: int = _DRIFT.max_rows
+    drift_share: float = _DRIFT.drift_share
+    max_skew_rate: float = 0.05
+    max_empty_feed_rate: float = _UX.max_empty_feed_rate
+    max_fallback_rate: float = _UX.max_fallback_rate
+    max_beginner_violations: int = _UX.max_beginner_violations
+    max_notifications_per_user_week_p95: float = _UX.max_notifications_per_user_week_p95
+
+    def drift_params(self) -> DriftParams:
+        """Evidently drift settings."""
+        return DriftParams(drift_share=self.drift_share, max_rows=self.max_rows)
+
+    def ux_thresholds(self) -> UxThresholds:
+        """The UX monitors' limits."""
+        return _convert(self, UxThresholds)  # type: ignore[no-any-return]

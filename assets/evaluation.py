@@ -1,44 +1,43 @@
-"""Evaluation: the candidate home feed against popularity and ALS-only baselines."""
+"""Evaluation: the candidate home feed against the champion and the baselines."""
+
+from typing import Any
 
 import dagster as dg
-import pandas as pd
 
-from assets.config import FeedConfig
 from assets.groups import EVALUATION
 from fitpulse_orchestration.evaluation.home_feed import (
+    CHAMPION,
     METRICS,
+    HomeFeedEvaluation,
     evaluate_home_feed,
     format_markdown,
     metric,
 )
 from fitpulse_orchestration.features.snapshot import TrainingSnapshot
 from fitpulse_orchestration.ranking.feed import HomeFeedModel
-from fitpulse_orchestration.ranking.ranker import RankerArtifacts
-from fitpulse_orchestration.retrieval.als import AlsArtifacts
-from fitpulse_orchestration.retrieval.index import ItemIndex
 from model_registry.client import log_stage
+from model_registry.resource import ModelRegistryResource
 
 
-@dg.asset(group_name=EVALUATION, kinds={"pandas"}, required_resource_keys={"mlflow"})
+@dg.asset(
+    group_name=EVALUATION, kinds={"pandas"}, required_resource_keys={"mlflow", "model_registry"}
+)
 def home_feed_evaluation(
     context: dg.AssetExecutionContext,
-    config: FeedConfig,
     training_snapshot: TrainingSnapshot,
-    als_model: AlsArtifacts,
-    item_index: ItemIndex,
-    popular_items: pd.DataFrame,
-    home_ranker: RankerArtifacts,
-) -> dg.Output[pd.DataFrame]:
-    """Held-out metrics of the candidate feed and the baselines, overall and for cold users."""
-    model = HomeFeedModel(
-        als=als_model,
-        index=item_index,
-        popular=popular_items,
-        ranker=home_ranker,
-        candidate_params=config.candidate_params(),
-        rerank_params=config.rerank_params(),
+    home_feed_model: HomeFeedModel,
+) -> dg.Output[HomeFeedEvaluation]:
+    """Held-out metrics of the candidate feed, the serving champion and the baselines."""
+    model_registry: ModelRegistryResource = context.resources.model_registry
+    champion_version = model_registry.champion_version()
+    champion = None
+    if champion_version is not None:
+        champion = model_registry.load_bundle(champion_version).model
+        context.log.info(f"evaluating champion version {champion_version} on the same window")
+    evaluation = evaluate_home_feed(
+        home_feed_model, training_snapshot.inputs, training_snapshot.split, champion
     )
-    table, feeds = evaluate_home_feed(model, training_snapshot.inputs, training_snapshot.split)
+    table = evaluation.table
     flat = {
         f"{row.model}.{row.slice}.{name}": float(getattr(row, name))
         for row in table.itertuples()
@@ -51,23 +50,26 @@ def home_feed_evaluation(
         flat,
         {"home_feed_evaluation.json": table.to_json(orient="records", indent=2)},
     )
-    return dg.Output(
-        table,
-        metadata={
-            "table": dg.MetadataValue.md(format_markdown(table)),
-            "candidate_ndcg_at_10": metric(table, "candidate", "ndcg_at_10"),
-            "popularity_ndcg_at_10": metric(table, "popularity", "ndcg_at_10"),
-            "als_only_ndcg_at_10": metric(table, "als_only", "ndcg_at_10"),
-            "guardrails": dg.MetadataValue.json(feeds.guardrails),
-        },
-    )
+    metadata: dict[str, Any] = {
+        "table": dg.MetadataValue.md(format_markdown(table)),
+        "candidate_ndcg_at_10": metric(table, "candidate", "ndcg_at_10"),
+        "popularity_ndcg_at_10": metric(table, "popularity", "ndcg_at_10"),
+        "als_only_ndcg_at_10": metric(table, "als_only", "ndcg_at_10"),
+        "candidate_scoring_p99_ms": metric(table, "candidate", "scoring_p99_ms"),
+        "champion_version": champion_version or "none",
+        "guardrails": dg.MetadataValue.json(evaluation.feeds.guardrails),
+    }
+    if champion is not None:
+        metadata["champion_ndcg_at_10"] = metric(table, CHAMPION, "ndcg_at_10")
+    return dg.Output(evaluation, metadata=metadata)
 
 
 @dg.asset_check(asset=home_feed_evaluation, blocking=True)
-def candidate_beats_popularity(home_feed_evaluation: pd.DataFrame) -> dg.AssetCheckResult:
+def candidate_beats_popularity(home_feed_evaluation: HomeFeedEvaluation) -> dg.AssetCheckResult:
     """The candidate feed's NDCG@10 must exceed the popularity baseline's."""
-    candidate = metric(home_feed_evaluation, "candidate", "ndcg_at_10")
-    baseline = metric(home_feed_evaluation, "popularity", "ndcg_at_10")
+    table = home_feed_evaluation.table
+    candidate = metric(table, "candidate", "ndcg_at_10")
+    baseline = metric(table, "popularity", "ndcg_at_10")
     return dg.AssetCheckResult(
         passed=candidate > baseline,
         metadata={
@@ -79,7 +81,8 @@ def candidate_beats_popularity(home_feed_evaluation: pd.DataFrame) -> dg.AssetCh
 
 
 @dg.asset_check(asset=home_feed_evaluation, blocking=True)
-def beginner_safety(home_feed_evaluation: pd.DataFrame) -> dg.AssetCheckResult:
+def beginner_safety(home_feed_evaluation: HomeFeedEvaluation) -> dg.AssetCheckResult:
     """No advanced, high-intensity or unknown item may reach a beginner's candidate feed."""
-    violations = int(metric(home_feed_evaluation, "candidate", "beginner_safety_violations"))
+    table = home_feed_evaluation.table
+    violations = int(metric(table, "candidate", "beginner_safety_violations"))
     return dg.AssetCheckResult(passed=violations == 0, metadata={"violations": violations})

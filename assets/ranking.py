@@ -1,14 +1,17 @@
-"""Ranking: the LightGBM LambdaRank home-feed ranker."""
+"""Ranking: the LightGBM LambdaRank home-feed ranker and the assembled feed model."""
 
 import json
 
 import dagster as dg
 import pandas as pd
 
-from assets.config import RankerConfig
+from assets.config import FeedConfig, RankerConfig
 from assets.groups import RANKING
 from fitpulse_orchestration.features.point_in_time import feature_columns
+from fitpulse_orchestration.ranking.feed import HomeFeedModel
 from fitpulse_orchestration.ranking.ranker import RankerArtifacts, train_ranker
+from fitpulse_orchestration.retrieval.als import AlsArtifacts
+from fitpulse_orchestration.retrieval.index import ItemIndex
 from model_registry.client import log_stage
 
 
@@ -29,4 +32,31 @@ def home_ranker(
     top = dict(sorted(ranker.feature_importance.items(), key=lambda kv: -kv[1])[:8])
     return dg.Output(
         ranker, metadata={**ranker.metrics, "top_features": dg.MetadataValue.json(top)}
+    )
+
+
+@dg.asset(group_name=RANKING, kinds={"python"})
+def home_feed_model(
+    config: FeedConfig,
+    als_model: AlsArtifacts,
+    item_index: ItemIndex,
+    popular_items: pd.DataFrame,
+    home_ranker: RankerArtifacts,
+) -> dg.Output[HomeFeedModel]:
+    """The whole home-feed model as it serves: retrieval, popularity, ranker and guardrails."""
+    model = HomeFeedModel(
+        als=als_model,
+        index=item_index,
+        popular=popular_items,
+        ranker=home_ranker,
+        candidate_params=config.candidate_params(),
+        rerank_params=config.rerank_params(),
+    )
+    return dg.Output(
+        model,
+        metadata={
+            "items_indexed": len(item_index),
+            "ranker_features": len(home_ranker.feature_names),
+            "feed_size": model.rerank_params.n,
+        },
     )

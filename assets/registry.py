@@ -1,37 +1,71 @@
-"""Registry: each evaluated ranker becomes a new version of the registered model."""
+"""Registry: each evaluated feed model becomes a version, and the promotion gate judges it."""
+
+from collections.abc import Iterator
 
 import dagster as dg
 import pandas as pd
 
+from assets.config import GateConfig
 from assets.groups import REGISTRY
-from fitpulse_orchestration.evaluation.home_feed import METRICS, metric
+from fitpulse_orchestration.evaluation.home_feed import (
+    CHAMPION,
+    METRICS,
+    HomeFeedEvaluation,
+    metric,
+)
 from fitpulse_orchestration.features.snapshot import TrainingSnapshot
-from fitpulse_orchestration.ranking.ranker import RankerArtifacts
-from model_registry.client import HOME_RANKER_MODEL, RegisteredVersion, register_lightgbm
+from fitpulse_orchestration.monitoring.features import reference_feature_sample
+from fitpulse_orchestration.provenance import code_version, feature_schema_hash
+from fitpulse_orchestration.ranking.bundle import FeedBundle, bundle_files, sample_rows
+from fitpulse_orchestration.ranking.feed import HomeFeedModel
+from model_registry.client import (
+    HOME_RANKER_MODEL,
+    RegisteredVersion,
+    active_run_id,
+    register_lightgbm,
+)
+from model_registry.gate import CHECK_NAMES, GateDecision, ModelScores, decide_promotion
+from model_registry.resource import ModelRegistryResource
+
+GATE_ACTOR = "promotion_gate"
 
 
-@dg.asset(group_name=REGISTRY, kinds={"mlflow"}, required_resource_keys={"mlflow"})
+@dg.asset(
+    group_name=REGISTRY, kinds={"mlflow"}, required_resource_keys={"mlflow", "model_registry"}
+)
 def registered_home_ranker(
     context: dg.AssetExecutionContext,
-    home_ranker: RankerArtifacts,
-    home_feed_evaluation: pd.DataFrame,
+    home_feed_model: HomeFeedModel,
+    home_feed_evaluation: HomeFeedEvaluation,
     training_snapshot: TrainingSnapshot,
+    ranker_training_frame: pd.DataFrame,
 ) -> dg.Output[RegisteredVersion]:
-    """The home ranker's version in the MLflow registry, tagged with its evaluation metrics."""
-    context.resources.mlflow.active_run()
+    """The feed model's version in the MLflow registry (alias ``candidate``), fully tagged."""
+    model_registry: ModelRegistryResource = context.resources.model_registry
+    table = home_feed_evaluation.table
     tags: dict[str, object] = {
-        f"eval.{model}.{slice_}.{name}": round(metric(home_feed_evaluation, model, name, slice_), 6)
-        for model in home_feed_evaluation["model"].unique()
-        for slice_ in home_feed_evaluation["slice"].unique()
+        f"eval.{model}.{slice_}.{name}": round(metric(table, model, name, slice_), 6)
+        for model in table["model"].unique()
+        for slice_ in table["slice"].unique()
         for name in METRICS
-        if (
-            (home_feed_evaluation["model"] == model) & (home_feed_evaluation["slice"] == slice_)
-        ).any()
+        if ((table["model"] == model) & (table["slice"] == slice_)).any()
     }
     tags.update({f"data.{k}": v for k, v in training_snapshot.split.as_dict().items()})
+    features = home_feed_model.ranker.feature_names
+    tags["code_version"] = code_version()
+    tags["feature_schema_hash"] = feature_schema_hash(ranker_training_frame, features)
+    tags["evaluation_run_id"] = active_run_id(context.resources.mlflow)
     tags["dagster_run_id"] = context.run.run_id
-    tags["features"] = ",".join(home_ranker.feature_names)
-    version = register_lightgbm(home_ranker.model.booster_, HOME_RANKER_MODEL, tags)
+    tags["features"] = ",".join(features)
+    bundle = FeedBundle(
+        model=home_feed_model,
+        reference_features=reference_feature_sample(ranker_training_frame),
+        reference_scores=sample_rows(home_feed_evaluation.feeds.feeds[["score"]]),
+    )
+    version = register_lightgbm(
+        home_feed_model.ranker.model.booster_, HOME_RANKER_MODEL, tags, bundle_files(bundle)
+    )
+    model_registry.get_promotion().mark_candidate(version.name, version.version, GATE_ACTOR)
     return dg.Output(
         version,
         metadata={
@@ -39,5 +73,72 @@ def registered_home_ranker(
             "version": version.version,
             "model_uri": version.model_uri,
             "mlflow_run_id": version.run_id,
+            "code_version": str(tags["code_version"]),
+            "feature_schema_hash": str(tags["feature_schema_hash"]),
         },
     )
+
+
+def _scores(evaluation: HomeFeedEvaluation, model: str, label: str) -> ModelScores:
+    table, per_user = evaluation.table, evaluation.per_user
+    mine = per_user[per_user["model"] == model]
+    cold = mine[mine["cold"]]
+    p99 = metric(table, model, "scoring_p99_ms") if "scoring_p99_ms" in table else float("nan")
+    return ModelScores(
+        label=label,
+        ndcg_by_user=dict(zip(mine["user_id"], mine["ndcg_at_10"], strict=True)),
+        cold_ndcg_by_user=dict(zip(cold["user_id"], cold["ndcg_at_10"], strict=True)),
+        coverage=metric(table, model, "coverage"),
+        beginner_violations=int(metric(table, model, "beginner_safety_violations")),
+        scoring_p99_ms=None if pd.isna(p99) else float(p99),
+    )
+
+
+@dg.asset(
+    group_name=REGISTRY,
+    kinds={"mlflow"},
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="promotion_gate", description=f"promotion rule: {name}")
+        for name in CHECK_NAMES
+    ],
+)
+def promotion_gate(
+    config: GateConfig,
+    registered_home_ranker: RegisteredVersion,
+    home_feed_evaluation: HomeFeedEvaluation,
+    model_registry: ModelRegistryResource,
+) -> Iterator[dg.Output[GateDecision] | dg.AssetCheckResult]:
+    """The gate's verdict on the new version: versus the champion, or popularity if none."""
+    evaluation = home_feed_evaluation
+    version = registered_home_ranker.version
+    candidate = _scores(evaluation, "candidate", f"version {version}")
+    if CHAMPION in set(evaluation.table["model"]):
+        champion = model_registry.champion_version()
+        baseline = _scores(evaluation, CHAMPION, f"champion (version {champion})")
+    else:
+        baseline = _scores(evaluation, "popularity", "popularity baseline (no champion yet)")
+    decision = decide_promotion(candidate, baseline, config.to_policy())
+    model_registry.get_promotion().record_gate(
+        registered_home_ranker.name, version, decision, GATE_ACTOR
+    )
+    yield dg.Output(
+        decision,
+        metadata={
+            "passed": decision.passed,
+            "version": version,
+            "baseline": decision.baseline,
+            "summary": decision.summary(),
+            "next_step": (
+                f"fitpulse registry approve {registered_home_ranker.name} {version} "
+                "--reviewer NAME --note TEXT"
+                if decision.passed
+                else "none: a failed candidate can never become champion"
+            ),
+        },
+    )
+    for check in decision.checks:
+        yield dg.AssetCheckResult(
+            check_name=check.name,
+            passed=check.passed,
+            metadata={"value": check.value, "threshold": check.threshold, "detail": check.detail},
+        )

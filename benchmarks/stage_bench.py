@@ -315,7 +315,8 @@ def run_spine(root: Path, scale: str, seed: int, serve_batch: int, serve_runs: i
 
     model = HomeFeedModel(als, index, popular, ranker)
     with clock.stage("evaluation") as rec:
-        table, feeds = evaluate_home_feed(model, inputs, split)
+        evaluation = evaluate_home_feed(model, inputs, split)
+        table, feeds = evaluation.table, evaluation.feeds
         heldout_users = int(table.loc[table["slice"] == "all", "users"].iloc[0])
         rec.update(
             count=heldout_users,

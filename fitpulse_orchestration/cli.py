@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from fitpulse_orchestration.settings import ProjectHome
+from model_registry.names import HOME_RANKER_MODEL
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -107,11 +108,13 @@ def run_training(home: ProjectHome, eval_days: int, ranker_days: int) -> dict[st
     stages = _stage_durations(instance, result.run_id)
     for name, seconds in stages.items():
         _say(f"  {name:<24} {seconds:6.1f} s")
+    # A failed promotion gate keeps a version from review; it is not a training failure.
     failed_check_events = [
         e
         for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
         and not e.asset_check_evaluation_data.passed  # type: ignore[union-attr]
+        and e.asset_check_evaluation_data.asset_key.path[-1] != "promotion_gate"  # type: ignore[union-attr]
     ]
     failed_checks = [
         e.asset_check_evaluation_data.check_name  # type: ignore[union-attr]
@@ -135,12 +138,20 @@ def run_training(home: ProjectHome, eval_days: int, ranker_days: int) -> dict[st
         raise typer.Exit(code=2)
     outcome = "finished" if result.success else "stopped by failed blocking checks"
     _say(f"training {outcome} in {time.perf_counter() - started:.1f} s (run {result.run_id})")
+    gate = version = None
+    if result.success:
+        from fitpulse_orchestration.storage.asset_values import load_asset_value
+
+        gate = load_asset_value(store, "promotion_gate")
+        version = load_asset_value(store, "registered_home_ranker").version
     return {
         "days": days,
         "totals": totals,
         "stages": stages,
         "run_id": result.run_id,
         "failed_checks": failed_checks,
+        "gate": gate,
+        "version": version,
     }
 
 
@@ -208,7 +219,7 @@ def _report(home: ProjectHome, facts: dict[str, Any]) -> pd.DataFrame:
     from fitpulse_orchestration.evaluation.home_feed import format_table
     from fitpulse_orchestration.storage.asset_values import load_asset_value
 
-    table: pd.DataFrame = load_asset_value(_store(home), "home_feed_evaluation")
+    table: pd.DataFrame = load_asset_value(_store(home), "home_feed_evaluation").table
     home.reports.mkdir(parents=True, exist_ok=True)
     path = home.reports / "home_feed_evaluation.json"
     snapshot = load_asset_value(_store(home), "training_snapshot")
@@ -228,7 +239,66 @@ def _report(home: ProjectHome, facts: dict[str, Any]) -> pd.DataFrame:
     status = "FAILED: " + ", ".join(facts["failed_checks"]) if facts["failed_checks"] else "passed"
     typer.echo(f"asset checks: {status}")
     _say(f"wrote {path}")
+    if facts["gate"] is not None:
+        typer.echo(f"\npromotion gate for version {facts['version']}: {facts['gate'].summary()}")
+        for check in facts["gate"].checks:
+            typer.echo(f"  [{'pass' if check.passed else 'FAIL'}] {check.name}: {check.detail}")
     return table
+
+
+def _registry(home: ProjectHome) -> Any:
+    from model_registry.audit import AuditLog
+    from model_registry.client import RegistryClient
+    from model_registry.promotion import ModelPromotion
+
+    home.create()
+    return ModelPromotion(RegistryClient(home.mlflow_tracking_uri), AuditLog(_store(home)))
+
+
+def _print_status(home: ProjectHome, model: str) -> None:
+    from model_registry.promotion import format_status
+
+    promotion = _registry(home)
+    typer.echo(format_status(model, promotion.status(model)))
+    typer.echo(f"audit log: {promotion.audit.location()}")
+
+
+def run_monitoring(home: ProjectHome) -> dict[str, Any]:
+    """Run the monitoring job on the local profile; return its reports' facts."""
+    from fitpulse_orchestration.definitions import DEFAULT_PARTITION_START, build_definitions
+
+    defs = build_definitions(home, "local", DEFAULT_PARTITION_START)
+    _say("monitoring: drift of features and predictions, skew and UX monitors")
+    result = defs.resolve_job_def("monitoring_job").execute_in_process(
+        instance=_instance(home), run_config=_quiet_run_config(), raise_on_error=False
+    )
+    facts: dict[str, Any] = {"run_id": result.run_id, "success": result.success, "reports": {}}
+    for event in result.get_asset_materialization_events():
+        mat = event.materialization
+        if mat.asset_key.path[-1] in ("feature_drift_report", "prediction_drift_report"):
+            facts["reports"][mat.asset_key.path[-1]] = {
+                k: mat.metadata[k].value
+                for k in ("dataset_drift", "drift_share", "reference_version", "html_report")
+            }
+    facts["checks"] = {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed  # type: ignore[union-attr]
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    failures = [e for e in result.all_events if e.is_step_failure]
+    for event in failures:
+        error = event.step_failure_data.error  # type: ignore[union-attr]
+        message = error.message.strip() if error is not None else "unknown error"
+        typer.echo(f"monitoring step {event.step_key} failed: {message}", err=True)
+    for name, report in facts["reports"].items():
+        verdict = "DRIFT" if report["dataset_drift"] else "no drift"
+        _say(
+            f"  {name}: {verdict} (share of drifted columns {report['drift_share']:.2f}, "
+            f"reference version {report['reference_version']}) -> {report['html_report']}"
+        )
+    failed = sorted(k for k, ok in facts["checks"].items() if not ok)
+    _say(f"  monitoring checks: {'FAILED: ' + ', '.join(failed) if failed else 'all passed'}")
+    return facts
 
 
 @app.command()
@@ -276,11 +346,22 @@ def demo(
             f"{sample['engaged_28d']} engagements in 28 days):"
         )
         typer.echo(sample["feed"].to_string(index=False))
+    monitoring = run_monitoring(project)
+    typer.echo("\nModel registry:")
+    _print_status(project, HOME_RANKER_MODEL)
+    drift = monitoring["reports"].get("feature_drift_report")
+    if drift is not None:
+        typer.echo(f"feature drift report: {drift['html_report']}")
+    if facts["gate"] is not None and facts["gate"].passed:
+        typer.echo(
+            f"next: a reviewer approves it with `fitpulse registry approve {HOME_RANKER_MODEL} "
+            f"{facts['version']} --reviewer NAME --note TEXT --home {project.root}`"
+        )
     _say(
         f"demo finished in {time.perf_counter() - started:.0f} s. Explore it with: "
         f"DAGSTER_HOME={project.dagster} FITPULSE_HOME={project.root} dagster dev"
     )
-    if facts["failed_checks"]:
+    if facts["failed_checks"] or not monitoring["success"]:
         raise typer.Exit(code=1)
 
 
@@ -391,6 +472,116 @@ def recommend(
         f"wrote {len(recs):,} recommendations for {recs['user_id'].nunique():,} of "
         f"{len(raw_ids):,} users to {output}"
     )
+
+
+registry_app = typer.Typer(
+    help="Review, promote, roll back and inspect registered models.", no_args_is_help=True
+)
+app.add_typer(registry_app, name="registry")
+ModelArg = Annotated[str, typer.Argument(help=f"Registered model, e.g. {HOME_RANKER_MODEL}.")]
+ReviewerOpt = Annotated[str | None, typer.Option(help="Who decides (required).")]
+NoteOpt = Annotated[str, typer.Option(help="Why: what the reviewer looked at.")]
+
+
+def _registry_action(action: Any) -> Any:
+    from model_registry.promotion import PromotionError
+
+    try:
+        return action()
+    except (PromotionError, LookupError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+
+
+@registry_app.command()
+def approve(
+    model: ModelArg,
+    version: Annotated[str, typer.Argument(help="Version number.")],
+    reviewer: ReviewerOpt = None,
+    note: NoteOpt = "",
+    home: HomeOpt = None,
+) -> None:
+    """Approve a gate-passed version; the promotion sensor then makes it champion."""
+    project = ProjectHome.resolve(home)
+    promotion = _registry(project)
+    changed = _registry_action(lambda: promotion.approve(model, version, reviewer, note))
+    _say(
+        f"{model} version {version} approved by {reviewer}"
+        if changed
+        else f"{model} version {version} was already approved; nothing changed"
+    )
+
+
+@registry_app.command()
+def reject(
+    model: ModelArg,
+    version: Annotated[str, typer.Argument(help="Version number.")],
+    reviewer: ReviewerOpt = None,
+    note: NoteOpt = "",
+    home: HomeOpt = None,
+) -> None:
+    """Reject a version: it loses the challenger alias and can never be approved."""
+    project = ProjectHome.resolve(home)
+    promotion = _registry(project)
+    changed = _registry_action(lambda: promotion.reject(model, version, reviewer, note))
+    _say(
+        f"{model} version {version} rejected by {reviewer}"
+        if changed
+        else f"{model} version {version} was already rejected; nothing changed"
+    )
+
+
+@registry_app.command()
+def promote(
+    model: ModelArg,
+    version: Annotated[str, typer.Argument(help="Approved version to make champion.")],
+    home: HomeOpt = None,
+) -> None:
+    """Make an approved version champion now (what the promotion sensor does)."""
+    project = ProjectHome.resolve(home)
+    promotion = _registry(project)
+    changed = _registry_action(lambda: promotion.promote(model, version, "fitpulse-cli"))
+    _say(
+        f"{model} champion is now version {version}"
+        if changed
+        else f"{model} version {version} already is the champion"
+    )
+
+
+@registry_app.command()
+def rollback(
+    model: ModelArg,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Who rolls back (default: the OS user).")
+    ] = None,
+    note: NoteOpt = "",
+    home: HomeOpt = None,
+) -> None:
+    """Move the champion alias back to the previous champion."""
+    import getpass
+
+    project = ProjectHome.resolve(home)
+    promotion = _registry(project)
+    operator = by or getpass.getuser()
+    current, restored = _registry_action(lambda: promotion.rollback(model, operator, note))
+    _say(f"{model}: rolled back version {current}; champion is version {restored} again")
+
+
+@registry_app.command()
+def status(
+    model: Annotated[str, typer.Argument(help="Registered model.")] = HOME_RANKER_MODEL,
+    home: HomeOpt = None,
+) -> None:
+    """Versions with their aliases, gate verdicts, reviews and promotion state."""
+    _print_status(ProjectHome.resolve(home), model)
+
+
+@app.command()
+def monitor(home: HomeOpt = None) -> None:
+    """Run the monitoring job: drift reports, training-serving skew and UX monitors."""
+    facts = run_monitoring(ProjectHome.resolve(home))
+    if not facts["success"]:
+        raise typer.Exit(code=2)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import os
 
 import dagster as dg
 
-from assets import evaluation, features, ranking, registry, retrieval
+from assets import evaluation, features, monitoring, ranking, registry, retrieval
 from assets.ingestion import (
     build_ingestion_assets,
     catalog_items,
@@ -21,10 +21,19 @@ from assets.ingestion import (
 )
 from assets.resources import ObjectStoreIOManager, ObjectStoreResource, PseudonymizerResource
 from fitpulse_orchestration.settings import ProjectHome, current_profile
-from jobs import ingestion_job, ingestion_job_schedule, training_job
+from jobs import (
+    ingestion_job,
+    ingestion_job_schedule,
+    monitoring_job,
+    monitoring_job_schedule,
+    promote_champion_job,
+    review_model_job,
+    rollback_champion_job,
+    training_job,
+)
 from model_registry.client import EXPERIMENT
 from model_registry.resource import ModelRegistryResource, mlflow_tracking_resource
-from sensors import build_landing_sensor
+from sensors import build_drift_sensor, build_landing_sensor, build_promotion_sensor
 
 DEFAULT_PARTITION_START = "2024-01-01"
 
@@ -60,7 +69,7 @@ def _resources(profile: str, home: ProjectHome) -> dict[str, object]:
         "pseudonymizer": pseudonymizer,
         "io_manager": ObjectStoreIOManager(object_store=store),
         "mlflow": mlflow,
-        "model_registry": ModelRegistryResource(tracking_uri=registry_uri),
+        "model_registry": ModelRegistryResource(tracking_uri=registry_uri, object_store=store),
     }
 
 
@@ -76,14 +85,27 @@ def build_definitions(
         *build_ingestion_assets(partitions),
         catalog_items,
         member_profiles,
-        *dg.load_assets_from_modules([features, retrieval, ranking, evaluation, registry]),
+        *dg.load_assets_from_modules(
+            [features, retrieval, ranking, evaluation, registry, monitoring]
+        ),
     ]
     return dg.Definitions(
         assets=all_assets,
         asset_checks=dg.load_asset_checks_from_modules([evaluation]),
-        jobs=[ingestion_job, training_job],
-        schedules=[ingestion_job_schedule],
-        sensors=[build_landing_sensor(ingestion_job, partitions)],
+        jobs=[
+            ingestion_job,
+            training_job,
+            monitoring_job,
+            review_model_job,
+            promote_champion_job,
+            rollback_champion_job,
+        ],
+        schedules=[ingestion_job_schedule, monitoring_job_schedule],
+        sensors=[
+            build_landing_sensor(ingestion_job, partitions),
+            build_drift_sensor(training_job),
+            build_promotion_sensor(promote_champion_job),
+        ],
         resources=_resources(profile, home),
     )
 

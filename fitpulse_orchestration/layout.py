@@ -9,6 +9,8 @@ synthetic world, the import command and the collector agree with what ingestion 
 - ``warehouse/events/date=YYYY-MM-DD/events.parquet``: clean, pseudonymized events.
 - ``warehouse/quarantine/date=YYYY-MM-DD/quarantine.parquet``: rejected records with reasons.
 - ``assets/<asset_key>.<ext>``: asset values persisted by the object-store IO manager.
+- ``reports/<kind>/<UTC time>.{html,json}``: monitoring reports (drift).
+- ``audit/registry/<model>/<UTC time>-<action>-<id>.json``: the registry's audit log.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ LANDING_USERS = "landing/users"
 WAREHOUSE_EVENTS = "warehouse/events"
 WAREHOUSE_QUARANTINE = "warehouse/quarantine"
 ASSETS = "assets"
+REPORTS = "reports"
 
 _DATE_RE = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
 _HOUR_RE = re.compile(r"hour=(\d{2})")
@@ -64,3 +67,8 @@ def hour_of_key(key: str) -> int | None:
 def landed_dates(keys: list[str]) -> list[dt.date]:
     """Distinct dates of the given keys, sorted."""
     return sorted({date_of_key(key) for key in keys})
+
+
+def report_key(kind: str, stamp: dt.datetime, suffix: str) -> str:
+    """Key of a monitoring report written at ``stamp`` (UTC), e.g. ``.html`` or ``.json``."""
+    return f"{REPORTS}/{kind}/{stamp.strftime('%Y%m%dT%H%M%SZ')}{suffix}"

@@ -3,7 +3,8 @@
 import dagster as dg
 from dagster_mlflow import end_mlflow_on_run_finished
 
-from assets.groups import EVALUATION, FEATURES, INGESTION, RANKING, REGISTRY, RETRIEVAL
+from assets.groups import EVALUATION, FEATURES, INGESTION, MONITORING, RANKING, REGISTRY, RETRIEVAL
+from jobs.registry import promote_champion_job, review_model_job, rollback_champion_job
 
 ingestion_job = dg.define_asset_job(
     "ingestion_job",
@@ -17,7 +18,8 @@ training_job = dg.define_asset_job(
         dg.AssetSelection.groups(FEATURES, RETRIEVAL, RANKING, EVALUATION, REGISTRY)
         | dg.AssetSelection.assets("catalog_items", "member_profiles")
     ),
-    description="Reference data, features, retrieval, ranker, evaluation and registration.",
+    description="Reference data, features, retrieval, ranker, evaluation, registration and "
+    "the promotion gate.",
     hooks={end_mlflow_on_run_finished},
     # dagster-mlflow finds "its" MLflow run by searching for the Dagster run id; steps that
     # start together in separate processes each miss the other's run and create their own
@@ -26,8 +28,36 @@ training_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
 )
 
+monitoring_job = dg.define_asset_job(
+    "monitoring_job",
+    selection=(
+        dg.AssetSelection.groups(MONITORING)
+        | dg.AssetSelection.assets("catalog_items", "member_profiles")
+    ),
+    description="Drift of features and predictions, training-serving skew and UX monitors "
+    "against the champion.",
+    executor_def=dg.in_process_executor,
+)
+
 ingestion_job_schedule = dg.build_schedule_from_partitioned_job(
     ingestion_job, hour_of_day=0, minute_of_hour=30
 )
 
-__all__ = ["INGESTION", "ingestion_job", "ingestion_job_schedule", "training_job"]
+monitoring_job_schedule = dg.ScheduleDefinition(
+    name="monitoring_job_schedule",
+    job=monitoring_job,
+    cron_schedule="30 2 * * *",
+    description="Daily, after the night's ingestion.",
+)
+
+__all__ = [
+    "INGESTION",
+    "ingestion_job",
+    "ingestion_job_schedule",
+    "monitoring_job",
+    "monitoring_job_schedule",
+    "promote_champion_job",
+    "review_model_job",
+    "rollback_champion_job",
+    "training_job",
+]

@@ -17,8 +17,13 @@ from typing import Any, Final
 import mlflow
 from mlflow.tracking import MlflowClient
 
-HOME_RANKER_MODEL: Final = "fitpulse-home-ranker"
-EXPERIMENT: Final = "fitpulse-home-feed"
+from model_registry.names import EXPERIMENT, HOME_RANKER_MODEL
+
+__all__ = ["EXPERIMENT", "HOME_RANKER_MODEL", "RegisteredVersion", "RegistryClient"]
+
+BUNDLE_DIR: Final = "feed_bundle"
+"""Run artifact folder holding the whole feed model (retrieval artifacts, popularity, ranker)."""
+BUNDLE_TAG: Final = "artifacts.bundle_uri"
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,8 @@ class RegisteredVersion:
     run_id: str
     model_uri: str
     tags: dict[str, str]
+    aliases: tuple[str, ...] = ()
+    created_at_ms: int = 0
 
 
 def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None) -> str:
@@ -86,37 +93,148 @@ def active_run_id(tracker: Any) -> str:
     return str(run.info.run_id)
 
 
-def register_lightgbm(booster: Any, model_name: str, tags: Mapping[str, Any]) -> RegisteredVersion:
+def register_lightgbm(
+    booster: Any,
+    model_name: str,
+    tags: Mapping[str, Any],
+    bundle_files: Mapping[str, bytes] | None = None,
+) -> RegisteredVersion:
     """Log a LightGBM booster to the active run and register it as a new version.
 
     The booster (not the sklearn ``LGBMRanker`` wrapper) is logged: MLflow 3.17's skops
     serialization refuses the wrapper's types. ``tags`` become version tags (stringified).
+    ``bundle_files`` (file name -> bytes) are logged under ``feed_bundle/`` of the same run and
+    the version's ``artifacts.bundle_uri`` tag points at them, so the version carries everything
+    needed to rebuild its feed, not only the ranker.
     """
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("no active MLflow run to log the model to")
+    str_tags = {k: str(v) for k, v in tags.items()}
+    if bundle_files:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in bundle_files.items():
+                (Path(tmp) / name).write_bytes(data)
+            mlflow.log_artifacts(tmp, artifact_path=BUNDLE_DIR)
+        str_tags[BUNDLE_TAG] = f"runs:/{run.info.run_id}/{BUNDLE_DIR}"
     info = mlflow.lightgbm.log_model(booster, name="home_ranker", registered_model_name=model_name)
     version = str(info.registered_model_version)
     client = MlflowClient()
-    str_tags = {k: str(v) for k, v in tags.items()}
     for key, value in str_tags.items():
         client.set_model_version_tag(model_name, version, key, value)
-    return RegisteredVersion(model_name, version, str(info.run_id), info.model_uri, str_tags)
+    created = client.get_model_version(model_name, version).creation_timestamp
+    return RegisteredVersion(
+        model_name,
+        version,
+        str(info.run_id),
+        info.model_uri,
+        str_tags,
+        created_at_ms=int(created or 0),
+    )
 
 
 class RegistryClient:
-    """Read access to registered versions."""
+    """Typed access to registered versions, their tags and aliases."""
 
     def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    @staticmethod
+    def _wrap(v: Any) -> RegisteredVersion:
+        return RegisteredVersion(
+            v.name,
+            str(v.version),
+            str(v.run_id),
+            str(v.source),
+            dict(v.tags),
+            tuple(getattr(v, "aliases", ()) or ()),
+            int(v.creation_timestamp or 0),
+        )
 
     def versions(self, model_name: str) -> list[RegisteredVersion]:
         """Every version of ``model_name``, newest first (empty if the model is unknown)."""
         found = self._client.search_model_versions(f"name='{model_name}'")
-        out = [
-            RegisteredVersion(v.name, str(v.version), str(v.run_id), str(v.source), dict(v.tags))
-            for v in found
-        ]
+        # search results carry no aliases in MLflow 3.17; read them from the model.
+        by_version: dict[str, list[str]] = {}
+        for alias, version in self.aliases(model_name).items():
+            by_version.setdefault(version, []).append(alias)
+        out = []
+        for v in found:
+            wrapped = self._wrap(v)
+            aliases = tuple(sorted(by_version.get(wrapped.version, [])))
+            out.append(
+                RegisteredVersion(
+                    wrapped.name,
+                    wrapped.version,
+                    wrapped.run_id,
+                    wrapped.model_uri,
+                    wrapped.tags,
+                    aliases,
+                    wrapped.created_at_ms,
+                )
+            )
         return sorted(out, key=lambda v: int(v.version), reverse=True)
 
     def latest(self, model_name: str) -> RegisteredVersion | None:
         """The newest version, or None when nothing is registered yet."""
         versions = self.versions(model_name)
         return versions[0] if versions else None
+
+    def version(self, model_name: str, version: str) -> RegisteredVersion:
+        """One version.
+
+        Raises:
+            LookupError: when the model or the version does not exist.
+        """
+        for v in self.versions(model_name):
+            if v.version == str(version):
+                return v
+        known = [v.version for v in self.versions(model_name)]
+        raise LookupError(
+            f"model {model_name!r} has no version {version!r}"
+            + (f" (versions: {', '.join(known)})" if known else " (nothing registered)")
+        )
+
+    def aliases(self, model_name: str) -> dict[str, str]:
+        """Alias -> version of ``model_name`` (empty when the model does not exist)."""
+        found = self._client.search_registered_models(f"name='{model_name}'")
+        if not found:
+            return {}
+        return {str(k): str(v) for k, v in (found[0].aliases or {}).items()}
+
+    def alias_version(self, model_name: str, alias: str) -> str | None:
+        """The version ``alias`` points at, or None."""
+        return self.aliases(model_name).get(alias)
+
+    def set_alias(self, model_name: str, alias: str, version: str) -> None:
+        """Point ``alias`` at ``version`` (moving it if it pointed elsewhere)."""
+        self._client.set_registered_model_alias(model_name, alias, str(version))
+
+    def delete_alias(self, model_name: str, alias: str) -> None:
+        """Remove ``alias`` if it exists."""
+        if alias in self.aliases(model_name):
+            self._client.delete_registered_model_alias(model_name, alias)
+
+    def set_tags(self, model_name: str, version: str, tags: Mapping[str, Any]) -> None:
+        """Set (overwrite) version tags; values are stringified."""
+        for key, value in tags.items():
+            self._client.set_model_version_tag(model_name, str(version), key, str(value))
+
+    def download_bundle(self, model_name: str, version: str, dst: Path) -> Path:
+        """Download the version's feed bundle into ``dst`` and return the bundle folder.
+
+        Raises:
+            LookupError: when the version has no bundle (registered before bundles existed).
+        """
+        registered = self.version(model_name, version)
+        uri = registered.tags.get(BUNDLE_TAG)
+        if not uri:
+            raise LookupError(
+                f"{model_name} version {version} has no {BUNDLE_TAG} tag: it cannot be rebuilt"
+            )
+        dst.mkdir(parents=True, exist_ok=True)
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=str(dst), tracking_uri=self.tracking_uri
+        )
+        return Path(path)

@@ -1,10 +1,17 @@
 """Dagster resources for MLflow: dagster-mlflow's tracking resource and the registry."""
 
+import tempfile
+from pathlib import Path
+
 import dagster as dg
 from dagster import Field, Noneable, StringSource
 from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
 
-from model_registry.client import RegistryClient, ensure_experiment
+from assets.resources import ObjectStoreResource
+from fitpulse_orchestration.ranking.bundle import FeedBundle, read_bundle
+from model_registry.audit import AuditLog
+from model_registry.client import HOME_RANKER_MODEL, RegistryClient, ensure_experiment
+from model_registry.promotion import CHAMPION, ModelPromotion
 
 
 @dg.resource(
@@ -34,10 +41,25 @@ def mlflow_tracking_resource(init_context: dg.InitResourceContext) -> MlFlow:
 
 
 class ModelRegistryResource(dg.ConfigurableResource):
-    """The MLflow model registry (same backend as tracking)."""
+    """The MLflow model registry (same backend as tracking) and its audit log."""
 
     tracking_uri: str
+    object_store: ObjectStoreResource
 
     def get_client(self) -> RegistryClient:
         """A client bound to this registry."""
         return RegistryClient(self.tracking_uri)
+
+    def get_promotion(self) -> ModelPromotion:
+        """The promotion workflow, auditing into the object store."""
+        return ModelPromotion(self.get_client(), AuditLog(self.object_store.get_store()))
+
+    def load_bundle(self, version: str, model: str = HOME_RANKER_MODEL) -> FeedBundle:
+        """Download and load one version's feed bundle."""
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = self.get_client().download_bundle(model, version, Path(tmp))
+            return read_bundle(folder)
+
+    def champion_version(self, model: str = HOME_RANKER_MODEL) -> str | None:
+        """The version the ``champion`` alias points at, if any."""
+        return self.get_client().alias_version(model, CHAMPION)

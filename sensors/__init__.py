@@ -1,4 +1,7 @@
-"""Sensors: run ingestion for landing days whose batches changed."""
+"""Sensors: ingestion of new landing days, retraining on drift, promotion on approval.
+
+Each decision is a domain function; these wrappers only read Dagster's state and cursors.
+"""
 
 import json
 from typing import Any
@@ -8,6 +11,16 @@ import dagster as dg
 from assets.resources import ObjectStoreResource
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.events.landing_watch import changed_days, landing_fingerprints
+from fitpulse_orchestration.monitoring.retrain import (
+    DriftObservation,
+    RetrainState,
+    decide_retrain,
+)
+from model_registry.client import HOME_RANKER_MODEL
+from model_registry.resource import ModelRegistryResource
+
+FEATURE_DRIFT_REPORT = dg.AssetKey("feature_drift_report")
+DEFAULT_DRIFT_COOLDOWN_S = 6 * 3600.0
 
 
 def build_landing_sensor(
@@ -43,3 +56,95 @@ def build_landing_sensor(
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(current, sort_keys=True))
 
     return ingestion_job_on_landing
+
+
+def _observation(record: Any) -> DriftObservation:
+    meta = record.asset_materialization.metadata
+    return DriftObservation(
+        record_id=int(record.storage_id),
+        dataset_drift=bool(meta["dataset_drift"].value),
+        drift_share=float(meta["drift_share"].value),
+        reference_version=str(meta["reference_version"].value),
+        at=float(record.timestamp),
+    )
+
+
+def build_drift_sensor(
+    job: dg.JobDefinition | Any, cooldown_s: float = DEFAULT_DRIFT_COOLDOWN_S
+) -> dg.SensorDefinition:
+    """``training_job_on_drift``: one training run per drift episode, with a cooldown."""
+
+    @dg.sensor(
+        name="training_job_on_drift",
+        job=job,
+        minimum_interval_seconds=300,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Retrain when feature_drift_report shows dataset drift (one run per "
+        f"episode, at most one per {cooldown_s / 3600:.0f} h).",
+    )
+    def training_job_on_drift(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        """Read new drift reports and request a retrain when a new drift episode starts."""
+        state = RetrainState.from_cursor(context.cursor)
+        result = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=FEATURE_DRIFT_REPORT, after_storage_id=state.last_record_id or None
+            ),
+            limit=100,
+            ascending=True,
+        )
+        decision = decide_retrain([_observation(r) for r in result.records], state, cooldown_s)
+        for line in decision.log:
+            context.log.info(line)
+        requests = []
+        if decision.trigger is not None:
+            trigger = decision.trigger
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"drift-report-{trigger.record_id}",
+                    tags={
+                        "fitpulse/trigger": "feature_drift",
+                        "fitpulse/drift_share": f"{trigger.drift_share:.3f}",
+                        "fitpulse/reference_version": trigger.reference_version,
+                    },
+                )
+            )
+        return dg.SensorResult(run_requests=requests, cursor=decision.state.to_cursor())
+
+    return training_job_on_drift
+
+
+def build_promotion_sensor(
+    job: dg.JobDefinition | Any, model: str = HOME_RANKER_MODEL
+) -> dg.SensorDefinition:
+    """``promote_champion_job_on_approval``: promote an approved challenger, exactly once."""
+
+    @dg.sensor(
+        name="promote_champion_job_on_approval",
+        job=job,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Make an approved, gate-passed challenger the champion.",
+    )
+    def promote_champion_job_on_approval(
+        context: dg.SensorEvaluationContext, model_registry: ModelRegistryResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        """Request one promotion run per approved challenger version."""
+        version = model_registry.get_promotion().pending_promotion(model)
+        if version is None:
+            return dg.SkipReason(f"{model}: no approved challenger waiting")
+        if context.cursor == version:
+            return dg.SkipReason(f"{model} version {version}: promotion already requested")
+        config = {"version": version, "model": model}
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    # The run key makes the request idempotent across restarts and replays.
+                    run_key=f"promote:{model}:{version}",
+                    run_config={"ops": {"promote_champion": {"config": config}}},
+                    tags={"fitpulse/model": model, "fitpulse/version": version},
+                )
+            ],
+            cursor=version,
+        )
+
+    return promote_champion_job_on_approval

@@ -16,8 +16,24 @@ from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.settings import ProjectHome
 
 DEFINITIONS_MODULE = "fitpulse_orchestration.definitions"
-EXPECTED_JOBS = {"ingestion_job", "training_job"}
-EXPECTED_ASSETS = {
+EXPECTED_JOBS = {
+    "ingestion_job",
+    "training_job",
+    "monitoring_job",
+    "review_model_job",
+    "promote_champion_job",
+    "rollback_champion_job",
+}
+MONITORING_ASSETS = {
+    "monitoring_inputs",
+    "monitored_model",
+    "served_feed_log",
+    "feature_drift_report",
+    "prediction_drift_report",
+    "training_serving_skew",
+    "ux_monitors",
+}
+TRAINING_ASSETS = {
     "raw_events",
     "catalog_items",
     "member_profiles",
@@ -29,14 +45,27 @@ EXPECTED_ASSETS = {
     "item_index",
     "popular_items",
     "home_ranker",
+    "home_feed_model",
     "home_feed_evaluation",
     "registered_home_ranker",
+    "promotion_gate",
 }
+EXPECTED_ASSETS = TRAINING_ASSETS | MONITORING_ASSETS
 EXPECTED_CHECKS = {
     ("raw_events", "rows_balance"),
     ("raw_events", "quarantine_rate"),
     ("home_feed_evaluation", "candidate_beats_popularity"),
     ("home_feed_evaluation", "beginner_safety"),
+    ("promotion_gate", "ndcg_lift"),
+    ("promotion_gate", "cold_slice"),
+    ("promotion_gate", "coverage"),
+    ("promotion_gate", "beginner_safety"),
+    ("promotion_gate", "scoring_latency"),
+    ("training_serving_skew", "skew_within_threshold"),
+    ("ux_monitors", "empty_feed_rate"),
+    ("ux_monitors", "fallback_rate"),
+    ("ux_monitors", "beginner_violations_served"),
+    ("ux_monitors", "notification_load"),
 }
 ENV_VARS = (
     "FITPULSE_HOME",
@@ -126,7 +155,23 @@ def test_training_job_selects_everything_but_raw_events(defs: dg.Definitions) ->
     job = defs.resolve_job_def("training_job")
 
     selected = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
-    assert selected == EXPECTED_ASSETS - {"raw_events"}
+    assert selected == TRAINING_ASSETS - {"raw_events"}
+
+
+def test_monitoring_job_selects_monitoring_and_reference_data(defs: dg.Definitions) -> None:
+    job = defs.resolve_job_def("monitoring_job")
+
+    selected = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+    assert selected == MONITORING_ASSETS | {"catalog_items", "member_profiles"}
+
+
+def test_drift_and_promotion_sensors_target_their_jobs(defs: dg.Definitions) -> None:
+    drift = defs.resolve_sensor_def("training_job_on_drift")
+    promotion = defs.resolve_sensor_def("promote_champion_job_on_approval")
+
+    assert drift.job_name == "training_job"
+    assert promotion.job_name == "promote_champion_job"
+    assert defs.resolve_schedule_def("monitoring_job_schedule").job_name == "monitoring_job"
 
 
 def test_local_resources_live_under_the_home(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -20,6 +21,7 @@ from fitpulse_orchestration.features.point_in_time import FeatureInputs, compute
 from fitpulse_orchestration.features.reference import UNKNOWN, unsafe_for_beginners
 from fitpulse_orchestration.features.training import TimeSplit, heldout_relevance
 from fitpulse_orchestration.ranking.feed import FeedResult, HomeFeedModel, build_feeds
+from fitpulse_orchestration.ranking.ranker import RankerArtifacts, score_candidates
 from fitpulse_orchestration.retrieval.als import AlsArtifacts
 from fitpulse_orchestration.retrieval.candidates import seen_items
 from fitpulse_orchestration.retrieval.index import ItemIndex
@@ -34,6 +36,8 @@ METRICS: Final = (
     "beginner_safety_violations",
 )
 MODELS: Final = ("candidate", "als_only", "popularity")
+CHAMPION: Final = "champion"
+"""Model name of the serving champion when it is evaluated next to the candidate."""
 FEED_SIZE: Final = 20
 SLICES: Final = ("all", "cold")
 
@@ -44,6 +48,21 @@ class RankedLists:
 
     retrieval: list[str]
     feed: list[str]
+
+
+@dataclass
+class HomeFeedEvaluation:
+    """The evaluation of one training run.
+
+    ``table``: one row per (model, slice) (``evaluate_models``) plus ``scoring_p50_ms`` and
+    ``scoring_p99_ms`` for the models that run the ranker. ``per_user``: ``model``, ``user_id``,
+    ``cold`` and ``ndcg_at_10`` of every evaluated user (the promotion gate's bootstrap input).
+    ``feeds``: the candidate's feeds and scored pools.
+    """
+
+    table: pd.DataFrame
+    per_user: pd.DataFrame
+    feeds: FeedResult
 
 
 @dataclass(frozen=True)
@@ -128,6 +147,48 @@ def evaluate_models(
     return pd.DataFrame(rows, columns=["model", "slice", "users", *METRICS])
 
 
+def per_user_ndcg(
+    lists: Mapping[str, Mapping[str, RankedLists]], ctx: EvaluationContext, k: int = 10
+) -> pd.DataFrame:
+    """NDCG@k of every evaluated user for every model (missing lists count as empty).
+
+    Returns:
+        ``model``, ``user_id``, ``cold`` (bool), ``ndcg_at_10``; one row per model x user.
+    """
+    users = sorted(ctx.relevance)
+    empty = RankedLists([], [])
+    rows = [
+        (model, u, u in ctx.cold_users, ndcg_at_k(per_user.get(u, empty).feed, ctx.relevance[u], k))
+        for model, per_user in lists.items()
+        for u in users
+    ]
+    return pd.DataFrame(rows, columns=["model", "user_id", "cold", "ndcg_at_10"])
+
+
+def measure_scoring_latency(
+    ranker: RankerArtifacts, scored: pd.DataFrame, max_requests: int = 200
+) -> tuple[float, float]:
+    """p50 and p99 wall time (ms) of scoring one request's candidate pool in one call.
+
+    Each user's pool in ``scored`` (rows with every ranker feature) stands for one feed
+    request; up to ``max_requests`` pools are timed, after one untimed warm-up call.
+
+    Raises:
+        ValueError: when ``scored`` is empty.
+    """
+    if scored.empty:
+        raise ValueError("no scored candidates to time")
+    pools = [pool for _, pool in scored.groupby("user_id", sort=True)][:max_requests]
+    score_candidates(ranker, pools[0])
+    times = []
+    for pool in pools:
+        t0 = time.perf_counter()
+        score_candidates(ranker, pool)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    p50, p99 = np.quantile(np.array(times), [0.5, 0.99])
+    return float(p50), float(p99)
+
+
 def metric(table: pd.DataFrame, model: str, name: str, slice_name: str = "all") -> float:
     """Look one number up in an evaluation table."""
     row = table[(table["model"] == model) & (table["slice"] == slice_name)]
@@ -142,6 +203,9 @@ def format_table(table: pd.DataFrame) -> str:
     for col in METRICS:
         if col != "beginner_safety_violations":
             shown[col] = shown[col].map(lambda v: f"{v:.4f}")
+    for col in ("scoring_p50_ms", "scoring_p99_ms"):
+        if col in shown:
+            shown[col] = shown[col].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}")
     return shown.to_string(index=False)
 
 
@@ -189,16 +253,26 @@ def _popularity_lists(
     return out
 
 
+def _candidate_lists(result: FeedResult) -> dict[str, RankedLists]:
+    out: dict[str, RankedLists] = {}
+    pools = result.scored.sort_values(["user_id", "score"], ascending=[True, False])
+    feeds = result.feeds.groupby("user_id")["item_id"].agg(list).to_dict()
+    for u, pool in pools.groupby("user_id", sort=False):
+        out[str(u)] = RankedLists(list(pool["item_id"].head(100)), feeds.get(u, []))
+    return out
+
+
 def evaluate_home_feed(
-    model: HomeFeedModel, inputs: FeatureInputs, split: TimeSplit
-) -> tuple[pd.DataFrame, FeedResult]:
-    """Evaluate the candidate pipeline and the ALS-only and popularity baselines.
+    model: HomeFeedModel,
+    inputs: FeatureInputs,
+    split: TimeSplit,
+    champion: HomeFeedModel | None = None,
+) -> HomeFeedEvaluation:
+    """Evaluate the candidate pipeline, the champion (if any) and the baselines.
 
     Every model serves, as of ``split.eval_start``, each user who engaged with anything in the
-    held-out window; relevance is that user's deepest engagement grade per item.
-
-    Returns:
-        The metrics table (``evaluate_models``) and the candidate's feeds.
+    held-out window; relevance is that user's deepest engagement grade per item. The champion
+    serves with its own artifacts but today's events and catalog, as it would in production.
     """
     relevance = heldout_relevance(inputs.events, split)
     if not relevance:
@@ -215,16 +289,14 @@ def evaluate_home_feed(
     )
     seen = seen_items(inputs.events, as_of)
     result = build_feeds(model, inputs, users, as_of)
-    candidate: dict[str, RankedLists] = {}
-    pools = result.scored.sort_values(["user_id", "score"], ascending=[True, False])
-    feeds = result.feeds.groupby("user_id")["item_id"].agg(list).to_dict()
-    for u, pool in pools.groupby("user_id", sort=False):
-        candidate[str(u)] = RankedLists(list(pool["item_id"].head(100)), feeds.get(u, []))
-    lists = {
-        "candidate": candidate,
-        "als_only": _als_lists(model.als, model.index, user_ids, seen, 100),
-        "popularity": _popularity_lists(model.popular, users, seen, 100),
-    }
+    lists = {"candidate": _candidate_lists(result)}
+    latency = {"candidate": measure_scoring_latency(model.ranker, result.scored)}
+    if champion is not None:
+        champion_result = build_feeds(champion, inputs, users, as_of)
+        lists[CHAMPION] = _candidate_lists(champion_result)
+        latency[CHAMPION] = measure_scoring_latency(champion.ranker, champion_result.scored)
+    lists["als_only"] = _als_lists(model.als, model.index, user_ids, seen, 100)
+    lists["popularity"] = _popularity_lists(model.popular, users, seen, 100)
     engaged = compute_user_features(inputs, users.assign(as_of=as_of))
     cold = frozenset(engaged.loc[engaged["u_is_cold"] > 0, "user_id"])
     ctx = EvaluationContext(
@@ -235,4 +307,7 @@ def evaluate_home_feed(
         item_category=inputs.catalog.set_index("item_id")["category"].to_dict(),
         catalog_size=int((inputs.catalog["published_at"] < as_of).sum()),
     )
-    return evaluate_models(lists, ctx), result
+    table = evaluate_models(lists, ctx)
+    table["scoring_p50_ms"] = table["model"].map({m: v[0] for m, v in latency.items()})
+    table["scoring_p99_ms"] = table["model"].map({m: v[1] for m, v in latency.items()})
+    return HomeFeedEvaluation(table=table, per_user=per_user_ndcg(lists, ctx), feeds=result)

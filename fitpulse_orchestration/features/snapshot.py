@@ -31,14 +31,21 @@ class TrainingSnapshot:
         }
 
 
-def build_training_snapshot(
-    store: ObjectStore, catalog: pd.DataFrame, profiles: pd.DataFrame, params: SplitParams
-) -> TrainingSnapshot:
-    """Read every clean event partition and complete the reference data with defaults."""
+def load_feature_inputs(
+    store: ObjectStore, catalog: pd.DataFrame, profiles: pd.DataFrame
+) -> FeatureInputs:
+    """Every clean event partition with the reference data completed with defaults."""
     events = read_clean_events(store)
-    inputs = FeatureInputs(
+    return FeatureInputs(
         events=events,
         catalog=complete_catalog(catalog, events),
         profiles=complete_profiles(profiles, events),
     )
-    return TrainingSnapshot(inputs=inputs, split=compute_time_split(events, params))
+
+
+def build_training_snapshot(
+    store: ObjectStore, catalog: pd.DataFrame, profiles: pd.DataFrame, params: SplitParams
+) -> TrainingSnapshot:
+    """Read every clean event partition and complete the reference data with defaults."""
+    inputs = load_feature_inputs(store, catalog, profiles)
+    return TrainingSnapshot(inputs=inputs, split=compute_time_split(inputs.events, params))

@@ -301,7 +301,7 @@ def test_movielens_import_lands_every_rating(movielens: MovieLensRun) -> None:
 
 @pytest.mark.slow
 def test_movielens_training_reaches_the_evaluation(movielens: MovieLensRun) -> None:
-    table = movielens.value("home_feed_evaluation")
+    table = movielens.value("home_feed_evaluation").table  # type: ignore[attr-defined]
     assert isinstance(table, pd.DataFrame)
 
     assert set(zip(table["model"], table["slice"], strict=True)) == {
@@ -334,7 +334,7 @@ def test_movielens_references_are_completed_from_events(movielens: MovieLensRun)
 
 @pytest.mark.slow
 def test_movielens_training_fails_only_on_the_popularity_check(movielens: MovieLensRun) -> None:
-    table = movielens.value("home_feed_evaluation")
+    table = movielens.value("home_feed_evaluation").table  # type: ignore[attr-defined]
     assert isinstance(table, pd.DataFrame)
     beats = metric(table, "candidate", "ndcg_at_10") > metric(table, "popularity", "ndcg_at_10")
 
@@ -351,7 +351,7 @@ def test_movielens_training_fails_only_on_the_popularity_check(movielens: MovieL
 def test_movielens_report_is_written_with_the_check_outcome(movielens: MovieLensRun) -> None:
     # Whether the candidate beats popularity on this MovieLens slice is data, not a contract;
     # the contract is that the report is written either way and the exit code tells.
-    table = movielens.value("home_feed_evaluation")
+    table = movielens.value("home_feed_evaluation").table  # type: ignore[attr-defined]
     assert isinstance(table, pd.DataFrame)
     beats = metric(table, "candidate", "ndcg_at_10") > metric(table, "popularity", "ndcg_at_10")
 

@@ -20,6 +20,7 @@ from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.evaluation.home_feed import METRICS, MODELS, SLICES, metric
 from fitpulse_orchestration.storage.asset_values import load_asset_value
 from model_registry.client import EXPERIMENT, HOME_RANKER_MODEL, RegisteredVersion, RegistryClient
+from model_registry.gate import CHECK_NAMES
 
 if TYPE_CHECKING:
     from conftest import WorldHome
@@ -64,9 +65,9 @@ def graph(world_home: WorldHome, tmp_path_factory: pytest.TempPathFactory) -> Gr
         ]
         training = defs.resolve_job_def("training_job")
         first = training.execute_in_process(instance=instance)
-        first_table = load_asset_value(world_home.store, "home_feed_evaluation")
+        first_table = load_asset_value(world_home.store, "home_feed_evaluation").table
         second = training.execute_in_process(instance=instance)
-        second_table = load_asset_value(world_home.store, "home_feed_evaluation")
+        second_table = load_asset_value(world_home.store, "home_feed_evaluation").table
     return GraphRun(world_home, workdir, ingestion, first, first_table, second, second_table)
 
 
@@ -128,11 +129,44 @@ def test_evaluation_metadata_matches_the_table(graph: GraphRun) -> None:
 
 
 def test_blocking_checks_pass(graph: GraphRun) -> None:
-    checks = {e.check_name: e for e in graph.first.get_asset_check_evaluations()}
+    checks = {
+        e.check_name: e
+        for e in graph.first.get_asset_check_evaluations()
+        if e.asset_key == dg.AssetKey("home_feed_evaluation")
+    }
 
     assert set(checks) == {"candidate_beats_popularity", "beginner_safety"}
     assert all(c.passed for c in checks.values())
-    assert all(c.asset_key == dg.AssetKey("home_feed_evaluation") for c in checks.values())
+
+
+def test_first_gate_compares_with_popularity(graph: GraphRun) -> None:
+    checks = {
+        e.check_name: e
+        for e in graph.first.get_asset_check_evaluations()
+        if e.asset_key == dg.AssetKey("promotion_gate")
+    }
+    meta = _metadata(graph.first, "promotion_gate")
+
+    assert set(checks) == set(CHECK_NAMES)
+    assert meta["baseline"].startswith("popularity")
+    assert meta["passed"] == all(c.passed for c in checks.values())
+    assert graph.version("1").tags["gate.status"] == ("passed" if meta["passed"] else "failed")
+
+
+def test_version_carries_provenance_and_bundle(graph: GraphRun) -> None:
+    tags = graph.version("1").tags
+
+    assert tags["evaluation_run_id"] == graph.version("1").run_id
+    assert tags["code_version"].startswith(("git:", "pkg:"))
+    assert len(tags["feature_schema_hash"]) == 16
+    assert tags["artifacts.bundle_uri"] == f"runs:/{graph.version('1').run_id}/feed_bundle"
+
+
+def test_second_run_moves_the_candidate_alias(graph: GraphRun) -> None:
+    client = RegistryClient(graph.tracking_uri)
+
+    assert client.alias_version(HOME_RANKER_MODEL, "candidate") == "2"
+    assert client.alias_version(HOME_RANKER_MODEL, "champion") is None
 
 
 def test_first_run_registers_version_1(graph: GraphRun) -> None:

@@ -176,9 +176,8 @@ def test_scored_pool_holds_every_candidate(served: Served) -> None:
 
 
 def test_evaluate_home_feed_beats_popularity_safely(trained: Trained) -> None:
-    table, result = evaluate_home_feed(
-        trained.model, trained.snapshot.inputs, trained.snapshot.split
-    )
+    evaluation = evaluate_home_feed(trained.model, trained.snapshot.inputs, trained.snapshot.split)
+    table, result = evaluation.table, evaluation.feeds
 
     rows = set(zip(table["model"], table["slice"], strict=True))
     assert rows == {(m, s) for m in MODELS for s in SLICES}
@@ -187,6 +186,17 @@ def test_evaluate_home_feed_beats_popularity_safely(trained: Trained) -> None:
     assert metric(table, "candidate", "ndcg_at_10") > metric(table, "popularity", "ndcg_at_10")
     assert table.groupby("slice")["users"].nunique().max() == 1
     assert result.feeds.groupby("user_id").size().max() <= 20
+    per_user = evaluation.per_user
+    assert set(per_user["model"]) == set(MODELS)
+    for model in MODELS:
+        mine = per_user[per_user["model"] == model]
+        assert len(mine) == int(metric(table, model, "users"))
+        assert mine["ndcg_at_10"].mean() == pytest.approx(metric(table, model, "ndcg_at_10"))
+        assert mine.loc[mine["cold"], "ndcg_at_10"].mean() == pytest.approx(
+            metric(table, model, "ndcg_at_10", "cold")
+        )
+    assert metric(table, "candidate", "scoring_p99_ms") > 0
+    assert np.isnan(metric(table, "popularity", "scoring_p99_ms"))
 
 
 def test_duplicate_user_rows_are_rejected(served: Served, trained: Trained) -> None:

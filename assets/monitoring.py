@@ -1,0 +1,252 @@
+"""Monitoring: drift of features and predictions, training-serving skew and UX guardrails.
+
+Everything is measured against the *monitored model*: the champion, or while none exists the
+newest registered version.
+"""
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import dagster as dg
+import pandas as pd
+
+from assets.config import MonitoringConfig
+from assets.groups import MONITORING
+from assets.resources import ObjectStoreResource
+from fitpulse_orchestration import layout
+from fitpulse_orchestration.evaluation.home_feed import format_markdown
+from fitpulse_orchestration.features.point_in_time import FeatureInputs, feature_columns
+from fitpulse_orchestration.features.snapshot import load_feature_inputs
+from fitpulse_orchestration.monitoring.drift import DriftReport, DriftResult, compute_drift
+from fitpulse_orchestration.monitoring.features import drift_columns, impression_features
+from fitpulse_orchestration.monitoring.serving import (
+    compute_skew,
+    notifications_per_user_week,
+    recent_feed_requests,
+    replay_served_feeds,
+    ux_metrics,
+)
+from fitpulse_orchestration.ranking.bundle import FeedBundle
+from fitpulse_orchestration.storage import ObjectStore
+from model_registry.client import HOME_RANKER_MODEL
+from model_registry.resource import ModelRegistryResource
+
+
+@dataclass
+class MonitoredModel:
+    """The registered version that monitoring compares traffic against."""
+
+    version: str
+    role: str
+    bundle: FeedBundle
+
+
+@dg.asset(group_name=MONITORING, deps=["raw_events"], kinds={"duckdb"})
+def monitoring_inputs(
+    object_store: ObjectStoreResource,
+    catalog_items: pd.DataFrame,
+    member_profiles: pd.DataFrame,
+) -> dg.Output[FeatureInputs]:
+    """Every ingested clean event with the completed catalog and profiles, for monitoring."""
+    inputs = load_feature_inputs(object_store.get_store(), catalog_items, member_profiles)
+    if inputs.events.empty:
+        raise ValueError("no clean events: ingest at least one day before monitoring")
+    return dg.Output(
+        inputs,
+        metadata={
+            "events": len(inputs.events),
+            "last_event": inputs.events["ts"].max().isoformat(),
+        },
+    )
+
+
+@dg.asset(group_name=MONITORING, kinds={"mlflow"})
+def monitored_model(model_registry: ModelRegistryResource) -> dg.Output[MonitoredModel]:
+    """The champion's feed bundle (or the newest version's while there is no champion)."""
+    version = model_registry.champion_version()
+    role = "champion"
+    if version is None:
+        latest = model_registry.get_client().latest(HOME_RANKER_MODEL)
+        if latest is None:
+            raise ValueError(
+                f"nothing is registered under {HOME_RANKER_MODEL!r}: run training_job first"
+            )
+        version, role = latest.version, "newest version (no champion yet)"
+    bundle = model_registry.load_bundle(version)
+    return dg.Output(
+        MonitoredModel(version, role, bundle),
+        metadata={"version": version, "role": role},
+    )
+
+
+def _window_end(inputs: FeatureInputs) -> pd.Timestamp:
+    return inputs.events["ts"].max().floor("D") + pd.Timedelta(days=1)
+
+
+@dg.asset(group_name=MONITORING, kinds={"pandas"})
+def served_feed_log(
+    config: MonitoringConfig, monitoring_inputs: FeatureInputs, monitored_model: MonitoredModel
+) -> dg.Output[pd.DataFrame]:
+    """Feeds the monitored model serves to recent requesters, with features as served."""
+    requests = recent_feed_requests(
+        monitoring_inputs.events,
+        _window_end(monitoring_inputs),
+        config.days,
+        config.max_requests,
+    )
+    log = replay_served_feeds(monitored_model.bundle.model, monitoring_inputs, requests)
+    return dg.Output(
+        log,
+        metadata={
+            "requests": int(log["request_id"].nunique()),
+            "rows": len(log),
+            "model_version": monitored_model.version,
+        },
+    )
+
+
+def _save_report(store: ObjectStore, kind: str, report: DriftReport) -> tuple[str, str]:
+    stamp = dt.datetime.now(dt.UTC)
+    html_key = layout.report_key(kind, stamp, ".html")
+    json_key = layout.report_key(kind, stamp, ".json")
+    store.put_bytes(html_key, report.html)
+    store.put_bytes(json_key, report.json.encode())
+    return store.uri(html_key), store.uri(json_key)
+
+
+def _drift_output(
+    result: DriftResult, paths: tuple[str, str], reference: MonitoredModel
+) -> dg.Output[DriftResult]:
+    return dg.Output(
+        result,
+        metadata={
+            "dataset_drift": result.dataset_drift,
+            "drift_share": result.drift_share,
+            "drifted_columns": dg.MetadataValue.json(result.drifted_columns()),
+            "columns": dg.MetadataValue.json(result.summary()["columns"]),
+            "reference_version": reference.version,
+            "reference_role": reference.role,
+            "reference_rows": result.reference_rows,
+            "current_rows": result.current_rows,
+            "html_report": dg.MetadataValue.path(paths[0]),
+            "json_report": dg.MetadataValue.path(paths[1]),
+        },
+    )
+
+
+@dg.asset(group_name=MONITORING, kinds={"evidently"})
+def feature_drift_report(
+    config: MonitoringConfig,
+    object_store: ObjectStoreResource,
+    monitoring_inputs: FeatureInputs,
+    monitored_model: MonitoredModel,
+) -> dg.Output[DriftResult]:
+    """Evidently data drift of recent ranker features against the model's training sample."""
+    end = _window_end(monitoring_inputs)
+    current = impression_features(
+        monitoring_inputs, end - pd.Timedelta(days=config.days), end, config.max_rows
+    )
+    numerical, categorical = drift_columns()
+    report = compute_drift(
+        monitored_model.bundle.reference_features,
+        current,
+        numerical,
+        categorical,
+        config.drift_params(),
+    )
+    paths = _save_report(object_store.get_store(), "feature_drift", report)
+    return _drift_output(report.result, paths, monitored_model)
+
+
+@dg.asset(group_name=MONITORING, kinds={"evidently"})
+def prediction_drift_report(
+    config: MonitoringConfig,
+    object_store: ObjectStoreResource,
+    served_feed_log: pd.DataFrame,
+    monitored_model: MonitoredModel,
+) -> dg.Output[DriftResult]:
+    """Evidently drift of served feed scores against the model's held-out feed scores."""
+    current = served_feed_log.loc[served_feed_log["item_id"].notna(), ["score"]]
+    report = compute_drift(
+        monitored_model.bundle.reference_scores, current, ["score"], (), config.drift_params()
+    )
+    paths = _save_report(object_store.get_store(), "prediction_drift", report)
+    return _drift_output(report.result, paths, monitored_model)
+
+
+@dg.asset(
+    group_name=MONITORING,
+    kinds={"pandas"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "skew_within_threshold",
+            asset="training_serving_skew",
+            description="no feature's served value disagrees with its offline recomputation "
+            "more often than the configured rate",
+        )
+    ],
+)
+def training_serving_skew(
+    config: MonitoringConfig, served_feed_log: pd.DataFrame, monitoring_inputs: FeatureInputs
+) -> Iterator[dg.Output[pd.DataFrame] | dg.AssetCheckResult]:
+    """Per-feature share of served values that differ from their offline recomputation."""
+    table = compute_skew(served_feed_log, monitoring_inputs, feature_columns(include_als=False))
+    worst = table.iloc[0]
+    yield dg.Output(
+        table,
+        metadata={
+            "rows": int(worst["rows"]),
+            "worst_feature": str(worst["feature"]),
+            "worst_mismatch_rate": float(worst["mismatch_rate"]),
+            "table": dg.MetadataValue.md(format_markdown(table.head(10))),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="skew_within_threshold",
+        passed=bool(worst["mismatch_rate"] <= config.max_skew_rate),
+        metadata={
+            "worst_feature": str(worst["feature"]),
+            "worst_mismatch_rate": float(worst["mismatch_rate"]),
+            "threshold": config.max_skew_rate,
+            "over_threshold": dg.MetadataValue.json(
+                table.loc[table["mismatch_rate"] > config.max_skew_rate, "feature"].tolist()
+            ),
+        },
+    )
+
+
+UX_CHECKS = ("empty_feed_rate", "fallback_rate", "beginner_violations_served", "notification_load")
+
+
+@dg.asset(
+    group_name=MONITORING,
+    kinds={"pandas"},
+    check_specs=[dg.AssetCheckSpec(name, asset="ux_monitors") for name in UX_CHECKS],
+)
+def ux_monitors(
+    config: MonitoringConfig, served_feed_log: pd.DataFrame, monitoring_inputs: FeatureInputs
+) -> Iterator[dg.Output[dict[str, float]] | dg.AssetCheckResult]:
+    """UX degradation signals of served feeds and sent notifications in the recent window."""
+    feed = ux_metrics(served_feed_log)
+    pushes = notifications_per_user_week(
+        monitoring_inputs.events, _window_end(monitoring_inputs), days=7
+    )
+    limits = config.ux_thresholds()
+    observed = {
+        "empty_feed_rate": (feed["empty_feed_rate"], limits.max_empty_feed_rate),
+        "fallback_rate": (feed["fallback_rate"], limits.max_fallback_rate),
+        "beginner_violations_served": (
+            feed["beginner_violations"],
+            float(limits.max_beginner_violations),
+        ),
+        "notification_load": (pushes["p95"], limits.max_notifications_per_user_week_p95),
+    }
+    values = {**feed, **{f"notifications_per_user_week_{k}": v for k, v in pushes.items()}}
+    yield dg.Output(values, metadata=values)
+    for name, (value, limit) in observed.items():
+        yield dg.AssetCheckResult(
+            check_name=name,
+            passed=bool(value <= limit),
+            metadata={"value": float(value), "limit": float(limit)},
+        )

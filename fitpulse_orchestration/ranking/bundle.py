@@ -1,0 +1,79 @@
+"""A feed bundle: the whole home-feed model plus the reference data monitoring compares to.
+
+The registry versions retrieval artifacts together with the ranker (one registered model per
+use): a bundle holds the ALS factors, the FAISS index, segment popularity and the ranker as one
+pickled ``HomeFeedModel``, plus two reference samples taken at training time:
+
+- ``reference_features``: ranker features of training examples (what the model learned from);
+- ``reference_scores``: ranker scores of the held-out candidates (what it predicted).
+
+Pickles are tied to the code that wrote them: the registry tags each version with the code
+version, and a bundle is only loaded by the same project.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import pandas as pd
+
+from fitpulse_orchestration.ranking.feed import HomeFeedModel
+
+MODEL_FILE: Final = "home_feed_model.pkl"
+FEATURES_FILE: Final = "reference_features.parquet"
+SCORES_FILE: Final = "reference_scores.parquet"
+REFERENCE_ROWS: Final = 5000
+
+
+@dataclass
+class FeedBundle:
+    """A feed model and its training-time reference samples."""
+
+    model: HomeFeedModel
+    reference_features: pd.DataFrame
+    reference_scores: pd.DataFrame
+
+
+def sample_rows(frame: pd.DataFrame, n: int = REFERENCE_ROWS, seed: int = 7) -> pd.DataFrame:
+    """At most ``n`` rows of ``frame``, sampled without replacement (seeded), index reset."""
+    if len(frame) <= n:
+        return frame.reset_index(drop=True)
+    return frame.sample(n=n, random_state=seed).reset_index(drop=True)
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def bundle_files(bundle: FeedBundle) -> dict[str, bytes]:
+    """File name -> bytes of the bundle (what the registry logs)."""
+    return {
+        MODEL_FILE: pickle.dumps(bundle.model, protocol=pickle.HIGHEST_PROTOCOL),
+        FEATURES_FILE: _parquet(bundle.reference_features),
+        SCORES_FILE: _parquet(bundle.reference_scores),
+    }
+
+
+def read_bundle(folder: Path) -> FeedBundle:
+    """Load a bundle written by ``bundle_files`` from ``folder``.
+
+    Raises:
+        FileNotFoundError: naming the missing file.
+    """
+    for name in (MODEL_FILE, FEATURES_FILE, SCORES_FILE):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"feed bundle at {folder} has no {name}")
+    model = pickle.loads((folder / MODEL_FILE).read_bytes())
+    if not isinstance(model, HomeFeedModel):
+        raise TypeError(f"{folder / MODEL_FILE} holds a {type(model).__name__}, not a feed model")
+    return FeedBundle(
+        model=model,
+        reference_features=pd.read_parquet(folder / FEATURES_FILE),
+        reference_scores=pd.read_parquet(folder / SCORES_FILE),
+    )

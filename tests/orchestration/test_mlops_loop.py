@@ -1,0 +1,261 @@
+"""The MLOps loop end to end, in process, on a tiny world with a shift in its last days.
+
+Ingest the days before the shift, train version 1 (gated against popularity), approve it from
+the review job, let the promotion sensor make it champion; ingest the shift, monitor, let the
+drift sensor request one retrain, train version 2 (gated against the champion), approve it,
+promote it, roll back. Every step must be in the audit log. One module-scoped run is shared.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from fitpulse_orchestration.definitions import build_definitions
+from fitpulse_orchestration.settings import ProjectHome
+from fitpulse_orchestration.storage import LocalObjectStore
+from fitpulse_orchestration.storage.asset_values import load_asset_value
+from fitpulse_orchestration.world.generator import ShiftParams, generate_world, world_params
+from model_registry.audit import AuditLog
+from model_registry.client import HOME_RANKER_MODEL, RegistryClient
+from model_registry.promotion import (
+    CHALLENGER,
+    CHAMPION,
+    ModelPromotion,
+    PromotionError,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::dagster.BetaWarning")]
+
+SHIFT_DAYS = 4
+SPLIT = {"eval_days": 3, "ranker_days": 4}
+
+
+@dataclass
+class Loop:
+    """Everything the module's run produced, in order."""
+
+    home: ProjectHome
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def promotion(self) -> ModelPromotion:
+        return ModelPromotion(
+            RegistryClient(self.home.mlflow_tracking_uri),
+            AuditLog(LocalObjectStore(self.home.store)),
+        )
+
+    def job(self, name: str, **kwargs: Any) -> dg.ExecuteInProcessResult:
+        return self.defs.resolve_job_def(name).execute_in_process(
+            instance=self.instance, raise_on_error=False, **kwargs
+        )
+
+    def train(self, **kwargs: Any) -> dg.ExecuteInProcessResult:
+        return self.job(
+            "training_job",
+            run_config={"ops": {"training_snapshot": {"config": SPLIT}}},
+            **kwargs,
+        )
+
+    def tick(self, sensor_name: str, cursor: str | None) -> Any:
+        sensor = self.defs.get_sensor_def(sensor_name)
+        with dg.build_sensor_context(
+            instance=self.instance,
+            cursor=cursor,
+            definitions=self.defs,
+            resources={"model_registry": self.defs.resources["model_registry"]},
+        ) as ctx:
+            return sensor.evaluate_tick(ctx)
+
+    def alias(self, name: str) -> str | None:
+        return RegistryClient(self.home.mlflow_tracking_uri).alias_version(HOME_RANKER_MODEL, name)
+
+
+def _drift(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    (mat,) = result.asset_materializations_for_node("feature_drift_report")
+    return {k: v.value for k, v in mat.metadata.items()}
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
+    root = tmp_path_factory.mktemp("loop")
+    home = ProjectHome(root / "home").create()
+    store = LocalObjectStore(home.store)
+    params = world_params("tiny", days=18, shift=ShiftParams(days=SHIFT_DAYS))
+    summary = generate_world(params, store)
+    shift_start = params.end_date - dt.timedelta(days=SHIFT_DAYS - 1)
+    before = [d.isoformat() for d in summary.landed_days if d < shift_start]
+    after = [d.isoformat() for d in summary.landed_days if d >= shift_start]
+    defs = build_definitions(home, "local", before[0])
+    loop = Loop(home, defs, dg.DagsterInstance.ephemeral())
+    r = loop.results
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        r["ingest_before"] = [loop.job("ingestion_job", partition_key=d) for d in before]
+        r["train_1"] = loop.train()
+        r["gate_1"] = load_asset_value(store, "promotion_gate")
+        r["review_1"] = loop.job(
+            "review_model_job",
+            run_config={
+                "ops": {
+                    "review_model_version": {
+                        "config": {
+                            "version": "1",
+                            "decision": "approve",
+                            "reviewer": "ada",
+                            "note": "first model, beats popularity",
+                        }
+                    }
+                }
+            },
+        )
+        r["promote_tick_1"] = loop.tick("promote_champion_job_on_approval", None)
+        r["promote_tick_1_again"] = loop.tick(
+            "promote_champion_job_on_approval", r["promote_tick_1"].cursor
+        )
+        (request,) = r["promote_tick_1"].run_requests
+        r["promote_1"] = loop.job("promote_champion_job", run_config=request.run_config)
+        r["promote_tick_1_after"] = loop.tick("promote_champion_job_on_approval", None)
+        r["champion_after_1"] = loop.alias(CHAMPION)
+
+        r["monitor_before"] = loop.job("monitoring_job")
+        r["drift_tick_before"] = loop.tick("training_job_on_drift", None)
+
+        r["ingest_after"] = [loop.job("ingestion_job", partition_key=d) for d in after]
+        r["monitor_after"] = loop.job("monitoring_job")
+        r["drift_tick_after"] = loop.tick("training_job_on_drift", r["drift_tick_before"].cursor)
+        r["drift_tick_repeat"] = loop.tick("training_job_on_drift", r["drift_tick_after"].cursor)
+        r["monitor_again"] = loop.job("monitoring_job")
+        r["drift_tick_same_episode"] = loop.tick(
+            "training_job_on_drift", r["drift_tick_repeat"].cursor
+        )
+        (retrain,) = r["drift_tick_after"].run_requests
+        r["train_2"] = loop.train(tags=retrain.tags)
+        r["gate_2"] = load_asset_value(store, "promotion_gate")
+        if r["gate_2"].passed:
+            loop.promotion.approve(HOME_RANKER_MODEL, "2", "grace", "retrained on the shift")
+            r["promote_tick_2"] = loop.tick(
+                "promote_champion_job_on_approval", r["promote_tick_1"].cursor
+            )
+            (request,) = r["promote_tick_2"].run_requests
+            r["promote_2"] = loop.job("promote_champion_job", run_config=request.run_config)
+            r["champion_after_2"] = loop.alias(CHAMPION)
+            r["rollback"] = loop.job(
+                "rollback_champion_job",
+                run_config={
+                    "ops": {
+                        "rollback_champion": {
+                            "config": {"operator": "oncall", "note": "feed CTR dropped"}
+                        }
+                    }
+                },
+            )
+            r["champion_after_rollback"] = loop.alias(CHAMPION)
+    return loop
+
+
+def test_every_run_succeeds(loop: Loop) -> None:
+    r = loop.results
+    runs = [*r["ingest_before"], *r["ingest_after"], r["train_1"], r["train_2"], r["review_1"]]
+    runs += [r["promote_1"], r["monitor_before"], r["monitor_after"], r["monitor_again"]]
+    assert all(run.success for run in runs)
+
+
+def test_first_version_is_gated_against_popularity_and_passes(loop: Loop) -> None:
+    gate = loop.results["gate_1"]
+
+    assert gate.baseline.startswith("popularity")
+    assert gate.passed, gate.summary()
+
+
+def test_approval_leads_to_exactly_one_promotion(loop: Loop) -> None:
+    r = loop.results
+
+    assert len(r["promote_tick_1"].run_requests) == 1
+    assert r["promote_tick_1"].run_requests[0].run_key == f"promote:{HOME_RANKER_MODEL}:1"
+    assert r["promote_tick_1_again"].run_requests == []
+    assert r["promote_tick_1_after"].run_requests == []
+    assert r["champion_after_1"] == "1"
+
+
+def test_no_drift_before_the_shift(loop: Loop) -> None:
+    r = loop.results
+    before = _drift(r["monitor_before"])
+
+    assert before["dataset_drift"] is False, before["drifted_columns"]
+    assert before["reference_version"] == "1"
+    assert r["drift_tick_before"].run_requests == []
+
+
+def test_the_shift_is_detected_and_triggers_one_retrain(loop: Loop) -> None:
+    r = loop.results
+    after = _drift(r["monitor_after"])
+
+    assert after["dataset_drift"] is True
+    assert Path(after["html_report"]).is_file()
+    assert Path(after["json_report"]).is_file()
+    assert len(r["drift_tick_after"].run_requests) == 1
+    assert r["drift_tick_repeat"].run_requests == []
+    assert _drift(r["monitor_again"])["dataset_drift"] is True
+    assert r["drift_tick_same_episode"].run_requests == []
+    assert r["train_2"].dagster_run.tags["fitpulse/trigger"] == "feature_drift"
+
+
+def test_second_version_is_gated_against_the_champion(loop: Loop) -> None:
+    gate = loop.results["gate_2"]
+
+    assert gate.baseline == "champion (version 1)"
+    assert {c.name for c in gate.checks} == {
+        "ndcg_lift",
+        "cold_slice",
+        "coverage",
+        "beginner_safety",
+        "scoring_latency",
+    }
+
+
+def test_promotion_then_rollback_restores_the_previous_champion(loop: Loop) -> None:
+    r = loop.results
+    if not r["gate_2"].passed:
+        with pytest.raises(PromotionError, match="cannot be approved"):
+            loop.promotion.approve(HOME_RANKER_MODEL, "2", "grace", "try")
+        assert loop.alias(CHAMPION) == "1"
+        return
+
+    assert r["promote_2"].success
+    assert r["champion_after_2"] == "2"
+    assert r["rollback"].success
+    assert r["champion_after_rollback"] == "1"
+    assert loop.alias(CHALLENGER) is None
+    with pytest.raises(PromotionError, match="rolled back"):
+        loop.promotion.promote(HOME_RANKER_MODEL, "2", "someone")
+
+
+def test_audit_log_holds_every_step(loop: Loop) -> None:
+    entries = loop.promotion.audit.entries(HOME_RANKER_MODEL)
+    steps = [(e.action, e.version) for e in entries]
+
+    expected = [
+        ("registered", "1"),
+        ("gate_passed", "1"),
+        ("approved", "1"),
+        ("promoted", "1"),
+        ("registered", "2"),
+    ]
+    if loop.results["gate_2"].passed:
+        expected += [("gate_passed", "2"), ("approved", "2"), ("promoted", "2")]
+        expected += [("rolled_back", "2")]
+    else:
+        expected += [("gate_failed", "2")]
+    assert steps == expected
+    approved = next(e for e in entries if e.action == "approved")
+    assert approved.actor == "ada"
+    assert approved.note == "first model, beats popularity"
+    assert approved.details["gate_seen"].startswith("passed vs popularity")
