@@ -7,10 +7,10 @@ from dataclasses import fields
 from typing import Any
 
 import dagster as dg
-from fitpulse_orchestration.monitoring.drift import DriftParams
 
 from fitpulse_orchestration.features.training import SplitParams
-from fitpulse_orchestration.monitoring.serving import UxThresholds
+from fitpulse_orchestration.monitoring.drift import DriftParams
+from fitpulse_orchestration.monitoring.serving import MAX_REQUESTS, RECENT_DAYS, UxThresholds
 from fitpulse_orchestration.ranking.ranker import RankerParams
 from fitpulse_orchestration.ranking.rerank import RerankParams
 from fitpulse_orchestration.retrieval.als import AlsParams
@@ -128,8 +128,8 @@ _UX = UxThresholds()
 class MonitoringConfig(dg.Config):
     """Windows, sample sizes and thresholds of the monitoring assets and their checks."""
 
-    days: int = 3
-    max_requests: int = 300
+    days: int = RECENT_DAYS
+    max_requests: int = MAX_REQUESTS
     max_rows: int = _DRIFT.max_rows
     drift_share: float = _DRIFT.drift_share
     max_skew_rate: float = 0.05

@@ -15,8 +15,9 @@ from fitpulse_orchestration.evaluation.home_feed import (
 )
 from fitpulse_orchestration.features.snapshot import TrainingSnapshot
 from fitpulse_orchestration.monitoring.features import reference_feature_sample
+from fitpulse_orchestration.monitoring.serving import reference_served_scores
 from fitpulse_orchestration.provenance import code_version, feature_schema_hash
-from fitpulse_orchestration.ranking.bundle import FeedBundle, bundle_files, sample_rows
+from fitpulse_orchestration.ranking.bundle import FeedBundle, bundle_files
 from fitpulse_orchestration.ranking.feed import HomeFeedModel
 from model_registry.client import (
     HOME_RANKER_MODEL,
@@ -60,7 +61,9 @@ def registered_home_ranker(
     bundle = FeedBundle(
         model=home_feed_model,
         reference_features=reference_feature_sample(ranker_training_frame),
-        reference_scores=sample_rows(home_feed_evaluation.feeds.feeds[["score"]]),
+        reference_scores=reference_served_scores(
+            home_feed_model, training_snapshot.inputs, training_snapshot.split.end
+        ),
     )
     version = register_lightgbm(
         home_feed_model.ranker.model.booster_, HOME_RANKER_MODEL, tags, bundle_files(bundle)

@@ -33,26 +33,22 @@ def read_user_ids(path: Path) -> list[str]:
 def load_trained_feed(store: ObjectStore) -> tuple[TrainingSnapshot, HomeFeedModel]:
     """The latest training snapshot and the feed model trained on it, from persisted assets."""
     snapshot: TrainingSnapshot = load_asset_value(store, "training_snapshot")
-    model = HomeFeedModel(
-        als=load_asset_value(store, "als_model"),
-        index=load_asset_value(store, "item_index"),
-        popular=load_asset_value(store, "popular_items"),
-        ranker=load_asset_value(store, "home_ranker"),
-    )
+    model: HomeFeedModel = load_asset_value(store, "home_feed_model")
     return snapshot, model
 
 
 def recommend_batch(
-    store: ObjectStore, home: ProjectHome, raw_user_ids: list[str], n: int
+    store: ObjectStore, home: ProjectHome, model: HomeFeedModel, raw_user_ids: list[str], n: int
 ) -> pd.DataFrame:
-    """Top-``n`` feed items per user as of the end of the latest training snapshot.
+    """Top-``n`` feed items of ``model`` per user as of the end of the latest training snapshot.
 
     Unknown users get the cold-start feed (segment popularity and fresh items).
 
     Returns:
         ``user_id`` (raw), ``item_id``, ``rank`` (1-based), ``score``.
     """
-    snapshot, model = load_trained_feed(store)
+    snapshot: TrainingSnapshot = load_asset_value(store, "training_snapshot")
+    model = replace(model)
     model.rerank_params = replace(model.rerank_params, n=n)
     pseudonymizer = Pseudonymizer.from_secret(load_or_create_key(home.pseudonym_key_file))
     pseudo = pseudonymizer.pseudonymize_many(raw_user_ids)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from fitpulse_orchestration.storage import ObjectStore
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 # Dagster marks dagster-mlflow's resource and hook as beta; the warning is noise for CLI users.
 warnings.filterwarnings("ignore", message=".*is currently in beta.*")
@@ -61,14 +62,18 @@ def _instance(home: ProjectHome) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(home.dagster))
 
 
-def run_training(home: ProjectHome, eval_days: int, ranker_days: int) -> dict[str, Any]:
-    """Ingest every landed day in date order, then run the training job; return run facts."""
+def run_training(
+    home: ProjectHome, eval_days: int, ranker_days: int, until: dt.date | None = None
+) -> dict[str, Any]:
+    """Ingest landed days (up to ``until``) in date order, then train; return run facts."""
     from fitpulse_orchestration import layout
     from fitpulse_orchestration.definitions import DEFAULT_PARTITION_START, build_definitions
 
     home.create()
     store = _store(home)
     days = layout.landed_dates(store.list_keys(f"{layout.LANDING_EVENTS}/"))
+    if until is not None:
+        days = [d for d in days if d <= until]
     if not days:
         raise typer.BadParameter(
             f"no landed events under {store.uri(layout.LANDING_EVENTS)}: run `fitpulse demo` "
@@ -95,7 +100,7 @@ def run_training(home: ProjectHome, eval_days: int, ranker_days: int) -> dict[st
         )
     _say(
         "training: snapshot -> features -> ALS + FAISS + popularity -> ranker -> evaluation "
-        "-> registry"
+        "-> registry -> promotion gate"
     )
     started = time.perf_counter()
     run_config = _quiet_run_config()
@@ -263,6 +268,29 @@ def _print_status(home: ProjectHome, model: str) -> None:
     typer.echo(f"audit log: {promotion.audit.location()}")
 
 
+def _serving_model(home: ProjectHome) -> tuple[str, str, Any]:
+    """The champion's feed model, or the newest version's while there is no champion."""
+    import tempfile
+
+    from fitpulse_orchestration.ranking.bundle import read_bundle
+    from model_registry.promotion import CHAMPION
+
+    client = _registry(home).client
+    version = client.alias_version(HOME_RANKER_MODEL, CHAMPION)
+    role = "champion"
+    if version is None:
+        latest = client.latest(HOME_RANKER_MODEL)
+        if latest is None:
+            raise typer.BadParameter(
+                f"nothing is registered under {HOME_RANKER_MODEL}: run `fitpulse train` first",
+                param_hint="--home",
+            )
+        version, role = latest.version, "newest version; no champion yet"
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = read_bundle(client.download_bundle(HOME_RANKER_MODEL, version, Path(tmp)))
+    return version, role, bundle.model
+
+
 def run_monitoring(home: ProjectHome) -> dict[str, Any]:
     """Run the monitoring job on the local profile; return its reports' facts."""
     from fitpulse_orchestration.definitions import DEFAULT_PARTITION_START, build_definitions
@@ -305,17 +333,25 @@ def run_monitoring(home: ProjectHome) -> dict[str, Any]:
 def generate(
     scale: Annotated[str, typer.Option(help="World size: tiny, demo or large.")] = "demo",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    shift_days: Annotated[
+        int,
+        typer.Option(
+            help="Shift the last N days: an influx of beginners and a new trending category "
+            "(0: no shift)."
+        ),
+    ] = 0,
     home: HomeOpt = None,
 ) -> None:
     """Generate a synthetic FitPulse world into the home's landing zone (replacing data there)."""
     from fitpulse_orchestration import layout
-    from fitpulse_orchestration.world.generator import generate_world, world_params
+    from fitpulse_orchestration.world.generator import ShiftParams, generate_world, world_params
 
     project = ProjectHome.resolve(home).create()
     store = _store(project)
     for prefix in ("landing/", "warehouse/", f"{layout.ASSETS}/"):
         store.delete_prefix(prefix)
-    params = world_params(scale, seed=seed)
+    shift = ShiftParams(days=shift_days) if shift_days else None
+    params = world_params(scale, seed=seed, shift=shift)
     _say(
         f"generating the {scale!r} world (seed {seed}): {params.n_users:,} users, "
         f"{params.n_items:,} items + {params.new_items_per_day}/day, {params.days} days"
@@ -326,6 +362,15 @@ def generate(
         f"bad: {summary.bad_records}) over {len(summary.landed_days)} days; "
         f"cold users {summary.cold_user_share:.0%}"
     )
+    if summary.shift_summary:
+        shift_info = summary.shift_summary
+        _say(
+            f"shift from {shift_info['start_date']}: {shift_info['shift_users']} new users "
+            f"({shift_info['shift_beginner_share']:.0%} beginners), "
+            f"{shift_info['trending_items']} items of the new '{shift_info['trending_category']}' "
+            f"category; train on the days before it with `fitpulse train --until "
+            f"{params.shift_start - dt.timedelta(days=1) if params.shift_start else ''}`"
+        )
 
 
 @app.command()
@@ -336,7 +381,7 @@ def demo(
 ) -> None:
     """Generate a world, ingest it, train, evaluate, register, and show sample feeds."""
     started = time.perf_counter()
-    generate(scale=scale, seed=seed, home=home)
+    generate(scale=scale, seed=seed, shift_days=0, home=home)
     project = ProjectHome.resolve(home)
     facts = run_training(project, eval_days=5, ranker_days=5)
     _report(project, facts)
@@ -370,10 +415,19 @@ def train(
     home: HomeOpt = None,
     eval_days: Annotated[int, typer.Option(help="Days in the held-out window.")] = 5,
     ranker_days: Annotated[int, typer.Option(help="Days of ranker training examples.")] = 5,
+    until: Annotated[
+        str | None, typer.Option(help="Ingest landed days up to this date (YYYY-MM-DD) only.")
+    ] = None,
 ) -> None:
-    """Ingest whatever the home's landing zone holds and train through evaluation."""
+    """Ingest the home's landing zone and train, evaluate, register and gate a new version."""
     project = ProjectHome.resolve(home)
-    facts = run_training(project, eval_days=eval_days, ranker_days=ranker_days)
+    try:
+        last = dt.date.fromisoformat(until) if until else None
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"{until!r} is not a YYYY-MM-DD date", param_hint="--until"
+        ) from exc
+    facts = run_training(project, eval_days=eval_days, ranker_days=ranker_days, until=last)
     _report(project, facts)
     if facts["failed_checks"]:
         raise typer.Exit(code=1)
@@ -466,7 +520,9 @@ def recommend(
 
     project = ProjectHome.resolve(home)
     raw_ids = read_user_ids(users)
-    recs = recommend_batch(_store(project), project, raw_ids, n)
+    version, role, model = _serving_model(project)
+    _say(f"serving {HOME_RANKER_MODEL} version {version} ({role})")
+    recs = recommend_batch(_store(project), project, model, raw_ids, n)
     write_recommendations(recs, output)
     _say(
         f"wrote {len(recs):,} recommendations for {recs['user_id'].nunique():,} of "

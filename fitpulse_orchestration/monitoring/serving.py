@@ -28,6 +28,9 @@ from fitpulse_orchestration.features.reference import UNKNOWN, unsafe_for_beginn
 from fitpulse_orchestration.ranking.feed import HomeFeedModel, build_feeds
 
 LOG_KEYS: Final = ("request_id", "user_id", "fitness_level", "as_of")
+RECENT_DAYS: Final = 3
+"""Days of recent traffic that monitoring replays (and that a version's reference covers)."""
+MAX_REQUESTS: Final = 300
 _BATCH_HOUR = re.compile(r"date=(\d{4}-\d{2}-\d{2})/hour=(\d{2})")
 
 
@@ -118,6 +121,22 @@ def replay_served_feeds(
     log = pd.concat(logs, ignore_index=True)
     log["unsafe_for_beginner"] = log["item_id"].map(unsafe).fillna(True) & log["item_id"].notna()
     return log
+
+
+def reference_served_scores(
+    model: HomeFeedModel, inputs: FeatureInputs, end: pd.Timestamp
+) -> pd.DataFrame:
+    """Scores ``model`` serves on the ``RECENT_DAYS`` of requests before ``end``.
+
+    Taken at training time over the held-out days, with the same replay monitoring uses later,
+    so prediction drift compares like with like: the same code path, only the traffic differs.
+
+    Returns:
+        One ``score`` column, one row per served item.
+    """
+    requests = recent_feed_requests(inputs.events, end, RECENT_DAYS, MAX_REQUESTS)
+    served = replay_served_feeds(model, inputs, requests)
+    return served.loc[served["item_id"].notna(), ["score"]].reset_index(drop=True)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ use): a bundle holds the ALS factors, the FAISS index, segment popularity and th
 pickled ``HomeFeedModel``, plus two reference samples taken at training time:
 
 - ``reference_features``: ranker features of training examples (what the model learned from);
-- ``reference_scores``: ranker scores of the held-out candidates (what it predicted).
+- ``reference_scores``: scores it served on the last held-out days (what it predicted).
 
 Pickles are tied to the code that wrote them: the registry tags each version with the code
 version, and a bundle is only loaded by the same project.

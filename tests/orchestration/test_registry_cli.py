@@ -1,0 +1,301 @@
+"""``fitpulse registry``: approve, reject, promote, roll back and status against a real registry.
+
+One project home (one SQLite MLflow registry) serves the module; each test registers its own
+model, so the tests stay independent. Gate verdicts are recorded through the real workflow.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner, Result
+
+from fitpulse_orchestration.cli import app
+from fitpulse_orchestration.settings import ProjectHome
+from fitpulse_orchestration.storage import LocalObjectStore
+from model_registry.audit import AuditLog
+from model_registry.client import RegistryClient
+from model_registry.gate import GateDecision, GatePolicy, ModelScores, decide_promotion
+from model_registry.promotion import ModelPromotion
+
+POLICY = GatePolicy(bootstrap_samples=100)
+USERS = [f"u{i}" for i in range(10)]
+_MODEL_IDS = itertools.count(1)
+STATUS_COLUMNS = ("version", "aliases", "created", "ndcg@10", "data", "review", "promotion", "gate")
+
+runner = CliRunner()
+
+
+def _scores(label: str, ndcg: float, violations: int = 0) -> ModelScores:
+    return ModelScores(
+        label=label,
+        ndcg_by_user={u: ndcg + 0.01 * (i % 3) for i, u in enumerate(USERS)},
+        cold_ndcg_by_user={"c0": 0.3, "c1": 0.3},
+        coverage=0.5,
+        beginner_violations=violations,
+        scoring_p99_ms=5.0,
+    )
+
+
+PASSED: GateDecision = decide_promotion(
+    _scores("candidate", 0.6), _scores("popularity", 0.3), POLICY
+)
+FAILED: GateDecision = decide_promotion(
+    _scores("candidate", 0.6, violations=3), _scores("popularity", 0.3), POLICY
+)
+
+
+class Registry:
+    """The module's home with helpers that register versions and record gate verdicts."""
+
+    def __init__(self, home: ProjectHome) -> None:
+        self.home = home
+        self.uri = home.mlflow_tracking_uri
+        self.mlflow = MlflowClient(self.uri, registry_uri=self.uri)
+        self.promotion = ModelPromotion(
+            RegistryClient(self.uri), AuditLog(LocalObjectStore(home.store))
+        )
+        self._sources = itertools.count(1)
+
+    def new_model(self) -> str:
+        name = f"cli-model-{next(_MODEL_IDS)}"
+        self.mlflow.create_registered_model(name)
+        return name
+
+    def add_version(self, model: str, decision: GateDecision | None = PASSED) -> str:
+        source = self.home.root / "sources" / f"v{next(self._sources)}"
+        source.mkdir(parents=True)
+        version = str(self.mlflow.create_model_version(model, source.as_uri(), run_id=None).version)
+        if decision is not None:
+            self.promotion.record_gate(model, version, decision, "test")
+        return version
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """One home per module: creating the SQLite registry runs every MLflow migration."""
+    return Registry(ProjectHome(tmp_path_factory.mktemp("registry_cli")).create())
+
+
+def _invoke(registry: Registry, *args: str | Path) -> Result:
+    return runner.invoke(app, ["registry", *(str(a) for a in args), "--home", registry.home.root])
+
+
+def _approve(registry: Registry, model: str, version: str, reviewer: str = "ana") -> Result:
+    return _invoke(registry, "approve", model, version, "--reviewer", reviewer, "--note", "ok")
+
+
+def _status(result: Result) -> dict[str, dict[str, str]]:
+    """``{version: {column: cell}}`` of the table that ``fitpulse registry status`` prints."""
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("version "))
+    starts = [header.index(name) for name in STATUS_COLUMNS]
+    bounds = list(itertools.pairwise([*starts, None]))
+    table = {}
+    for line in lines[lines.index(header) + 1 :]:
+        if not line.split(" ", 1)[0].isdigit():
+            break
+        cells = [line[a:b].strip() for a, b in bounds]
+        table[cells[0]] = dict(zip(STATUS_COLUMNS, cells, strict=True))
+    return table
+
+
+def _status_of(registry: Registry, model: str) -> dict[str, dict[str, str]]:
+    return _status(_invoke(registry, "status", model))
+
+
+def test_approve_without_reviewer_exits_2(registry: Registry) -> None:
+    model = registry.new_model()
+    version = registry.add_version(model)
+
+    result = _invoke(registry, "approve", model, version)
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ")
+    assert "a reviewer name is required" in result.stderr
+
+
+def test_blank_reviewer_is_no_reviewer(registry: Registry) -> None:
+    model = registry.new_model()
+    version = registry.add_version(model)
+
+    result = _invoke(registry, "approve", model, version, "--reviewer", "   ")
+
+    assert result.exit_code == 2, result.output
+    assert "a reviewer name is required" in result.stderr
+
+
+def test_approving_a_gate_failed_version_exits_2(registry: Registry) -> None:
+    model = registry.new_model()
+    version = registry.add_version(model, FAILED)
+
+    result = _approve(registry, model, version)
+
+    assert result.exit_code == 2, result.output
+    assert "cannot be approved" in result.stderr
+    assert "beginner_safety" in result.stderr
+
+
+def test_approving_a_version_the_gate_never_saw_exits_2(registry: Registry) -> None:
+    model = registry.new_model()
+    version = registry.add_version(model, decision=None)
+
+    result = _approve(registry, model, version)
+
+    assert result.exit_code == 2, result.output
+    assert "cannot be approved: gate not run" in result.stderr
+
+
+def test_approve_then_approve_again_changes_nothing(registry: Registry) -> None:
+    model = registry.new_model()
+    version = registry.add_version(model)
+
+    first = _approve(registry, model, version, reviewer="ana")
+    second = _approve(registry, model, version, reviewer="bo")
+
+    assert first.exit_code == 0, first.output
+    assert f"{model} version {version} approved by ana" in first.stdout
+    assert second.exit_code == 0, second.output
+    assert "already approved" in second.stdout
+    assert _status_of(registry, model)[version]["review"] == "approved by ana"
+    approvals = [e for e in registry.promotion.audit.entries(model) if e.action == "approved"]
+    assert [e.actor for e in approvals] == ["ana"]
+
+
+def test_reject_then_approve_exits_2(registry: Registry) -> None:
+    model = registry.new_model()
+    version = registry.add_version(model)
+
+    rejected = _invoke(registry, "reject", model, version, "--reviewer", "ana", "--note", "no")
+    approved = _approve(registry, model, version, reviewer="bo")
+
+    assert rejected.exit_code == 0, rejected.output
+    assert "rejected by ana" in rejected.stdout
+    assert approved.exit_code == 2, approved.output
+    assert "was rejected by ana" in approved.stderr
+    row = _status_of(registry, model)[version]
+    assert row["review"] == "rejected by ana"
+    assert row["aliases"] == "-"
+
+
+def test_promoting_an_unapproved_version_exits_2(registry: Registry) -> None:
+    model = registry.new_model()
+    version = registry.add_version(model)
+
+    result = _invoke(registry, "promote", model, version)
+
+    assert result.exit_code == 2, result.output
+    assert "is not approved" in result.stderr
+    row = _status_of(registry, model)[version]
+    assert (row["aliases"], row["review"], row["promotion"]) == ("challenger", "pending", "-")
+
+
+def test_promote_makes_the_approved_version_champion(registry: Registry) -> None:
+    model = registry.new_model()
+    version = registry.add_version(model)
+    assert _approve(registry, model, version).exit_code == 0
+
+    promoted = _invoke(registry, "promote", model, version)
+    again = _invoke(registry, "promote", model, version)
+
+    assert promoted.exit_code == 0, promoted.output
+    assert f"{model} champion is now version {version}" in promoted.stdout
+    assert again.exit_code == 0, again.output
+    assert "already is the champion" in again.stdout
+    row = _status_of(registry, model)[version]
+    assert (row["aliases"], row["promotion"]) == ("champion", "champion")
+
+
+def test_rolling_back_the_first_champion_exits_2(registry: Registry) -> None:
+    model = registry.new_model()
+    version = registry.add_version(model)
+    assert _approve(registry, model, version).exit_code == 0
+    assert _invoke(registry, "promote", model, version).exit_code == 0
+
+    result = _invoke(registry, "rollback", model, "--by", "oncall", "--note", "x")
+
+    assert result.exit_code == 2, result.output
+    assert "nothing to roll back" in result.stderr
+    row = _status_of(registry, model)[version]
+    assert (row["aliases"], row["promotion"]) == ("champion", "champion")
+
+
+def test_rollback_without_a_champion_exits_2(registry: Registry) -> None:
+    model = registry.new_model()
+    registry.add_version(model)
+
+    result = _invoke(registry, "rollback", model, "--by", "oncall")
+
+    assert result.exit_code == 2, result.output
+    assert "has no champion to roll back" in result.stderr
+
+
+def test_rollback_restores_the_previous_champion(registry: Registry) -> None:
+    model = registry.new_model()
+    first = registry.add_version(model)
+    assert _approve(registry, model, first).exit_code == 0
+    assert _invoke(registry, "promote", model, first).exit_code == 0
+    second = registry.add_version(model)
+    assert _approve(registry, model, second).exit_code == 0
+    assert _invoke(registry, "promote", model, second).exit_code == 0
+    before = _status_of(registry, model)
+    assert (before[second]["aliases"], before[second]["promotion"]) == ("champion", "champion")
+    assert (before[first]["aliases"], before[first]["promotion"]) == ("-", "retired")
+
+    result = _invoke(registry, "rollback", model, "--by", "oncall", "--note", "x")
+
+    assert result.exit_code == 0, result.output
+    assert f"rolled back version {second}; champion is version {first} again" in result.stdout
+    after = _status_of(registry, model)
+    assert (after[first]["aliases"], after[first]["promotion"]) == ("champion", "champion")
+    assert (after[second]["aliases"], after[second]["promotion"]) == ("-", "rolled_back")
+    rollback = registry.promotion.audit.entries(model)[-1]
+    assert (rollback.action, rollback.actor, rollback.note) == ("rolled_back", "oncall", "x")
+    assert rollback.details == {"restored": first, "from": second}
+    # A rolled-back version stays retired.
+    retry = _invoke(registry, "promote", model, second)
+    assert retry.exit_code == 2, retry.output
+    assert "was rolled back" in retry.stderr
+
+
+def test_status_lists_versions_and_the_audit_log(registry: Registry) -> None:
+    model = registry.new_model()
+    passed = registry.add_version(model)
+    failed = registry.add_version(model, FAILED)
+
+    result = _invoke(registry, "status", model)
+
+    rows = _status(result)
+    assert list(rows) == [failed, passed]
+    assert (rows[passed]["aliases"], rows[passed]["review"]) == ("challenger", "pending")
+    assert rows[passed]["gate"] == "passed vs popularity"
+    assert rows[failed]["aliases"] == "-"
+    assert rows[failed]["gate"].startswith("failed vs popularity (beginner_safety: ")
+    audit = result.stdout.splitlines()[-1]
+    assert audit == f"audit log: {registry.promotion.audit.location()}"
+    assert audit.endswith(str(registry.home.store / "audit" / "registry"))
+
+
+def test_status_of_an_unknown_model_says_nothing_is_registered(registry: Registry) -> None:
+    result = _invoke(registry, "status", "no-such-model")
+
+    assert result.exit_code == 0, result.output
+    assert "no-such-model: no registered versions" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["approve", "reject", "promote"])
+def test_unknown_version_exits_2_naming_the_versions(registry: Registry, command: str) -> None:
+    model = registry.new_model()
+    one = registry.add_version(model)
+    two = registry.add_version(model, FAILED)
+    extra = ["--reviewer", "ana"] if command != "promote" else []
+
+    result = _invoke(registry, command, model, "99", *extra)
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ")
+    assert f"has no version '99' (versions: {two}, {one})" in result.stderr
