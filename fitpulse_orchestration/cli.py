@@ -63,7 +63,11 @@ def _instance(home: ProjectHome) -> dg.DagsterInstance:
 
 
 def run_training(
-    home: ProjectHome, eval_days: int, ranker_days: int, until: dt.date | None = None
+    home: ProjectHome,
+    eval_days: int,
+    ranker_days: int,
+    until: dt.date | None = None,
+    gate: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Ingest landed days (up to ``until``) in date order, then train; return run facts."""
     from fitpulse_orchestration import layout
@@ -105,7 +109,8 @@ def run_training(
     started = time.perf_counter()
     run_config = _quiet_run_config()
     run_config["ops"] = {
-        "training_snapshot": {"config": {"eval_days": eval_days, "ranker_days": ranker_days}}
+        "training_snapshot": {"config": {"eval_days": eval_days, "ranker_days": ranker_days}},
+        "promotion_gate": {"config": gate or {}},
     }
     result = defs.resolve_job_def("training_job").execute_in_process(
         instance=instance, run_config=run_config, raise_on_error=False
@@ -418,6 +423,13 @@ def train(
     until: Annotated[
         str | None, typer.Option(help="Ingest landed days up to this date (YYYY-MM-DD) only.")
     ] = None,
+    gate: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Promotion-gate setting KEY=VALUE (repeatable), e.g. coverage_tolerance=0.03; "
+            "see README 'Promotion gate'."
+        ),
+    ] = None,
 ) -> None:
     """Ingest the home's landing zone and train, evaluate, register and gate a new version."""
     project = ProjectHome.resolve(home)
@@ -427,10 +439,36 @@ def train(
         raise typer.BadParameter(
             f"{until!r} is not a YYYY-MM-DD date", param_hint="--until"
         ) from exc
-    facts = run_training(project, eval_days=eval_days, ranker_days=ranker_days, until=last)
+    facts = run_training(
+        project, eval_days=eval_days, ranker_days=ranker_days, until=last, gate=_gate_options(gate)
+    )
     _report(project, facts)
     if facts["failed_checks"]:
         raise typer.Exit(code=1)
+
+
+def _gate_options(pairs: list[str] | None) -> dict[str, float]:
+    from dataclasses import fields
+
+    from model_registry.gate import GatePolicy
+
+    known = [f.name for f in fields(GatePolicy)]
+    out: dict[str, float] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not sep or number != number:
+            raise typer.BadParameter(f"{pair!r} is not KEY=NUMBER", param_hint="--gate")
+        if key.strip() not in known:
+            raise typer.BadParameter(
+                f"unknown gate setting {key.strip()!r}; one of {', '.join(known)}",
+                param_hint="--gate",
+            )
+        out[key.strip()] = int(number) if key.strip() in ("bootstrap_samples", "seed") else number
+    return out
 
 
 @app.command("import-interactions")

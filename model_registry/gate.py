@@ -8,7 +8,7 @@ passes; the decision keeps every check's value and threshold so a reviewer sees 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -83,11 +83,16 @@ class GateCheck:
 
 @dataclass(frozen=True)
 class GateDecision:
-    """The gate's verdict: ``passed`` only when every check passed."""
+    """The gate's verdict: ``passed`` only when every check passed.
+
+    ``policy`` holds the ``GatePolicy`` the verdict was reached under, so a reviewer (and the
+    audit log) sees which thresholds applied.
+    """
 
     candidate: str
     baseline: str
     checks: tuple[GateCheck, ...]
+    policy: dict[str, float] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -112,6 +117,7 @@ class GateDecision:
             "candidate": self.candidate,
             "baseline": self.baseline,
             "checks": [asdict(c) for c in self.checks],
+            "policy": dict(self.policy),
         }
 
     def summary(self) -> str:
@@ -230,10 +236,20 @@ def decide_promotion(
             f"(budget {policy.latency_budget_ms:.0f} ms)",
         )
     )
-    return GateDecision(candidate=candidate.label, baseline=baseline.label, checks=tuple(checks))
+    return GateDecision(
+        candidate=candidate.label,
+        baseline=baseline.label,
+        checks=tuple(checks),
+        policy={k: float(v) for k, v in asdict(policy).items()},
+    )
 
 
 def gate_from_dict(data: Mapping[str, Any]) -> GateDecision:
     """Rebuild a decision from ``GateDecision.as_dict`` output."""
     checks = tuple(GateCheck(**c) for c in data["checks"])
-    return GateDecision(candidate=data["candidate"], baseline=data["baseline"], checks=checks)
+    return GateDecision(
+        candidate=data["candidate"],
+        baseline=data["baseline"],
+        checks=checks,
+        policy=dict(data.get("policy", {})),
+    )

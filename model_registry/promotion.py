@@ -281,7 +281,9 @@ class ModelPromotion:
         rows = []
         for v in self.client.versions(model):
             tags = v.tags
-            review = tags.get(REVIEW_STATUS, "pending" if tags.get(GATE_STATUS) else "-")
+            review = tags.get(
+                REVIEW_STATUS, "pending" if tags.get(GATE_STATUS) == "passed" else "-"
+            )
             if tags.get(REVIEW_REVIEWER):
                 review += f" by {tags[REVIEW_REVIEWER]}"
             created = dt.datetime.fromtimestamp(v.created_at_ms / 1000, dt.UTC)
