@@ -461,7 +461,7 @@ def test_status_rows_show_aliases_gate_review_and_promotion(reg: Registry) -> No
     assert by_version[v1].gate == "passed vs popularity"
     assert by_version[v2].aliases == ()
     assert by_version[v2].gate.startswith("failed vs popularity (beginner_safety")
-    assert by_version[v2].review == "pending"
+    assert by_version[v2].review == "-"  # a failed gate is never up for review
     assert by_version[v2].promotion == "-"
     assert by_version[v3].aliases == (CANDIDATE, CHALLENGER)
     assert by_version[v3].ndcg_at_10 == "0.4321"
