@@ -73,7 +73,8 @@ def test_help_lists_the_commands() -> None:
     result = _invoke("--help")
 
     assert result.exit_code == 0, result.output
-    for command in ("generate", "demo", "train", "import-interactions", "recommend"):
+    commands = ("generate", "demo", "train", "import-interactions", "recommend", "monitor")
+    for command in (*commands, "registry"):
         assert command in result.output
 
 
@@ -379,3 +380,53 @@ def test_demo_ends_with_registry_status_and_drift_report(tmp_path: Path) -> None
     assert report.is_file()
     assert report.suffix == ".html"
     assert report.is_relative_to(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--gate", "bogus=1"), "unknown gate setting 'bogus'"),
+        (("--gate", "coverage_tolerance=wide"), "is not KEY=NUMBER"),
+        (("--until", "yesterday"), "is not a YYYY-MM-DD date"),
+    ],
+)
+def test_train_rejects_bad_options(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    result = _invoke("train", "--home", tmp_path, *args)
+
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_generate_with_a_shift_lands_the_trending_category(tmp_path: Path) -> None:
+    result = _invoke("generate", "--scale", "tiny", "--shift-days", "4", "--home", tmp_path)
+
+    assert result.exit_code == 0, result.output
+    assert "shift from 2026-10-29" in result.output
+    assert "fitpulse train --until 2026-10-28" in result.output
+    store = _store(tmp_path)
+    catalog = pd.concat(
+        [pd.read_parquet(store.uri(k)) for k in store.list_keys(f"{layout.LANDING_CATALOG}/")]
+    )
+    dance = catalog[catalog["category"] == "dance"]
+    assert len(dance) > 0
+    assert dance["published_at"].min() >= pd.Timestamp("2026-10-29", tz="UTC")
+
+
+@pytest.mark.slow
+def test_train_until_a_day_with_a_strict_gate_then_monitor(tmp_path: Path) -> None:
+    assert _invoke("generate", "--scale", "tiny", "--home", tmp_path).exit_code == 0
+
+    trained = _invoke(
+        "train", "--home", tmp_path, "--until", "2026-10-30", "--gate", "ndcg_margin=1.0"
+    )
+    monitored = _invoke("monitor", "--home", tmp_path)
+
+    # A failed gate keeps the version from review; it is not a training failure.
+    assert trained.exit_code == 0, trained.output
+    assert "ingesting 12 landed days (2026-10-19 .. 2026-10-30)" in trained.output
+    assert "promotion gate for version 1: failed" in trained.output
+    assert "[FAIL] ndcg_lift" in trained.output
+    assert "must lie above +1.0000" in trained.output
+    assert monitored.exit_code == 0, monitored.output
+    assert "feature_drift_report:" in monitored.output
+    assert "reference version 1" in monitored.output
