@@ -5,8 +5,10 @@ import pandas as pd
 
 from assets.config import AlsConfig, SplitConfig
 from assets.groups import FEATURES
-from assets.resources import ObjectStoreResource
+from assets.resources import ObjectStoreResource, OnlineStoreResource
 from fitpulse_orchestration.features.point_in_time import (
+    ITEM_FEATURES,
+    USER_FEATURES,
     snapshot_item_features,
     snapshot_user_features,
 )
@@ -55,3 +57,20 @@ def ranker_training_frame(
     frame, stats = build_ranker_training_frame(inputs, examples, split, config.to_params())
     kinds = examples["kind"].value_counts().to_dict()
     return dg.Output(frame, metadata={**stats, "example_kinds": dg.MetadataValue.json(kinds)})
+
+
+@dg.asset(group_name=FEATURES, kinds={"sqlite", "redis"})
+def online_features(
+    online_store: OnlineStoreResource,
+    training_snapshot: TrainingSnapshot,
+    user_features: pd.DataFrame,
+    item_features: pd.DataFrame,
+) -> dg.MaterializeResult:
+    """The latest user and item features in the online store (what serving looks up)."""
+    store = online_store.get_store()
+    as_of = training_snapshot.split.end
+    users = store.materialize("user", user_features, USER_FEATURES, as_of)
+    items = store.materialize("item", item_features, ITEM_FEATURES, as_of)
+    return dg.MaterializeResult(
+        metadata={"users": users.rows, "items": items.rows, "as_of": as_of.isoformat()}
+    )

@@ -11,6 +11,11 @@ from typing import Any
 import dagster as dg
 
 from fitpulse_orchestration.events.pseudonymize import Pseudonymizer, load_or_create_key
+from fitpulse_orchestration.serving.online_store import (
+    OnlineFeatureStore,
+    RedisOnlineStore,
+    SQLiteOnlineStore,
+)
 from fitpulse_orchestration.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 from fitpulse_orchestration.storage.asset_values import (
     asset_value_base,
@@ -80,3 +85,21 @@ class ObjectStoreIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> Any:
         """Read the upstream asset's value (whichever format it was written in)."""
         return read_asset_value(self.object_store.get_store(), self._base(context))
+
+
+class OnlineStoreResource(dg.ConfigurableResource):
+    """The online feature store: a SQLite file (default) or a Redis URL (production)."""
+
+    kind: str = "sqlite"
+    path: str = ".fitpulse/online/features.sqlite"
+    url: str = ""
+
+    def get_store(self) -> OnlineFeatureStore:
+        """Build the configured store."""
+        if self.kind == "sqlite":
+            return SQLiteOnlineStore(self.path)
+        if self.kind == "redis":
+            if not self.url:
+                raise ValueError("online store kind 'redis' needs a url (FITPULSE_REDIS_URL)")
+            return RedisOnlineStore(self.url)
+        raise ValueError(f"unknown online store kind {self.kind!r}; use 'sqlite' or 'redis'")

@@ -19,7 +19,12 @@ from assets.ingestion import (
     daily_partitions,
     member_profiles,
 )
-from assets.resources import ObjectStoreIOManager, ObjectStoreResource, PseudonymizerResource
+from assets.resources import (
+    ObjectStoreIOManager,
+    ObjectStoreResource,
+    OnlineStoreResource,
+    PseudonymizerResource,
+)
 from fitpulse_orchestration.settings import ProjectHome, current_profile
 from jobs import (
     ingestion_job,
@@ -42,6 +47,9 @@ def _resources(profile: str, home: ProjectHome) -> dict[str, object]:
     if profile == "local":
         store = ObjectStoreResource(kind="local", root=str(home.store))
         pseudonymizer = PseudonymizerResource(key_file=str(home.pseudonym_key_file))
+        online: OnlineStoreResource = OnlineStoreResource(
+            kind="sqlite", path=str(home.online_store)
+        )
         tracking_uri: object = home.mlflow_tracking_uri
         artifacts: object = str(home.mlflow_artifacts)
     else:
@@ -52,6 +60,7 @@ def _resources(profile: str, home: ProjectHome) -> dict[str, object]:
             endpoint_url=dg.EnvVar("FITPULSE_S3_ENDPOINT_URL"),
         )
         pseudonymizer = PseudonymizerResource(secret=dg.EnvVar("FITPULSE_PSEUDONYM_SECRET"))
+        online = OnlineStoreResource(kind="redis", url=dg.EnvVar("FITPULSE_REDIS_URL"))
         tracking_uri = {"env": "MLFLOW_TRACKING_URI"}
         artifacts = {"env": "FITPULSE_MLFLOW_ARTIFACTS"}
     mlflow = mlflow_tracking_resource.configured(
@@ -67,6 +76,7 @@ def _resources(profile: str, home: ProjectHome) -> dict[str, object]:
     return {
         "object_store": store,
         "pseudonymizer": pseudonymizer,
+        "online_store": online,
         "io_manager": ObjectStoreIOManager(object_store=store),
         "mlflow": mlflow,
         "model_registry": ModelRegistryResource(tracking_uri=registry_uri, object_store=store),

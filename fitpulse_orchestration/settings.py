@@ -5,6 +5,7 @@ A home directory (default ``.fitpulse`` in the working directory, or ``FITPULSE_
     store/      object store root: landing zone, warehouse, persisted asset values
     dagster/    Dagster instance (SQLite run, event-log and schedule storage)
     mlflow/     MLflow tracking and registry (SQLite) and its artifacts
+    online/     the online feature store (SQLite)
     reports/    evaluation tables written by the CLI
     secrets/    the pseudonymization key of this home (created on first use, mode 0600)
 """
@@ -50,6 +51,11 @@ class ProjectHome:
     def mlflow_artifacts(self) -> Path:
         """Artifact root of MLflow experiments."""
         return self.root / "mlflow" / "artifacts"
+
+    @property
+    def online_store(self) -> Path:
+        """SQLite file of the online feature store (the embedded default)."""
+        return self.root / "online" / "features.sqlite"
 
     @property
     def reports(self) -> Path:

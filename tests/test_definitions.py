@@ -41,6 +41,7 @@ TRAINING_ASSETS = {
     "user_features",
     "item_features",
     "ranker_training_frame",
+    "online_features",
     "als_model",
     "item_index",
     "popular_items",
@@ -77,6 +78,7 @@ ENV_VARS = (
     "FITPULSE_PSEUDONYM_SECRET",
     "MLFLOW_TRACKING_URI",
     "FITPULSE_MLFLOW_ARTIFACTS",
+    "FITPULSE_REDIS_URL",
 )
 
 
@@ -185,6 +187,8 @@ def test_local_resources_live_under_the_home(tmp_path: Path) -> None:
     assert Path(resources["object_store"].root) == home.store
     assert Path(resources["pseudonymizer"].key_file) == home.pseudonym_key_file
     assert resources["model_registry"].tracking_uri == home.mlflow_tracking_uri
+    assert resources["online_store"].kind == "sqlite"
+    assert Path(resources["online_store"].path) == home.online_store
 
 
 def test_production_profile_loads_without_its_environment(
@@ -195,6 +199,7 @@ def test_production_profile_loads_without_its_environment(
 
     assert _user_jobs([j.name for j in defs.resolve_all_job_defs()]) == EXPECTED_JOBS
     assert defs.resources["object_store"].kind == "s3"
+    assert defs.resources["online_store"].kind == "redis"
 
 
 def test_module_defs_load_like_dagster_dev(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:

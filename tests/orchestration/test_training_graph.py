@@ -18,6 +18,8 @@ from mlflow.tracking import MlflowClient
 
 from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.evaluation.home_feed import METRICS, MODELS, SLICES, metric
+from fitpulse_orchestration.features.point_in_time import USER_FEATURES
+from fitpulse_orchestration.serving.online_store import SQLiteOnlineStore
 from fitpulse_orchestration.storage.asset_values import load_asset_value
 from model_registry.client import EXPERIMENT, HOME_RANKER_MODEL, RegisteredVersion, RegistryClient
 from model_registry.gate import CHECK_NAMES
@@ -229,3 +231,18 @@ def test_second_run_registers_version_2(graph: GraphRun) -> None:
     assert float(latest.tags["eval.candidate.all.ndcg_at_10"]) == pytest.approx(
         metric(graph.second_table, "candidate", "ndcg_at_10"), abs=1e-6
     )
+
+
+def test_online_store_serves_the_offline_feature_tables(graph: GraphRun) -> None:
+    store = SQLiteOnlineStore(graph.world.home.online_store)
+    offline = load_asset_value(graph.world.store, "user_features").set_index("user_id")
+
+    sample = list(offline.index[:25])
+    online = store.lookup("user", sample).set_index("user_id").loc[sample]
+
+    pd.testing.assert_frame_equal(
+        online, offline.loc[sample, list(USER_FEATURES)], check_names=False
+    )
+    meta = store.meta("item")
+    assert meta is not None
+    assert meta.rows == len(load_asset_value(graph.world.store, "item_features"))

@@ -1,0 +1,235 @@
+"""The online feature store: the latest user and item features, keyed by id, for serving.
+
+Materialization writes a whole feature table at once (the offline snapshot tables computed by
+``features.point_in_time``, so online values come from the same code as training features) and
+swaps it in atomically: a reader sees the previous table or the new one, never a mix. Two
+implementations: SQLite (the embedded default, one file) and Redis (the production profile).
+
+Layout: one table per *kind* (``user``, ``item``); each row is an id and a JSON object of its
+feature values (floats, null for missing), plus a metadata record with the table's ``as_of``,
+row count and feature names.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+import math
+import sqlite3
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import pandas as pd
+
+KINDS: Final = ("user", "item")
+ID_COLUMNS: Final = {"user": "user_id", "item": "item_id"}
+
+
+class OnlineStoreUnavailableError(RuntimeError):
+    """The online store cannot be reached (the caller falls back to default features)."""
+
+
+@dataclass(frozen=True)
+class TableMeta:
+    """What a materialized feature table holds."""
+
+    kind: str
+    as_of: str
+    rows: int
+    features: tuple[str, ...]
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"unknown feature kind {kind!r}; expected one of {KINDS}")
+    return kind
+
+
+def encode_rows(frame: pd.DataFrame, kind: str, features: Sequence[str]) -> list[tuple[str, str]]:
+    """``(id, JSON of features)`` per row; NaN becomes null.
+
+    Raises:
+        ValueError: for a missing id or feature column, or duplicated ids.
+    """
+    id_col = ID_COLUMNS[_check_kind(kind)]
+    missing = [c for c in (id_col, *features) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{kind} feature table lacks columns {missing}")
+    dup = frame[id_col][frame[id_col].duplicated()]
+    if not dup.empty:
+        raise ValueError(f"{kind} feature table has duplicated ids, e.g. {dup.iloc[0]!r}")
+    out = []
+    for row in frame[[id_col, *features]].itertuples(index=False):
+        values = {
+            f: (None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v))
+            for f, v in zip(features, row[1:], strict=True)
+        }
+        out.append((str(row[0]), json.dumps(values, separators=(",", ":"))))
+    return out
+
+
+def decode_rows(
+    pairs: Sequence[tuple[str, str]], kind: str, features: Sequence[str]
+) -> pd.DataFrame:
+    """A frame with the id column and ``features`` (float64, NaN for null) from stored pairs."""
+    id_col = ID_COLUMNS[_check_kind(kind)]
+    rows = [{id_col: i, **json.loads(payload)} for i, payload in pairs]
+    frame = pd.DataFrame(rows, columns=[id_col, *features])
+    frame[list(features)] = frame[list(features)].astype(float)
+    return frame
+
+
+class OnlineFeatureStore(abc.ABC):
+    """Latest feature values per user and per item."""
+
+    def materialize(
+        self, kind: str, frame: pd.DataFrame, features: Sequence[str], as_of: pd.Timestamp
+    ) -> TableMeta:
+        """Replace the ``kind`` table with ``frame`` atomically and return its metadata."""
+        meta = TableMeta(_check_kind(kind), as_of.isoformat(), len(frame), tuple(features))
+        self._replace(kind, encode_rows(frame, kind, features), meta)
+        return meta
+
+    def lookup(self, kind: str, ids: Sequence[str]) -> pd.DataFrame:
+        """Features of ``ids`` that the store holds (unknown ids are absent from the result).
+
+        Raises:
+            OnlineStoreUnavailableError: when the store cannot be reached.
+            LookupError: when the ``kind`` table was never materialized.
+        """
+        meta = self.meta(kind)
+        if meta is None:
+            raise LookupError(f"the online {kind} features were never materialized")
+        return decode_rows(self._get(kind, list(dict.fromkeys(ids))), kind, meta.features)
+
+    @abc.abstractmethod
+    def meta(self, kind: str) -> TableMeta | None:
+        """Metadata of the ``kind`` table, None before its first materialization."""
+
+    @abc.abstractmethod
+    def _replace(self, kind: str, rows: list[tuple[str, str]], meta: TableMeta) -> None:
+        """Swap in a new table."""
+
+    @abc.abstractmethod
+    def _get(self, kind: str, ids: list[str]) -> list[tuple[str, str]]:
+        """Stored ``(id, payload)`` pairs of the ids that exist."""
+
+
+def _meta_from_json(text: str | bytes | None) -> TableMeta | None:
+    if text is None:
+        return None
+    data: dict[str, Any] = json.loads(text)
+    return TableMeta(data["kind"], data["as_of"], data["rows"], tuple(data["features"]))
+
+
+def _meta_json(meta: TableMeta) -> str:
+    return json.dumps(
+        {"kind": meta.kind, "as_of": meta.as_of, "rows": meta.rows, "features": meta.features}
+    )
+
+
+class SQLiteOnlineStore(OnlineFeatureStore):
+    """One SQLite file; a materialization is one transaction."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS features "
+                "(kind TEXT NOT NULL, id TEXT NOT NULL, payload TEXT NOT NULL, "
+                "PRIMARY KEY (kind, id))"
+            )
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (kind TEXT PRIMARY KEY, body TEXT)")
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            return sqlite3.connect(self.path, timeout=5.0)
+        except sqlite3.Error as exc:
+            raise OnlineStoreUnavailableError(f"cannot open {self.path}: {exc}") from exc
+
+    def meta(self, kind: str) -> TableMeta | None:
+        """Metadata of the ``kind`` table."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT body FROM meta WHERE kind = ?", (kind,)).fetchone()
+        return _meta_from_json(row[0] if row else None)
+
+    def _replace(self, kind: str, rows: list[tuple[str, str]], meta: TableMeta) -> None:
+        with self._connect() as conn:
+            conn.execute("DELETE FROM features WHERE kind = ?", (kind,))
+            conn.executemany(
+                "INSERT INTO features (kind, id, payload) VALUES (?, ?, ?)",
+                [(kind, i, p) for i, p in rows],
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (kind, body) VALUES (?, ?)", (kind, _meta_json(meta))
+            )
+
+    def _get(self, kind: str, ids: list[str]) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        with self._connect() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                out += conn.execute(
+                    f"SELECT id, payload FROM features WHERE kind = ? AND id IN ({marks})",
+                    (kind, *chunk),
+                ).fetchall()
+        return out
+
+
+class RedisOnlineStore(OnlineFeatureStore):
+    """One Redis hash per kind; materializing fills a new hash and renames it over the live one."""
+
+    def __init__(self, url: str, prefix: str = "fitpulse:features", timeout_s: float = 2.0) -> None:
+        import redis
+
+        self.prefix = prefix
+        self._redis = redis.Redis.from_url(
+            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+        )
+        self._errors: tuple[type[Exception], ...] = (redis.RedisError, OSError)
+
+    def _key(self, kind: str) -> str:
+        return f"{self.prefix}:{kind}"
+
+    def meta(self, kind: str) -> TableMeta | None:
+        """Metadata of the ``kind`` table."""
+        try:
+            raw = self._redis.get(f"{self._key(kind)}:meta")
+        except self._errors as exc:
+            raise OnlineStoreUnavailableError(f"redis unreachable: {exc}") from exc
+        return _meta_from_json(raw)  # type: ignore[arg-type]
+
+    def _replace(self, kind: str, rows: list[tuple[str, str]], meta: TableMeta) -> None:
+        staging = f"{self._key(kind)}:staging:{uuid.uuid4().hex}"
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for start in range(0, len(rows), 1000):
+                pipe.hset(staging, mapping=dict(rows[start : start + 1000]))
+            pipe.execute()
+            swap = self._redis.pipeline(transaction=True)
+            if rows:
+                swap.rename(staging, self._key(kind))
+            else:
+                swap.delete(self._key(kind))
+            swap.set(f"{self._key(kind)}:meta", _meta_json(meta))
+            swap.execute()
+        except self._errors as exc:
+            raise OnlineStoreUnavailableError(f"redis unreachable: {exc}") from exc
+
+    def _get(self, kind: str, ids: list[str]) -> list[tuple[str, str]]:
+        if not ids:
+            return []
+        try:
+            values = self._redis.hmget(self._key(kind), ids)
+        except self._errors as exc:
+            raise OnlineStoreUnavailableError(f"redis unreachable: {exc}") from exc
+        return [
+            (i, v.decode() if isinstance(v, bytes) else str(v))
+            for i, v in zip(ids, values, strict=True)  # type: ignore[arg-type]
+            if v is not None
+        ]

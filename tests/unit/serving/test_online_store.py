@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fitpulse_orchestration.serving.online_store import (
+    OnlineFeatureStore,
+    OnlineStoreUnavailableError,
+    RedisOnlineStore,
+    SQLiteOnlineStore,
+)
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+AS_OF = pd.Timestamp("2026-11-01", tz="UTC")
+FEATURES = ("u_engaged_7d", "u_level")
+
+
+def _redis_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OnlineFeatureStore]:
+    if request.param == "sqlite":
+        yield SQLiteOnlineStore(tmp_path / "online.sqlite")
+        return
+    if not _redis_reachable():
+        pytest.skip("no Redis server on 127.0.0.1:6379 (the production-profile store)")
+    prefix = f"fitpulse-test:{uuid.uuid4().hex}"
+    redis_store = RedisOnlineStore(REDIS_URL, prefix=prefix)
+    yield redis_store
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+
+
+def _users(values: list[float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "user_id": [f"p_{i}" for i in range(len(values))],
+            "u_engaged_7d": values,
+            "u_level": [0.0] * len(values),
+        }
+    )
+
+
+def test_lookup_returns_materialized_values(store: OnlineFeatureStore) -> None:
+    meta = store.materialize("user", _users([1.0, 2.0, np.nan]), FEATURES, AS_OF)
+
+    got = store.lookup("user", ["p_2", "p_0", "nobody"]).set_index("user_id")
+
+    assert meta.rows == 3
+    assert store.meta("user") == meta
+    assert sorted(got.index) == ["p_0", "p_2"]
+    assert got.loc["p_0", "u_engaged_7d"] == 1.0
+    assert np.isnan(got.loc["p_2", "u_engaged_7d"])
+    assert list(got.columns) == list(FEATURES)
+
+
+def test_materialize_replaces_the_whole_table(store: OnlineFeatureStore) -> None:
+    store.materialize("user", _users([1.0, 2.0, 3.0]), FEATURES, AS_OF)
+    store.materialize("user", _users([9.0]), FEATURES, AS_OF + pd.Timedelta(days=1))
+
+    got = store.lookup("user", ["p_0", "p_1", "p_2"])
+
+    assert list(got["user_id"]) == ["p_0"]
+    assert got["u_engaged_7d"].tolist() == [9.0]
+    meta = store.meta("user")
+    assert meta is not None
+    assert meta.as_of == (AS_OF + pd.Timedelta(days=1)).isoformat()
+
+
+def test_kinds_are_separate(store: OnlineFeatureStore) -> None:
+    store.materialize("user", _users([1.0]), FEATURES, AS_OF)
+
+    with pytest.raises(LookupError, match="never materialized"):
+        store.lookup("item", ["p_0"])
+
+
+def test_bad_tables_are_rejected(store: OnlineFeatureStore) -> None:
+    frame = _users([1.0, 2.0])
+    frame.loc[1, "user_id"] = "p_0"
+
+    with pytest.raises(ValueError, match="duplicated ids"):
+        store.materialize("user", frame, FEATURES, AS_OF)
+    with pytest.raises(ValueError, match="lacks columns"):
+        store.materialize("user", _users([1.0]), ("u_missing",), AS_OF)
+    with pytest.raises(ValueError, match="unknown feature kind"):
+        store.materialize("session", _users([1.0]), FEATURES, AS_OF)
+
+
+def test_unreachable_redis_raises_a_clear_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = RedisOnlineStore(f"redis://127.0.0.1:{port}/0", timeout_s=0.2)
+
+    with pytest.raises(OnlineStoreUnavailableError, match="redis unreachable"):
+        store.lookup("user", ["p_0"])
