@@ -587,6 +587,20 @@ def _registry_action(action: Any) -> Any:
         raise typer.Exit(code=2) from exc
 
 
+def _review(
+    decision: str, model: str, version: str, reviewer: str | None, note: str, home: Path | None
+) -> None:
+    promotion = _registry(ProjectHome.resolve(home))
+    act = promotion.approve if decision == "approve" else promotion.reject
+    changed = _registry_action(lambda: act(model, version, reviewer, note))
+    verb = "approved" if decision == "approve" else "rejected"
+    _say(
+        f"{model} version {version} {verb} by {reviewer}"
+        if changed
+        else f"{model} version {version} was already {verb}; nothing changed"
+    )
+
+
 @registry_app.command()
 def approve(
     model: ModelArg,
@@ -596,14 +610,7 @@ def approve(
     home: HomeOpt = None,
 ) -> None:
     """Approve a gate-passed version; the promotion sensor then makes it champion."""
-    project = ProjectHome.resolve(home)
-    promotion = _registry(project)
-    changed = _registry_action(lambda: promotion.approve(model, version, reviewer, note))
-    _say(
-        f"{model} version {version} approved by {reviewer}"
-        if changed
-        else f"{model} version {version} was already approved; nothing changed"
-    )
+    _review("approve", model, version, reviewer, note, home)
 
 
 @registry_app.command()
@@ -615,14 +622,7 @@ def reject(
     home: HomeOpt = None,
 ) -> None:
     """Reject a version: it loses the challenger alias and can never be approved."""
-    project = ProjectHome.resolve(home)
-    promotion = _registry(project)
-    changed = _registry_action(lambda: promotion.reject(model, version, reviewer, note))
-    _say(
-        f"{model} version {version} rejected by {reviewer}"
-        if changed
-        else f"{model} version {version} was already rejected; nothing changed"
-    )
+    _review("reject", model, version, reviewer, note, home)
 
 
 @registry_app.command()

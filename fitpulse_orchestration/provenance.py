@@ -13,28 +13,20 @@ import pandas as pd
 _REPO = Path(__file__).resolve().parents[1]
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=_REPO, capture_output=True, text=True, check=True, timeout=5
+    ).stdout.strip()
+
+
 def code_version() -> str:
     """``git:<commit>[+dirty]`` of the checkout, else ``pkg:<installed version>``."""
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=_REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=5,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=_REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=5,
-        ).stdout.strip()
+        commit = _git("rev-parse", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         try:
-            return f"pkg:{metadata.version('fitpulse')}"
+            return f"pkg:{metadata.version('fitpulse-orchestration')}"
         except metadata.PackageNotFoundError:
             return "unknown"
     return f"git:{commit}" + ("+dirty" if dirty else "")

@@ -140,40 +140,25 @@ class RegistryClient:
         self.tracking_uri = tracking_uri
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
-    @staticmethod
-    def _wrap(v: Any) -> RegisteredVersion:
-        return RegisteredVersion(
-            v.name,
-            str(v.version),
-            str(v.run_id),
-            str(v.source),
-            dict(v.tags),
-            tuple(getattr(v, "aliases", ()) or ()),
-            int(v.creation_timestamp or 0),
-        )
-
     def versions(self, model_name: str) -> list[RegisteredVersion]:
         """Every version of ``model_name``, newest first (empty if the model is unknown)."""
         found = self._client.search_model_versions(f"name='{model_name}'")
-        # search results carry no aliases in MLflow 3.17; read them from the model.
+        # Search results carry no aliases in MLflow 3.17; read them from the model once.
         by_version: dict[str, list[str]] = {}
         for alias, version in self.aliases(model_name).items():
             by_version.setdefault(version, []).append(alias)
-        out = []
-        for v in found:
-            wrapped = self._wrap(v)
-            aliases = tuple(sorted(by_version.get(wrapped.version, [])))
-            out.append(
-                RegisteredVersion(
-                    wrapped.name,
-                    wrapped.version,
-                    wrapped.run_id,
-                    wrapped.model_uri,
-                    wrapped.tags,
-                    aliases,
-                    wrapped.created_at_ms,
-                )
+        out = [
+            RegisteredVersion(
+                v.name,
+                str(v.version),
+                str(v.run_id),
+                str(v.source),
+                dict(v.tags),
+                tuple(sorted(by_version.get(str(v.version), []))),
+                int(v.creation_timestamp or 0),
             )
+            for v in found
+        ]
         return sorted(out, key=lambda v: int(v.version), reverse=True)
 
     def latest(self, model_name: str) -> RegisteredVersion | None:
@@ -187,10 +172,11 @@ class RegistryClient:
         Raises:
             LookupError: when the model or the version does not exist.
         """
-        for v in self.versions(model_name):
+        versions = self.versions(model_name)
+        for v in versions:
             if v.version == str(version):
                 return v
-        known = [v.version for v in self.versions(model_name)]
+        known = [v.version for v in versions]
         raise LookupError(
             f"model {model_name!r} has no version {version!r}"
             + (f" (versions: {', '.join(known)})" if known else " (nothing registered)")

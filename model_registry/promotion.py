@@ -202,8 +202,9 @@ class ModelPromotion:
 
     def pending_promotion(self, model: str) -> str | None:
         """The approved challenger waiting to become champion, if any."""
-        version = self.client.alias_version(model, CHALLENGER)
-        if version is None or version == self.client.alias_version(model, CHAMPION):
+        aliases = self.client.aliases(model)
+        version = aliases.get(CHALLENGER)
+        if version is None or version == aliases.get(CHAMPION):
             return None
         tags = self.client.version(model, version).tags
         if tags.get(GATE_STATUS) == "passed" and tags.get(REVIEW_STATUS) == "approved":

@@ -307,6 +307,38 @@ def _make_items(
             for c, t in zip(cat_names, type_, strict=True)
         ]
     )
+    return _finish_items(
+        rng,
+        cat_vecs,
+        id_offset,
+        type_,
+        category,
+        difficulty,
+        intensity,
+        duration,
+        equipment,
+        tags,
+        title,
+        published,
+    )
+
+
+def _finish_items(
+    rng: np.random.Generator,
+    cat_vecs: np.ndarray,
+    id_offset: int,
+    type_: np.ndarray,
+    category: np.ndarray,
+    difficulty: np.ndarray,
+    intensity: np.ndarray,
+    duration: np.ndarray,
+    equipment: np.ndarray,
+    tags: list[list[str]],
+    title: np.ndarray,
+    published: np.ndarray,
+) -> _Items:
+    """Draw quality and taste vectors (in that order) and number the ids from ``id_offset``."""
+    n = len(type_)
     quality = rng.normal(0.0, 0.6, size=n)
     vec = cat_vecs[category] + 0.45 * rng.normal(size=(n, DIM))
     ids = np.array([f"{vocab.ITEM_ID_PREFIX[t]}_{id_offset + i:07d}" for i, t in enumerate(type_)])
@@ -419,13 +451,10 @@ def _make_trending_items(
         ],
         dtype=str,
     )
-    quality = rng.normal(0.0, 0.6, size=n)
-    vec = cat_vecs[category] + 0.45 * rng.normal(size=(n, DIM))
-    ids = np.array(
-        [f"{vocab.ITEM_ID_PREFIX[t]}_{id_offset + i:07d}" for i, t in enumerate(type_)], dtype=str
-    )
-    return _Items(
-        ids,
+    return _finish_items(
+        rng,
+        cat_vecs,
+        id_offset,
         type_,
         category,
         difficulty,
@@ -435,8 +464,6 @@ def _make_trending_items(
         tags,
         title,
         published,
-        quality,
-        vec,
     )
 
 

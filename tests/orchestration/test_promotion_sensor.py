@@ -10,12 +10,13 @@ import itertools
 
 import dagster as dg
 import pytest
+from gate_samples import FAILED, PASSED
 from mlflow.tracking import MlflowClient
 
 from assets.resources import ObjectStoreResource
 from fitpulse_orchestration.settings import ProjectHome
 from jobs.registry import promote_champion_job
-from model_registry.gate import GateDecision, GatePolicy, ModelScores, decide_promotion
+from model_registry.gate import GateDecision
 from model_registry.promotion import (
     CHALLENGER,
     CHAMPION,
@@ -28,28 +29,7 @@ from model_registry.promotion import (
 from model_registry.resource import ModelRegistryResource
 from sensors import build_promotion_sensor
 
-POLICY = GatePolicy(bootstrap_samples=100)
-USERS = [f"u{i}" for i in range(10)]
 _MODEL_IDS = itertools.count(1)
-
-
-def _scores(label: str, ndcg: float, violations: int = 0) -> ModelScores:
-    return ModelScores(
-        label=label,
-        ndcg_by_user={u: ndcg + 0.01 * (i % 3) for i, u in enumerate(USERS)},
-        cold_ndcg_by_user={"c0": 0.3, "c1": 0.3},
-        coverage=0.5,
-        beginner_violations=violations,
-        scoring_p99_ms=5.0,
-    )
-
-
-PASSED: GateDecision = decide_promotion(
-    _scores("candidate", 0.6), _scores("popularity", 0.3), POLICY
-)
-FAILED: GateDecision = decide_promotion(
-    _scores("candidate", 0.6, violations=3), _scores("popularity", 0.3), POLICY
-)
 
 
 class Registry:

@@ -10,6 +10,7 @@ import itertools
 from pathlib import Path
 
 import pytest
+from gate_samples import FAILED, PASSED
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner, Result
 
@@ -18,34 +19,13 @@ from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
 from model_registry.audit import AuditLog
 from model_registry.client import RegistryClient
-from model_registry.gate import GateDecision, GatePolicy, ModelScores, decide_promotion
+from model_registry.gate import GateDecision
 from model_registry.promotion import ModelPromotion
 
-POLICY = GatePolicy(bootstrap_samples=100)
-USERS = [f"u{i}" for i in range(10)]
 _MODEL_IDS = itertools.count(1)
 STATUS_COLUMNS = ("version", "aliases", "created", "ndcg@10", "data", "review", "promotion", "gate")
 
 runner = CliRunner()
-
-
-def _scores(label: str, ndcg: float, violations: int = 0) -> ModelScores:
-    return ModelScores(
-        label=label,
-        ndcg_by_user={u: ndcg + 0.01 * (i % 3) for i, u in enumerate(USERS)},
-        cold_ndcg_by_user={"c0": 0.3, "c1": 0.3},
-        coverage=0.5,
-        beginner_violations=violations,
-        scoring_p99_ms=5.0,
-    )
-
-
-PASSED: GateDecision = decide_promotion(
-    _scores("candidate", 0.6), _scores("popularity", 0.3), POLICY
-)
-FAILED: GateDecision = decide_promotion(
-    _scores("candidate", 0.6, violations=3), _scores("popularity", 0.3), POLICY
-)
 
 
 class Registry:

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from gate_samples import FAILED, PASSED
 from mlflow.tracking import MlflowClient
 
 from fitpulse_orchestration.storage import LocalObjectStore
 from model_registry.audit import AuditLog
 from model_registry.client import RegistryClient
-from model_registry.gate import GateDecision, GatePolicy, ModelScores, decide_promotion
+from model_registry.gate import GateDecision
 from model_registry.promotion import (
     CANDIDATE,
     CHALLENGER,
@@ -33,28 +34,7 @@ from model_registry.promotion import (
     format_status,
 )
 
-POLICY = GatePolicy(bootstrap_samples=100)
 _MODEL_IDS = itertools.count(1)
-USERS = [f"u{i}" for i in range(10)]
-
-
-def _scores(label: str, ndcg: float, violations: int = 0) -> ModelScores:
-    return ModelScores(
-        label=label,
-        ndcg_by_user={u: ndcg + 0.01 * (i % 3) for i, u in enumerate(USERS)},
-        cold_ndcg_by_user={"c0": 0.3, "c1": 0.3},
-        coverage=0.5,
-        beginner_violations=violations,
-        scoring_p99_ms=5.0,
-    )
-
-
-PASSED: GateDecision = decide_promotion(
-    _scores("candidate", 0.6), _scores("popularity", 0.3), POLICY
-)
-FAILED: GateDecision = decide_promotion(
-    _scores("candidate", 0.6, violations=3), _scores("popularity", 0.3), POLICY
-)
 
 
 @pytest.fixture(scope="module")
