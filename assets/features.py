@@ -6,6 +6,7 @@ import pandas as pd
 from assets.config import AlsConfig, SplitConfig
 from assets.groups import FEATURES
 from assets.resources import ObjectStoreResource, OnlineStoreResource
+from fitpulse_orchestration.features.online import compute_user_histories
 from fitpulse_orchestration.features.point_in_time import (
     ITEM_FEATURES,
     USER_FEATURES,
@@ -15,6 +16,7 @@ from fitpulse_orchestration.features.point_in_time import (
 from fitpulse_orchestration.features.snapshot import TrainingSnapshot, build_training_snapshot
 from fitpulse_orchestration.features.training import build_ranker_examples
 from fitpulse_orchestration.ranking.feed import build_ranker_training_frame
+from fitpulse_orchestration.ranking.rerank import RerankParams
 
 
 @dg.asset(group_name=FEATURES, deps=["raw_events"], kinds={"duckdb"})
@@ -66,11 +68,22 @@ def online_features(
     user_features: pd.DataFrame,
     item_features: pd.DataFrame,
 ) -> dg.MaterializeResult:
-    """The latest user and item features in the online store (what serving looks up)."""
+    """The latest user and item features and user histories in the online store (for serving)."""
     store = online_store.get_store()
     as_of = training_snapshot.split.end
     users = store.materialize("user", user_features, USER_FEATURES, as_of)
     items = store.materialize("item", item_features, ITEM_FEATURES, as_of)
+    histories = compute_user_histories(
+        training_snapshot.inputs, user_features["user_id"], as_of, RerankParams().recent_days
+    )
+    history = store.materialize_records(
+        "history", {u: h.to_record() for u, h in histories.items()}, as_of
+    )
     return dg.MaterializeResult(
-        metadata={"users": users.rows, "items": items.rows, "as_of": as_of.isoformat()}
+        metadata={
+            "users": users.rows,
+            "items": items.rows,
+            "histories": history.rows,
+            "as_of": as_of.isoformat(),
+        }
     )

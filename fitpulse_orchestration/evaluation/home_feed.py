@@ -221,11 +221,15 @@ def format_markdown(table: pd.DataFrame) -> str:
 
 
 def _als_lists(
-    als: AlsArtifacts, index: ItemIndex, users: list[str], seen: dict[str, set[str]], k: int
+    als: AlsArtifacts,
+    index: ItemIndex | None,
+    users: list[str],
+    seen: dict[str, set[str]],
+    k: int,
 ) -> dict[str, RankedLists]:
     rows = [als.user_row(u) for u in users]
     known = [(u, r) for u, r in zip(users, rows, strict=True) if r is not None]
-    if not known or not len(index):
+    if not known or index is None or not len(index):
         return {}
     max_seen = max(len(seen.get(u, ())) for u, _ in known)
     items, _ = index.search(als.user_factors[[r for _, r in known]], k + max_seen)

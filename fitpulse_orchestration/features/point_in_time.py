@@ -85,7 +85,8 @@ def _naive(ts: pd.Series) -> pd.Series:
     return out
 
 
-def _connect(inputs: FeatureInputs) -> duckdb.DuckDBPyConnection:
+def connect_events(inputs: FeatureInputs) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with an ``events`` table (grade and item category joined)."""
     con = duckdb.connect()
     ev = inputs.events[["user_id", "item_id", "event_type", "ts"]].copy()
     ev["ts"] = _naive(ev["ts"])
@@ -126,7 +127,7 @@ def compute_user_features(inputs: FeatureInputs, spine: pd.DataFrame) -> pd.Data
     Returns:
         One row per distinct ``(user_id, as_of)`` with ``USER_FEATURES`` (float64).
     """
-    con = _connect(inputs)
+    con = connect_events(inputs)
     con.register("spine", _spine(spine, ["user_id"]))
     agg = con.execute(
         """
@@ -174,7 +175,7 @@ def compute_item_features(inputs: FeatureInputs, spine: pd.DataFrame) -> pd.Data
     Returns:
         One row per distinct ``(item_id, as_of)`` with ``ITEM_FEATURES`` (float64).
     """
-    con = _connect(inputs)
+    con = connect_events(inputs)
     con.register("spine", _spine(spine, ["item_id"]))
     agg = con.execute(
         """
@@ -230,7 +231,7 @@ def compute_cross_features(inputs: FeatureInputs, spine: pd.DataFrame) -> pd.Dat
     Returns:
         One row per distinct ``(user_id, item_id, as_of)`` with ``CROSS_FEATURES``.
     """
-    con = _connect(inputs)
+    con = connect_events(inputs)
     sp = _spine(spine, ["user_id", "item_id"])
     con.register("spine", sp)
     agg = con.execute(

@@ -1,8 +1,9 @@
 """A feed bundle: the whole home-feed model plus the reference data monitoring compares to.
 
 The registry versions retrieval artifacts together with the ranker (one registered model per
-use): a bundle holds the ALS factors, the FAISS index, segment popularity and the ranker as one
-pickled ``HomeFeedModel``, plus two reference samples taken at training time:
+use): a bundle holds the ALS factors, segment popularity and the ranker as one pickled
+``HomeFeedModel``, the FAISS index as its own file (serving can lose it and still rank popular
+and fresh items), plus two reference samples taken at training time:
 
 - ``reference_features``: ranker features of training examples (what the model learned from);
 - ``reference_scores``: scores it served on the last held-out days (what it predicted).
@@ -15,18 +16,21 @@ from __future__ import annotations
 
 import io
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
 import pandas as pd
 
 from fitpulse_orchestration.ranking.feed import HomeFeedModel
+from fitpulse_orchestration.retrieval.index import ItemIndex
 
 MODEL_FILE: Final = "home_feed_model.pkl"
+INDEX_FILE: Final = "item_index.pkl"
 FEATURES_FILE: Final = "reference_features.parquet"
 SCORES_FILE: Final = "reference_scores.parquet"
 REFERENCE_ROWS: Final = 5000
+_PROTOCOL: Final = pickle.HIGHEST_PROTOCOL
 
 
 @dataclass
@@ -54,10 +58,43 @@ def _parquet(frame: pd.DataFrame) -> bytes:
 def bundle_files(bundle: FeedBundle) -> dict[str, bytes]:
     """File name -> bytes of the bundle (what the registry logs)."""
     return {
-        MODEL_FILE: pickle.dumps(bundle.model, protocol=pickle.HIGHEST_PROTOCOL),
+        MODEL_FILE: pickle.dumps(replace(bundle.model, index=None), protocol=_PROTOCOL),
+        INDEX_FILE: pickle.dumps(bundle.model.index, protocol=_PROTOCOL),
         FEATURES_FILE: _parquet(bundle.reference_features),
         SCORES_FILE: _parquet(bundle.reference_scores),
     }
+
+
+def read_feed_model(folder: Path, with_index: bool = True) -> HomeFeedModel:
+    """The feed model of a bundle folder, with its index unless ``with_index`` is False.
+
+    Raises:
+        FileNotFoundError: naming the missing model or index file.
+        TypeError: when a file holds something else.
+    """
+    path = folder / MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"feed bundle at {folder} has no {MODEL_FILE}")
+    model = pickle.loads(path.read_bytes())
+    if not isinstance(model, HomeFeedModel):
+        raise TypeError(f"{path} holds a {type(model).__name__}, not a feed model")
+    return replace(model, index=read_item_index(folder) if with_index else None)
+
+
+def read_item_index(folder: Path) -> ItemIndex:
+    """The FAISS item index of a bundle folder.
+
+    Raises:
+        FileNotFoundError: when the index file is missing.
+        TypeError: when it holds something else.
+    """
+    path = folder / INDEX_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"feed bundle at {folder} has no {INDEX_FILE}")
+    index = pickle.loads(path.read_bytes())
+    if not isinstance(index, ItemIndex):
+        raise TypeError(f"{path} holds a {type(index).__name__}, not an item index")
+    return index
 
 
 def read_bundle(folder: Path) -> FeedBundle:
@@ -66,14 +103,11 @@ def read_bundle(folder: Path) -> FeedBundle:
     Raises:
         FileNotFoundError: naming the missing file.
     """
-    for name in (MODEL_FILE, FEATURES_FILE, SCORES_FILE):
+    for name in (MODEL_FILE, INDEX_FILE, FEATURES_FILE, SCORES_FILE):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"feed bundle at {folder} has no {name}")
-    model = pickle.loads((folder / MODEL_FILE).read_bytes())
-    if not isinstance(model, HomeFeedModel):
-        raise TypeError(f"{folder / MODEL_FILE} holds a {type(model).__name__}, not a feed model")
     return FeedBundle(
-        model=model,
+        model=read_feed_model(folder),
         reference_features=pd.read_parquet(folder / FEATURES_FILE),
         reference_scores=pd.read_parquet(folder / SCORES_FILE),
     )

@@ -32,10 +32,14 @@ from fitpulse_orchestration.retrieval.index import ItemIndex
 
 @dataclass
 class HomeFeedModel:
-    """Everything needed to build feeds: retrieval artifacts, popularity, ranker, settings."""
+    """Everything needed to build feeds: retrieval artifacts, popularity, ranker, settings.
+
+    ``index`` is None when the FAISS index is unavailable: feeds then come from popular and
+    fresh items only (still ranked).
+    """
 
     als: AlsArtifacts
-    index: ItemIndex
+    index: ItemIndex | None
     popular: pd.DataFrame
     ranker: RankerArtifacts
     candidate_params: CandidateParams = field(default_factory=CandidateParams)

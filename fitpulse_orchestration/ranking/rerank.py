@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+import numpy as np
 import pandas as pd
 
 from fitpulse_orchestration.features.reference import UNKNOWN
@@ -74,14 +75,21 @@ def rerank(
         The feed (``item_id``, ``rank`` 0-based, ``score``, ``source``, ``category``,
         ``reason``) and the guardrail counts.
     """
-    pool = candidates.sort_values(["score", "item_id"], ascending=[False, True], kind="stable")
+    # Arrays in (score desc, item id asc) order: this runs once per served feed, and frame
+    # indexing per candidate costs more than the whole rule set.
+    item_ids = candidates["item_id"].to_numpy().astype(str)
+    order = np.lexsort((item_ids, -candidates["score"].to_numpy(dtype=float)))
+    items = item_ids[order]
+    scores = candidates["score"].to_numpy(dtype=float)[order]
+    sources = candidates["source"].to_numpy()[order]
+    categories = candidates["category"].to_numpy()[order]
     unsafe = (
-        pool["unsafe_for_beginner"].astype(bool)
+        candidates["unsafe_for_beginner"].to_numpy(dtype=bool)[order]
         if fitness_level == "beginner"
-        else pd.Series(False, index=pool.index)
+        else np.zeros(len(items), dtype=bool)
     )
-    recent = pool["item_id"].isin(recently_completed)
-    eligible = pool[~unsafe & ~recent]
+    recent = np.fromiter((i in recently_completed for i in items), dtype=bool, count=len(items))
+    eligible = np.flatnonzero(~unsafe & ~recent)
     picked: list[int] = []
     per_category: dict[str, int] = {}
 
@@ -89,38 +97,49 @@ def rerank(
         return category == UNKNOWN or per_category.get(category, 0) < params.max_per_category
 
     capped = 0
-    for idx, category in zip(eligible.index, eligible["category"], strict=True):
+    for pos in eligible:
         if len(picked) >= params.n:
             break
+        category = categories[pos]
         if not has_room(category):
             capped += 1
             continue
         per_category[category] = per_category.get(category, 0) + 1
-        picked.append(idx)
-    fresh_cut = as_of - pd.Timedelta(days=params.fresh_days)
-    is_fresh = eligible["published_at"] >= fresh_cut
+        picked.append(int(pos))
+    published = pd.to_datetime(candidates["published_at"], utc=True).dt.tz_convert(None)
+    published = published.to_numpy(dtype="datetime64[ns]")[order]
+    fresh_cut = (as_of - pd.Timedelta(days=params.fresh_days)).tz_convert("UTC")
+    is_fresh = published >= fresh_cut.tz_localize(None).to_datetime64()
     promoted = False
     slot = min(params.fresh_slot, max(len(picked) - 1, 0))
-    if is_fresh.any() and not any(is_fresh.loc[picked[: slot + 1]]):
+    head = set(picked[: slot + 1])
+    if is_fresh[eligible].any() and not is_fresh[list(head)].any():
+        in_feed = set(picked)
         best_fresh = next(
             (
-                i
-                for i in eligible.index[is_fresh.to_numpy()]
-                if i not in picked[: slot + 1]
-                and (i in picked or has_room(eligible.at[i, "category"]))
+                int(pos)
+                for pos in eligible[is_fresh[eligible]]
+                if pos not in head and (pos in in_feed or has_room(categories[pos]))
             ),
             None,
         )
         if best_fresh is not None:
-            if best_fresh in picked:
+            if best_fresh in in_feed:
                 picked.remove(best_fresh)
             elif len(picked) >= params.n:
                 picked.pop()
             picked.insert(slot, best_fresh)
             promoted = True
-    feed = eligible.loc[picked, ["item_id", "score", "source", "category"]].reset_index(drop=True)
-    feed.insert(1, "rank", range(len(feed)))
-    feed["reason"] = feed["source"].map(REASONS).fillna("for_you")
+    feed = pd.DataFrame(
+        {
+            "item_id": items[picked],
+            "rank": np.arange(len(picked)),
+            "score": scores[picked],
+            "source": sources[picked],
+            "category": categories[picked],
+        }
+    )
+    feed["reason"] = [REASONS.get(str(src), "for_you") for src in feed["source"]]
     if promoted:
         feed.loc[slot, "reason"] = FRESH_REASON
     stats = RerankStats(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,11 +49,47 @@ def fresh_items(catalog: pd.DataFrame, as_of: pd.Timestamp, fresh_days: float) -
     return fresh.sort_values(["published_at", "item_id"], ascending=[False, True])
 
 
+@dataclass(frozen=True)
+class CandidatePools:
+    """Per-serving-time lookups shared by every user: built once, reused for many requests.
+
+    Attributes:
+        published: ids of catalog items published before ``as_of``.
+        fresh: ids of fresh items, newest first (``fresh_items``).
+        by_segment: popularity rows per segment key (``split_segments``).
+        unpublished_als: how many ALS items are not yet published (searched for and dropped).
+    """
+
+    published: frozenset[str]
+    fresh: np.ndarray
+    by_segment: dict[str, pd.DataFrame]
+    unpublished_als: int
+
+
+def candidate_pools(
+    als: AlsArtifacts | None,
+    popular: pd.DataFrame,
+    catalog: pd.DataFrame,
+    as_of: pd.Timestamp,
+    params: CandidateParams,
+) -> CandidatePools:
+    """The shared lookups of ``retrieve_candidates`` at ``as_of``."""
+    published = frozenset(catalog.loc[catalog["published_at"] < as_of, "item_id"].astype(str))
+    return CandidatePools(
+        published=published,
+        fresh=fresh_items(catalog, as_of, params.fresh_days)["item_id"].to_numpy(),
+        by_segment=split_segments(popular),
+        unpublished_als=0
+        if als is None
+        else sum(1 for item in als.item_ids if item not in published),
+    )
+
+
 def generate_candidates(
     users: pd.DataFrame,
     as_of: pd.Timestamp,
     als: AlsArtifacts,
-    index: ItemIndex,
+    index: ItemIndex | None,
     popular: pd.DataFrame,
     catalog: pd.DataFrame,
     seen: dict[str, set[str]],
@@ -63,7 +101,7 @@ def generate_candidates(
         users: ``user_id``, ``fitness_level``, ``region`` of the users to serve.
         as_of: serving time; only items published before it are candidates.
         als: ALS factors (users without a row get no ALS candidates).
-        index: FAISS index over ALS item factors.
+        index: FAISS index over ALS item factors (None: no ALS candidates).
         popular: ``compute_popular_items`` table.
         catalog: completed catalog (for publish times and fresh items).
         seen: ``seen_items`` output; these items are removed.
@@ -73,29 +111,46 @@ def generate_candidates(
         Columns ``user_id``, ``item_id``, ``source`` (one of ``SOURCES``), ``retrieval_score``
         and ``retrieval_rank`` (0-based within the source).
     """
-    published = set(catalog.loc[catalog["published_at"] < as_of, "item_id"])
+    pools = candidate_pools(als, popular, catalog, as_of, params)
+    return retrieve_candidates(users, als, index, pools, seen, params)
+
+
+def retrieve_candidates(
+    users: pd.DataFrame,
+    als: AlsArtifacts | None,
+    index: ItemIndex | None,
+    pools: CandidatePools,
+    seen: Mapping[str, AbstractSet[str]],
+    params: CandidateParams,
+) -> pd.DataFrame:
+    """``generate_candidates`` with the shared lookups already built (the serving path).
+
+    Without ALS factors or an index (``None``) users get popular and fresh candidates only.
+    """
+    published = pools.published
     rows: list[tuple[str, str, str, float, int]] = []
     user_ids = users["user_id"].astype(str).to_numpy()
-    rows_als = np.array([als.user_row(u) if len(als.user_ids) else None for u in user_ids])
+    rows_als = np.array(
+        [als.user_row(u) if als is not None and len(als.user_ids) else None for u in user_ids]
+    )
     has_als = np.array([r is not None for r in rows_als], dtype=bool)
     als_hits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    if has_als.any() and len(index):
+    if als is not None and has_als.any() and index is not None and len(index):
         queries = als.user_factors[rows_als[has_als].astype(int)]
         # Seen and not-yet-published items are filtered after the search: ask for enough extra.
         max_seen = max((len(seen.get(u, ())) for u in user_ids[has_als]), default=0)
-        unpublished = sum(1 for item in als.item_ids if item not in published)
-        items, scores = index.search(queries, params.n_als + max_seen + unpublished)
+        items, scores = index.search(queries, params.n_als + max_seen + pools.unpublished_als)
         for u, it, sc in zip(user_ids[has_als], items, scores, strict=True):
             als_hits[u] = (it, sc)
-    by_segment = split_segments(popular)
-    fresh = fresh_items(catalog, as_of, params.fresh_days)["item_id"].to_numpy()
+    by_segment = pools.by_segment
+    fresh = pools.fresh
     for u, level, region in zip(
         user_ids,
         users["fitness_level"].fillna(UNKNOWN),
         users["region"].fillna(UNKNOWN),
         strict=True,
     ):
-        user_seen = seen.get(u, set())
+        user_seen = seen.get(u, frozenset())
         taken: set[str] = set()
 
         def take(
@@ -105,7 +160,7 @@ def generate_candidates(
             limit: int,
             user: str = u,
             taken: set[str] = taken,
-            user_seen: set[str] = user_seen,
+            user_seen: AbstractSet[str] = user_seen,
         ) -> None:
             rank = 0
             for item, score in zip(items, scores, strict=True):

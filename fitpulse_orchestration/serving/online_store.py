@@ -5,9 +5,10 @@ Materialization writes a whole feature table at once (the offline snapshot table
 swaps it in atomically: a reader sees the previous table or the new one, never a mix. Two
 implementations: SQLite (the embedded default, one file) and Redis (the production profile).
 
-Layout: one table per *kind* (``user``, ``item``); each row is an id and a JSON object of its
-feature values (floats, null for missing), plus a metadata record with the table's ``as_of``,
-row count and feature names.
+Layout: one table per *kind*; each row is an id and a JSON object, plus a metadata record with
+the table's ``as_of``, row count and feature names. ``user`` and ``item`` rows hold feature
+values (floats, null for missing); ``history`` rows hold each user's history record
+(``features.online.UserHistory``) from which serving computes the user x item features.
 """
 
 from __future__ import annotations
@@ -16,16 +17,19 @@ import abc
 import json
 import math
 import sqlite3
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
 import pandas as pd
 
-KINDS: Final = ("user", "item")
-ID_COLUMNS: Final = {"user": "user_id", "item": "item_id"}
+KINDS: Final = ("user", "item", "history")
+ID_COLUMNS: Final = {"user": "user_id", "item": "item_id", "history": "user_id"}
 
 
 class OnlineStoreUnavailableError(RuntimeError):
@@ -76,9 +80,13 @@ def decode_rows(
 ) -> pd.DataFrame:
     """A frame with the id column and ``features`` (float64, NaN for null) from stored pairs."""
     id_col = ID_COLUMNS[_check_kind(kind)]
-    rows = [{id_col: i, **json.loads(payload)} for i, payload in pairs]
-    frame = pd.DataFrame(rows, columns=[id_col, *features])
-    frame[list(features)] = frame[list(features)].astype(float)
+    decoded = [json.loads(payload) for _, payload in pairs]
+    # None becomes NaN in a float array; one array build beats a frame built from dicts.
+    values = np.array([[row.get(f) for f in features] for row in decoded], dtype=float).reshape(
+        len(decoded), len(features)
+    )
+    frame = pd.DataFrame(values, columns=list(features))
+    frame.insert(0, id_col, [i for i, _ in pairs])
     return frame
 
 
@@ -104,6 +112,44 @@ class OnlineFeatureStore(abc.ABC):
         if meta is None:
             raise LookupError(f"the online {kind} features were never materialized")
         return decode_rows(self._get(kind, list(dict.fromkeys(ids))), kind, meta.features)
+
+    def lookup_values(self, kind: str, ids: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Feature values of ``ids`` as a float matrix aligned with ``ids`` (NaN rows: unknown).
+
+        The request path's lookup: no frame is built. Raises like ``lookup``.
+        """
+        meta = self.meta(kind)
+        if meta is None:
+            raise LookupError(f"the online {kind} features were never materialized")
+        pairs = dict(self._get(kind, list(dict.fromkeys(ids))))
+        values = np.full((len(ids), len(meta.features)), np.nan)
+        for row, item in enumerate(ids):
+            payload = pairs.get(item)
+            if payload is not None:
+                data = json.loads(payload)
+                values[row] = [data.get(f) for f in meta.features]
+        # json null -> None -> NaN on assignment into a float array.
+        return values, meta.features
+
+    def materialize_records(
+        self, kind: str, records: Mapping[str, Mapping[str, Any]], as_of: pd.Timestamp
+    ) -> TableMeta:
+        """Replace the ``kind`` table with JSON ``records`` (id -> object) atomically."""
+        meta = TableMeta(_check_kind(kind), as_of.isoformat(), len(records), ())
+        rows = [(str(i), json.dumps(r, separators=(",", ":"))) for i, r in records.items()]
+        self._replace(kind, rows, meta)
+        return meta
+
+    def lookup_records(self, kind: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """JSON records of ``ids`` that the store holds.
+
+        Raises:
+            OnlineStoreUnavailableError: when the store cannot be reached.
+            LookupError: when the ``kind`` table was never materialized.
+        """
+        if self.meta(_check_kind(kind)) is None:
+            raise LookupError(f"the online {kind} records were never materialized")
+        return {i: json.loads(p) for i, p in self._get(kind, list(dict.fromkeys(ids)))}
 
     @abc.abstractmethod
     def meta(self, kind: str) -> TableMeta | None:
@@ -132,12 +178,18 @@ def _meta_json(meta: TableMeta) -> str:
 
 
 class SQLiteOnlineStore(OnlineFeatureStore):
-    """One SQLite file; a materialization is one transaction."""
+    """One SQLite file (WAL journal); a materialization is one transaction.
 
-    def __init__(self, path: str | Path) -> None:
+    Readers keep one read-only connection per thread, so a lookup costs a query, not an open.
+    """
+
+    def __init__(self, path: str | Path, timeout_s: float = 2.0) -> None:
         self.path = Path(path)
+        self.timeout_s = timeout_s
+        self._local = threading.local()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
+        with closing(self._connect()) as conn, conn:
+            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS features "
                 "(kind TEXT NOT NULL, id TEXT NOT NULL, payload TEXT NOT NULL, "
@@ -147,18 +199,30 @@ class SQLiteOnlineStore(OnlineFeatureStore):
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            return sqlite3.connect(self.path, timeout=5.0)
+            return sqlite3.connect(self.path, timeout=self.timeout_s)
         except sqlite3.Error as exc:
             raise OnlineStoreUnavailableError(f"cannot open {self.path}: {exc}") from exc
 
+    def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        conn = getattr(self._local, "conn", None)
+        try:
+            if conn is None:
+                conn = sqlite3.connect(
+                    f"file:{self.path}?mode=ro", uri=True, timeout=self.timeout_s
+                )
+                self._local.conn = conn
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            self._local.conn = None
+            raise OnlineStoreUnavailableError(f"cannot read {self.path}: {exc}") from exc
+
     def meta(self, kind: str) -> TableMeta | None:
         """Metadata of the ``kind`` table."""
-        with self._connect() as conn:
-            row = conn.execute("SELECT body FROM meta WHERE kind = ?", (kind,)).fetchone()
-        return _meta_from_json(row[0] if row else None)
+        rows = self._read("SELECT body FROM meta WHERE kind = ?", (kind,))
+        return _meta_from_json(rows[0][0] if rows else None)
 
     def _replace(self, kind: str, rows: list[tuple[str, str]], meta: TableMeta) -> None:
-        with self._connect() as conn:
+        with closing(self._connect()) as conn, conn:
             conn.execute("DELETE FROM features WHERE kind = ?", (kind,))
             conn.executemany(
                 "INSERT INTO features (kind, id, payload) VALUES (?, ?, ?)",
@@ -170,14 +234,13 @@ class SQLiteOnlineStore(OnlineFeatureStore):
 
     def _get(self, kind: str, ids: list[str]) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
-        with self._connect() as conn:
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                out += conn.execute(
-                    f"SELECT id, payload FROM features WHERE kind = ? AND id IN ({marks})",
-                    (kind, *chunk),
-                ).fetchall()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            out += self._read(
+                f"SELECT id, payload FROM features WHERE kind = ? AND id IN ({marks})",
+                (kind, *chunk),
+            )
         return out
 
 
