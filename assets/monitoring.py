@@ -22,12 +22,14 @@ from fitpulse_orchestration.monitoring.drift import DriftReport, DriftResult, co
 from fitpulse_orchestration.monitoring.features import drift_columns, impression_features
 from fitpulse_orchestration.monitoring.serving import (
     compute_skew,
+    logged_served_feeds,
     notifications_per_user_week,
     recent_feed_requests,
     replay_served_feeds,
     ux_metrics,
 )
 from fitpulse_orchestration.ranking.bundle import FeedBundle
+from fitpulse_orchestration.serving.logs import read_served_features
 from fitpulse_orchestration.storage import ObjectStore
 from model_registry.client import HOME_RANKER_MODEL
 from model_registry.resource import ModelRegistryResource
@@ -86,22 +88,34 @@ def _window_end(inputs: FeatureInputs) -> pd.Timestamp:
 
 @dg.asset(group_name=MONITORING, kinds={"pandas"})
 def served_feed_log(
-    config: MonitoringConfig, monitoring_inputs: FeatureInputs, monitored_model: MonitoredModel
+    config: MonitoringConfig,
+    object_store: ObjectStoreResource,
+    monitoring_inputs: FeatureInputs,
+    monitored_model: MonitoredModel,
 ) -> dg.Output[pd.DataFrame]:
-    """Feeds the monitored model serves to recent requesters, with features as served."""
-    requests = recent_feed_requests(
-        monitoring_inputs.events,
-        _window_end(monitoring_inputs),
-        config.days,
-        config.max_requests,
+    """Feeds the monitored model served to recent requesters, with the features as served.
+
+    The service's own sampled log when it served this version in the window, else a replay.
+    """
+    end = _window_end(monitoring_inputs)
+    logged = read_served_features(
+        object_store.get_store(), end - pd.Timedelta(days=config.days), end
     )
-    log = replay_served_feeds(monitored_model.bundle.model, monitoring_inputs, requests)
+    log = logged_served_feeds(logged, monitored_model.version, config.max_requests)
+    source = "service_log"
+    if log.empty:
+        requests = recent_feed_requests(
+            monitoring_inputs.events, end, config.days, config.max_requests
+        )
+        log = replay_served_feeds(monitored_model.bundle.model, monitoring_inputs, requests)
+        source = "replay"
     return dg.Output(
         log,
         metadata={
             "requests": int(log["request_id"].nunique()),
             "rows": len(log),
             "model_version": monitored_model.version,
+            "source": source,
         },
     )
 

@@ -6,6 +6,7 @@ A home directory (default ``.fitpulse`` in the working directory, or ``FITPULSE_
     dagster/    Dagster instance (SQLite run, event-log and schedule storage)
     mlflow/     MLflow tracking and registry (SQLite) and its artifacts
     online/     the online feature store (SQLite)
+    serving/    model bundles the feed service downloaded
     reports/    evaluation tables written by the CLI
     secrets/    the pseudonymization key of this home (created on first use, mode 0600)
 """
@@ -56,6 +57,11 @@ class ProjectHome:
     def online_store(self) -> Path:
         """SQLite file of the online feature store (the embedded default)."""
         return self.root / "online" / "features.sqlite"
+
+    @property
+    def model_cache(self) -> Path:
+        """Registered model bundles the feed service downloaded."""
+        return self.root / "serving" / "models"
 
     @property
     def reports(self) -> Path:

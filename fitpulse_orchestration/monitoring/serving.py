@@ -1,11 +1,13 @@
-"""Served-feed logs: a replay of the serving path, UX monitors and training-serving skew.
+"""Served-feed logs: the service's own log or a replay, UX monitors and training-serving skew.
 
-Until the online service writes its own log, ``replay_served_feeds`` produces one with the same
-feed code: the champion serves, at the start of each recent day, every user who requested a
-feed that day, seeing only the events that had *arrived* by then (an event's landing batch
-``date=D/hour=H`` closes at ``H+1``). That is what an online feature store knows, so the logged
-features can differ from the offline recomputation, which sees every event with ``ts < as_of``
-including the late ones. ``compute_skew`` measures exactly that difference.
+The online service logs a sampled share of its requests with the features it served
+(``serving.logs``); ``logged_served_feeds`` takes those of the monitored version. Where the
+service has not served the window (the demo, a backfill), ``replay_served_feeds`` produces a
+log with the same feed code: the champion serves, at the start of each recent day, every user
+who requested a feed that day, seeing only the events that had *arrived* by then (an event's
+landing batch ``date=D/hour=H`` closes at ``H+1``). That is what an online feature store
+knows, so the logged features can differ from the offline recomputation, which sees every event
+with ``ts < as_of`` including the late ones. ``compute_skew`` measures exactly that difference.
 
 A served log has one row per feed item: ``request_id``, ``user_id``, ``fitness_level``,
 ``as_of``, ``item_id``, ``rank``, ``score``, ``source``, ``unsafe_for_beginner``, then every
@@ -123,6 +125,24 @@ def replay_served_feeds(
     return log
 
 
+def logged_served_feeds(
+    logged: pd.DataFrame, model_version: str, max_requests: int, seed: int = 7
+) -> pd.DataFrame:
+    """Rows the service logged for ``model_version``, at most ``max_requests`` requests.
+
+    Returns:
+        The served log (module docstring format) in request order; empty when none match.
+    """
+    if logged.empty or "model_version" not in logged.columns:
+        return pd.DataFrame()
+    rows = logged[logged["model_version"].astype(str) == str(model_version)]
+    requests = pd.Series(rows["request_id"].unique())
+    if len(requests) > max_requests:
+        requests = requests.sample(n=max_requests, random_state=seed)
+    picked = rows[rows["request_id"].isin(set(requests))]
+    return picked.sort_values(["as_of", "request_id", "rank"]).reset_index(drop=True)
+
+
 def reference_served_scores(
     model: HomeFeedModel, inputs: FeatureInputs, end: pd.Timestamp
 ) -> pd.DataFrame:
@@ -214,7 +234,10 @@ def compute_skew(
     missing = [c for c in columns if c not in served.columns]
     if missing:
         raise ValueError(f"the served log lacks feature columns {missing}")
-    rows = served[served["item_id"].notna()].reset_index(drop=True)
+    # Rows of fallbacks that skipped ranking (``ranked`` False in the service's log) carry no
+    # features: there is nothing to compare.
+    ranked = served["ranked"].astype(bool) if "ranked" in served.columns else True
+    rows = served[served["item_id"].notna() & ranked].reset_index(drop=True)
     if rows.empty:
         raise ValueError("the served log has no served items to recompute")
     keys = rows[["user_id", "item_id", "as_of"]].copy()

@@ -1,0 +1,200 @@
+"""The HTTP face of the feed service (FastAPI): the feed endpoint, health and metrics.
+
+- ``GET /v1/home-feed/{user_id}?n=20``: the compact feed (gzip when the client accepts it);
+  ``X-Request-ID`` (echoed when the client sends a valid one) and ``X-Model-Version`` headers.
+  400 for a malformed id or ``n``; 503 only when nothing at all can be served.
+- ``GET /healthz``: the process is up. ``GET /readyz``: 200 once the champion model and its
+  index are loaded, 503 (with what is missing) before that; the feed still answers from the
+  fallbacks while not ready.
+- ``GET /metrics``: Prometheus text format: request and per-stage latency histograms,
+  fallback and request counters, served model versions.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final
+
+import anyio.to_thread
+from fastapi import FastAPI, Header, Response
+from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.responses import JSONResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from fitpulse_orchestration.serving.feed_service import (
+    STAGES,
+    FeedService,
+    InvalidRequestError,
+    ServiceUnavailableError,
+)
+from fitpulse_orchestration.serving.loading import ModelWatcher
+from fitpulse_orchestration.serving.logs import ServedLog
+
+_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9_.:-]{8,64}$")
+_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.18, 0.3, 0.5, 1.0)
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.request = Histogram(
+            "fitpulse_feed_request_seconds",
+            "Home-feed request latency inside the service",
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.stage = Histogram(
+            "fitpulse_feed_stage_seconds",
+            "Home-feed latency per pipeline stage",
+            ["stage"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "fitpulse_feed_requests",
+            "Home-feed requests by variant and HTTP status",
+            ["variant", "status"],
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "fitpulse_feed_fallbacks",
+            "Home-feed responses that used a fallback, by fallback",
+            ["fallback"],
+            registry=self.registry,
+        )
+        self.cold = Counter(
+            "fitpulse_feed_cold_users",
+            "Requests from users unknown to the online store",
+            registry=self.registry,
+        )
+        self.model = Gauge(
+            "fitpulse_model_info",
+            "1 for the model version each alias is served from",
+            ["alias", "version"],
+            registry=self.registry,
+        )
+        self.log_errors = Gauge(
+            "fitpulse_served_log_write_errors",
+            "Failed flushes of exposures and served features (retried)",
+            registry=self.registry,
+        )
+
+
+def create_app(
+    service: FeedService,
+    watcher: ModelWatcher | None = None,
+    served_log: ServedLog | None = None,
+    threads: int | None = None,
+) -> FastAPI:
+    """The app around ``service``; ``watcher`` and ``served_log`` run for the app's lifetime.
+
+    ``threads`` caps the worker threads that run requests (the feed path is CPU-bound: more
+    threads than cores only queue inside the interpreter).
+    """
+    metrics = _Metrics()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if threads is not None:
+            anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        if watcher is not None:
+            watcher.start()
+        if served_log is not None:
+            served_log.start()
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.stop()
+            if served_log is not None:
+                served_log.close()
+
+    app = FastAPI(title="FitPulse feed service", lifespan=lifespan)
+    app.add_middleware(GZipMiddleware, minimum_size=500)
+    for stage in STAGES:
+        metrics.stage.labels(stage)
+
+    @app.get("/v1/home-feed/{user_id}")
+    def home_feed(
+        user_id: str, n: str = "20", x_request_id: str | None = Header(default=None)
+    ) -> Response:
+        t0 = time.perf_counter()
+        request_id = (
+            x_request_id if x_request_id and _REQUEST_ID.match(x_request_id) else None
+        ) or uuid.uuid4().hex
+        try:
+            if not re.fullmatch(r"\d{1,4}", n):
+                raise InvalidRequestError(f"n must be a whole number, got {n[:20]!r}")
+            response = service.home_feed(user_id, int(n), request_id)
+        except InvalidRequestError as exc:
+            metrics.requests.labels("none", "400").inc()
+            return JSONResponse(
+                {"error": str(exc), "request_id": request_id},
+                status_code=400,
+                headers={"X-Request-ID": request_id},
+            )
+        except ServiceUnavailableError as exc:
+            metrics.requests.labels("none", "503").inc()
+            return JSONResponse(
+                {"error": str(exc), "request_id": request_id},
+                status_code=503,
+                headers={"X-Request-ID": request_id},
+            )
+        for stage, ms in response.stage_ms.items():
+            metrics.stage.labels(stage).observe(ms / 1e3)
+        for fallback in response.fallbacks:
+            metrics.fallbacks.labels(fallback).inc()
+        if response.cold:
+            metrics.cold.inc()
+        metrics.requests.labels(response.variant, "200").inc()
+        metrics.request.observe(time.perf_counter() - t0)
+        return JSONResponse(
+            response.payload(),
+            headers={"X-Request-ID": request_id, "X-Model-Version": response.model_version},
+        )
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        state = service.state
+        body = {
+            "ready": state.ready,
+            "as_of": state.as_of.isoformat(),
+            "catalog_items": len(state.catalog),
+            "models": {
+                alias: {
+                    "version": m.version,
+                    "loaded": m.model is not None,
+                    "index": m.model is not None and m.model.index is not None,
+                    "problem": m.problem,
+                }
+                for alias, m in state.models.items()
+            },
+            "reload_error": watcher.last_error if watcher is not None else None,
+        }
+        return JSONResponse(body, status_code=200 if state.ready else 503)
+
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        metrics.model.clear()
+        for alias, loaded in service.state.models.items():
+            metrics.model.labels(alias, loaded.version).set(1.0 if loaded.model else 0.0)
+        if served_log is not None:
+            metrics.log_errors.set(served_log.write_errors)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,546 @@
+"""The online home feed: one request through lookup, retrieval, features, ranking, re-ranking.
+
+The request path uses the offline functions (``retrieve_candidates``, ``score_candidates``,
+``rerank``) on state prepared once per model load (``ServingState``), plus two online sources:
+the online feature store (user and item features, the user's history record) and the item
+catalog held in memory.
+
+Every stage has a budget inside the request deadline. A stage that fails or overruns leaves a
+labelled fallback in the response, and the remaining optional stages are skipped:
+
+============================ ====================================================
+``model_unavailable``        the model file is missing or scoring failed: segment popularity
+``features_unavailable``     the online store is unreachable: default (missing) features, and
+                             the beginner-safety rule for a user whose level is unknown
+``index_unavailable``        no FAISS index: popular and fresh candidates, still ranked
+``deadline_exceeded``        a stage overran: the best list so far (retrieval order)
+============================ ====================================================
+
+Re-ranking guardrails run on every path, fallbacks included. A user whose fitness level is
+unknown (no profile yet, or the store is down) gets the beginner-safety rule: serving cannot
+tell that user from a beginner.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+
+from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
+from fitpulse_orchestration.features.online import COLD_USER_FEATURES, UserHistory, cross_features
+from fitpulse_orchestration.features.point_in_time import ITEM_FEATURES, USER_FEATURES
+from fitpulse_orchestration.features.reference import (
+    DIFFICULTY_ORDINAL,
+    LEVEL_ORDINAL,
+    UNKNOWN,
+    publish_time_known,
+    unsafe_for_beginners,
+)
+from fitpulse_orchestration.ranking.feed import HomeFeedModel
+from fitpulse_orchestration.ranking.ranker import score_candidates
+from fitpulse_orchestration.ranking.rerank import RerankParams, rerank
+from fitpulse_orchestration.retrieval.als import als_scores
+from fitpulse_orchestration.retrieval.candidates import (
+    CandidateParams,
+    CandidatePools,
+    candidate_pools,
+    retrieve_candidates,
+)
+from fitpulse_orchestration.serving.experiments import Assignment, Experiment
+from fitpulse_orchestration.serving.online_store import (
+    OnlineFeatureStore,
+    OnlineStoreUnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+STAGES: Final = ("lookup", "retrieval", "features", "ranking", "rerank")
+FALLBACKS: Final = (
+    "model_unavailable",
+    "features_unavailable",
+    "index_unavailable",
+    "deadline_exceeded",
+)
+USER_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$")
+MAX_ITEMS: Final = 50
+
+
+class InvalidRequestError(ValueError):
+    """The request itself is wrong (answered with a 4xx and this message)."""
+
+
+class ServiceUnavailableError(RuntimeError):
+    """Nothing can be served at all (no catalog): the only case answered with a 5xx."""
+
+
+@dataclass(frozen=True)
+class StageBudgets:
+    """Milliseconds each stage may take, and the whole request's deadline.
+
+    The deadline leaves room inside the 180 ms end-to-end p99 for the network and the app.
+    """
+
+    lookup_ms: float = 20.0
+    retrieval_ms: float = 30.0
+    features_ms: float = 30.0
+    ranking_ms: float = 30.0
+    rerank_ms: float = 20.0
+    deadline_ms: float = 120.0
+
+    def budget(self, stage: str) -> float:
+        """Budget of ``stage`` in milliseconds."""
+        value: float = getattr(self, f"{stage}_ms")
+        return value
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Request handling settings."""
+
+    budgets: StageBudgets = field(default_factory=StageBudgets)
+    max_items: int = MAX_ITEMS
+    title_chars: int = 32
+    feature_log_share: float = 0.1
+
+
+class ItemCatalog:
+    """The catalog as serving needs it: payload fields and guardrail attributes by item id.
+
+    Held as arrays behind an id index: a request reads ~200 rows by position, which is much
+    cheaper than reindexing a frame.
+    """
+
+    def __init__(self, catalog: pd.DataFrame) -> None:
+        if catalog.empty:
+            raise ServiceUnavailableError("the catalog is empty: nothing can be served")
+        frame = catalog.drop_duplicates("item_id", keep="last").reset_index(drop=True)
+        self.index = pd.Index(frame["item_id"].astype(str))
+        known = publish_time_known(frame).to_numpy()
+        self._columns: dict[str, np.ndarray] = {
+            "item_type": np.append(frame["item_type"].astype(str).to_numpy(object), UNKNOWN),
+            "title": np.append(frame["title"].astype(str).to_numpy(object), ""),
+            "category": np.append(frame["category"].astype(str).to_numpy(object), UNKNOWN),
+            "difficulty": np.append(
+                frame["difficulty"].map(DIFFICULTY_ORDINAL).to_numpy(dtype=float), np.nan
+            ),
+            "published_at": np.append(
+                frame["published_at"].where(known).to_numpy(dtype="datetime64[ns]"),
+                np.datetime64("NaT"),
+            ),
+            "unsafe_for_beginner": np.append(unsafe_for_beginners(frame).to_numpy(bool), True),
+        }
+        self.source = catalog
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def attributes(self, item_ids: np.ndarray) -> pd.DataFrame:
+        """Rows of ``item_ids`` in order; unknown items are unknown and unsafe for beginners.
+
+        Columns: ``item_type``, ``title``, ``category``, ``difficulty`` (ordinal, NaN when
+        unknown), ``published_at`` (UTC, NaT when not a real publication),
+        ``unsafe_for_beginner``.
+        """
+        pos = self.index.get_indexer(item_ids)
+        pos = np.where(pos < 0, len(self.index), pos)
+        out = pd.DataFrame({name: values[pos] for name, values in self._columns.items()})
+        out["published_at"] = pd.to_datetime(out["published_at"]).dt.tz_localize("UTC")
+        return out
+
+
+@dataclass
+class LoadedModel:
+    """One registered version as serving holds it.
+
+    ``model`` is None when the version could not be loaded (``problem`` says why); ``pools``
+    are the retrieval lookups prepared for the serving time.
+    """
+
+    version: str
+    model: HomeFeedModel | None
+    problem: str | None = None
+    pools: CandidatePools | None = None
+
+
+@dataclass
+class ServingState:
+    """Everything a request reads, swapped as a whole when a model or the catalog reloads.
+
+    Attributes:
+        models: loaded versions by registry alias (``champion`` always present).
+        catalog: the in-memory catalog.
+        popular: the popularity table used when no model can be used (``popular_items``).
+        fallback_pools: retrieval lookups over ``popular`` and the catalog.
+        as_of: when the state was built: items published before it are available.
+        live: requests are served at the wall clock (else at ``as_of``: a replay).
+    """
+
+    models: dict[str, LoadedModel]
+    catalog: ItemCatalog
+    popular: pd.DataFrame
+    fallback_pools: CandidatePools
+    as_of: pd.Timestamp
+    live: bool = False
+
+    @property
+    def ready(self) -> bool:
+        """The champion is loaded with its index."""
+        champ = self.models.get("champion")
+        return bool(champ and champ.model is not None and champ.model.index is not None)
+
+
+def prepare_state(
+    models: dict[str, LoadedModel],
+    catalog: pd.DataFrame,
+    popular: pd.DataFrame,
+    as_of: pd.Timestamp,
+    live: bool = False,
+) -> ServingState:
+    """Build the retrieval lookups of every loaded model and of the popularity fallback."""
+    if "champion" not in models:
+        raise ValueError("serving needs a champion entry (loaded or not)")
+    for loaded in models.values():
+        if loaded.model is not None:
+            loaded.pools = candidate_pools(
+                loaded.model.als,
+                loaded.model.popular,
+                catalog,
+                as_of,
+                loaded.model.candidate_params,
+            )
+    fallback = candidate_pools(None, popular, catalog, as_of, CandidateParams())
+    return ServingState(models, ItemCatalog(catalog), popular, fallback, as_of, live)
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    """One item of a served feed (the compact payload)."""
+
+    id: str
+    type: str
+    title: str
+    reason: str
+
+
+@dataclass
+class FeedResponse:
+    """A served feed and how it was made.
+
+    ``served`` holds the served items with their scores, sources and (when ranked) the features
+    they were ranked with: the served-feature log takes its rows from it.
+    """
+
+    request_id: str
+    user_id: str
+    variant: str
+    experiment: str | None
+    model_version: str
+    items: list[FeedItem]
+    fallbacks: list[str]
+    cold: bool
+    as_of: pd.Timestamp
+    stage_ms: dict[str, float]
+    served: pd.DataFrame
+    fitness_level: str
+    pseudo_id: str
+    ranked: bool
+
+    def payload(self) -> dict[str, Any]:
+        """The compact JSON body sent to the app."""
+        return {
+            "request_id": self.request_id,
+            "model_version": self.model_version,
+            "variant": self.variant,
+            "fallback": self.fallbacks[0] if self.fallbacks else None,
+            "fallbacks": self.fallbacks,
+            "items": [
+                {"id": i.id, "type": i.type, "title": i.title, "reason": i.reason}
+                for i in self.items
+            ],
+        }
+
+
+class _Clock:
+    def __init__(self, budgets: StageBudgets) -> None:
+        self.budgets = budgets
+        self.start = time.perf_counter()
+        self.stage_ms: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_ms[name] = self.stage_ms.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
+
+    def overran(self, name: str) -> bool:
+        elapsed = (time.perf_counter() - self.start) * 1e3
+        return (
+            self.stage_ms.get(name, 0.0) > self.budgets.budget(name)
+            or elapsed > self.budgets.deadline_ms
+        )
+
+
+def validate_request(user_id: str, n: int, max_items: int) -> None:
+    """Raise ``InvalidRequestError`` for a malformed user id or an ``n`` out of range."""
+    if not USER_ID_PATTERN.match(user_id):
+        raise InvalidRequestError(
+            f"malformed user id {user_id[:80]!r}: expected 1-64 characters of letters, digits "
+            "and _ . : @ -, starting with a letter or digit"
+        )
+    if not 1 <= n <= max_items:
+        raise InvalidRequestError(f"n must be between 1 and {max_items}, got {n}")
+
+
+class FeedService:
+    """Serves home feeds from a ``ServingState`` that can be swapped while requests run."""
+
+    def __init__(
+        self,
+        state: ServingState,
+        online_store: OnlineFeatureStore,
+        pseudonymizer: Pseudonymizer,
+        config: ServingConfig | None = None,
+        experiment: Experiment | None = None,
+        on_served: Callable[[FeedResponse], None] | None = None,
+    ) -> None:
+        self._state = state
+        self.store = online_store
+        self.pseudonymizer = pseudonymizer
+        self.config = config or ServingConfig()
+        self.experiment = experiment
+        self.on_served = on_served
+        self.log_errors = 0
+
+    @property
+    def state(self) -> ServingState:
+        """The state requests currently read."""
+        return self._state
+
+    def swap_state(self, state: ServingState) -> None:
+        """Replace the state; requests in flight finish on the state they started with."""
+        self._state = state
+
+    def assign(self, user_id: str) -> Assignment:
+        """The user's experiment variant (the champion outside any experiment)."""
+        if self.experiment is None:
+            return Assignment(experiment=None, variant="default", model_alias="champion")
+        return self.experiment.assign(user_id)
+
+    def home_feed(self, user_id: str, n: int = 20, request_id: str | None = None) -> FeedResponse:
+        """Serve ``n`` items to the app user ``user_id`` (the app's raw id).
+
+        Raises:
+            InvalidRequestError: malformed id or ``n`` out of range.
+            ServiceUnavailableError: nothing at all can be served.
+        """
+        validate_request(user_id, n, self.config.max_items)
+        state = self._state
+        clock = _Clock(self.config.budgets)
+        now = pd.Timestamp.now(tz="UTC") if state.live else state.as_of
+        request_id = request_id or uuid.uuid4().hex
+        assignment = self.assign(user_id)
+        loaded = state.models.get(assignment.model_alias) or state.models["champion"]
+        model = loaded.model
+        fallbacks: list[str] = []
+        pid = self.pseudonymizer.pseudonymize(user_id)
+
+        with clock.stage("lookup"):
+            history, user_values, store_ok = self._lookup_user(pid)
+        if not store_ok:
+            fallbacks.append("features_unavailable")
+        cold = history is None
+        history = history or UserHistory()
+        level = history.fitness_level
+        safety_level = level if level in LEVEL_ORDINAL else "beginner"
+        users = pd.DataFrame(
+            {"user_id": [pid], "fitness_level": [level], "region": [history.region]}
+        )
+        seen = {pid: history.engaged}
+
+        with clock.stage("retrieval"):
+            candidates = None
+            if model is not None:
+                if model.index is None:
+                    fallbacks.append("index_unavailable")
+                try:
+                    candidates = (
+                        retrieve_candidates(
+                            users,
+                            model.als,
+                            model.index,
+                            loaded.pools,
+                            seen,
+                            model.candidate_params,
+                        )
+                        if loaded.pools is not None
+                        else None
+                    )
+                except Exception:
+                    candidates = None
+            if candidates is None:
+                model = None
+                fallbacks.append("model_unavailable")
+                candidates = retrieve_candidates(
+                    users, None, None, state.fallback_pools, seen, CandidateParams()
+                )
+        attrs = state.catalog.attributes(candidates["item_id"].to_numpy())
+        # Retrieval order is the fallback order: sources by priority, then their own rank.
+        candidates["score"] = -np.arange(len(candidates), dtype=float)
+        ranked = False
+        featured: pd.DataFrame | None = None
+        overran = clock.overran("retrieval")
+        if model is not None and not overran and len(candidates):
+            with clock.stage("features"):
+                featured, features_ok = self._features(
+                    model, candidates, attrs, history, user_values, store_ok
+                )
+            if not features_ok and "features_unavailable" not in fallbacks:
+                fallbacks.append("features_unavailable")
+            overran = clock.overran("features")
+            if not overran:
+                with clock.stage("ranking"):
+                    try:
+                        candidates["score"] = score_candidates(model.ranker, featured)
+                        ranked = True
+                    except Exception:
+                        fallbacks.append("model_unavailable")
+                overran = clock.overran("ranking")
+        if overran:
+            fallbacks.append("deadline_exceeded")
+
+        with clock.stage("rerank"):
+            pool = candidates.assign(
+                category=attrs["category"].to_numpy(),
+                published_at=attrs["published_at"].to_numpy(),
+                unsafe_for_beginner=attrs["unsafe_for_beginner"].to_numpy(),
+            )
+            params = model.rerank_params if model is not None else _default_rerank(state)
+            feed, _ = rerank(
+                pool,
+                safety_level,
+                set(history.completed_recent),
+                now,
+                replace(params, n=n, **dict(assignment.rerank)),
+            )
+        items_attrs = state.catalog.attributes(feed["item_id"].to_numpy())
+        items = [
+            FeedItem(
+                id=str(item),
+                type=str(kind),
+                title=_short(str(title), self.config.title_chars),
+                reason=str(reason),
+            )
+            for item, kind, title, reason in zip(
+                feed["item_id"],
+                items_attrs["item_type"],
+                items_attrs["title"],
+                feed["reason"],
+                strict=True,
+            )
+        ]
+        served = feed.assign(
+            unsafe_for_beginner=items_attrs["unsafe_for_beginner"].to_numpy(),
+        )
+        if ranked and featured is not None:
+            keep = [c for c in featured.columns if c not in served.columns]
+            pos = pd.Index(featured["item_id"]).get_indexer(served["item_id"])
+            served = pd.concat(
+                [served.reset_index(drop=True), featured[keep].iloc[pos].reset_index(drop=True)],
+                axis=1,
+            )
+        response = FeedResponse(
+            request_id=request_id,
+            user_id=user_id,
+            variant=assignment.variant,
+            experiment=assignment.experiment,
+            model_version=loaded.version if model is not None else "popularity",
+            items=items,
+            fallbacks=list(dict.fromkeys(fallbacks)),
+            cold=cold,
+            as_of=now,
+            stage_ms=dict(clock.stage_ms),
+            served=served,
+            fitness_level=level,
+            pseudo_id=pid,
+            ranked=ranked,
+        )
+        if self.on_served is not None:
+            try:
+                self.on_served(response)
+            except Exception:
+                self.log_errors += 1
+                log.exception("recording served feed %s failed", request_id)
+        return response
+
+    def _lookup_user(self, pid: str) -> tuple[UserHistory | None, dict[str, float], bool]:
+        """The user's history, user feature values and whether the store answered.
+
+        An unknown user gets the features of a user without events (``COLD_USER_FEATURES``); an
+        unreachable store gives missing values (NaN) for every feature.
+        """
+        try:
+            record = self.store.lookup_records("history", [pid]).get(pid)
+            row = self.store.lookup("user", [pid])
+        except (OnlineStoreUnavailableError, LookupError):
+            return None, dict.fromkeys(USER_FEATURES, np.nan), False
+        history = UserHistory.from_record(record) if record is not None else None
+        if row.empty:
+            return history, dict(COLD_USER_FEATURES), True
+        return history, {c: float(row[c].iloc[0]) for c in USER_FEATURES}, True
+
+    def _features(
+        self,
+        model: HomeFeedModel,
+        candidates: pd.DataFrame,
+        attrs: pd.DataFrame,
+        history: UserHistory,
+        user_values: dict[str, float],
+        store_ok: bool,
+    ) -> tuple[pd.DataFrame, bool]:
+        """Ranker features of the candidates; False when the item lookup failed (NaN used)."""
+        item_ids = candidates["item_id"].to_numpy().astype(str)
+        n = len(item_ids)
+        ok = store_ok
+        columns: dict[str, np.ndarray] = {}
+        values = np.full((n, len(ITEM_FEATURES)), np.nan)
+        names: tuple[str, ...] = ITEM_FEATURES
+        if store_ok:
+            try:
+                values, names = self.store.lookup_values("item", list(item_ids))
+            except (OnlineStoreUnavailableError, LookupError):
+                ok = False
+        for j, name in enumerate(names):
+            columns[name] = values[:, j]
+        for col in USER_FEATURES:
+            columns[col] = np.full(n, user_values[col])
+        cross = cross_features(
+            history, list(item_ids), list(attrs["category"]), attrs["difficulty"].to_numpy()
+        )
+        for col in cross.columns:
+            columns[col] = cross[col].to_numpy()
+        pid = str(candidates["user_id"].iloc[0])
+        columns["als_score"] = als_scores(model.als, np.full(n, pid, dtype=object), item_ids)
+        frame = pd.concat(
+            [candidates.reset_index(drop=True), pd.DataFrame(columns)], axis=1, copy=False
+        )
+        return frame, ok
+
+
+def _default_rerank(state: ServingState) -> RerankParams:
+    champ = state.models["champion"].model
+    return champ.rerank_params if champ is not None else RerankParams()
+
+
+def _short(title: str, limit: int) -> str:
+    return title if len(title) <= limit else title[: limit - 1].rstrip() + "…"

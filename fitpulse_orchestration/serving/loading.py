@@ -1,0 +1,245 @@
+"""Loading serving state: registered versions by alias, the catalog and popularity, hot reload.
+
+The service reads model versions through a ``ModelSource`` (the MLflow registry in
+``model_registry.serving``; anything with the two methods in tests) and the catalog and the
+popularity fallback from the object store (the persisted ``catalog_items`` and
+``popular_items`` assets). ``ModelWatcher`` polls the aliases and swaps in a new state when one
+moves: the new version is loaded completely before the swap, and requests in flight finish on
+the state they started with, so no request is dropped or sees half a model.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pandas as pd
+
+from fitpulse_orchestration.ranking.bundle import read_feed_model, read_item_index
+from fitpulse_orchestration.serving.feed_service import (
+    FeedService,
+    LoadedModel,
+    ServiceUnavailableError,
+    ServingState,
+    prepare_state,
+)
+from fitpulse_orchestration.serving.online_store import (
+    OnlineFeatureStore,
+    OnlineStoreUnavailableError,
+)
+from fitpulse_orchestration.storage import ObjectStore
+from fitpulse_orchestration.storage.asset_values import load_asset_value
+
+log = logging.getLogger(__name__)
+
+CLOCKS = ("snapshot", "now")
+"""``snapshot``: serve as of the online features' ``as_of`` (a replay of the synthetic world);
+``now``: the wall clock (production)."""
+
+
+class ModelSource(Protocol):
+    """Where registered feed-model versions come from."""
+
+    def version_for(self, alias: str) -> str | None:
+        """The version ``alias`` points at, or None."""
+
+    def fetch(self, version: str) -> Path:
+        """A local folder holding the version's feed bundle."""
+
+
+def load_version(source: ModelSource, version: str) -> LoadedModel:
+    """Load one version; a missing or broken model or index is recorded, not raised."""
+    try:
+        folder = source.fetch(version)
+    except Exception as exc:
+        return LoadedModel(version, None, f"cannot fetch version {version}: {exc}")
+    try:
+        model = read_feed_model(folder, with_index=False)
+    except (OSError, TypeError, pickle.UnpicklingError, EOFError, AttributeError) as exc:
+        return LoadedModel(version, None, f"cannot load the model of version {version}: {exc}")
+    try:
+        model.index = read_item_index(folder)
+    except (OSError, TypeError, pickle.UnpicklingError, EOFError) as exc:
+        return LoadedModel(version, model, f"no item index for version {version}: {exc}")
+    return LoadedModel(version, model)
+
+
+def resolve_as_of(clock: str, online: OnlineFeatureStore) -> pd.Timestamp:
+    """Serving time for ``clock``: ``now``, ``snapshot`` or an ISO-8601 timestamp.
+
+    Raises:
+        ValueError: when the snapshot time cannot be read or the value is not understood.
+    """
+    if clock == "now":
+        return pd.Timestamp.now(tz="UTC")
+    if clock == "snapshot":
+        try:
+            meta = online.meta("user")
+        except OnlineStoreUnavailableError as exc:
+            raise ValueError(
+                f"clock 'snapshot' needs the online store, which is unreachable ({exc}); "
+                "pass an explicit ISO time or 'now'"
+            ) from exc
+        if meta is None:
+            raise ValueError(
+                "clock 'snapshot': the online features were never materialized "
+                "(run `fitpulse train`)"
+            )
+        return _utc(pd.Timestamp(meta.as_of))
+    try:
+        return _utc(pd.Timestamp(clock))
+    except ValueError as exc:
+        raise ValueError(
+            f"clock must be one of {CLOCKS} or an ISO-8601 time, got {clock!r}"
+        ) from exc
+
+
+def _utc(ts: pd.Timestamp) -> pd.Timestamp:
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+@dataclass
+class ServingLoader:
+    """Builds ``ServingState`` from a model source, the object store and the serving clock.
+
+    ``clock`` is ``now``, ``snapshot`` or an ISO time (``resolve_as_of``).
+    """
+
+    source: ModelSource
+    store: ObjectStore
+    online: OnlineFeatureStore
+    clock: str = "snapshot"
+    aliases: tuple[str, ...] = ("champion",)
+
+    def versions(self) -> dict[str, str | None]:
+        """Version of each alias now."""
+        return {alias: self.source.version_for(alias) for alias in self.aliases}
+
+    def load(
+        self,
+        versions: dict[str, str | None] | None = None,
+        reuse: Iterable[LoadedModel] = (),
+    ) -> ServingState:
+        """Load every alias (reusing already loaded versions) with the catalog and popularity.
+
+        Raises:
+            ServiceUnavailableError: when there is no catalog (nothing could be served).
+        """
+        versions = self.versions() if versions is None else versions
+        cache = {m.version: m for m in reuse}
+        models: dict[str, LoadedModel] = {}
+        for alias, version in versions.items():
+            if version is None:
+                if alias == "champion":
+                    models[alias] = LoadedModel("none", None, "no version is registered")
+                continue
+            if version not in cache:
+                cache[version] = load_version(self.source, version)
+            models[alias] = cache[version]
+        for alias, loaded in models.items():
+            if loaded.problem:
+                log.warning("serving %s: %s", alias, loaded.problem)
+        try:
+            catalog = load_asset_value(self.store, "catalog_items")
+        except FileNotFoundError as exc:
+            raise ServiceUnavailableError(f"no catalog to serve from: {exc}") from exc
+        try:
+            popular = load_asset_value(self.store, "popular_items")
+        except FileNotFoundError:
+            log.warning("no popular_items asset: the model-less fallback serves fresh items only")
+            popular = pd.DataFrame(columns=["segment", "item_id", "score", "rank"])
+        as_of = resolve_as_of(self.clock, self.online)
+        return prepare_state(models, catalog, popular, as_of, live=self.clock == "now")
+
+
+class ModelWatcher:
+    """Polls the registry aliases and swaps the service's state when one moves.
+
+    On the wall clock the state is also rebuilt every ``refresh_s`` seconds, so items
+    published since (and the catalog asset's updates) become servable.
+    """
+
+    def __init__(
+        self,
+        service: FeedService,
+        loader: ServingLoader,
+        poll_s: float = 10.0,
+        refresh_s: float = 300.0,
+    ) -> None:
+        self.service = service
+        self.loader = loader
+        self.poll_s = poll_s
+        self.refresh_s = refresh_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.reloads = 0
+        self.last_error: str | None = None
+
+    def served_versions(self) -> dict[str, str | None]:
+        """Version each alias is served from now (None: alias absent)."""
+        state = self.service.state
+        return {
+            alias: (state.models[alias].version if alias in state.models else None)
+            for alias in self.loader.aliases
+        }
+
+    def check_once(self) -> bool:
+        """Reload when an alias moved; return whether the state was swapped."""
+        try:
+            wanted = self.loader.versions()
+            served = self.served_versions()
+            state_age = (pd.Timestamp.now(tz="UTC") - self.service.state.as_of).total_seconds()
+            stale = self.service.state.live and state_age > self.refresh_s
+            if alias_changes(served, wanted) or stale:
+                state: ServingState = self.loader.load(
+                    wanted, reuse=self.service.state.models.values()
+                )
+                self.service.swap_state(state)
+                self.reloads += 1
+                log.info("serving reloaded: %s", wanted)
+                self.last_error = None
+                return True
+            self.last_error = None
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("model reload failed, still serving %s: %s", self.served_versions(), exc)
+        return False
+
+    def start(self) -> None:
+        """Poll in a daemon thread until ``stop``."""
+        if self._thread is not None:
+            return
+
+        def run() -> None:
+            while not self._stop.wait(self.poll_s):
+                self.check_once()
+
+        self._thread = threading.Thread(target=run, name="model-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop polling."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None
+
+
+def alias_changes(served: dict[str, str | None], wanted: dict[str, str | None]) -> bool:
+    """Whether any alias should now be served from another version.
+
+    ``served`` maps a champion that could not be registered to ``"none"``; a champion alias
+    that still has no version is no change.
+    """
+    for alias, version in wanted.items():
+        current = served.get(alias)
+        if version is None and current in (None, "none"):
+            continue
+        if version != current:
+            return True
+    return False

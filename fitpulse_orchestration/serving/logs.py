@@ -1,0 +1,208 @@
+"""What the service writes about the feeds it served: exposures and sampled served features.
+
+- **Exposures** are ``impression`` events in the collector's landing format (one JSON object per
+  line, gzip, hourly batches under ``landing/events/date=D/hour=H/``), so ingestion reads them
+  like any app event and served impressions flow back into training. Each carries the
+  request id and position, and a payload with the experiment, variant, model version and
+  fallback.
+- **Served features**: for a sampled share of requests (a hash of the request id, so replicas
+  agree), one row per served item in the served-log format of
+  ``monitoring.serving`` (keys, score, source, every ranker feature as served), as Parquet
+  under ``serving/features/date=D/``. Monitoring compares them with the offline recomputation
+  (training-serving skew). User ids there are pseudonymized, like every table past ingestion.
+
+Writes are buffered and flushed by a background thread (every ``flush_s`` seconds, and on
+``close``); a failed write is retried at the next flush and counted, never raised into a
+request.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import logging
+import threading
+import uuid
+from collections import defaultdict
+from typing import Any, Final
+
+import pandas as pd
+
+from fitpulse_orchestration import layout
+from fitpulse_orchestration.serving.feed_service import FeedResponse
+from fitpulse_orchestration.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+SERVED_FEATURES: Final = "serving/features"
+EXPOSURE_SOURCE: Final = "feed_service"
+
+
+def served_features_key(day: str, batch: str) -> str:
+    """Key of one flushed batch of served-feature rows."""
+    return f"{SERVED_FEATURES}/date={day}/{batch}.parquet"
+
+
+def exposure_records(response: FeedResponse) -> list[dict[str, Any]]:
+    """Landing records of one served feed: an impression per item, in feed order."""
+    ts = response.as_of.isoformat()
+    payload = {
+        "source": EXPOSURE_SOURCE,
+        "experiment": response.experiment,
+        "variant": response.variant,
+        "model_version": response.model_version,
+        "fallback": response.fallbacks[0] if response.fallbacks else None,
+    }
+    return [
+        {
+            "event_id": f"{response.request_id}-{pos}",
+            "event_type": "impression",
+            "user_id": response.user_id,
+            "ts": ts,
+            "item_id": item.id,
+            "request_id": response.request_id,
+            "position": pos,
+            "payload": payload,
+        }
+        for pos, item in enumerate(response.items)
+    ]
+
+
+def sampled(request_id: str, share: float) -> bool:
+    """Whether a request's features are logged (deterministic in the request id)."""
+    if share <= 0.0:
+        return False
+    digest = hashlib.blake2b(request_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64 < share
+
+
+def served_feature_rows(response: FeedResponse) -> pd.DataFrame:
+    """The served log rows (``monitoring.serving`` format) of one response.
+
+    ``ranked`` says whether the features were used (a fallback that skipped ranking has none);
+    an empty feed keeps one row with a null ``item_id``, so it is counted.
+    """
+    rows = response.served.drop(
+        columns=["request_id", "user_id", "fitness_level", "as_of"], errors="ignore"
+    )
+    if rows.empty:
+        rows = pd.DataFrame({"item_id": [None]})
+    rows.insert(0, "request_id", response.request_id)
+    rows.insert(1, "user_id", response.pseudo_id)
+    rows.insert(2, "fitness_level", response.fitness_level)
+    rows.insert(3, "as_of", response.as_of)
+    rows["model_version"] = response.model_version
+    rows["variant"] = response.variant
+    rows["ranked"] = response.ranked
+    rows["fallback"] = response.fallbacks[0] if response.fallbacks else None
+    return rows.drop(columns=["retrieval_score", "retrieval_rank"], errors="ignore")
+
+
+class ServedLog:
+    """Buffers exposures and sampled served features and flushes them to the object store."""
+
+    def __init__(
+        self, store: ObjectStore, feature_share: float = 0.1, flush_s: float = 5.0
+    ) -> None:
+        self.store = store
+        self.feature_share = feature_share
+        self.flush_s = flush_s
+        self._lock = threading.Lock()
+        self._exposures: list[dict[str, Any]] = []
+        self._features: list[pd.DataFrame] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.written_exposures = 0
+        self.written_feature_rows = 0
+        self.write_errors = 0
+
+    def record(self, response: FeedResponse) -> None:
+        """Buffer one served feed (an ``on_served`` callback of ``FeedService``)."""
+        exposures = exposure_records(response)
+        features = (
+            served_feature_rows(response)
+            if sampled(response.request_id, self.feature_share)
+            else None
+        )
+        with self._lock:
+            self._exposures.extend(exposures)
+            if features is not None and len(features):
+                self._features.append(features)
+
+    def flush(self) -> None:
+        """Write everything buffered; what fails to write stays buffered for the next flush."""
+        with self._lock:
+            exposures, self._exposures = self._exposures, []
+            features, self._features = self._features, []
+        batch = f"serve-{uuid.uuid4().hex[:12]}"
+        try:
+            if exposures:
+                self._write_exposures(exposures, batch)
+                self.written_exposures += len(exposures)
+                exposures = []
+            if features:
+                self._write_features(features, batch)
+                self.written_feature_rows += sum(len(f) for f in features)
+                features = []
+        except Exception as exc:
+            self.write_errors += 1
+            log.warning("served log flush failed (will retry): %s", exc)
+            with self._lock:
+                self._exposures = exposures + self._exposures
+                self._features = features + self._features
+
+    def _write_exposures(self, records: list[dict[str, Any]], batch: str) -> None:
+        by_hour: dict[tuple[str, int], list[str]] = defaultdict(list)
+        for rec in records:
+            ts = pd.Timestamp(rec["ts"]).tz_convert("UTC")
+            by_hour[(ts.date().isoformat(), ts.hour)].append(json.dumps(rec))
+        for (day, hour), lines in sorted(by_hour.items()):
+            key = layout.landing_events_key(pd.Timestamp(day).date(), hour, batch)
+            self.store.put_bytes(key, gzip.compress(("\n".join(lines) + "\n").encode()))
+
+    def _write_features(self, frames: list[pd.DataFrame], batch: str) -> None:
+        table = pd.concat(frames, ignore_index=True)
+        days = pd.to_datetime(table["as_of"], utc=True).dt.date.astype(str)
+        for day, part in table.groupby(days.to_numpy()):
+            buf = io.BytesIO()
+            part.reset_index(drop=True).to_parquet(buf, index=False)
+            self.store.put_bytes(served_features_key(str(day), batch), buf.getvalue())
+
+    def start(self) -> None:
+        """Flush every ``flush_s`` seconds in a daemon thread until ``close``."""
+        if self._thread is not None:
+            return
+
+        def run() -> None:
+            while not self._stop.wait(self.flush_s):
+                self.flush()
+
+        self._thread = threading.Thread(target=run, name="served-log", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the flusher and write what is left."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+            self._thread = None
+        self.flush()
+
+
+def read_served_features(
+    store: ObjectStore, start: pd.Timestamp, end: pd.Timestamp
+) -> pd.DataFrame:
+    """Logged served-feature rows with ``start <= as_of <= end`` (empty frame when none)."""
+    frames = []
+    for key in store.iter_keys(f"{SERVED_FEATURES}/", ".parquet"):
+        day = pd.Timestamp(layout.date_of_key(key).isoformat(), tz="UTC")
+        if day + pd.Timedelta(days=1) <= start or day > end:
+            continue
+        frames.append(pd.read_parquet(io.BytesIO(store.get_bytes(key))))
+    if not frames:
+        return pd.DataFrame()
+    table = pd.concat(frames, ignore_index=True)
+    as_of = pd.to_datetime(table["as_of"], utc=True)
+    return table[(as_of >= start) & (as_of <= end)].reset_index(drop=True)
