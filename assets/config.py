@@ -145,3 +145,12 @@ class MonitoringConfig(dg.Config):
     def ux_thresholds(self) -> UxThresholds:
         """The UX monitors' limits."""
         return _convert(self, UxThresholds)  # type: ignore[no-any-return]
+
+
+class ExperimentAnalysisConfig(dg.Config):
+    """Which experiment to analyse, its control variant and the outcome horizon."""
+
+    experiment: str = "ranker-ab"
+    control: str = "control"
+    horizon_days: float = 7.0
+    n_boot: int = 1000

@@ -62,14 +62,14 @@ def _instance(home: ProjectHome) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(home.dagster))
 
 
-def run_training(
-    home: ProjectHome,
-    eval_days: int,
-    ranker_days: int,
-    until: dt.date | None = None,
-    gate: dict[str, float] | None = None,
-) -> dict[str, Any]:
-    """Ingest landed days (up to ``until``) in date order, then train; return run facts."""
+def ingest_landed(
+    home: ProjectHome, until: dt.date | None = None
+) -> tuple[Any, Any, list[dt.date], dict[str, int]]:
+    """Ingest every landed day (up to ``until``) in date order.
+
+    Returns:
+        The definitions, the Dagster instance, the ingested days and the record totals.
+    """
     from fitpulse_orchestration import layout
     from fitpulse_orchestration.definitions import DEFAULT_PARTITION_START, build_definitions
 
@@ -102,6 +102,19 @@ def run_training(
             f"  {day}: read {counts['read']:>7,}  accepted {counts['accepted']:>7,}  "
             f"quarantined {counts['quarantined']:>5,}  duplicates {counts['duplicates']:>5,}"
         )
+    return defs, instance, days, totals
+
+
+def run_training(
+    home: ProjectHome,
+    eval_days: int,
+    ranker_days: int,
+    until: dt.date | None = None,
+    gate: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Ingest landed days (up to ``until``) in date order, then train; return run facts."""
+    defs, instance, days, totals = ingest_landed(home, until)
+    store = _store(home)
     _say(
         "training: snapshot -> features -> ALS + FAISS + popularity -> ranker -> evaluation "
         "-> registry -> promotion gate"
@@ -565,6 +578,149 @@ def recommend(
     _say(
         f"wrote {len(recs):,} recommendations for {recs['user_id'].nunique():,} of "
         f"{len(raw_ids):,} users to {output}"
+    )
+
+
+ClockOpt = Annotated[
+    str,
+    typer.Option(
+        help="Serving time: 'snapshot' (the online features' as_of: replays the synthetic "
+        "world), 'now' (wall clock, production) or an ISO-8601 time."
+    ),
+]
+ExperimentOpt = Annotated[
+    Path | None,
+    typer.Option(exists=True, dir_okay=False, help="Experiment TOML (variants and salt)."),
+]
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option(help="local or production (default $FITPULSE_PROFILE, else local)."),
+]
+
+
+def _runtime(
+    home: Path | None, profile: str | None, clock: str, experiment: Path | None, poll_s: float
+) -> Any:
+    from fitpulse_orchestration.serving.feed_service import ServiceUnavailableError
+    from fitpulse_orchestration.serving.runtime import build_runtime, profile_backends
+    from fitpulse_orchestration.settings import current_profile
+
+    project = ProjectHome.resolve(home)
+    try:
+        backends = profile_backends(project, profile or current_profile())
+        return build_runtime(
+            backends, project.model_cache, clock=clock, experiment_file=experiment, poll_s=poll_s
+        )
+    except (ValueError, ServiceUnavailableError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    clock: ClockOpt = "snapshot",
+    experiment: ExperimentOpt = None,
+    poll_s: Annotated[float, typer.Option(help="Seconds between registry alias checks.")] = 10.0,
+    workers: Annotated[int, typer.Option(min=1, help="Threads serving requests.")] = 8,
+    profile: ProfileOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Serve home feeds over HTTP from the champion model (reloaded when the alias moves)."""
+    import uvicorn
+
+    from fitpulse_orchestration.serving.app import create_app
+
+    runtime = _runtime(home, profile, clock, experiment, poll_s)
+    state = runtime.service.state
+    for alias, loaded in state.models.items():
+        _say(
+            f"{alias}: version {loaded.version}"
+            + (f" (degraded: {loaded.problem})" if loaded.problem else "")
+        )
+    _say(f"serving as of {state.as_of.isoformat()} on http://{host}:{port}/v1/home-feed/USER_ID")
+    app_ = create_app(runtime.service, runtime.watcher, runtime.served_log, threads=workers)
+    logging.getLogger("fitpulse_orchestration").setLevel(logging.INFO)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+@app.command()
+def traffic(
+    requests: Annotated[int, typer.Option(min=1, help="Users served (one feed each).")] = 1000,
+    experiment: ExperimentOpt = None,
+    seed: Annotated[int, typer.Option(help="Seed of the user sample and the responses.")] = 7,
+    home: HomeOpt = None,
+) -> None:
+    """Serve feeds to the synthetic world's users in process; land exposures and responses."""
+    import pandas as pd
+
+    from fitpulse_orchestration.serving.traffic import (
+        exposures_frame,
+        serve_traffic,
+        world_user_ids,
+    )
+    from fitpulse_orchestration.world.respond import (
+        load_latent,
+        simulate_feed_responses,
+        write_landing_events,
+    )
+
+    project = ProjectHome.resolve(home)
+    store = _store(project)
+    runtime = _runtime(home, "local", "snapshot", experiment, poll_s=10.0)
+    try:
+        users = world_user_ids(store, requests, seed)
+        latent = load_latent(store)
+    except (ValueError, FileNotFoundError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--home") from exc
+    responses, summary = serve_traffic(runtime.service, users)
+    runtime.served_log.close()
+    _say(
+        f"served {summary.requests:,} feeds ({summary.exposures:,} exposures) by variant "
+        f"{summary.by_variant}; fallbacks {summary.fallbacks or 'none'}"
+    )
+    batch = simulate_feed_responses(latent, exposures_frame(responses), seed)
+    keys = write_landing_events(store, batch.events, f"world-response-{seed}")
+    counts = pd.Series([e["event_type"] for e in batch.events]).value_counts().to_dict()
+    _say(
+        f"the world responded with {len(batch.events):,} events {counts} in {len(keys)} "
+        f"landing batches (unknown users {batch.unknown_users}, items {batch.unknown_items})"
+    )
+    _say(f"next: fitpulse analyze-experiment --home {project.root}")
+
+
+@app.command("analyze-experiment")
+def analyze_experiment_cmd(
+    experiment: Annotated[str, typer.Option(help="Experiment name (from its TOML).")] = (
+        "ranker-ab"
+    ),
+    control: Annotated[str, typer.Option(help="The control variant.")] = "control",
+    home: HomeOpt = None,
+) -> None:
+    """Ingest landed events, then materialize experiment_analysis and print its table."""
+    project = ProjectHome.resolve(home)
+    defs, instance, _, _ = ingest_landed(project)
+    run_config = _quiet_run_config()
+    run_config["ops"] = {
+        "experiment_analysis": {"config": {"experiment": experiment, "control": control}}
+    }
+    result = defs.resolve_job_def("experiment_analysis_job").execute_in_process(
+        instance=instance, run_config=run_config, raise_on_error=False
+    )
+    if not result.success:
+        for event in result.all_events:
+            if event.is_step_failure:
+                error = event.step_failure_data.error  # type: ignore[union-attr]
+                while error is not None and error.cause is not None:
+                    error = error.cause
+                typer.echo(f"experiment analysis failed: {error.message.strip()}", err=True)
+        raise typer.Exit(code=2)
+    (materialization,) = result.asset_materializations_for_node("experiment_analysis")
+    summary = materialization.metadata["summary"].value
+    typer.echo(materialization.metadata["readable"].value)  # type: ignore[union-attr]
+    typer.echo(
+        f"users {summary['users']:,}; excluded: {summary['mixed_users']} in several "  # type: ignore[index]
+        f"variants, {summary['malformed_exposures']} malformed exposures"  # type: ignore[index]
     )
 
 

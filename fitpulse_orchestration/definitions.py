@@ -12,7 +12,7 @@ import os
 
 import dagster as dg
 
-from assets import evaluation, features, monitoring, ranking, registry, retrieval
+from assets import evaluation, experiments, features, monitoring, ranking, registry, retrieval
 from assets.ingestion import (
     build_ingestion_assets,
     catalog_items,
@@ -27,6 +27,7 @@ from assets.resources import (
 )
 from fitpulse_orchestration.settings import ProjectHome, current_profile
 from jobs import (
+    experiment_analysis_job,
     ingestion_job,
     ingestion_job_schedule,
     monitoring_job,
@@ -96,7 +97,7 @@ def build_definitions(
         catalog_items,
         member_profiles,
         *dg.load_assets_from_modules(
-            [features, retrieval, ranking, evaluation, registry, monitoring]
+            [features, retrieval, ranking, evaluation, registry, monitoring, experiments]
         ),
     ]
     return dg.Definitions(
@@ -106,6 +107,7 @@ def build_definitions(
             ingestion_job,
             training_job,
             monitoring_job,
+            experiment_analysis_job,
             review_model_job,
             promote_champion_job,
             rollback_champion_job,

@@ -3,7 +3,16 @@
 import dagster as dg
 from dagster_mlflow import end_mlflow_on_run_finished
 
-from assets.groups import EVALUATION, FEATURES, INGESTION, MONITORING, RANKING, REGISTRY, RETRIEVAL
+from assets.groups import (
+    EVALUATION,
+    EXPERIMENTS,
+    FEATURES,
+    INGESTION,
+    MONITORING,
+    RANKING,
+    REGISTRY,
+    RETRIEVAL,
+)
 from jobs.registry import promote_champion_job, review_model_job, rollback_champion_job
 
 ingestion_job = dg.define_asset_job(
@@ -39,6 +48,14 @@ monitoring_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
 )
 
+experiment_analysis_job = dg.define_asset_job(
+    "experiment_analysis_job",
+    selection=dg.AssetSelection.groups(EXPERIMENTS),
+    description="Per-variant outcomes (CTR, workout starts, 7-day return) of an online "
+    "experiment from the ingested exposure log.",
+    executor_def=dg.in_process_executor,
+)
+
 ingestion_job_schedule = dg.build_schedule_from_partitioned_job(
     ingestion_job, hour_of_day=0, minute_of_hour=30
 )
@@ -52,6 +69,7 @@ monitoring_job_schedule = dg.ScheduleDefinition(
 
 __all__ = [
     "INGESTION",
+    "experiment_analysis_job",
     "ingestion_job",
     "ingestion_job_schedule",
     "monitoring_job",

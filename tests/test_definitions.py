@@ -20,6 +20,7 @@ EXPECTED_JOBS = {
     "ingestion_job",
     "training_job",
     "monitoring_job",
+    "experiment_analysis_job",
     "review_model_job",
     "promote_champion_job",
     "rollback_champion_job",
@@ -51,7 +52,8 @@ TRAINING_ASSETS = {
     "registered_home_ranker",
     "promotion_gate",
 }
-EXPECTED_ASSETS = TRAINING_ASSETS | MONITORING_ASSETS
+EXPERIMENT_ASSETS = {"experiment_analysis"}
+EXPECTED_ASSETS = TRAINING_ASSETS | MONITORING_ASSETS | EXPERIMENT_ASSETS
 EXPECTED_CHECKS = {
     ("raw_events", "rows_balance"),
     ("raw_events", "quarantine_rate"),
@@ -253,3 +255,10 @@ def test_importing_the_package_does_not_load_the_definitions() -> None:
     )
 
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_experiment_analysis_job_selects_only_the_analysis(defs: dg.Definitions) -> None:
+    job = defs.resolve_job_def("experiment_analysis_job")
+    selected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
+
+    assert selected == EXPERIMENT_ASSETS

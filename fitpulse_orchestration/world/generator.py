@@ -22,13 +22,17 @@ world simulates the same events as the world without it.
 The world writes what the app's collector and back office would write (see ``layout``):
 hourly gzipped NDJSON event batches with injected bad records, and Parquet catalog and profile
 files. ``generate_world`` returns a ``WorldSummary`` that states exactly what was injected.
+It also writes the world's hidden state to ``LATENT_KEY``, so ``world.respond`` can simulate how
+its users react to feeds served later; that is ground truth the platform never reads.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import gzip
+import io
 import json
+import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeVar
@@ -58,6 +62,9 @@ _SHIFT_TRENDING_ALPHA: Final = 2.0
 """Dirichlet weight of the trending category in a shift user's taste (others weigh 0.35)."""
 _BASE_TASTE_ALPHA: Final = 0.35
 """Dirichlet weight of each base category in a user's taste."""
+
+LATENT_KEY: Final = "world/latent.npz"
+"""Object-store key of the world's hidden state (see ``_write_latent``)."""
 
 
 @dataclass(frozen=True)
@@ -932,6 +939,44 @@ def _write_reference(p: WorldParams, users: _Users, items: _Items, store: Object
             )
 
 
+def _write_latent(users: _Users, items: _Items, store: ObjectStore) -> None:
+    """Write the hidden state a response model needs to ``LATENT_KEY`` as an ``.npz`` archive.
+
+    Ground truth of the synthetic world, read only by ``world.respond`` (to simulate how users
+    react to served feeds); the platform's ingestion, features and training never read it.
+    Arrays are named ``user_*`` (rows follow ``user_ids``) and ``item_*`` (rows follow
+    ``item_ids``); ``taste_scale`` is the scalar that multiplies category taste in affinities.
+    """
+    arrays = {
+        "user_ids": users.ids.astype(str),
+        "user_vec": users.vec,
+        "user_cat_taste": users.cat_taste,
+        "user_level": users.level,
+        "user_activity": users.activity,
+        "user_utc_offset": users.utc_offset,
+        "user_platform": users.platform.astype(str),
+        "item_ids": items.ids.astype(str),
+        "item_vec": items.vec,
+        "item_category": items.category,
+        "item_quality": items.quality,
+        "item_difficulty": items.difficulty,
+        "item_intensity": items.intensity,
+        "item_type": items.type_.astype(str),
+        "item_duration": items.duration,
+        "taste_scale": np.array(len(vocab.CATEGORIES)),
+    }
+    # np.savez_compressed stamps each member with the current time; a fixed stamp keeps the
+    # store byte-identical for the same params and seed.
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, value in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
+    store.put_bytes(LATENT_KEY, buffer.getvalue())
+
+
 def _add_shift(
     p: WorldParams,
     shift: ShiftParams,
@@ -1004,6 +1049,8 @@ def _summarize_shift(
 def generate_world(params: WorldParams, store: ObjectStore) -> WorldSummary:
     """Simulate ``params.days`` days of FitPulse and write the landing zone into ``store``.
 
+    The world's hidden state goes to ``LATENT_KEY`` last, after every random draw.
+
     Returns:
         A summary with the exact number of valid events and injected bad records by kind.
     """
@@ -1031,6 +1078,7 @@ def generate_world(params: WorldParams, store: ObjectStore) -> WorldSummary:
     cold_share = float((meaningful.reindex(users.ids, fill_value=0) < 5).mean())
     valid, written, bad, days = _write_events(params, rng, log, store)
     _write_reference(params, users, items, store)
+    _write_latent(users, items, store)
     return WorldSummary(
         params=params,
         n_users=len(users.ids),
