@@ -11,6 +11,10 @@ synthetic world, the import command and the collector agree with what ingestion 
 - ``assets/<asset_key>.<ext>``: asset values persisted by the object-store IO manager.
 - ``reports/<kind>/<UTC time>.{html,json}``: monitoring reports (drift).
 - ``audit/registry/<model>/<UTC time>-<action>-<id>.json``: the registry's audit log.
+- ``serving/features/date=YYYY-MM-DD/<batch>.parquet``: features the feed service served
+  (sampled); its exposures land in ``landing/events`` like any app event.
+- ``world/latent.npz``: the synthetic world's hidden tastes (ground truth of the simulation;
+  only the world's response model reads it, never the platform).
 """
 
 from __future__ import annotations

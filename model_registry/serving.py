@@ -36,6 +36,10 @@ class RegistryModelSource:
             return latest.version if latest is not None else None
         return version
 
+    def discard(self, version: str) -> None:
+        """Remove the cached copy of ``version`` (it failed to load)."""
+        shutil.rmtree(self.cache_dir / self.model_name / str(version), ignore_errors=True)
+
     def fetch(self, version: str) -> Path:
         """The local bundle folder of ``version`` (downloaded on first use)."""
         target = self.cache_dir / self.model_name / str(version)

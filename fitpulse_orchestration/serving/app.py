@@ -41,7 +41,7 @@ from fitpulse_orchestration.serving.feed_service import (
 from fitpulse_orchestration.serving.loading import ModelWatcher
 from fitpulse_orchestration.serving.logs import ServedLog
 
-_REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9_.:-]{8,64}$")
+_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9_.:-]{8,64}")
 _BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.18, 0.3, 0.5, 1.0)
 
 
@@ -131,7 +131,7 @@ def create_app(
     ) -> Response:
         t0 = time.perf_counter()
         request_id = (
-            x_request_id if x_request_id and _REQUEST_ID.match(x_request_id) else None
+            x_request_id if x_request_id and _REQUEST_ID.fullmatch(x_request_id) else None
         ) or uuid.uuid4().hex
         try:
             if not re.fullmatch(r"\d{1,4}", n):

@@ -70,7 +70,7 @@ FALLBACKS: Final = (
     "index_unavailable",
     "deadline_exceeded",
 )
-USER_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$")
+USER_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")
 MAX_ITEMS: Final = 50
 
 
@@ -293,7 +293,7 @@ class _Clock:
 
 def validate_request(user_id: str, n: int, max_items: int) -> None:
     """Raise ``InvalidRequestError`` for a malformed user id or an ``n`` out of range."""
-    if not USER_ID_PATTERN.match(user_id):
+    if not USER_ID_PATTERN.fullmatch(user_id):
         raise InvalidRequestError(
             f"malformed user id {user_id[:80]!r}: expected 1-64 characters of letters, digits "
             "and _ . : @ -, starting with a letter or digit"

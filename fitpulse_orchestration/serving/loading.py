@@ -51,9 +51,16 @@ class ModelSource(Protocol):
     def fetch(self, version: str) -> Path:
         """A local folder holding the version's feed bundle."""
 
+    def discard(self, version: str) -> None:
+        """Forget a local copy that failed to load (the next ``fetch`` gets a fresh one)."""
+
 
 def load_version(source: ModelSource, version: str) -> LoadedModel:
-    """Load one version; a missing or broken model or index is recorded, not raised."""
+    """Load one version; a missing or broken model or index is recorded, not raised.
+
+    A local copy that fails to load is discarded, so the watcher's next attempt fetches it
+    again (a damaged cache heals; a damaged registry artifact keeps failing, visibly).
+    """
     try:
         folder = source.fetch(version)
     except Exception as exc:
@@ -61,10 +68,12 @@ def load_version(source: ModelSource, version: str) -> LoadedModel:
     try:
         model = read_feed_model(folder, with_index=False)
     except (OSError, TypeError, pickle.UnpicklingError, EOFError, AttributeError) as exc:
+        source.discard(version)
         return LoadedModel(version, None, f"cannot load the model of version {version}: {exc}")
     try:
         model.index = read_item_index(folder)
     except (OSError, TypeError, pickle.UnpicklingError, EOFError) as exc:
+        source.discard(version)
         return LoadedModel(version, model, f"no item index for version {version}: {exc}")
     return LoadedModel(version, model)
 
@@ -125,13 +134,15 @@ class ServingLoader:
         versions: dict[str, str | None] | None = None,
         reuse: Iterable[LoadedModel] = (),
     ) -> ServingState:
-        """Load every alias (reusing already loaded versions) with the catalog and popularity.
+        """Load every alias with the catalog and popularity.
+
+        Versions in ``reuse`` that loaded without a problem are not loaded again.
 
         Raises:
             ServiceUnavailableError: when there is no catalog (nothing could be served).
         """
         versions = self.versions() if versions is None else versions
-        cache = {m.version: m for m in reuse}
+        cache = {m.version: m for m in reuse if m.problem is None}
         models: dict[str, LoadedModel] = {}
         for alias, version in versions.items():
             if version is None:
@@ -189,22 +200,43 @@ class ModelWatcher:
         }
 
     def check_once(self) -> bool:
-        """Reload when an alias moved; return whether the state was swapped."""
+        """Reload when an alias moved, a served version is degraded or a live state is stale.
+
+        A newly wanted version that fails to load never replaces a working one: the alias
+        keeps its old version, ``last_error`` says why, and the next poll tries again.
+
+        Returns:
+            Whether the state was swapped.
+        """
         try:
+            current = self.service.state
             wanted = self.loader.versions()
             served = self.served_versions()
-            state_age = (pd.Timestamp.now(tz="UTC") - self.service.state.as_of).total_seconds()
-            stale = self.service.state.live and state_age > self.refresh_s
-            if alias_changes(served, wanted) or stale:
-                state: ServingState = self.loader.load(
-                    wanted, reuse=self.service.state.models.values()
-                )
-                self.service.swap_state(state)
-                self.reloads += 1
-                log.info("serving reloaded: %s", wanted)
+            state_age = (pd.Timestamp.now(tz="UTC") - current.as_of).total_seconds()
+            stale = current.live and state_age > self.refresh_s
+            degraded = any(m.problem for m in current.models.values())
+            if not (alias_changes(served, wanted) or stale or degraded):
                 self.last_error = None
-                return True
-            self.last_error = None
+                return False
+            state: ServingState = self.loader.load(wanted, reuse=current.models.values())
+            kept = []
+            for alias, new in list(state.models.items()):
+                old = current.models.get(alias)
+                if new.model is None and old is not None and old.model is not None:
+                    state.models[alias] = old
+                    kept.append(f"{alias}: version {new.version} failed ({new.problem})")
+            if (
+                all(state.models.get(a) is current.models.get(a) for a in current.models)
+                and len(state.models) == len(current.models)
+                and not stale
+            ):
+                self.last_error = "; ".join(kept) or None
+                return False
+            self.service.swap_state(state)
+            self.reloads += 1
+            self.last_error = "; ".join(kept) or None
+            log.info("serving reloaded: %s", self.served_versions())
+            return True
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("model reload failed, still serving %s: %s", self.served_versions(), exc)

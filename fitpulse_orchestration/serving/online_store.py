@@ -18,6 +18,7 @@ import json
 import math
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import closing
@@ -29,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 KINDS: Final = ("user", "item", "history")
+META_TTL_S: Final = 5.0
 ID_COLUMNS: Final = {"user": "user_id", "item": "item_id", "history": "user_id"}
 
 
@@ -93,12 +95,16 @@ def decode_rows(
 class OnlineFeatureStore(abc.ABC):
     """Latest feature values per user and per item."""
 
+    def __init__(self) -> None:
+        self._meta_cache: dict[str, tuple[float, TableMeta]] = {}
+
     def materialize(
         self, kind: str, frame: pd.DataFrame, features: Sequence[str], as_of: pd.Timestamp
     ) -> TableMeta:
         """Replace the ``kind`` table with ``frame`` atomically and return its metadata."""
         meta = TableMeta(_check_kind(kind), as_of.isoformat(), len(frame), tuple(features))
         self._replace(kind, encode_rows(frame, kind, features), meta)
+        self._meta_cache.pop(kind, None)
         return meta
 
     def lookup(self, kind: str, ids: Sequence[str]) -> pd.DataFrame:
@@ -108,7 +114,7 @@ class OnlineFeatureStore(abc.ABC):
             OnlineStoreUnavailableError: when the store cannot be reached.
             LookupError: when the ``kind`` table was never materialized.
         """
-        meta = self.meta(kind)
+        meta = self.cached_meta(kind)
         if meta is None:
             raise LookupError(f"the online {kind} features were never materialized")
         return decode_rows(self._get(kind, list(dict.fromkeys(ids))), kind, meta.features)
@@ -118,7 +124,7 @@ class OnlineFeatureStore(abc.ABC):
 
         The request path's lookup: no frame is built. Raises like ``lookup``.
         """
-        meta = self.meta(kind)
+        meta = self.cached_meta(kind)
         if meta is None:
             raise LookupError(f"the online {kind} features were never materialized")
         pairs = dict(self._get(kind, list(dict.fromkeys(ids))))
@@ -138,6 +144,7 @@ class OnlineFeatureStore(abc.ABC):
         meta = TableMeta(_check_kind(kind), as_of.isoformat(), len(records), ())
         rows = [(str(i), json.dumps(r, separators=(",", ":"))) for i, r in records.items()]
         self._replace(kind, rows, meta)
+        self._meta_cache.pop(kind, None)
         return meta
 
     def lookup_records(self, kind: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -147,9 +154,24 @@ class OnlineFeatureStore(abc.ABC):
             OnlineStoreUnavailableError: when the store cannot be reached.
             LookupError: when the ``kind`` table was never materialized.
         """
-        if self.meta(_check_kind(kind)) is None:
+        if self.cached_meta(_check_kind(kind)) is None:
             raise LookupError(f"the online {kind} records were never materialized")
         return {i: json.loads(p) for i, p in self._get(kind, list(dict.fromkeys(ids)))}
+
+    def cached_meta(self, kind: str) -> TableMeta | None:
+        """``meta``, read from the store at most once per ``META_TTL_S`` seconds.
+
+        Lookups need only the feature names, which change with the code, not with each
+        materialization; a materialization through this object drops the cached entry.
+        """
+        now = time.monotonic()
+        hit = self._meta_cache.get(kind)
+        if hit is not None and now - hit[0] < META_TTL_S:
+            return hit[1]
+        meta = self.meta(kind)
+        if meta is not None:
+            self._meta_cache[kind] = (now, meta)
+        return meta
 
     @abc.abstractmethod
     def meta(self, kind: str) -> TableMeta | None:
@@ -184,6 +206,7 @@ class SQLiteOnlineStore(OnlineFeatureStore):
     """
 
     def __init__(self, path: str | Path, timeout_s: float = 2.0) -> None:
+        super().__init__()
         self.path = Path(path)
         self.timeout_s = timeout_s
         self._local = threading.local()
@@ -250,6 +273,7 @@ class RedisOnlineStore(OnlineFeatureStore):
     def __init__(self, url: str, prefix: str = "fitpulse:features", timeout_s: float = 2.0) -> None:
         import redis
 
+        super().__init__()
         self.prefix = prefix
         self._redis = redis.Redis.from_url(
             url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s

@@ -1,0 +1,861 @@
+"""The online feed service end to end: a trained tiny world served through the real app.
+
+One module-scoped home is trained once (``fitpulse train``'s ``run_training``: every landed day
+ingested, version 1 registered, the SQLite online store materialized). Each test then builds
+its own runtime (model cache under its ``tmp_path``) and app, so faults injected into one
+(a deleted model file, an unreachable store, a zero budget) stay in that test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import gzip
+import itertools
+import json
+import re
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from fitpulse_orchestration import layout
+from fitpulse_orchestration.cli import run_training
+from fitpulse_orchestration.events.ingest import ingest_day, read_clean_events
+from fitpulse_orchestration.events.pseudonymize import (
+    PSEUDONYM_PREFIX,
+    Pseudonymizer,
+    load_or_create_key,
+)
+from fitpulse_orchestration.events.schema import ENGAGEMENT_TYPES
+from fitpulse_orchestration.features.point_in_time import (
+    CROSS_FEATURES,
+    ITEM_FEATURES,
+    USER_FEATURES,
+    feature_columns,
+)
+from fitpulse_orchestration.features.reference import load_catalog, unsafe_for_beginners
+from fitpulse_orchestration.monitoring.serving import compute_skew
+from fitpulse_orchestration.serving.app import create_app
+from fitpulse_orchestration.serving.feed_service import STAGES, ServingConfig, StageBudgets
+from fitpulse_orchestration.serving.logs import read_served_features
+from fitpulse_orchestration.serving.online_store import RedisOnlineStore, SQLiteOnlineStore
+from fitpulse_orchestration.serving.runtime import (
+    ServiceRuntime,
+    build_runtime,
+    profile_backends,
+)
+from fitpulse_orchestration.settings import ProjectHome
+from fitpulse_orchestration.storage import LocalObjectStore
+from fitpulse_orchestration.storage.asset_values import load_asset_value
+from fitpulse_orchestration.storage.tables import read_parquet_prefix
+from model_registry.client import RegistryClient
+from model_registry.names import HOME_RANKER_MODEL
+from model_registry.serving import RegistryModelSource
+from tests.orchestration.conftest import TINY_START, make_world_home
+
+# dagster-mlflow's resource is beta; the CLI silences that warning itself, pytest re-enables it.
+pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+DEAD_REDIS_URL = "redis://127.0.0.1:1/0"
+"""Port 1 (tcpmux): nothing listens there, so every connection is refused at once."""
+COLD_USER = "new-user-0001"
+MODEL_FILE = "home_feed_model.pkl"
+INDEX_FILE = "item_index.pkl"
+PAYLOAD_LIMIT = 4096
+ITEM_KEYS = {"id", "type", "title", "reason"}
+ROOMY = ServingConfig(
+    budgets=StageBudgets(
+        lookup_ms=10_000.0,
+        retrieval_ms=10_000.0,
+        features_ms=10_000.0,
+        ranking_ms=10_000.0,
+        rerank_ms=10_000.0,
+        deadline_ms=60_000.0,
+    )
+)
+"""Budgets no test machine overruns: a loaded CI runner must not turn a feed into a
+``deadline_exceeded`` fallback in tests about something else. The deadline tests set one
+stage's budget to zero instead."""
+
+
+@dataclass
+class TrainedHome:
+    """The trained home and what the tests know about its world.
+
+    Attributes:
+        profiles: raw (app) user ids with their ``fitness_level``, from the landing zone.
+        engaged: pseudonymized user id -> items the user engaged with before ``as_of``.
+        engagements: pseudonymized user id -> number of engagements before ``as_of``.
+        as_of: the online features' snapshot time (the ``snapshot`` serving clock).
+    """
+
+    home: ProjectHome
+    store: LocalObjectStore
+    workdir: Path
+    pseudonymizer: Pseudonymizer
+    profiles: pd.DataFrame
+    catalog: pd.DataFrame
+    engaged: dict[str, set[str]]
+    engagements: Counter[str]
+    as_of: pd.Timestamp
+
+    @property
+    def unsafe_items(self) -> set[str]:
+        """Catalog items a beginner must never see."""
+        return set(self.catalog.loc[unsafe_for_beginners(self.catalog), "item_id"])
+
+    @property
+    def categories(self) -> dict[str, str]:
+        """Catalog category by item id."""
+        return dict(zip(self.catalog["item_id"], self.catalog["category"], strict=True))
+
+    def pseudo(self, raw_id: str) -> str:
+        """The pseudonym ingestion gave ``raw_id``."""
+        return self.pseudonymizer.pseudonymize(raw_id)
+
+    def users(self, level: str | None = None) -> list[str]:
+        """Raw ids of ``level`` (every level when None), most engaged first."""
+        frame = (
+            self.profiles if level is None else self.profiles[self.profiles.fitness_level == level]
+        )
+        ids = list(frame["user_id"])
+        return sorted(ids, key=lambda u: (-self.engagements.get(self.pseudo(u), 0), u))
+
+    def warm_user(self, level: str | None = None) -> str:
+        """The most engaged raw user id of ``level``."""
+        user = self.users(level)[0]
+        assert self.engagements[self.pseudo(user)] >= 10, "the tiny world has no warm user"
+        return user
+
+    def assert_beginner_safe(self, items: list[dict[str, Any]]) -> None:
+        """Every item is a known catalog item that is safe for a beginner."""
+        ids = [i["id"] for i in items]
+        assert set(ids) <= set(self.catalog["item_id"]), "an item is not in the catalog"
+        unsafe = sorted(set(ids) & self.unsafe_items)
+        assert not unsafe, f"items unsafe for a beginner were served: {unsafe}"
+
+
+def _train(home: ProjectHome, workdir: Path, until: dt.date | None = None) -> dict[str, Any]:
+    # MLflow writes ./mlruns relative to the working directory.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(workdir)
+        return run_training(home, eval_days=5, ranker_days=5, until=until)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedHome:
+    root = tmp_path_factory.mktemp("serving_home")
+    workdir = tmp_path_factory.mktemp("serving_workdir")
+    world = make_world_home(root)
+    home, store = world.home, world.store
+    facts = _train(home, workdir)
+    assert facts["version"] == "1"
+    assert facts["failed_checks"] == []
+    pseudonymizer = Pseudonymizer.from_secret(load_or_create_key(home.pseudonym_key_file))
+    frames = read_parquet_prefix(store, f"{layout.LANDING_USERS}/")
+    profiles = (
+        pd.concat(frames, ignore_index=True)
+        .drop_duplicates("user_id", keep="last")[["user_id", "fitness_level"]]
+        .reset_index(drop=True)
+    )
+    meta = SQLiteOnlineStore(home.online_store).meta("user")
+    assert meta is not None
+    as_of = pd.Timestamp(meta.as_of)
+    events = read_clean_events(store)
+    engagements = events[events["event_type"].isin(ENGAGEMENT_TYPES) & (events["ts"] < as_of)]
+    engaged: dict[str, set[str]] = {
+        str(u): set(g["item_id"].dropna()) for u, g in engagements.groupby("user_id")
+    }
+    return TrainedHome(
+        home=home,
+        store=store,
+        workdir=workdir,
+        pseudonymizer=pseudonymizer,
+        profiles=profiles,
+        catalog=load_catalog(store),
+        engaged=engaged,
+        engagements=Counter(engagements["user_id"].astype(str)),
+        as_of=as_of,
+    )
+
+
+def _runtime(
+    trained: TrainedHome, cache: Path, config: ServingConfig = ROOMY, **kwargs: Any
+) -> ServiceRuntime:
+    backends = profile_backends(trained.home, "local")
+    return build_runtime(backends, cache, clock="snapshot", config=config, **kwargs)
+
+
+def _client(rt: ServiceRuntime) -> TestClient:
+    return TestClient(create_app(rt.service, rt.watcher, rt.served_log))
+
+
+def _feed(client: TestClient, user: str, **headers: str) -> dict[str, Any]:
+    response = client.get(f"/v1/home-feed/{user}", headers=headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+    return [
+        (s.name, dict(s.labels), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
+
+
+def _served_records(trained: TrainedHome, request_ids: set[str]) -> list[dict[str, Any]]:
+    """Exposure records of ``request_ids`` in the landing zone's ``serve-*`` batches."""
+    records = []
+    for key in trained.store.iter_keys(f"{layout.LANDING_EVENTS}/"):
+        if not Path(key).name.startswith("serve-"):
+            continue
+        assert key.endswith(".ndjson.gz"), key
+        for line in gzip.decompress(trained.store.get_bytes(key)).decode().splitlines():
+            record = json.loads(line)
+            if record["request_id"] in request_ids:
+                records.append(record | {"_key": key})
+    return records
+
+
+def _decreasing_but_one(scores: list[float]) -> bool:
+    """Strictly decreasing once at most one entry (a promoted fresh item) is left out."""
+
+    def decreasing(values: list[float]) -> bool:
+        return all(a > b for a, b in itertools.pairwise(values))
+
+    return decreasing(scores) or any(
+        decreasing(scores[:i] + scores[i + 1 :]) for i in range(len(scores))
+    )
+
+
+def test_warm_user_gets_a_compact_personal_feed(trained: TrainedHome, tmp_path: Path) -> None:
+    user = trained.warm_user()
+    rt = _runtime(trained, tmp_path / "models")
+    with _client(rt) as client:
+        plain = client.get(
+            f"/v1/home-feed/{user}",
+            headers={"X-Request-ID": "req-warm-plain-0001", "Accept-Encoding": "identity"},
+        )
+        with client.stream(
+            "GET",
+            f"/v1/home-feed/{user}",
+            headers={"X-Request-ID": "req-warm-gzip-0001", "Accept-Encoding": "gzip"},
+        ) as zipped:
+            raw = b"".join(zipped.iter_raw())
+
+    assert plain.status_code == 200
+    assert plain.headers["x-request-id"] == "req-warm-plain-0001"
+    assert plain.headers["x-model-version"] == "1"
+    assert "content-encoding" not in plain.headers
+    assert len(plain.content) < PAYLOAD_LIMIT
+    body = plain.json()
+    assert body["request_id"] == "req-warm-plain-0001"
+    assert body["model_version"] == "1"
+    assert body["fallback"] is None
+    assert body["fallbacks"] == []
+    items = body["items"]
+    assert len(items) == 20
+    assert all(set(item) == ITEM_KEYS for item in items)
+    ids = [item["id"] for item in items]
+    assert len(set(ids)) == len(ids)
+    engaged = trained.engaged[trained.pseudo(user)]
+    assert len(engaged) >= 10
+    assert not set(ids) & engaged, "the feed repeats items the user engaged with"
+
+    assert zipped.status_code == 200
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert zipped.headers["x-request-id"] == "req-warm-gzip-0001"
+    assert len(raw) < len(plain.content)
+    unzipped = json.loads(gzip.decompress(raw))
+    assert unzipped == body | {"request_id": "req-warm-gzip-0001"}
+
+
+def test_unknown_user_gets_a_beginner_safe_feed(trained: TrainedHome, tmp_path: Path) -> None:
+    assert COLD_USER not in set(trained.profiles["user_id"])
+    assert trained.pseudo(COLD_USER) not in trained.engagements
+    rt = _runtime(trained, tmp_path / "models")
+    with _client(rt) as client:
+        body = _feed(client, COLD_USER)
+
+    assert body["fallback"] is None
+    assert body["model_version"] == "1"
+    assert len(body["items"]) >= 10
+    trained.assert_beginner_safe(body["items"])
+    response = rt.service.home_feed(COLD_USER)
+    assert response.cold
+    assert response.fitness_level == "unknown"
+
+
+def test_beginners_never_get_unsafe_items(trained: TrainedHome, tmp_path: Path) -> None:
+    beginners = trained.users("beginner")
+    assert len(beginners) >= 30
+    rt = _runtime(trained, tmp_path / "models")
+    with _client(rt) as client:
+        bodies = [_feed(client, user) for user in beginners[:40]]
+
+    assert all(b["fallback"] is None and b["model_version"] == "1" for b in bodies)
+    for body in bodies:
+        assert body["items"]
+        trained.assert_beginner_safe(body["items"])
+
+
+def test_missing_model_file_falls_back_to_popularity(trained: TrainedHome, tmp_path: Path) -> None:
+    cache = tmp_path / "models"
+    first = _runtime(trained, cache)
+    assert first.service.state.ready
+    bundle = cache / HOME_RANKER_MODEL / "1"
+    (bundle / MODEL_FILE).unlink()
+    rt = _runtime(trained, cache)
+    beginner = trained.warm_user("beginner")
+    with _client(rt) as client:
+        ready = client.get("/readyz")
+        response = client.get(f"/v1/home-feed/{beginner}")
+
+    assert ready.status_code == 503
+    champion = ready.json()["models"]["champion"]
+    assert champion["version"] == "1"
+    assert champion["loaded"] is False
+    assert "cannot load the model of version 1" in champion["problem"]
+    assert MODEL_FILE in champion["problem"]
+    assert response.status_code == 200
+    body = response.json()
+    assert body["fallback"] == "model_unavailable"
+    assert body["model_version"] == "popularity"
+    assert response.headers["x-model-version"] == "popularity"
+    assert body["items"]
+    trained.assert_beginner_safe(body["items"])
+
+
+def test_a_damaged_cache_heals_at_the_next_poll(trained: TrainedHome, tmp_path: Path) -> None:
+    cache = tmp_path / "models"
+    _runtime(trained, cache)
+    (cache / HOME_RANKER_MODEL / "1" / MODEL_FILE).unlink()
+    rt = _runtime(trained, cache)
+    assert rt.service.state.models["champion"].model is None
+
+    assert rt.watcher.check_once()
+
+    champion = rt.service.state.models["champion"]
+    assert champion.model is not None
+    assert champion.problem is None
+    assert rt.service.state.ready
+    assert not rt.service.home_feed(trained.warm_user()).fallbacks
+
+
+class _BrokenVersionSource(RegistryModelSource):
+    """The real registry, except that champion points at a version whose download fails."""
+
+    def version_for(self, alias: str) -> str | None:
+        return "99" if alias == "champion" else super().version_for(alias)
+
+    def fetch(self, version: str) -> Path:
+        if version == "99":
+            raise OSError("artifact store returned 500 for version 99")
+        return super().fetch(version)
+
+
+def test_a_broken_new_version_never_replaces_a_working_one(
+    trained: TrainedHome, tmp_path: Path
+) -> None:
+    rt = _runtime(trained, tmp_path / "models")
+    assert rt.service.state.models["champion"].version == "1"
+    rt.watcher.loader.source = _BrokenVersionSource(
+        trained.home.mlflow_tracking_uri, tmp_path / "models"
+    )
+
+    assert not rt.watcher.check_once()
+
+    assert rt.service.state.models["champion"].version == "1"
+    assert rt.service.state.ready
+    assert rt.watcher.last_error is not None
+    assert "version 99 failed" in rt.watcher.last_error
+    assert rt.service.home_feed(trained.warm_user()).model_version == "1"
+
+
+def test_missing_index_serves_popular_and_fresh_candidates_ranked(
+    trained: TrainedHome, tmp_path: Path
+) -> None:
+    cache = tmp_path / "models"
+    _runtime(trained, cache)
+    (cache / HOME_RANKER_MODEL / "1" / INDEX_FILE).unlink()
+    rt = _runtime(trained, cache)
+    user = trained.warm_user()
+    with _client(rt) as client:
+        ready = client.get("/readyz")
+        body = _feed(client, user)
+
+    assert ready.status_code == 503
+    champion = ready.json()["models"]["champion"]
+    assert champion["loaded"] is True
+    assert champion["index"] is False
+    assert INDEX_FILE in champion["problem"]
+    assert body["fallback"] == "index_unavailable"
+    assert body["model_version"] == "1"
+    assert len(body["items"]) == 20
+    response = rt.service.home_feed(user)
+    assert response.ranked
+    assert "als" not in set(response.served["source"])
+    assert set(response.served["source"]) <= {"popular", "fresh"}
+
+
+def test_unreachable_online_store_serves_beginner_safe_defaults(
+    trained: TrainedHome, tmp_path: Path
+) -> None:
+    backends = dataclasses.replace(
+        profile_backends(trained.home, "local"),
+        online=RedisOnlineStore(DEAD_REDIS_URL, timeout_s=0.2),
+    )
+    with pytest.raises(ValueError, match="clock 'snapshot' needs the online store"):
+        build_runtime(backends, tmp_path / "models", clock="snapshot", config=ROOMY)
+    rt = build_runtime(backends, tmp_path / "models", clock=trained.as_of.isoformat(), config=ROOMY)
+    advanced = trained.warm_user("advanced")
+    with _client(rt) as client:
+        ready = client.get("/readyz")
+        body = _feed(client, advanced)
+
+    assert ready.status_code == 200
+    assert body["fallback"] == "features_unavailable"
+    assert body["model_version"] == "1"
+    assert body["items"]
+    # The store holds the level: without it even an advanced member gets the beginner rule.
+    trained.assert_beginner_safe(body["items"])
+    response = rt.service.home_feed(advanced)
+    assert response.fitness_level == "unknown"
+    assert response.served[list(USER_FEATURES)].isna().all().all()
+    healthy = _runtime(trained, tmp_path / "models").service.home_feed(advanced)
+    assert healthy.fallbacks == []
+    assert {i.id for i in healthy.items} & trained.unsafe_items, "no contrast: pick another user"
+
+
+def _redis_reachable() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def redis_store(trained: TrainedHome) -> Iterator[RedisOnlineStore]:
+    """A Redis online store holding exactly the SQLite store's tables (keys removed after)."""
+    if not _redis_reachable():
+        pytest.skip("no Redis server on 127.0.0.1:6379 (the production-profile online store)")
+    import redis
+
+    prefix = f"fitpulse-test:{uuid.uuid4().hex}"
+    store = RedisOnlineStore(REDIS_URL, prefix=prefix)
+    sqlite = SQLiteOnlineStore(trained.home.online_store)
+    user_ids = list(load_asset_value(trained.store, "user_features")["user_id"])
+    item_ids = list(load_asset_value(trained.store, "item_features")["item_id"])
+    for kind, ids in (("user", user_ids), ("item", item_ids)):
+        meta = sqlite.meta(kind)
+        assert meta is not None
+        table = sqlite.lookup(kind, ids)
+        assert len(table) == meta.rows == len(ids)
+        store.materialize(kind, table, meta.features, pd.Timestamp(meta.as_of))
+    history_meta = sqlite.meta("history")
+    assert history_meta is not None
+    records = sqlite.lookup_records("history", user_ids)
+    assert len(records) == history_meta.rows
+    store.materialize_records("history", records, pd.Timestamp(history_meta.as_of))
+    try:
+        yield store
+    finally:
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+
+
+def test_redis_online_store_serves_like_sqlite(
+    trained: TrainedHome, redis_store: RedisOnlineStore, tmp_path: Path
+) -> None:
+    backends = dataclasses.replace(profile_backends(trained.home, "local"), online=redis_store)
+    from_redis = build_runtime(backends, tmp_path / "models", clock="snapshot", config=ROOMY)
+    from_sqlite = _runtime(trained, tmp_path / "models")
+    assert from_redis.service.state.as_of == trained.as_of
+    users = [trained.warm_user(), trained.warm_user("beginner"), COLD_USER]
+    with _client(from_redis) as client:
+        bodies = [_feed(client, user) for user in users]
+
+    for user, body in zip(users, bodies, strict=True):
+        assert body["fallback"] is None
+        assert body["model_version"] == "1"
+        expected = from_sqlite.service.home_feed(user).payload()["items"]
+        assert body["items"] == expected
+
+
+def test_zero_ranking_budget_exceeds_the_deadline(trained: TrainedHome, tmp_path: Path) -> None:
+    config = dataclasses.replace(ROOMY, budgets=dataclasses.replace(ROOMY.budgets, ranking_ms=0.0))
+    rt = _runtime(trained, tmp_path / "models", config=config)
+    with _client(rt) as client:
+        body = _feed(client, trained.warm_user())
+        metrics = client.get("/metrics").text
+
+    assert body["fallback"] == "deadline_exceeded"
+    assert body["model_version"] == "1"
+    assert len(body["items"]) == 20
+    assert ("fitpulse_feed_fallbacks_total", {"fallback": "deadline_exceeded"}, 1.0) in _samples(
+        metrics
+    )
+
+
+def test_zero_retrieval_budget_serves_retrieval_order(trained: TrainedHome, tmp_path: Path) -> None:
+    config = dataclasses.replace(
+        ROOMY, budgets=dataclasses.replace(ROOMY.budgets, retrieval_ms=0.0)
+    )
+    rt = _runtime(trained, tmp_path / "models", config=config)
+    user = trained.warm_user()
+    with _client(rt) as client:
+        body = _feed(client, user)
+
+    assert body["fallback"] == "deadline_exceeded"
+    assert body["model_version"] == "1"
+    assert len(body["items"]) == 20
+    response = rt.service.home_feed(user)
+    assert response.fallbacks == ["deadline_exceeded"]
+    assert not response.ranked
+    assert "features" not in response.stage_ms
+    assert "ranking" not in response.stage_ms
+    served = response.served
+    assert set(served["source"]) <= {"als", "popular", "fresh"}
+    # Unranked candidates keep their retrieval position as score (0, -1, -2, ...).
+    scores = served["score"].tolist()
+    assert all(s <= 0 and float(s).is_integer() for s in scores)
+    assert _decreasing_but_one(scores)
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/v1/home-feed/bad%20id", "malformed user id 'bad id'"),
+        (f"/v1/home-feed/{'a' * 65}", "malformed user id"),
+        ("/v1/home-feed/-leading-dash", "malformed user id '-leading-dash'"),
+        ("/v1/home-feed/usr_0000001?n=0", "n must be between 1 and 50, got 0"),
+        ("/v1/home-feed/usr_0000001?n=51", "n must be between 1 and 50, got 51"),
+        ("/v1/home-feed/usr_0000001?n=abc", "n must be a whole number, got 'abc'"),
+        ("/v1/home-feed/usr_0000001?n=-1", "n must be a whole number, got '-1'"),
+        ("/v1/home-feed/abc%0A", "malformed user id 'abc\\n'"),
+    ],
+)
+def test_bad_requests_get_400_with_the_problem(
+    trained: TrainedHome, tmp_path: Path, path: str, message: str
+) -> None:
+    rt = _runtime(trained, tmp_path / "models")
+    with _client(rt) as client:
+        response = client.get(path, headers={"X-Request-ID": "req-bad-000001"})
+
+        metrics = _samples(client.get("/metrics").text)
+
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]
+    assert response.json()["request_id"] == "req-bad-000001"
+    assert response.headers["x-request-id"] == "req-bad-000001"
+    assert ("fitpulse_feed_requests_total", {"variant": "none", "status": "400"}, 1.0) in metrics
+
+
+def test_edge_ids_sizes_and_request_ids(trained: TrainedHome, tmp_path: Path) -> None:
+    rt = _runtime(trained, tmp_path / "models")
+    user = trained.warm_user()
+    with _client(rt) as client:
+        longest = _feed(client, "a" * 64)
+        punctuated = _feed(client, "u1@example.com:2_3-4")
+        one = client.get(f"/v1/home-feed/{user}?n=1")
+        most = client.get(f"/v1/home-feed/{user}?n=50")
+        bad_request_id = client.get(f"/v1/home-feed/{user}", headers={"X-Request-ID": "a b"})
+
+    assert longest["items"]
+    assert punctuated["items"]
+    assert len(one.json()["items"]) == 1
+    assert len(most.json()["items"]) == 50
+    assert most.json()["fallback"] is None
+    # An unusable request id is replaced by a fresh one, echoed in the header and the body.
+    generated = bad_request_id.headers["x-request-id"]
+    assert generated != "a b"
+    assert re.fullmatch(r"[0-9a-f]{32}", generated)
+    assert bad_request_id.json()["request_id"] == generated
+
+
+def test_unknown_routes_are_404(trained: TrainedHome, tmp_path: Path) -> None:
+    rt = _runtime(trained, tmp_path / "models")
+    with _client(rt) as client:
+        statuses = [
+            client.get(path).status_code
+            for path in (
+                "/v1/home-feeds/usr_0000001",
+                "/v2/home-feed/usr_0000001",
+                "/v1/home-feed/",
+            )
+        ]
+
+    assert statuses == [404, 404, 404]
+
+
+def test_health_readiness_and_metrics(trained: TrainedHome, tmp_path: Path) -> None:
+    rt = _runtime(trained, tmp_path / "models")
+    with _client(rt) as client:
+        health = client.get("/healthz")
+        ready = client.get("/readyz")
+        _feed(client, trained.warm_user())
+        _feed(client, COLD_USER)
+        metrics = _samples(client.get("/metrics").text)
+
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok"}
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["ready"] is True
+    assert body["models"]["champion"] == {
+        "version": "1",
+        "loaded": True,
+        "index": True,
+        "problem": None,
+    }
+    assert body["as_of"] == trained.as_of.isoformat()
+    assert body["catalog_items"] == len(trained.catalog)
+    for stage in STAGES:
+        assert ("fitpulse_feed_stage_seconds_count", {"stage": stage}, 2.0) in metrics
+        buckets = [
+            s
+            for s in metrics
+            if s[0] == "fitpulse_feed_stage_seconds_bucket" and s[1]["stage"] == stage
+        ]
+        assert len(buckets) >= 10
+        assert (
+            "fitpulse_feed_stage_seconds_bucket",
+            {"stage": stage, "le": "+Inf"},
+            2.0,
+        ) in metrics
+    assert ("fitpulse_model_info", {"alias": "champion", "version": "1"}, 1.0) in metrics
+    assert ("fitpulse_feed_requests_total", {"variant": "default", "status": "200"}, 2.0) in metrics
+    assert ("fitpulse_feed_cold_users_total", {}, 1.0) in metrics
+    assert not [s for s in metrics if s[0] == "fitpulse_feed_fallbacks_total"]
+
+
+def test_alias_moves_are_picked_up_live(trained: TrainedHome, tmp_path: Path) -> None:
+    registry = RegistryClient(trained.home.mlflow_tracking_uri)
+    rt = _runtime(trained, tmp_path / "models", poll_s=3600.0)
+    assert rt.watcher.served_versions() == {"champion": "1"}
+    # Training on the already-ingested days again registers version 2 (re-ingesting only the
+    # first day keeps this quick; the snapshot reads every clean partition).
+    facts = _train(trained.home, trained.workdir, until=TINY_START)
+    assert facts["version"] == "2"
+    user = trained.warm_user()
+    try:
+        with _client(rt) as client:
+            assert _feed(client, user)["model_version"] == "1"
+            registry.set_alias(HOME_RANKER_MODEL, "champion", "1")
+            assert rt.watcher.check_once() is False
+            assert _feed(client, user)["model_version"] == "1"
+            registry.set_alias(HOME_RANKER_MODEL, "champion", "2")
+            assert rt.watcher.check_once() is True
+            body = _feed(client, user)
+            ready = client.get("/readyz").json()
+        assert body["model_version"] == "2"
+        assert body["fallback"] is None
+        assert ready["models"]["champion"]["version"] == "2"
+
+        background = _runtime(trained, tmp_path / "models", poll_s=0.2)
+        assert background.watcher.served_versions() == {"champion": "2"}
+        seen: list[tuple[int, str | None]] = []
+        errors: list[BaseException] = []
+        stop = threading.Event()
+        with _client(background) as client:
+
+            def fire() -> None:
+                try:
+                    while not stop.is_set():
+                        r = client.get(f"/v1/home-feed/{user}")
+                        seen.append((r.status_code, r.headers.get("x-model-version")))
+                except BaseException as exc:  # a dropped request must fail the test
+                    errors.append(exc)
+
+            thread = threading.Thread(target=fire)
+            thread.start()
+            warmup = time.monotonic() + 10.0
+            while len(seen) < 3 and not errors and time.monotonic() < warmup:
+                time.sleep(0.02)
+            registry.set_alias(HOME_RANKER_MODEL, "champion", "1")
+            deadline = time.monotonic() + 10.0
+            version = "2"
+            while version != "1" and time.monotonic() < deadline:
+                time.sleep(0.1)
+                version = client.get("/readyz").json()["models"]["champion"]["version"]
+            time.sleep(0.3)
+            stop.set()
+            thread.join(timeout=10.0)
+    finally:
+        registry.set_alias(HOME_RANKER_MODEL, "champion", "1")
+
+    assert version == "1", "the watcher did not pick up the alias move within 10 s"
+    assert not errors
+    assert seen
+    assert all(status == 200 for status, _ in seen)
+    versions = [v for _, v in seen]
+    assert versions[-1] == "1"
+    # One thread's requests are sequential: once version 1 answered, version 2 never does again.
+    first_new = versions.index("1")
+    assert first_new >= 3, "no request was served by version 2 before the move"
+    assert set(versions[:first_new]) <= {"2"}
+    assert set(versions[first_new:]) == {"1"}
+
+
+def test_exposures_and_served_features_are_logged(trained: TrainedHome, tmp_path: Path) -> None:
+    rt = _runtime(
+        trained, tmp_path / "models", config=dataclasses.replace(ROOMY, feature_log_share=1.0)
+    )
+    users = [
+        trained.warm_user(),
+        trained.warm_user("beginner"),
+        trained.warm_user("advanced"),
+        *trained.users("intermediate")[-3:],
+        COLD_USER,
+    ]
+    request_ids = {f"req-log-{i:04d}-{uuid.uuid4().hex[:8]}": u for i, u in enumerate(users)}
+    with _client(rt) as client:
+        bodies = {
+            rid: _feed(client, user, **{"X-Request-ID": rid}) for rid, user in request_ids.items()
+        }
+    assert all(b["fallback"] is None for b in bodies.values())
+
+    records = _served_records(trained, set(request_ids))
+    assert len(records) == sum(len(b["items"]) for b in bodies.values())
+    day = trained.as_of.date()
+    for rec in records:
+        assert rec["_key"].startswith(f"{layout.landing_events_prefix(day)}")
+        assert rec["event_type"] == "impression"
+        assert rec["user_id"] == request_ids[rec["request_id"]]
+        assert rec["item_id"] == bodies[rec["request_id"]]["items"][rec["position"]]["id"]
+        assert rec["payload"]["variant"] == "default"
+        assert rec["payload"]["experiment"] is None
+        assert rec["payload"]["model_version"] == "1"
+        assert pd.Timestamp(rec["ts"]) == trained.as_of
+    for rid, body in bodies.items():
+        positions = sorted(r["position"] for r in records if r["request_id"] == rid)
+        assert positions == list(range(len(body["items"])))
+
+    ingested = ingest_day(trained.store, day, trained.pseudonymizer)
+    assert ingested.read >= len(records)
+    assert ingested.quarantined == 0, ingested.reasons
+    assert ingested.duplicates == 0
+    assert ingested.accepted == ingested.read
+    mine = ingested.events[ingested.events["request_id"].isin(list(request_ids))]
+    assert len(mine) == len(records)
+    assert set(mine["event_type"]) == {"impression"}
+    expected_pseudo = {trained.pseudo(u) for u in users}
+    assert set(mine["user_id"]) == expected_pseudo
+
+    rows = read_served_features(trained.store, trained.as_of, trained.as_of + pd.Timedelta(days=1))
+    rows = rows[rows["request_id"].isin(list(request_ids))].reset_index(drop=True)
+    assert len(rows) == len(records)
+    for col in ("request_id", "user_id", "fitness_level", "as_of", "item_id", "rank", "score"):
+        assert col in rows.columns
+    assert "source" in rows.columns
+    assert set(feature_columns(include_als=True)) <= set(rows.columns)
+    assert set(rows["user_id"]) == expected_pseudo
+    assert rows["user_id"].str.startswith(PSEUDONYM_PREFIX).all()
+    assert not set(rows["user_id"]) & set(users), "a raw user id reached the served-feature log"
+    levels = dict(zip(trained.profiles["user_id"], trained.profiles["fitness_level"], strict=True))
+    by_request = rows.groupby("request_id")["fitness_level"].first()
+    for rid, level in by_request.items():
+        assert level == levels.get(request_ids[str(rid)], "unknown")
+    assert (pd.to_datetime(rows["as_of"], utc=True) == trained.as_of).all()
+
+    snapshot = load_asset_value(trained.store, "training_snapshot")
+    skew = compute_skew(rows, snapshot.inputs, feature_columns(include_als=False)).set_index(
+        "feature"
+    )
+    for col in (*USER_FEATURES, *ITEM_FEATURES):
+        assert skew.at[col, "mismatch_rate"] == 0.0, (col, skew.loc[col].to_dict())
+    for col in CROSS_FEATURES:
+        assert skew.at[col, "mismatch_rate"] == 0.0, (col, skew.loc[col].to_dict())
+
+
+EXPERIMENT = """
+[experiment]
+name = "rerank-diversity"
+salt = "2026-11-diversity"
+
+[[experiment.variants]]
+name = "control"
+share = 0.5
+model_alias = "champion"
+
+[[experiment.variants]]
+name = "treatment"
+share = 0.5
+model_alias = "champion"
+rerank = { max_per_category = 2 }
+"""
+
+
+def test_experiment_variants_are_sticky_and_apply_their_rerank(
+    trained: TrainedHome, tmp_path: Path
+) -> None:
+    path = tmp_path / "experiment.toml"
+    path.write_text(EXPERIMENT)
+    rt = _runtime(trained, tmp_path / "models", experiment_file=path)
+    users = trained.users()[:200]
+    request_ids = {f"req-exp-{i:04d}-{uuid.uuid4().hex[:8]}": u for i, u in enumerate(users)}
+    with _client(rt) as client:
+        bodies = {
+            rid: _feed(client, user, **{"X-Request-ID": rid}) for rid, user in request_ids.items()
+        }
+        again = {user: _feed(client, user)["variant"] for user in users[:20]}
+
+    variant = {request_ids[rid]: body["variant"] for rid, body in bodies.items()}
+    assert all(again[u] == variant[u] for u in again)
+    assert all(variant[u] == rt.service.assign(u).variant for u in users)
+    counts = Counter(variant.values())
+    assert set(counts) == {"control", "treatment"}
+    # Binomial(200, 0.5): mean 100, sd 7.1; 4 sd either side.
+    assert 72 <= counts["treatment"] <= 128, counts
+    categories = trained.categories
+    most_alike = {
+        rid: max(Counter(categories[i["id"]] for i in body["items"]).values())
+        for rid, body in bodies.items()
+    }
+    treatment = [rid for rid, body in bodies.items() if body["variant"] == "treatment"]
+    control = [rid for rid, body in bodies.items() if body["variant"] == "control"]
+    assert all(most_alike[rid] <= 2 for rid in treatment)
+    assert any(most_alike[rid] > 2 for rid in control), "the override made no difference"
+    assert all(bodies[rid]["fallback"] is None for rid in request_ids)
+
+    records = _served_records(trained, set(request_ids))
+    assert len(records) == sum(len(b["items"]) for b in bodies.values())
+    for rec in records:
+        assert rec["payload"]["experiment"] == "rerank-diversity"
+        assert rec["payload"]["variant"] == bodies[rec["request_id"]]["variant"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("share = 0.5\nmodel_alias", "share = 0.4\nmodel_alias", "variant shares sum to 0.9"),
+        ("max_per_category = 2", "max_per_category = 2, per_page = 3", "unknown rerank settings"),
+        ('model_alias = "champion"\nrerank', 'model_alias = "staging"\nrerank', "model_alias"),
+    ],
+)
+def test_bad_experiment_files_are_refused(
+    trained: TrainedHome, tmp_path: Path, old: str, new: str, message: str
+) -> None:
+    assert old in EXPERIMENT
+    path = tmp_path / "experiment.toml"
+    path.write_text(EXPERIMENT.replace(old, new, 1))
+    with pytest.raises(ValueError, match=message) as raised:
+        _runtime(trained, tmp_path / "models", experiment_file=path)
+    assert str(path) in str(raised.value)
