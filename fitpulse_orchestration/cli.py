@@ -321,6 +321,10 @@ def run_monitoring(home: ProjectHome) -> dict[str, Any]:
     facts: dict[str, Any] = {"run_id": result.run_id, "success": result.success, "reports": {}}
     for event in result.get_asset_materialization_events():
         mat = event.materialization
+        if mat.asset_key.path[-1] == "served_feed_log":
+            facts["served_log_source"] = mat.metadata["source"].value
+        if mat.asset_key.path[-1] == "training_serving_skew":
+            facts["worst_skew"] = mat.metadata["worst_mismatch_rate"].value
         if mat.asset_key.path[-1] in ("feature_drift_report", "prediction_drift_report"):
             facts["reports"][mat.asset_key.path[-1]] = {
                 k: mat.metadata[k].value
