@@ -626,15 +626,25 @@ def serve(
     clock: ClockOpt = "snapshot",
     experiment: ExperimentOpt = None,
     poll_s: Annotated[float, typer.Option(help="Seconds between registry alias checks.")] = 10.0,
-    workers: Annotated[int, typer.Option(min=1, help="Threads serving requests.")] = 8,
+    processes: Annotated[
+        int, typer.Option(min=1, help="Worker processes (one per core; each loads the models).")
+    ] = 1,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Request threads per process (the feed path is CPU-bound: keep it low)."
+        ),
+    ] = 2,
     profile: ProfileOpt = None,
     home: HomeOpt = None,
 ) -> None:
     """Serve home feeds over HTTP from the champion model (reloaded when the alias moves)."""
     import uvicorn
 
-    from fitpulse_orchestration.serving.app import create_app
+    from fitpulse_orchestration.serving.runtime import SERVE_ENV
+    from fitpulse_orchestration.settings import current_profile
 
+    # Fail here, with a readable message, rather than inside a worker process.
     runtime = _runtime(home, profile, clock, experiment, poll_s)
     state = runtime.service.state
     for alias, loaded in state.models.items():
@@ -642,10 +652,31 @@ def serve(
             f"{alias}: version {loaded.version}"
             + (f" (degraded: {loaded.problem})" if loaded.problem else "")
         )
-    _say(f"serving as of {state.as_of.isoformat()} on http://{host}:{port}/v1/home-feed/USER_ID")
-    app_ = create_app(runtime.service, runtime.watcher, runtime.served_log, threads=workers)
+    _say(
+        f"serving as of {state.as_of.isoformat()} with {processes} process(es) x {threads} "
+        f"thread(s) on http://{host}:{port}/v1/home-feed/USER_ID"
+    )
+    del runtime
+    options = {
+        "home": str(ProjectHome.resolve(home).root),
+        "profile": profile or current_profile(),
+        "clock": clock,
+        "experiment": str(experiment.resolve()) if experiment else "",
+        "poll_s": str(poll_s),
+        "threads": str(threads),
+    }
+    for key, value in options.items():
+        os.environ[SERVE_ENV[key]] = value
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     logging.getLogger("fitpulse_orchestration").setLevel(logging.INFO)
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    uvicorn.run(
+        "fitpulse_orchestration.serving.runtime:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=processes,
+        log_level="warning",
+    )
 
 
 @app.command()

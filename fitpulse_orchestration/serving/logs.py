@@ -18,6 +18,7 @@ request.
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import hashlib
 import io
@@ -110,7 +111,9 @@ class ServedLog:
         self.feature_share = feature_share
         self.flush_s = flush_s
         self._lock = threading.Lock()
-        self._exposures: list[dict[str, Any]] = []
+        # Exposures are serialized when recorded (a few microseconds per item in the request)
+        # and grouped by landing hour, so a flush only compresses and writes.
+        self._exposures: dict[tuple[str, int], list[str]] = defaultdict(list)
         self._features: list[pd.DataFrame] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -120,28 +123,32 @@ class ServedLog:
 
     def record(self, response: FeedResponse) -> None:
         """Buffer one served feed (an ``on_served`` callback of ``FeedService``)."""
-        exposures = exposure_records(response)
+        ts = response.as_of.tz_convert("UTC")
+        hour_key = (ts.date().isoformat(), ts.hour)
+        lines = [json.dumps(rec, separators=(",", ":")) for rec in exposure_records(response)]
         features = (
             served_feature_rows(response)
             if sampled(response.request_id, self.feature_share)
             else None
         )
         with self._lock:
-            self._exposures.extend(exposures)
+            self._exposures[hour_key].extend(lines)
             if features is not None and len(features):
                 self._features.append(features)
 
     def flush(self) -> None:
         """Write everything buffered; what fails to write stays buffered for the next flush."""
         with self._lock:
-            exposures, self._exposures = self._exposures, []
+            exposures, self._exposures = self._exposures, defaultdict(list)
             features, self._features = self._features, []
         batch = f"serve-{uuid.uuid4().hex[:12]}"
         try:
-            if exposures:
-                self._write_exposures(exposures, batch)
-                self.written_exposures += len(exposures)
-                exposures = []
+            while exposures:
+                (day, hour), lines = next(iter(exposures.items()))
+                key = layout.landing_events_key(dt.date.fromisoformat(day), hour, batch)
+                self.store.put_bytes(key, gzip.compress(("\n".join(lines) + "\n").encode()))
+                self.written_exposures += len(lines)
+                del exposures[(day, hour)]
             if features:
                 self._write_features(features, batch)
                 self.written_feature_rows += sum(len(f) for f in features)
@@ -150,17 +157,9 @@ class ServedLog:
             self.write_errors += 1
             log.warning("served log flush failed (will retry): %s", exc)
             with self._lock:
-                self._exposures = exposures + self._exposures
+                for hour_key, lines in exposures.items():
+                    self._exposures[hour_key][:0] = lines
                 self._features = features + self._features
-
-    def _write_exposures(self, records: list[dict[str, Any]], batch: str) -> None:
-        by_hour: dict[tuple[str, int], list[str]] = defaultdict(list)
-        for rec in records:
-            ts = pd.Timestamp(rec["ts"]).tz_convert("UTC")
-            by_hour[(ts.date().isoformat(), ts.hour)].append(json.dumps(rec))
-        for (day, hour), lines in sorted(by_hour.items()):
-            key = layout.landing_events_key(pd.Timestamp(day).date(), hour, batch)
-            self.store.put_bytes(key, gzip.compress(("\n".join(lines) + "\n").encode()))
 
     def _write_features(self, frames: list[pd.DataFrame], batch: str) -> None:
         table = pd.concat(frames, ignore_index=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Final
 
 from fitpulse_orchestration.events.pseudonymize import Pseudonymizer, load_or_create_key
 from fitpulse_orchestration.serving.experiments import Experiment, load_experiment
@@ -92,6 +93,11 @@ def build_runtime(
         ValueError: for a bad experiment file or clock.
         ServiceUnavailableError: when there is no catalog to serve from.
     """
+    # One request is one thread's work: OpenMP worker threads inside FAISS only add overhead
+    # (about 17% more CPU per request measured in benchmarks/serve_bench.py).
+    import faiss
+
+    faiss.omp_set_num_threads(1)
     experiment: Experiment | None = (
         load_experiment(experiment_file) if experiment_file is not None else None
     )
@@ -115,3 +121,35 @@ def build_runtime(
     )
     watcher = ModelWatcher(service, loader, poll_s=poll_s)
     return ServiceRuntime(service, watcher, served_log, loader)
+
+
+SERVE_ENV: Final = {
+    "home": "FITPULSE_SERVE_HOME",
+    "profile": "FITPULSE_SERVE_PROFILE",
+    "clock": "FITPULSE_SERVE_CLOCK",
+    "experiment": "FITPULSE_SERVE_EXPERIMENT",
+    "poll_s": "FITPULSE_SERVE_POLL_S",
+    "threads": "FITPULSE_SERVE_THREADS",
+}
+"""How ``fitpulse serve`` passes its options to each uvicorn worker process."""
+
+
+def app_from_env() -> Any:
+    """The feed app of one worker process, configured by ``SERVE_ENV`` (a uvicorn factory)."""
+    from fitpulse_orchestration.serving.app import create_app
+
+    env = {key: os.environ.get(name, "") for key, name in SERVE_ENV.items()}
+    home = ProjectHome.resolve(env["home"] or None)
+    runtime = build_runtime(
+        profile_backends(home, env["profile"] or "local"),
+        home.model_cache,
+        clock=env["clock"] or "snapshot",
+        experiment_file=Path(env["experiment"]) if env["experiment"] else None,
+        poll_s=float(env["poll_s"] or 10.0),
+    )
+    return create_app(
+        runtime.service,
+        runtime.watcher,
+        runtime.served_log,
+        threads=int(env["threads"] or 2),
+    )
