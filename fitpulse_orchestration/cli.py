@@ -148,11 +148,7 @@ def run_training(
     failures = [e for e in result.all_events if e.is_step_failure]
     if not result.success and any(e.step_key not in check_steps for e in failures):
         for event in failures:
-            error = event.step_failure_data.error  # type: ignore[union-attr]
-            while error is not None and error.cause is not None:
-                error = error.cause
-            message = error.message.strip() if error is not None else "unknown error"
-            typer.echo(f"step {event.step_key} failed: {message}", err=True)
+            typer.echo(f"step {event.step_key} failed: {_root_error(event)}", err=True)
         typer.echo(
             f"training run {result.run_id} failed; full logs: DAGSTER_HOME={home.dagster} "
             "dagster dev",
@@ -176,6 +172,14 @@ def run_training(
         "gate": gate,
         "version": version,
     }
+
+
+def _root_error(event: Any) -> str:
+    """The innermost error message of a step-failure event (the user's, not Dagster's)."""
+    error = event.step_failure_data.error
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return str(error.message.strip()) if error is not None else "unknown error"
 
 
 def _stage_durations(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
@@ -745,10 +749,7 @@ def analyze_experiment_cmd(
     if not result.success:
         for event in result.all_events:
             if event.is_step_failure:
-                error = event.step_failure_data.error  # type: ignore[union-attr]
-                while error is not None and error.cause is not None:
-                    error = error.cause
-                typer.echo(f"experiment analysis failed: {error.message.strip()}", err=True)
+                typer.echo(f"experiment analysis failed: {_root_error(event)}", err=True)
         raise typer.Exit(code=2)
     (materialization,) = result.asset_materializations_for_node("experiment_analysis")
     summary = materialization.metadata["summary"].value

@@ -33,6 +33,7 @@ import pandas as pd
 
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.serving.feed_service import FeedResponse
+from fitpulse_orchestration.serving.periodic import Periodic
 from fitpulse_orchestration.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,7 @@ class ServedLog:
         # and grouped by landing hour, so a flush only compresses and writes.
         self._exposures: dict[tuple[str, int], list[str]] = defaultdict(list)
         self._features: list[pd.DataFrame] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._flusher = Periodic("served-log", flush_s, self.flush)
         self.written_exposures = 0
         self.written_feature_rows = 0
         self.write_errors = 0
@@ -171,22 +171,11 @@ class ServedLog:
 
     def start(self) -> None:
         """Flush every ``flush_s`` seconds in a daemon thread until ``close``."""
-        if self._thread is not None:
-            return
-
-        def run() -> None:
-            while not self._stop.wait(self.flush_s):
-                self.flush()
-
-        self._thread = threading.Thread(target=run, name="served-log", daemon=True)
-        self._thread.start()
+        self._flusher.start()
 
     def close(self) -> None:
         """Stop the flusher and write what is left."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10.0)
-            self._thread = None
+        self._flusher.stop()
         self.flush()
 
 

@@ -16,7 +16,12 @@ from typing import Any, Final
 from fitpulse_orchestration.events.pseudonymize import Pseudonymizer, load_or_create_key
 from fitpulse_orchestration.serving.experiments import Experiment, load_experiment
 from fitpulse_orchestration.serving.feed_service import FeedService, ServingConfig
-from fitpulse_orchestration.serving.loading import ModelSource, ModelWatcher, ServingLoader
+from fitpulse_orchestration.serving.loading import (
+    ModelSource,
+    ModelWatcher,
+    ServingLoader,
+    freeze_heap,
+)
 from fitpulse_orchestration.serving.logs import ServedLog
 from fitpulse_orchestration.serving.online_store import (
     OnlineFeatureStore,
@@ -120,6 +125,7 @@ def build_runtime(
         on_served=served_log.record,
     )
     watcher = ModelWatcher(service, loader, poll_s=poll_s)
+    freeze_heap()
     return ServiceRuntime(service, watcher, served_log, loader)
 
 
