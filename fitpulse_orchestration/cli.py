@@ -638,7 +638,7 @@ def serve(
         typer.Option(
             min=1, help="Request threads per process (the feed path is CPU-bound: keep it low)."
         ),
-    ] = 2,
+    ] = 1,
     profile: ProfileOpt = None,
     home: HomeOpt = None,
 ) -> None:

@@ -157,5 +157,5 @@ def app_from_env() -> Any:
         runtime.service,
         runtime.watcher,
         runtime.served_log,
-        threads=int(env["threads"] or 2),
+        threads=int(env["threads"] or 1),
     )
