@@ -8,6 +8,7 @@ and ``experiment_analysis`` reports per-variant outcomes with intervals.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pytest
@@ -18,7 +19,9 @@ from fitpulse_orchestration.serving.feed_service import ServingConfig
 from fitpulse_orchestration.serving.runtime import build_runtime, profile_backends
 from fitpulse_orchestration.serving.traffic import serve_traffic, world_user_ids
 from fitpulse_orchestration.storage.asset_values import load_asset_value
-from tests.orchestration.conftest import WorldHome, make_world_home
+
+if TYPE_CHECKING:
+    from conftest import WorldHome
 
 EXPERIMENT = """
 [experiment]
@@ -37,8 +40,8 @@ rerank = { max_per_category = 1 }
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> WorldHome:
-    world = make_world_home(tmp_path_factory.mktemp("flow_home"))
+def trained(world_home: WorldHome, tmp_path_factory: pytest.TempPathFactory) -> WorldHome:
+    world = world_home
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp_path_factory.mktemp("cwd"))
         run_training(world.home, eval_days=5, ranker_days=5)

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pytest
@@ -62,7 +62,9 @@ from fitpulse_orchestration.storage.tables import read_parquet_prefix
 from model_registry.client import RegistryClient
 from model_registry.names import HOME_RANKER_MODEL
 from model_registry.serving import RegistryModelSource
-from tests.orchestration.conftest import TINY_START, make_world_home
+
+if TYPE_CHECKING:
+    from conftest import WorldHome
 
 # dagster-mlflow's resource is beta; the CLI silences that warning itself, pytest re-enables it.
 pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
@@ -110,6 +112,7 @@ class TrainedHome:
     engaged: dict[str, set[str]]
     engagements: Counter[str]
     as_of: pd.Timestamp
+    first_day: dt.date
 
     @property
     def unsafe_items(self) -> set[str]:
@@ -155,11 +158,9 @@ def _train(home: ProjectHome, workdir: Path, until: dt.date | None = None) -> di
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedHome:
-    root = tmp_path_factory.mktemp("serving_home")
+def trained(world_home: WorldHome, tmp_path_factory: pytest.TempPathFactory) -> TrainedHome:
     workdir = tmp_path_factory.mktemp("serving_workdir")
-    world = make_world_home(root)
-    home, store = world.home, world.store
+    home, store = world_home.home, world_home.store
     facts = _train(home, workdir)
     assert facts["version"] == "1"
     assert facts["failed_checks"] == []
@@ -188,6 +189,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedHome:
         engaged=engaged,
         engagements=Counter(engagements["user_id"].astype(str)),
         as_of=as_of,
+        first_day=world_home.summary.landed_days[0],
     )
 
 
@@ -652,7 +654,7 @@ def test_alias_moves_are_picked_up_live(trained: TrainedHome, tmp_path: Path) ->
     assert rt.watcher.served_versions() == {"champion": "1"}
     # Training on the already-ingested days again registers version 2 (re-ingesting only the
     # first day keeps this quick; the snapshot reads every clean partition).
-    facts = _train(trained.home, trained.workdir, until=TINY_START)
+    facts = _train(trained.home, trained.workdir, until=trained.first_day)
     assert facts["version"] == "2"
     user = trained.warm_user()
     try:

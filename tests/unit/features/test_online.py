@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -27,7 +29,9 @@ from fitpulse_orchestration.features.reference import (
 from fitpulse_orchestration.features.snapshot import load_feature_inputs
 from fitpulse_orchestration.ranking.feed import recently_completed
 from fitpulse_orchestration.retrieval.candidates import seen_items
-from tests.conftest import TinyWorld
+
+if TYPE_CHECKING:
+    from conftest import TinyWorld
 
 
 @pytest.fixture(scope="module")
