@@ -11,6 +11,9 @@ import dagster as dg
 from fitpulse_orchestration.features.training import SplitParams
 from fitpulse_orchestration.monitoring.drift import DriftParams
 from fitpulse_orchestration.monitoring.serving import MAX_REQUESTS, RECENT_DAYS, UxThresholds
+from fitpulse_orchestration.push.evaluation import PushGateConfig
+from fitpulse_orchestration.push.models import PushModelParams
+from fitpulse_orchestration.push.policy import PushPolicyParams
 from fitpulse_orchestration.ranking.ranker import RankerParams
 from fitpulse_orchestration.ranking.rerank import RerankParams
 from fitpulse_orchestration.retrieval.als import AlsParams
@@ -154,3 +157,48 @@ class ExperimentAnalysisConfig(dg.Config):
     control: str = "control"
     horizon_days: float = 7.0
     n_boot: int = 1000
+
+
+_PUSH_MODEL = PushModelParams()
+_PUSH_POLICY = PushPolicyParams()
+_PUSH_GATE = PushGateConfig()
+
+
+class PushModelConfig(dg.Config):
+    """Hyper-parameters of the push classifiers and their time split."""
+
+    num_leaves: int = _PUSH_MODEL.num_leaves
+    learning_rate: float = _PUSH_MODEL.learning_rate
+    n_estimators: int = _PUSH_MODEL.n_estimators
+    min_child_samples: int = _PUSH_MODEL.min_child_samples
+    fit_share: float = _PUSH_MODEL.fit_share
+    calibration_share: float = _PUSH_MODEL.calibration_share
+    calibration: str = _PUSH_MODEL.calibration
+    seed: int = _PUSH_MODEL.seed
+
+    def to_params(self) -> PushModelParams:
+        """The domain dataclass."""
+        return _convert(self, PushModelParams)  # type: ignore[no-any-return]
+
+
+class PushPolicyConfig(dg.Config):
+    """The push policy's score and guardrails, and the limits its evaluation is gated on."""
+
+    fatigue_weight: float = _PUSH_POLICY.fatigue_weight
+    threshold: float = _PUSH_POLICY.threshold
+    per_day: int = _PUSH_POLICY.per_day
+    per_week: int = _PUSH_POLICY.per_week
+    quiet_start_hour: int = _PUSH_POLICY.quiet_start_hour
+    quiet_end_hour: int = _PUSH_POLICY.quiet_end_hour
+    app_open_cooldown_h: float = _PUSH_POLICY.app_open_cooldown_h
+    content_value: dict[str, float] = dict(_PUSH_POLICY.content_value)  # noqa: RUF012
+    max_pushes_per_user_week: float = _PUSH_GATE.max_pushes_per_user_week
+    max_disable_ratio: float = _PUSH_GATE.max_disable_ratio
+
+    def to_params(self) -> PushPolicyParams:
+        """The policy's domain dataclass."""
+        return _convert(self, PushPolicyParams)  # type: ignore[no-any-return]
+
+    def to_gate(self) -> PushGateConfig:
+        """The evaluation gate's domain dataclass."""
+        return _convert(self, PushGateConfig)  # type: ignore[no-any-return]

@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 
 from fitpulse_orchestration.events.pseudonymize import Pseudonymizer, load_or_create_key
+from fitpulse_orchestration.push.caps import PushCapStore, RedisPushCapStore, SQLitePushCapStore
 from fitpulse_orchestration.serving.online_store import (
     OnlineFeatureStore,
     RedisOnlineStore,
@@ -102,4 +103,14 @@ class OnlineStoreResource(dg.ConfigurableResource):
             if not self.url:
                 raise ValueError("online store kind 'redis' needs a url (FITPULSE_REDIS_URL)")
             return RedisOnlineStore(self.url)
+        raise ValueError(f"unknown online store kind {self.kind!r}; use 'sqlite' or 'redis'")
+
+    def get_cap_store(self) -> PushCapStore:
+        """The push frequency-cap counters, in the same system as the features."""
+        if self.kind == "sqlite":
+            return SQLitePushCapStore(Path(self.path).with_name("push_caps.sqlite"))
+        if self.kind == "redis":
+            if not self.url:
+                raise ValueError("online store kind 'redis' needs a url (FITPULSE_REDIS_URL)")
+            return RedisPushCapStore(self.url)
         raise ValueError(f"unknown online store kind {self.kind!r}; use 'sqlite' or 'redis'")

@@ -157,12 +157,13 @@ def run_training(
         raise typer.Exit(code=2)
     outcome = "finished" if result.success else "stopped by failed blocking checks"
     _say(f"training {outcome} in {time.perf_counter() - started:.1f} s (run {result.run_id})")
-    gate = version = None
+    gate = version = push = None
     if result.success:
         from fitpulse_orchestration.storage.asset_values import load_asset_value
 
         gate = load_asset_value(store, "promotion_gate")
         version = load_asset_value(store, "registered_home_ranker").version
+        push = _run_push_training(defs, instance, store)
     return {
         "days": days,
         "totals": totals,
@@ -171,7 +172,32 @@ def run_training(
         "failed_checks": failed_checks,
         "gate": gate,
         "version": version,
+        "push": push,
     }
+
+
+def _run_push_training(
+    defs: dg.Definitions, instance: dg.DagsterInstance, store: Any
+) -> dict[str, Any]:
+    """Train, evaluate and register the push policy from the snapshot just trained on."""
+    from fitpulse_orchestration.storage.asset_values import load_asset_value
+
+    _say("push: examples -> open + fatigue models -> off-policy evaluation -> registry")
+    started = time.perf_counter()
+    result = defs.resolve_job_def("push_training_job").execute_in_process(
+        instance=instance, run_config=_quiet_run_config(), raise_on_error=False
+    )
+    failures = [e for e in result.all_events if e.is_step_failure]
+    if failures:
+        for event in failures:
+            typer.echo(f"push step {event.step_key} failed: {_root_error(event)}", err=True)
+        raise typer.Exit(code=2)
+    evaluation = load_asset_value(store, "push_policy_evaluation")
+    version = load_asset_value(store, "registered_push_policy").version
+    _say(f"push finished in {time.perf_counter() - started:.1f} s: version {version}")
+    for line in evaluation.readable().splitlines():
+        _say(f"  {line}")
+    return {"version": version, "gate_passed": evaluation.gate_passed}
 
 
 def _root_error(event: Any) -> str:

@@ -12,7 +12,16 @@ import os
 
 import dagster as dg
 
-from assets import evaluation, experiments, features, monitoring, ranking, registry, retrieval
+from assets import (
+    evaluation,
+    experiments,
+    features,
+    monitoring,
+    push,
+    ranking,
+    registry,
+    retrieval,
+)
 from assets.ingestion import (
     build_ingestion_assets,
     catalog_items,
@@ -33,6 +42,7 @@ from jobs import (
     monitoring_job,
     monitoring_job_schedule,
     promote_champion_job,
+    push_training_job,
     review_model_job,
     rollback_champion_job,
     training_job,
@@ -97,17 +107,18 @@ def build_definitions(
         catalog_items,
         member_profiles,
         *dg.load_assets_from_modules(
-            [features, retrieval, ranking, evaluation, registry, monitoring, experiments]
+            [features, retrieval, ranking, evaluation, registry, monitoring, experiments, push]
         ),
     ]
     return dg.Definitions(
         assets=all_assets,
-        asset_checks=dg.load_asset_checks_from_modules([evaluation]),
+        asset_checks=dg.load_asset_checks_from_modules([evaluation, push]),
         jobs=[
             ingestion_job,
             training_job,
             monitoring_job,
             experiment_analysis_job,
+            push_training_job,
             review_model_job,
             promote_champion_job,
             rollback_champion_job,

@@ -9,6 +9,7 @@ from assets.groups import (
     FEATURES,
     INGESTION,
     MONITORING,
+    PUSH,
     RANKING,
     REGISTRY,
     RETRIEVAL,
@@ -34,6 +35,16 @@ training_job = dg.define_asset_job(
     # start together in separate processes each miss the other's run and create their own
     # (an empty duplicate run per launch). One process keeps one MLflow run per Dagster run and
     # saves a ~5 s interpreter start per step; the stages are sequential anyway.
+    executor_def=dg.in_process_executor,
+)
+
+push_training_job = dg.define_asset_job(
+    "push_training_job",
+    selection=dg.AssetSelection.groups(PUSH),
+    description="Push examples, the open and fatigue models, off-policy evaluation of the "
+    "push policy, its registration and gate, and the online push state (from the training "
+    "snapshot of the latest training run).",
+    hooks={end_mlflow_on_run_finished},
     executor_def=dg.in_process_executor,
 )
 

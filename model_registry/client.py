@@ -17,9 +17,15 @@ from typing import Any, Final
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from model_registry.names import EXPERIMENT, HOME_RANKER_MODEL
+from model_registry.names import EXPERIMENT, HOME_RANKER_MODEL, PUSH_POLICY_MODEL
 
-__all__ = ["EXPERIMENT", "HOME_RANKER_MODEL", "RegisteredVersion", "RegistryClient"]
+__all__ = [
+    "EXPERIMENT",
+    "HOME_RANKER_MODEL",
+    "PUSH_POLICY_MODEL",
+    "RegisteredVersion",
+    "RegistryClient",
+]
 
 BUNDLE_DIR: Final = "feed_bundle"
 """Run artifact folder holding the whole feed model (retrieval artifacts, popularity, ranker)."""
@@ -98,6 +104,7 @@ def register_lightgbm(
     model_name: str,
     tags: Mapping[str, Any],
     bundle_files: Mapping[str, bytes] | None = None,
+    artifact_name: str = "home_ranker",
 ) -> RegisteredVersion:
     """Log a LightGBM booster to the active run and register it as a new version.
 
@@ -105,7 +112,8 @@ def register_lightgbm(
     serialization refuses the wrapper's types. ``tags`` become version tags (stringified).
     ``bundle_files`` (file name -> bytes) are logged under ``feed_bundle/`` of the same run and
     the version's ``artifacts.bundle_uri`` tag points at them, so the version carries everything
-    needed to rebuild its feed, not only the ranker.
+    needed to rebuild its feed, not only the ranker. ``artifact_name`` names the logged
+    booster in the run.
     """
     run = mlflow.active_run()
     if run is None:
@@ -117,7 +125,7 @@ def register_lightgbm(
                 (Path(tmp) / name).write_bytes(data)
             mlflow.log_artifacts(tmp, artifact_path=BUNDLE_DIR)
         str_tags[BUNDLE_TAG] = f"runs:/{run.info.run_id}/{BUNDLE_DIR}"
-    info = mlflow.lightgbm.log_model(booster, name="home_ranker", registered_model_name=model_name)
+    info = mlflow.lightgbm.log_model(booster, name=artifact_name, registered_model_name=model_name)
     version = str(info.registered_model_version)
     client = MlflowClient()
     for key, value in str_tags.items():

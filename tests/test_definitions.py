@@ -21,6 +21,7 @@ EXPECTED_JOBS = {
     "training_job",
     "monitoring_job",
     "experiment_analysis_job",
+    "push_training_job",
     "review_model_job",
     "promote_champion_job",
     "rollback_champion_job",
@@ -53,7 +54,15 @@ TRAINING_ASSETS = {
     "promotion_gate",
 }
 EXPERIMENT_ASSETS = {"experiment_analysis"}
-EXPECTED_ASSETS = TRAINING_ASSETS | MONITORING_ASSETS | EXPERIMENT_ASSETS
+PUSH_ASSETS = {
+    "push_training_examples",
+    "push_open_model",
+    "push_fatigue_model",
+    "push_policy_evaluation",
+    "registered_push_policy",
+    "push_online_state",
+}
+EXPECTED_ASSETS = TRAINING_ASSETS | MONITORING_ASSETS | EXPERIMENT_ASSETS | PUSH_ASSETS
 EXPECTED_CHECKS = {
     ("raw_events", "rows_balance"),
     ("raw_events", "quarantine_rate"),
@@ -65,6 +74,8 @@ EXPECTED_CHECKS = {
     ("promotion_gate", "beginner_safety"),
     ("promotion_gate", "scoring_latency"),
     ("training_serving_skew", "skew_within_threshold"),
+    ("push_policy_evaluation", "pushes_per_user_week"),
+    ("push_policy_evaluation", "disables_per_user_week"),
     ("ux_monitors", "empty_feed_rate"),
     ("ux_monitors", "fallback_rate"),
     ("ux_monitors", "beginner_violations_served"),
@@ -262,3 +273,10 @@ def test_experiment_analysis_job_selects_only_the_analysis(defs: dg.Definitions)
     selected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
 
     assert selected == EXPERIMENT_ASSETS
+
+
+def test_push_training_job_selects_the_push_group(defs: dg.Definitions) -> None:
+    job = defs.resolve_job_def("push_training_job")
+    selected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
+
+    assert selected == PUSH_ASSETS

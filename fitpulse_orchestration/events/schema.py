@@ -14,7 +14,7 @@ request_id impress. feed request that produced an impression (and its engagement
 position   no       0-based slot of the impression in the feed
 session_id no       app session
 platform   no       ios / android / web
-payload    no       event-specific object (workout duration, push propensity, ...)
+payload    no       event-specific object (workout duration, push action and propensity, ...)
 ========== ======== ===========================================================
 """
 
@@ -36,8 +36,17 @@ EVENT_TYPES: Final = (
     "push_sent",
     "push_open",
     "push_dismiss",
+    "push_decision",
+    "push_disable",
 )
-ITEM_EVENT_TYPES: Final = frozenset(EVENT_TYPES) - {"app_open"}
+ITEM_EVENT_TYPES: Final = frozenset(EVENT_TYPES) - {"app_open", "push_disable"}
+PUSH_EVENT_TYPES: Final = frozenset(
+    {"push_decision", "push_sent", "push_open", "push_dismiss", "push_disable"}
+)
+"""The push system's events: every decision the scheduler took (``push_decision``, with the
+action and its propensity in the payload), deliveries, reactions and notification opt-outs
+(``push_disable``, no item). ``request_id`` of a decision, its send and reactions is the
+decision id."""
 ENGAGEMENT_TYPES: Final = frozenset(
     {"click", "workout_start", "workout_complete", "article_read", "video_watch"}
 )

@@ -3,6 +3,9 @@
 - ``GET /v1/home-feed/{user_id}?n=20``: the compact feed (gzip when the client accepts it);
   ``X-Request-ID`` (echoed when the client sends a valid one) and ``X-Model-Version`` headers.
   400 for a malformed id or ``n``; 503 only when nothing at all can be served.
+- ``POST /v1/push/decision`` with ``{"user_id": ..., "item_id": optional, "at": optional ISO}``:
+  send or not, the item, the send time and the earliest allowed time in the user's timezone,
+  the blocking guardrail or the scores; ``fallback`` labels a fail-safe "don't send".
 - ``GET /healthz``: the process is up. ``GET /readyz``: 200 once the champion model and its
   index are loaded, 503 (with what is missing) before that; the feed still answers from the
   fallbacks while not ready.
@@ -31,7 +34,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from pydantic import BaseModel, Field
 
+from fitpulse_orchestration.push.service import PushDecisionService
 from fitpulse_orchestration.serving.feed_service import (
     STAGES,
     FeedService,
@@ -40,6 +45,15 @@ from fitpulse_orchestration.serving.feed_service import (
 )
 from fitpulse_orchestration.serving.loading import ModelWatcher
 from fitpulse_orchestration.serving.logs import ServedLog
+
+
+class PushDecisionRequest(BaseModel):
+    """Body of ``POST /v1/push/decision``."""
+
+    user_id: str = Field(max_length=200)
+    item_id: str | None = Field(default=None, max_length=200)
+    at: str | None = Field(default=None, max_length=40)
+
 
 _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9_.:-]{8,64}")
 _BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.18, 0.3, 0.5, 1.0)
@@ -84,6 +98,18 @@ class _Metrics:
             ["alias", "version"],
             registry=self.registry,
         )
+        self.push = Counter(
+            "fitpulse_push_decisions",
+            "Push decisions by outcome (send, the blocking guardrail, or the fallback)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.push_latency = Histogram(
+            "fitpulse_push_decision_seconds",
+            "Push decision latency inside the service",
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
         self.log_errors = Gauge(
             "fitpulse_served_log_write_errors",
             "Failed flushes of exposures and served features (retried)",
@@ -96,11 +122,13 @@ def create_app(
     watcher: ModelWatcher | None = None,
     served_log: ServedLog | None = None,
     threads: int | None = None,
+    push: PushDecisionService | None = None,
 ) -> FastAPI:
     """The app around ``service``; ``watcher`` and ``served_log`` run for the app's lifetime.
 
     ``threads`` caps the worker threads that run requests (the feed path is CPU-bound: more
-    threads than cores only queue inside the interpreter).
+    threads than cores only queue inside the interpreter). ``push`` serves
+    ``POST /v1/push/decision`` (404 without it).
     """
     metrics = _Metrics()
 
@@ -120,7 +148,7 @@ def create_app(
             if served_log is not None:
                 served_log.close()
 
-    app = FastAPI(title="FitPulse feed service", lifespan=lifespan)
+    app = FastAPI(title="FitPulse feed and push service", lifespan=lifespan)
     app.add_middleware(GZipMiddleware, minimum_size=500)
     for stage in STAGES:
         metrics.stage.labels(stage)
@@ -163,6 +191,35 @@ def create_app(
             response.payload(),
             headers={"X-Request-ID": request_id, "X-Model-Version": response.model_version},
         )
+
+    @app.post("/v1/push/decision")
+    def push_decision(
+        body: PushDecisionRequest, x_request_id: str | None = Header(default=None)
+    ) -> Response:
+        t0 = time.perf_counter()
+        request_id = (
+            x_request_id if x_request_id and _REQUEST_ID.fullmatch(x_request_id) else None
+        ) or uuid.uuid4().hex
+        headers = {"X-Request-ID": request_id}
+        if push is None:
+            return JSONResponse(
+                {"error": "push decisions are not served here", "request_id": request_id},
+                status_code=404,
+                headers=headers,
+            )
+        try:
+            decision = push.decide(body.user_id, body.item_id, body.at, request_id)
+        except InvalidRequestError as exc:
+            metrics.push.labels("invalid").inc()
+            return JSONResponse(
+                {"error": str(exc), "request_id": request_id}, status_code=400, headers=headers
+            )
+        outcome = "send" if decision.send else (decision.blocked_by or decision.fallback or "no")
+        metrics.push.labels(outcome).inc()
+        metrics.push_latency.observe(time.perf_counter() - t0)
+        if decision.model_version:
+            headers["X-Model-Version"] = decision.model_version
+        return JSONResponse(decision.payload(), headers=headers)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -8,7 +8,8 @@ implementations: SQLite (the embedded default, one file) and Redis (the producti
 Layout: one table per *kind*; each row is an id and a JSON object, plus a metadata record with
 the table's ``as_of``, row count and feature names. ``user`` and ``item`` rows hold feature
 values (floats, null for missing); ``history`` rows hold each user's history record
-(``features.online.UserHistory``) from which serving computes the user x item features.
+(``features.online.UserHistory``) from which serving computes the user x item features;
+``push`` rows hold each user's push history (``push.features.PushHistory``).
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-KINDS: Final = ("user", "item", "history")
+KINDS: Final = ("user", "item", "history", "push")
 META_TTL_S: Final = 5.0
-ID_COLUMNS: Final = {"user": "user_id", "item": "item_id", "history": "user_id"}
+ID_COLUMNS: Final = {"user": "user_id", "item": "item_id", "history": "user_id", "push": "user_id"}
 
 
 class OnlineStoreUnavailableError(RuntimeError):

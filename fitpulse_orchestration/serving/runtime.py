@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from fitpulse_orchestration.events.pseudonymize import Pseudonymizer, load_or_create_key
+from fitpulse_orchestration.push.caps import PushCapStore, RedisPushCapStore, SQLitePushCapStore
+from fitpulse_orchestration.push.policy import PushPolicyBundle
+from fitpulse_orchestration.push.service import LoadedPushPolicy, PushDecisionService
 from fitpulse_orchestration.serving.experiments import Experiment, load_experiment
 from fitpulse_orchestration.serving.feed_service import FeedService, ServingConfig
 from fitpulse_orchestration.serving.loading import (
@@ -40,6 +43,7 @@ class ServiceRuntime:
     watcher: ModelWatcher
     served_log: ServedLog
     loader: ServingLoader
+    push: PushDecisionService | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class Backends:
     online: OnlineFeatureStore
     tracking_uri: str
     pseudonymizer: Pseudonymizer
+    caps: PushCapStore | None = None
 
 
 def _env(name: str) -> str:
@@ -68,6 +73,7 @@ def profile_backends(home: ProjectHome, profile: str) -> Backends:
             online=SQLiteOnlineStore(home.online_store),
             tracking_uri=home.mlflow_tracking_uri,
             pseudonymizer=Pseudonymizer.from_secret(load_or_create_key(home.pseudonym_key_file)),
+            caps=SQLitePushCapStore(home.online_store.with_name("push_caps.sqlite")),
         )
     if profile == "production":
         return Backends(
@@ -79,6 +85,7 @@ def profile_backends(home: ProjectHome, profile: str) -> Backends:
             online=RedisOnlineStore(_env("FITPULSE_REDIS_URL"), timeout_s=0.05),
             tracking_uri=_env("MLFLOW_TRACKING_URI"),
             pseudonymizer=Pseudonymizer.from_secret(_env("FITPULSE_PSEUDONYM_SECRET")),
+            caps=RedisPushCapStore(_env("FITPULSE_REDIS_URL"), timeout_s=0.05),
         )
     raise ValueError(f"unknown profile {profile!r}; use 'local' or 'production'")
 
@@ -91,6 +98,7 @@ def build_runtime(
     config: ServingConfig | None = None,
     poll_s: float = 10.0,
     source: ModelSource | None = None,
+    push_source: ModelSource | None = None,
 ) -> ServiceRuntime:
     """Load the served models and build the service around them.
 
@@ -125,8 +133,33 @@ def build_runtime(
         on_served=served_log.record,
     )
     watcher = ModelWatcher(service, loader, poll_s=poll_s)
+    if push_source is None:
+        from model_registry.names import PUSH_POLICY_MODEL
+        from model_registry.serving import RegistryModelSource
+
+        push_source = RegistryModelSource(backends.tracking_uri, model_cache, PUSH_POLICY_MODEL)
+    push = PushDecisionService(service, load_push_policy(push_source), backends.caps)
     freeze_heap()
-    return ServiceRuntime(service, watcher, served_log, loader)
+    return ServiceRuntime(service, watcher, served_log, loader, push)
+
+
+def load_push_policy(source: ModelSource, alias: str = "champion") -> LoadedPushPolicy:
+    """The push policy ``alias`` points at (the newest version before any promotion).
+
+    A missing or unreadable version loads as a labelled failure: the service then fails safe
+    (never sends) instead of refusing to start.
+    """
+    try:
+        version = source.version_for(alias)
+    except Exception as exc:
+        return LoadedPushPolicy(None, None, f"registry unreachable: {exc}")
+    if version is None:
+        return LoadedPushPolicy(None, None, "no push policy is registered")
+    try:
+        return LoadedPushPolicy(version, PushPolicyBundle.load(source.fetch(version)))
+    except Exception as exc:
+        source.discard(version)
+        return LoadedPushPolicy(version, None, f"version {version} failed to load: {exc}")
 
 
 SERVE_ENV: Final = {
@@ -158,4 +191,5 @@ def app_from_env() -> Any:
         runtime.watcher,
         runtime.served_log,
         threads=int(env["threads"] or 1),
+        push=runtime.push,
     )

@@ -34,6 +34,7 @@ import io
 import json
 import zipfile
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, TypeVar
 
@@ -43,6 +44,7 @@ import pandas as pd
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.events.schema import ENGAGEMENT_TYPES
 from fitpulse_orchestration.storage import ObjectStore, write_parquet
+from fitpulse_orchestration.world import push as world_push
 from fitpulse_orchestration.world import vocab
 
 DIM: Final = 8
@@ -528,12 +530,13 @@ def _simulate(
     users: _Users,
     items: _Items,
     log: _EventLog,
+    push: _PushState,
     trending_bonus: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Simulate every day into ``log``; return the churn rates of beginners.
 
-    ``trending_bonus`` (n_users,) is each user's affinity bonus for trending items (None
-    without a shift).
+    ``push`` holds the push scheduler's random streams and state; ``trending_bonus``
+    (n_users,) is each user's affinity bonus for trending items (None without a shift).
     """
     rng = streams.main
     n_users = len(users.ids)
@@ -575,46 +578,12 @@ def _simulate(
         churned |= streams.user_uniform(n_users) < 0.002
         exists = (users.signup < day + np.timedelta64(86400, "s")) & ~churned
         active = exists & (streams.user_uniform(n_users) < users.activity)
-        # Push notifications from the legacy push policy (logged with its propensity).
-        push_prop = np.where(streams.user_uniform(n_users) < 0.1, 0.5, 0.15)
-        pushed = exists & ~users.opted_out & (streams.user_uniform(n_users) < push_prop)
-        for u in np.flatnonzero(pushed):
-            local_hour = int(rng.choice([8, 12, 18, 20]))
-            ts = day + np.timedelta64((local_hour - int(users.utc_offset[u])) % 24 * 3600, "s")
-            ts += np.timedelta64(int(rng.integers(0, 3600)), "s")
-            if ts <= users.signup[u]:
-                continue
-            pub_ok = items.published < ts
-            user_affinity = base_affinity(np.array([u]))[0]
-            scores = np.where(pub_ok, user_affinity + streams.item_gumbel((), n_items), -np.inf)
-            it = int(np.argmax(scores))
-            log.add(
-                event_type="push_sent",
-                user_id=users.ids[u],
-                item_id=items.ids[it],
-                ts=ts,
-                payload={"propensity": float(push_prop[u]), "local_hour": local_hour},
-                platform=users.platform[u],
-            )
-            p_open = float(_sigmoid(np.array(-2.0 + 0.5 * user_affinity[it])))
-            draw = rng.random()
-            if draw < p_open:
-                log.add(
-                    event_type="push_open",
-                    user_id=users.ids[u],
-                    item_id=items.ids[it],
-                    ts=ts + np.timedelta64(int(rng.integers(60, 7200)), "s"),
-                    platform=users.platform[u],
-                )
-                active[u] = True
-            elif draw < p_open + 0.4:
-                log.add(
-                    event_type="push_dismiss",
-                    user_id=users.ids[u],
-                    item_id=items.ids[it],
-                    ts=ts + np.timedelta64(int(rng.integers(10, 600)), "s"),
-                    platform=users.platform[u],
-                )
+        pushed_open = _simulate_pushes(
+            p, push, users, items, log, day, exists, last_open, base_affinity
+        )
+        active |= pushed_open.opened
+        unsafe_started |= pushed_open.unsafe_started
+        churned |= pushed_open.churned
         act = np.flatnonzero(active)
         if act.size == 0:
             continue
@@ -781,6 +750,152 @@ def _engage(
     return 1
 
 
+@dataclass
+class _PushState:
+    """The legacy push scheduler's random streams, the users' push traits and their history."""
+
+    streams: _Streams
+    population: world_push.PushPopulation
+    disabled_at: np.ndarray  # datetime64[s]; far future while notifications are on
+    sent: list[list[np.datetime64]]
+    counter: int = 0
+
+    @classmethod
+    def start(cls, streams: _Streams, n_users: int) -> _PushState:
+        uniforms = np.stack([streams.user_uniform(n_users) for _ in range(4)])
+        return cls(
+            streams=streams,
+            population=world_push.PushPopulation.draw(uniforms),
+            disabled_at=np.full(n_users, np.datetime64("2100-01-01T00:00:00"), "datetime64[s]"),
+            sent=[[] for _ in range(n_users)],
+        )
+
+
+@dataclass
+class _PushOutcome:
+    opened: np.ndarray
+    unsafe_started: np.ndarray
+    churned: np.ndarray
+
+
+def _simulate_pushes(
+    p: WorldParams,
+    push: _PushState,
+    users: _Users,
+    items: _Items,
+    log: _EventLog,
+    day: np.datetime64,
+    exists: np.ndarray,
+    last_open: np.ndarray,
+    base_affinity: Callable[[np.ndarray], np.ndarray],
+) -> _PushOutcome:
+    """One day of the legacy push scheduler (see ``world.push``) and the users' responses.
+
+    Every draw comes from ``push.streams``, so the scheduler never shifts the feed's draws.
+    """
+    rng = push.streams.main
+    n_users = len(users.ids)
+    n_items = len(items.ids)
+    hour_draw = push.streams.user_uniform(n_users)
+    send_draw = push.streams.user_uniform(n_users)
+    minute_draw = push.streams.user_uniform(n_users)
+    slot = np.minimum(
+        np.searchsorted(np.cumsum(world_push.LEGACY_HOUR_P), hour_draw, side="right"),
+        len(world_push.LEGACY_HOURS) - 1,
+    )
+    hours = world_push.LEGACY_HOURS[slot]
+    p_send = world_push.legacy_send_probability(push.population.heavy)
+    out = _PushOutcome(np.zeros(n_users, bool), np.zeros(n_users, bool), np.zeros(n_users, bool))
+    for u in np.flatnonzero(exists & ~users.opted_out):
+        local_hour = int(hours[u])
+        ts = day + np.timedelta64((local_hour - int(users.utc_offset[u])) % 24 * 3600, "s")
+        ts += np.timedelta64(int(minute_draw[u] * 3600), "s")
+        if ts <= users.signup[u] or ts >= push.disabled_at[u]:
+            continue
+        affinity = base_affinity(np.array([u]))[0]
+        scores = np.where(
+            items.published < ts, affinity + push.streams.item_gumbel((), n_items), -np.inf
+        )
+        it = int(np.argmax(scores))
+        push.counter += 1
+        decision = f"pd_{push.counter:09d}"
+        send = bool(send_draw[u] < p_send[u])
+        common = {"user_id": users.ids[u], "item_id": items.ids[it], "request_id": decision}
+        plat = users.platform[u]
+        log.add(
+            event_type="push_decision",
+            ts=ts,
+            platform=plat,
+            payload={
+                "action": "send" if send else "skip",
+                "p_send": round(float(p_send[u]), 6),
+                "policy": world_push.LEGACY_POLICY,
+                "local_hour": local_hour,
+            },
+            **common,
+        )
+        if not send:
+            continue
+        t_sent = ts + np.timedelta64(1, "s")
+        log.add(
+            event_type="push_sent",
+            ts=t_sent,
+            platform=plat,
+            payload={"propensity": round(float(p_send[u]), 6), "local_hour": local_hour},
+            **common,
+        )
+        week_ago = t_sent - np.timedelta64(7 * 86400, "s")
+        push.sent[u] = [t for t in push.sent[u] if t > week_ago] + [t_sent]
+        quiet = bool(world_push.is_quiet_hour(local_hour))
+        fit = float(world_push.hour_fit(push.population.peak_hour[u], local_hour))
+        aff = float(affinity[it])
+        p_open = world_push.open_probability(
+            aff, fit, float(users.activity[u]), len(push.sent[u]), quiet
+        )
+        draw = rng.random()
+        if draw < p_open:
+            t_open = t_sent + np.timedelta64(int(rng.integers(60, world_push.OPEN_WINDOW_S)), "s")
+            log.add(event_type="push_open", ts=t_open, platform=plat, **common)
+            out.opened[u] = True
+            last_open[u] = t_open
+            started = _engage(
+                p,
+                rng,
+                log,
+                users,
+                items,
+                u,
+                it,
+                decision,
+                t_open + np.timedelta64(20, "s"),
+                f"ps_{push.counter:09d}",
+                plat,
+                aff,
+            )
+            unsafe = (items.difficulty[it] == 2) | (items.intensity[it] == 2)
+            if started and users.level[u] == 0 and unsafe:
+                out.unsafe_started[u] = True
+                out.churned[u] = rng.random() < 0.35
+        elif draw < p_open + 0.4:
+            t_dismiss = t_sent + np.timedelta64(int(rng.integers(10, 600)), "s")
+            log.add(event_type="push_dismiss", ts=t_dismiss, platform=plat, **common)
+        recent_use = bool(t_sent - last_open[u] < np.timedelta64(3 * 3600, "s"))
+        p_disable = world_push.disable_probability(
+            aff, len(push.sent[u]), quiet, recent_use, float(push.population.sensitivity[u])
+        )
+        if rng.random() < p_disable:
+            t_off = t_sent + np.timedelta64(int(rng.integers(60, 36 * 3600)), "s")
+            log.add(
+                event_type="push_disable",
+                user_id=users.ids[u],
+                ts=t_off,
+                platform=plat,
+                payload={"mode": "silenced" if rng.random() < 0.3 else "disabled"},
+            )
+            push.disabled_at[u] = t_off
+    return out
+
+
 def _record(row: dict[str, Any]) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "event_id": row["event_id"],
@@ -803,7 +918,7 @@ def _corrupt(kind: str, rec: dict[str, Any], rng: np.random.Generator) -> str:
         return text[: int(rng.integers(5, len(text) - 2))]
     if kind == "missing_field":
         choices = ["user_id", "event_type", "ts", "event_id"]
-        if rec["event_type"] != "app_open":
+        if rec["event_type"] not in ("app_open", "push_disable"):
             choices.append("item_id")
         rec.pop(str(rng.choice(choices)))
     elif kind == "wrong_type":
@@ -939,7 +1054,9 @@ def _write_reference(p: WorldParams, users: _Users, items: _Items, store: Object
             )
 
 
-def _write_latent(users: _Users, items: _Items, store: ObjectStore) -> None:
+def _write_latent(
+    users: _Users, items: _Items, push: world_push.PushPopulation, store: ObjectStore
+) -> None:
     """Write the hidden state a response model needs to ``LATENT_KEY`` as an ``.npz`` archive.
 
     Ground truth of the synthetic world, read only by ``world.respond`` (to simulate how users
@@ -955,6 +1072,9 @@ def _write_latent(users: _Users, items: _Items, store: ObjectStore) -> None:
         "user_activity": users.activity,
         "user_utc_offset": users.utc_offset,
         "user_platform": users.platform.astype(str),
+        "user_opted_out": users.opted_out,
+        "user_push_peak_hour": push.peak_hour,
+        "user_push_sensitivity": push.sensitivity,
         "item_ids": items.ids.astype(str),
         "item_vec": items.vec,
         "item_category": items.category,
@@ -1070,7 +1190,14 @@ def generate_world(params: WorldParams, store: ObjectStore) -> WorldSummary:
             params, params.shift, rng, users, items, cat_vecs
         )
     log = _EventLog()
-    churn = _simulate(params, streams, users, items, log, trending_bonus)
+    push_streams = _Streams(
+        np.random.default_rng([params.seed, 1]),
+        None if params.shift is None else np.random.default_rng([params.seed, 2]),
+        streams.n_base_users,
+        streams.n_base_items,
+    )
+    push = _PushState.start(push_streams, len(users.ids))
+    churn = _simulate(params, streams, users, items, log, push, trending_bonus)
     counts = pd.Series([r["event_type"] for r in log.rows]).value_counts()
     meaningful = pd.Series(
         [r["user_id"] for r in log.rows if r["event_type"] in ENGAGEMENT_TYPES]
@@ -1078,7 +1205,7 @@ def generate_world(params: WorldParams, store: ObjectStore) -> WorldSummary:
     cold_share = float((meaningful.reindex(users.ids, fill_value=0) < 5).mean())
     valid, written, bad, days = _write_events(params, rng, log, store)
     _write_reference(params, users, items, store)
-    _write_latent(users, items, store)
+    _write_latent(users, items, push.population, store)
     return WorldSummary(
         params=params,
         n_users=len(users.ids),

@@ -67,6 +67,9 @@ class WorldLatent:
         item_quality: quality (popularity), shape (n_items,).
         item_difficulty: difficulty, shape (n_items,).
         item_intensity: intensity (0 low to 2 high), shape (n_items,).
+        user_opted_out: whether the user never receives pushes, shape (n_users,).
+        user_push_peak_hour: local hour at which pushes suit the user best (``world.push``).
+        user_push_sensitivity: the user's latent proneness to switching pushes off.
         item_type: workout / plan / article / video, shape (n_items,).
         item_duration: minutes (days for plans), shape (n_items,).
         taste_scale: multiplier of category taste in the affinity (the base category count).
@@ -79,6 +82,9 @@ class WorldLatent:
     user_activity: np.ndarray
     user_utc_offset: np.ndarray
     user_platform: np.ndarray
+    user_opted_out: np.ndarray
+    user_push_peak_hour: np.ndarray
+    user_push_sensitivity: np.ndarray
     item_ids: np.ndarray
     item_vec: np.ndarray
     item_category: np.ndarray

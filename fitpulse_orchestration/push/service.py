@@ -1,0 +1,327 @@
+"""The push decision service: whether to interrupt a user now, with what, and when at earliest.
+
+WHAT comes from the home feed's retrieval (the champion's ALS, popular and fresh pools; the
+popularity pools when no feed model is loaded), or the caller's candidate item. WHETHER and
+WHEN come from the push policy (``push.policy``): guardrails first, then the expected value of
+each beginner-safe candidate; the best one is sent when its value clears the threshold, and
+only after the cap store atomically reserved the send. Failures fail safe: no push model, no
+push history (online store unreachable) or no cap store means *don't send*, labelled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+
+from fitpulse_orchestration.push.caps import PushCapStore
+from fitpulse_orchestration.push.features import (
+    PushHistory,
+    PushItem,
+    local_time,
+    push_features,
+    push_items,
+)
+from fitpulse_orchestration.push.policy import (
+    PushPolicyBundle,
+    blocking_guardrails,
+    earliest_send_time,
+    expected_values,
+)
+from fitpulse_orchestration.retrieval.candidates import CandidateParams, retrieve_candidates
+from fitpulse_orchestration.serving.feed_service import (
+    FeedService,
+    InvalidRequestError,
+    validate_request,
+)
+from fitpulse_orchestration.serving.online_store import OnlineStoreUnavailableError
+
+MAX_CANDIDATES: Final = 20
+FALLBACKS: Final = ("model_unavailable", "features_unavailable", "caps_unavailable")
+
+
+@dataclass
+class LoadedPushPolicy:
+    """A registered push-policy version as serving holds it (``bundle`` None: it failed)."""
+
+    version: str | None
+    bundle: PushPolicyBundle | None
+    problem: str | None = None
+
+
+@dataclass
+class PushDecision:
+    """The answer to one decision request."""
+
+    request_id: str
+    send: bool
+    item: dict[str, str] | None
+    send_at: str | None
+    earliest_send_at: str | None
+    blocked_by: str | None
+    reasons: list[str]
+    scores: dict[str, float] | None
+    fallback: str | None
+    model_version: str | None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON body."""
+        return {
+            "request_id": self.request_id,
+            "send": self.send,
+            "item": self.item,
+            "send_at": self.send_at,
+            "earliest_send_at": self.earliest_send_at,
+            "blocked_by": self.blocked_by,
+            "reasons": self.reasons,
+            "scores": self.scores,
+            "fallback": self.fallback,
+            "model_version": self.model_version,
+        }
+
+
+def _iso_local(at: float, timezone: str) -> str:
+    return local_time(at, timezone).isoformat(timespec="seconds")
+
+
+class PushDecisionService:
+    """Decides pushes for app user ids; reads the feed service's state for candidates."""
+
+    def __init__(
+        self,
+        feed: FeedService,
+        policy: LoadedPushPolicy,
+        caps: PushCapStore | None,
+        max_candidates: int = MAX_CANDIDATES,
+    ) -> None:
+        self.feed = feed
+        self._policy = policy
+        self.caps = caps
+        self.max_candidates = max_candidates
+        self._items_for: tuple[int, dict[str, PushItem]] = (0, {})
+
+    @property
+    def policy(self) -> LoadedPushPolicy:
+        """The policy requests currently use."""
+        return self._policy
+
+    def swap_policy(self, policy: LoadedPushPolicy) -> None:
+        """Replace the policy; decisions in flight finish with the one they started with."""
+        self._policy = policy
+
+    def _items(self) -> dict[str, PushItem]:
+        catalog = self.feed.state.catalog.source
+        if self._items_for[0] != id(catalog):
+            self._items_for = (id(catalog), push_items(catalog))
+        return self._items_for[1]
+
+    def _now(self, at: str | None) -> float:
+        if at is not None:
+            try:
+                stamp = pd.Timestamp(at)
+            except ValueError as exc:
+                raise InvalidRequestError(f"'at' is not an ISO timestamp: {at!r}") from exc
+            if stamp.tzinfo is None:
+                raise InvalidRequestError("'at' needs a UTC offset, e.g. 2026-11-01T18:00:00Z")
+            return float(stamp.timestamp())
+        state = self.feed.state
+        return time.time() if state.live else float(state.as_of.timestamp())
+
+    def _candidates(self, pid: str, history: PushHistory) -> list[str]:
+        state = self.feed.state
+        loaded = state.models.get("champion")
+        users = pd.DataFrame(
+            {"user_id": [pid], "fitness_level": [history.fitness_level], "region": ["unknown"]}
+        )
+        model = loaded.model if loaded is not None else None
+        if model is not None and loaded is not None and loaded.pools is not None:
+            try:
+                frame = retrieve_candidates(
+                    users,
+                    model.als,
+                    model.index,
+                    loaded.pools,
+                    {pid: frozenset()},
+                    model.candidate_params,
+                )
+                return [str(i) for i in frame["item_id"].head(self.max_candidates)]
+            except Exception:
+                pass
+        frame = retrieve_candidates(
+            users, None, None, state.fallback_pools, {pid: frozenset()}, CandidateParams()
+        )
+        return [str(i) for i in frame["item_id"].head(self.max_candidates)]
+
+    def decide(
+        self,
+        user_id: str,
+        item_id: str | None = None,
+        at: str | None = None,
+        request_id: str | None = None,
+    ) -> PushDecision:
+        """Decide a push for the app user ``user_id`` (see the module docstring).
+
+        Raises:
+            InvalidRequestError: malformed user id, unknown item, or a bad ``at``.
+        """
+        validate_request(user_id, 1, 1)
+        started = time.perf_counter()
+        request_id = request_id or uuid.uuid4().hex
+        now = self._now(at)
+        items = self._items()
+        if item_id is not None and item_id not in items:
+            raise InvalidRequestError(f"unknown item_id {item_id!r}")
+        policy = self._policy
+        version = policy.version
+
+        def answer(
+            blocked: str | None,
+            reasons: list[str],
+            fallback: str | None = None,
+            history: PushHistory | None = None,
+            earliest: float | None = None,
+        ) -> PushDecision:
+            tz = history.timezone if history is not None else "UTC"
+            return PushDecision(
+                request_id=request_id,
+                send=False,
+                item=None,
+                send_at=None,
+                earliest_send_at=None if earliest is None else _iso_local(earliest, tz),
+                blocked_by=blocked,
+                reasons=reasons,
+                scores=None,
+                fallback=fallback,
+                model_version=version,
+                timings_ms={"total": (time.perf_counter() - started) * 1e3},
+            )
+
+        if policy.bundle is None:
+            why = policy.problem or "no push policy is registered"
+            return answer(None, [f"fail safe: {why}"], "model_unavailable")
+        bundle = policy.bundle
+        params = bundle.params
+        pid = self.feed.pseudonymizer.pseudonymize(user_id)
+        try:
+            record = self.feed.store.lookup_records("push", [pid]).get(pid)
+        except (OnlineStoreUnavailableError, LookupError) as exc:
+            return answer(
+                None, [f"fail safe: push history unavailable ({exc})"], "features_unavailable"
+            )
+        if record is None:
+            return answer("unknown_user", ["no profile or push history for this user"])
+        history = PushHistory.from_record(record)
+        moment = dt.datetime.fromtimestamp(now, dt.UTC)
+        try:
+            sends = np.asarray(self.caps.send_times(pid, moment)) if self.caps is not None else None
+        except OnlineStoreUnavailableError as exc:
+            sends = None
+            problem = str(exc)
+        else:
+            problem = "no cap store configured"
+        if sends is None:
+            return answer(
+                None,
+                [f"fail safe: cap counters unavailable ({problem})"],
+                "caps_unavailable",
+                history,
+            )
+        day = int(np.count_nonzero(sends > now - 86400.0))
+        week = len(sends)
+
+        ids = [item_id] if item_id is not None else self._candidates(pid, history)
+        cands = [items[i] for i in ids if i in items]
+        if history.is_beginner:
+            safe = [c for c in cands if not c.unsafe_for_beginners]
+            if not safe:
+                return answer(
+                    "unsafe_for_beginner",
+                    ["every candidate is unsafe for a beginner"],
+                    None,
+                    history,
+                )
+            cands = safe
+        if not cands:
+            return answer("no_candidate", ["retrieval returned no candidate"], None, history)
+        features = np.vstack([push_features(history, now, c) for c in cands])
+        n = len(cands)
+        blocked = blocking_guardrails(
+            features,
+            np.full(n, history.notifications_off(now)),
+            np.full(n, history.is_beginner),
+            np.array([c.unsafe_for_beginners for c in cands]),
+            params,
+            sends_day=np.full(n, day),
+            sends_week=np.full(n, week),
+        )
+        if blocked[0] is not None:
+            earliest = (
+                None
+                if blocked[0] in ("opted_out", "unsafe_for_beginner")
+                else earliest_send_time(history, now, params, sends)
+            )
+            return answer(str(blocked[0]), [f"guardrail: {blocked[0]}"], None, history, earliest)
+        try:
+            p_open, p_fatigue, value = expected_values(
+                bundle.models, features, [c.item_type for c in cands], params
+            )
+        except Exception as exc:
+            return answer(
+                None, [f"fail safe: push model failed ({exc})"], "model_unavailable", history
+            )
+        best = int(np.argmax(value))
+        item = cands[best]
+        scores = {
+            "p_open": round(float(p_open[best]), 6),
+            "p_fatigue": round(float(p_fatigue[best]), 6),
+            "content_value": float(params.value_of([item.item_type])[0]),
+            "expected_value": round(float(value[best]), 6),
+            "threshold": params.threshold,
+            "fatigue_weight": params.fatigue_weight,
+        }
+        title = str(self.feed.state.catalog.attributes(np.array([item.item_id]))["title"].iloc[0])[
+            : self.feed.config.title_chars
+        ]
+        payload_item = {"id": item.item_id, "type": item.item_type, "title": title}
+        if value[best] < params.threshold:
+            decision = answer(
+                "below_threshold",
+                [f"expected value {value[best]:.4f} < threshold {params.threshold}"],
+                None,
+                history,
+            )
+            decision.scores, decision.item = scores, payload_item
+            return decision
+        try:
+            reserved = self.caps.try_reserve(pid, request_id, moment, params.caps)  # type: ignore[union-attr]
+        except OnlineStoreUnavailableError as exc:
+            return answer(
+                None, [f"fail safe: cap counters unavailable ({exc})"], "caps_unavailable", history
+            )
+        if not reserved.allowed:
+            sends_now = np.asarray(self.caps.send_times(pid, moment))  # type: ignore[union-attr]
+            earliest = earliest_send_time(history, now, params, sends_now)
+            decision = answer(
+                reserved.blocked_by, [f"guardrail: {reserved.blocked_by}"], None, history, earliest
+            )
+            decision.scores = scores
+            return decision
+        return PushDecision(
+            request_id=request_id,
+            send=True,
+            item=payload_item,
+            send_at=_iso_local(now, history.timezone),
+            earliest_send_at=_iso_local(now, history.timezone),
+            blocked_by=None,
+            reasons=["expected value clears the threshold; every guardrail passed"],
+            scores=scores,
+            fallback=None,
+            model_version=version,
+            timings_ms={"total": (time.perf_counter() - started) * 1e3},
+        )

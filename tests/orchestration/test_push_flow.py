@@ -1,0 +1,281 @@
+"""Push notifications end to end on the tiny world: assets, registry, and the decision endpoint.
+
+One module-scoped home is trained by ``fitpulse train``'s ``run_training`` (which runs the
+push job after the feed's training job). Tests then build runtimes and apps over it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from fitpulse_orchestration import layout
+from fitpulse_orchestration.cli import run_training
+from fitpulse_orchestration.events.pseudonymize import Pseudonymizer, load_or_create_key
+from fitpulse_orchestration.features.reference import unsafe_for_beginners
+from fitpulse_orchestration.push.caps import SQLitePushCapStore
+from fitpulse_orchestration.push.features import PushHistory, local_time
+from fitpulse_orchestration.push.policy import GUARDRAILS, PushPolicyBundle
+from fitpulse_orchestration.push.service import LoadedPushPolicy
+from fitpulse_orchestration.serving.app import create_app
+from fitpulse_orchestration.serving.online_store import SQLiteOnlineStore
+from fitpulse_orchestration.serving.runtime import ServiceRuntime, build_runtime, profile_backends
+from fitpulse_orchestration.settings import ProjectHome
+from fitpulse_orchestration.storage.asset_values import load_asset_value
+from fitpulse_orchestration.storage.tables import read_parquet_prefix
+from model_registry.client import RegistryClient
+from model_registry.names import PUSH_POLICY_MODEL
+from model_registry.serving import RegistryModelSource
+
+if TYPE_CHECKING:
+    from conftest import WorldHome
+
+pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
+
+
+@dataclasses.dataclass
+class PushHome:
+    home: ProjectHome
+    facts: dict[str, Any]
+    profiles: pd.DataFrame
+    catalog: pd.DataFrame
+    pseudonymizer: Pseudonymizer
+
+
+@pytest.fixture(scope="module")
+def trained(world_home: WorldHome, tmp_path_factory: pytest.TempPathFactory) -> PushHome:
+    home, store = world_home.home, world_home.store
+    facts = run_training(home, eval_days=5, ranker_days=5)
+    profiles = (
+        pd.concat(read_parquet_prefix(store, f"{layout.LANDING_USERS}/"), ignore_index=True)
+        .drop_duplicates("user_id", keep="last")
+        .reset_index(drop=True)
+    )
+    catalog = load_asset_value(store, "training_snapshot").inputs.catalog
+    pseudo = Pseudonymizer.from_secret(load_or_create_key(home.pseudonym_key_file))
+    return PushHome(home, facts, profiles, catalog, pseudo)
+
+
+def _runtime(trained: PushHome, tmp_path: Path, **kwargs: Any) -> ServiceRuntime:
+    return build_runtime(
+        profile_backends(trained.home, "local"), tmp_path / "models", poll_s=3600.0, **kwargs
+    )
+
+
+def _history(trained: PushHome, user: str) -> PushHistory:
+    pid = trained.pseudonymizer.pseudonymize(user)
+    record = SQLiteOnlineStore(trained.home.online_store).lookup_records("push", [pid])[pid]
+    return PushHistory.from_record(record)
+
+
+def test_push_job_registers_an_evaluated_policy(trained: PushHome) -> None:
+    store_root = trained.home.store
+    assert trained.facts["push"]["version"] == "1"
+    from fitpulse_orchestration.storage import LocalObjectStore
+
+    store = LocalObjectStore(store_root)
+    examples = load_asset_value(store, "push_training_examples")
+    assert examples["sent"].any()
+    assert (~examples["sent"]).any()
+    assert not examples.loc[~examples["sent"], "opened"].any()
+    evaluation = load_asset_value(store, "push_policy_evaluation")
+    table = evaluation.table
+    assert set(table["policy"]) == {"logged", "new"}
+    assert set(table["estimator"]) == {"on_policy", "ips", "snips"}
+    assert (table["low"] <= table["value"] + 1e-12).all()
+    assert (table["value"] <= table["high"] + 1e-12).all()
+    assert len(evaluation.sweep) >= 5
+    assert evaluation.plot_png.startswith(b"\x89PNG")
+    assert store.list_keys("reports/push_policy/"), "the sweep plot is saved as a report"
+    registered = RegistryClient(trained.home.mlflow_tracking_uri).version(PUSH_POLICY_MODEL, "1")
+    assert registered.tags["gate.status"] in ("passed", "failed")
+    assert "eval.new.snips.pushes" in registered.tags
+    meta = SQLiteOnlineStore(trained.home.online_store).meta("push")
+    assert meta is not None
+    assert meta.rows > 0
+
+
+def test_decisions_through_the_app(trained: PushHome, tmp_path: Path) -> None:
+    runtime = _runtime(trained, tmp_path)
+    assert runtime.push is not None
+    assert runtime.push.policy.version == "1"
+    client = TestClient(create_app(runtime.service, push=runtime.push))
+    outcomes: Counter[str] = Counter()
+    for user in trained.profiles["user_id"].head(60):
+        response = client.post("/v1/push/decision", json={"user_id": user})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model_version"] == "1"
+        assert body["fallback"] is None
+        if body["send"]:
+            assert body["blocked_by"] is None
+            assert body["item"] is not None
+            assert body["scores"]["expected_value"] >= body["scores"]["threshold"]
+        else:
+            assert body["blocked_by"] in (*GUARDRAILS, "below_threshold", "unknown_user")
+        outcomes["send" if body["send"] else body["blocked_by"]] += 1
+    assert sum(outcomes.values()) == 60
+    metrics = client.get("/metrics").text
+    assert "fitpulse_push_decisions_total" in metrics
+
+
+def test_opted_out_user_is_never_pushed(trained: PushHome, tmp_path: Path) -> None:
+    runtime = _runtime(trained, tmp_path)
+    client = TestClient(create_app(runtime.service, push=runtime.push))
+    opted = trained.profiles[trained.profiles["push_opt_out"]]["user_id"].head(5)
+    assert len(opted) > 0
+    for user in opted:
+        body = client.post("/v1/push/decision", json={"user_id": user}).json()
+        assert (body["send"], body["blocked_by"]) == (False, "opted_out")
+        assert body["earliest_send_at"] is None
+
+
+def test_quiet_hours_block_and_say_when(trained: PushHome, tmp_path: Path) -> None:
+    runtime = _runtime(trained, tmp_path)
+    assert runtime.push is not None
+    client = TestClient(create_app(runtime.service, push=runtime.push))
+    user = trained.profiles[
+        ~trained.profiles["push_opt_out"] & (trained.profiles["fitness_level"] == "advanced")
+    ]["user_id"].iloc[0]
+    history = _history(trained, user)
+    as_of = runtime.service.state.as_of
+    local = local_time(float(as_of.timestamp()), history.timezone)
+    night = local.replace(hour=23, minute=30, second=0, microsecond=0)
+    body = client.post("/v1/push/decision", json={"user_id": user, "at": night.isoformat()}).json()
+    assert (body["send"], body["blocked_by"]) == (False, "quiet_hours")
+    earliest = dt.datetime.fromisoformat(body["earliest_send_at"])
+    assert earliest >= night
+    assert earliest.hour >= 8
+    assert earliest.hour < 21
+
+
+def test_fail_safe_without_a_push_model(trained: PushHome, tmp_path: Path) -> None:
+    source = RegistryModelSource(
+        trained.home.mlflow_tracking_uri, tmp_path / "models", "no-such-push-model"
+    )
+    runtime = _runtime(trained, tmp_path, push_source=source)
+    client = TestClient(create_app(runtime.service, push=runtime.push))
+    user = trained.profiles["user_id"].iloc[0]
+    body = client.post("/v1/push/decision", json={"user_id": user}).json()
+    assert (body["send"], body["fallback"]) == (False, "model_unavailable")
+
+
+def test_bad_inputs_get_400(trained: PushHome, tmp_path: Path) -> None:
+    runtime = _runtime(trained, tmp_path)
+    client = TestClient(create_app(runtime.service, push=runtime.push))
+    user = trained.profiles["user_id"].iloc[0]
+    for body in (
+        {"user_id": "bad id with spaces"},
+        {"user_id": user, "item_id": "wk_does_not_exist"},
+        {"user_id": user, "at": "yesterday"},
+        {"user_id": user, "at": "2026-11-01T10:00:00"},
+    ):
+        response = client.post("/v1/push/decision", json=body)
+        assert response.status_code == 400, body
+        assert response.json()["error"]
+    assert client.post("/v1/push/decision", json={}).status_code == 422
+
+
+def _always_send(runtime: ServiceRuntime) -> None:
+    assert runtime.push is not None
+    assert runtime.push.policy.bundle is not None
+    bundle = runtime.push.policy.bundle
+    eager = PushPolicyBundle(
+        bundle.models, dataclasses.replace(bundle.params, threshold=-1e9), bundle.trained_until
+    )
+    runtime.push.swap_policy(LoadedPushPolicy(runtime.push.policy.version, eager))
+
+
+def _sendable_user(trained: PushHome, runtime: ServiceRuntime) -> tuple[str, str]:
+    """An advanced user who may receive pushes, and a daytime moment with no cool-down."""
+    assert runtime.push is not None
+    caps = runtime.push.caps
+    assert caps is not None
+    as_of = runtime.service.state.as_of
+    for user in trained.profiles[
+        ~trained.profiles["push_opt_out"] & (trained.profiles["fitness_level"] == "advanced")
+    ]["user_id"]:
+        history = _history(trained, user)
+        if history.notifications_off(float(as_of.timestamp())):
+            continue
+        local = local_time(float(as_of.timestamp()), history.timezone)
+        noon = local.replace(hour=12, minute=0, second=0, microsecond=0) + dt.timedelta(days=3)
+        pid = trained.pseudonymizer.pseudonymize(user)
+        if caps.counts(pid, noon) == (0, 0) and history.last_app_open(noon.timestamp()) is None:
+            return user, noon.isoformat()
+        if caps.counts(pid, noon) == (0, 0):
+            last = history.last_app_open(noon.timestamp())
+            if last is not None and noon.timestamp() - last > 6 * 3600:
+                return user, noon.isoformat()
+    raise AssertionError("no advanced user without recent pushes in the tiny world")
+
+
+def test_daily_cap_blocks_the_second_send(trained: PushHome, tmp_path: Path) -> None:
+    runtime = _runtime(trained, tmp_path)
+    _always_send(runtime)
+    user, noon = _sendable_user(trained, runtime)
+    client = TestClient(create_app(runtime.service, push=runtime.push))
+    first = client.post("/v1/push/decision", json={"user_id": user, "at": noon}).json()
+    assert first["send"] is True, first
+    later = (dt.datetime.fromisoformat(noon) + dt.timedelta(hours=2)).isoformat()
+    second = client.post("/v1/push/decision", json={"user_id": user, "at": later}).json()
+    assert (second["send"], second["blocked_by"]) == (False, "daily_cap")
+    earliest = dt.datetime.fromisoformat(second["earliest_send_at"])
+    assert earliest >= dt.datetime.fromisoformat(noon) + dt.timedelta(hours=24)
+
+
+def test_concurrent_decisions_send_once(trained: PushHome, tmp_path: Path) -> None:
+    runtime = _runtime(trained, tmp_path)
+    _always_send(runtime)
+    assert runtime.push is not None
+    user, noon = _sendable_user(trained, runtime)
+    moment = (dt.datetime.fromisoformat(noon) + dt.timedelta(days=2)).isoformat()
+    barrier = threading.Barrier(8)
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def decide() -> None:
+        barrier.wait()
+        decision = runtime.push.decide(user, at=moment)  # type: ignore[union-attr]
+        with lock:
+            results.append(decision.send)
+
+    threads = [threading.Thread(target=decide) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 7 + [True]
+    caps = SQLitePushCapStore(trained.home.online_store.with_name("push_caps.sqlite"))
+    stamp = dt.datetime.fromisoformat(moment)
+    assert caps.counts(trained.pseudonymizer.pseudonymize(user), stamp)[0] == 1
+
+
+def test_beginners_only_get_safe_items(trained: PushHome, tmp_path: Path) -> None:
+    runtime = _runtime(trained, tmp_path)
+    _always_send(runtime)
+    client = TestClient(create_app(runtime.service, push=runtime.push))
+    unsafe = set(trained.catalog.loc[unsafe_for_beginners(trained.catalog), "item_id"])
+    beginners = trained.profiles[
+        ~trained.profiles["push_opt_out"] & (trained.profiles["fitness_level"] == "beginner")
+    ]["user_id"].head(30)
+    sent = 0
+    for user in beginners:
+        body = client.post("/v1/push/decision", json={"user_id": user}).json()
+        if body["item"] is not None:
+            assert body["item"]["id"] not in unsafe
+            sent += body["send"]
+        given = client.post(
+            "/v1/push/decision", json={"user_id": user, "item_id": sorted(unsafe)[0]}
+        ).json()
+        assert given["send"] is False
+        assert given["blocked_by"] in ("opted_out", "unsafe_for_beginner")
+    assert sent > 0
