@@ -864,7 +864,7 @@ def _simulate_pushes(
                 log,
                 users,
                 items,
-                u,
+                int(u),
                 it,
                 decision,
                 t_open + np.timedelta64(20, "s"),
