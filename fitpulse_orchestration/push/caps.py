@@ -1,46 +1,85 @@
 """Per-user push frequency caps, enforced atomically.
 
-A decision that wants to send *reserves* a send: in one atomic step the store counts the
-user's sends in the rolling last 24 hours and 7 days and records the new one only if both
-counts are under the caps. Two concurrent decisions for one user therefore can never both
-pass a cap. SQLite (the embedded default) serializes reservations with ``BEGIN IMMEDIATE``;
-Redis (production) runs each reservation as one Lua script on a per-user sorted set.
-Sends that were delivered without a reservation (seeded from the logs) are recorded
-idempotently by their decision id.
+A decision that wants to send *reserves* the send: in one atomic step the store counts the
+user's recorded sends around the decision time and records the new one (keyed by its decision
+id) only if the user is under both caps. Two concurrent decisions for one user can therefore
+never both pass a cap: whichever runs second sees the first one's record. Counting first and
+recording later in a separate step would let both through.
+
+Windows are rolling and half-open: the day window of a time ``at`` is ``(at - 24 h, at]``, the
+week window ``(at - 7 d, at]``; times are UTC epoch seconds (floats). The counts a decision
+reports are the sends in those windows before it. The *check*, however, also counts sends
+recorded at or after ``at`` (within one window length): decision times are taken when a
+request starts, so a slower request can reserve after a faster one that started later, and
+a window ending at its own ``at`` would not see the other's record. Counting both sides keeps
+every rolling window within the caps whatever order reservations arrive in; with reservations
+in time order (the normal case) it changes nothing.
+
+Two implementations, as for the online feature store (``serving.online_store``):
+
+* ``SQLitePushCapStore`` (the embedded default): one WAL-mode file; a reservation is one
+  ``BEGIN IMMEDIATE`` transaction, which takes the database's write lock before reading, so
+  reservations from threads and processes serialize. Each thread keeps its own connection.
+* ``RedisPushCapStore`` (production): one sorted set per user (member: send id, score: epoch
+  seconds); a reservation is one Lua script, which Redis runs without interleaving. The script
+  also trims the user's records older than 8 days and keeps the key alive for 8 days.
+
+Sends that were delivered without a reservation (seeded from logged ``push_sent`` events) are
+recorded idempotently by their send id, so a reserved send that comes back through the logs is
+not counted twice. A reservation whose push was not delivered is released. An unreachable or
+unusable store raises ``OnlineStoreUnavailableError``; the caller fails safe (no push).
 """
 
 from __future__ import annotations
 
 import abc
 import datetime as dt
+import os
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from fitpulse_orchestration.serving.online_store import OnlineStoreUnavailableError
 
 DAY_S: Final = 86400.0
-KEEP_S: Final = 8 * DAY_S
+WEEK_S: Final = 7 * DAY_S
+KEEP_S: Final = 8 * DAY_S  # records older than this are never needed for a decision
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
 class CapPolicy:
-    """At most ``per_day`` sends in any rolling 24 h and ``per_week`` in any rolling 7 days."""
+    """At most ``per_day`` sends in any rolling 24 h and ``per_week`` in any rolling 7 days.
+
+    Raises:
+        ValueError: unless ``0 <= per_day <= per_week``.
+    """
 
     per_day: int = 1
     per_week: int = 3
 
     def __post_init__(self) -> None:
         if not 0 <= self.per_day <= self.per_week:
-            raise ValueError("caps need 0 <= per_day <= per_week")
+            raise ValueError(
+                f"caps need 0 <= per_day <= per_week, got per_day={self.per_day}, "
+                f"per_week={self.per_week}"
+            )
 
 
 @dataclass(frozen=True)
 class CapDecision:
-    """The outcome of a reservation; counts are the sends before this one."""
+    """The outcome of a reservation.
+
+    Attributes:
+        allowed: whether the send is recorded (or was already recorded).
+        sent_last_day: the user's other sends in ``(at - 24 h, at]``.
+        sent_last_week: the user's other sends in ``(at - 7 d, at]``.
+        blocked_by: ``"daily_cap"`` (checked first), ``"weekly_cap"``, or None when allowed.
+    """
 
     allowed: bool
     sent_last_day: int
@@ -49,58 +88,94 @@ class CapDecision:
 
 
 def _epoch(at: dt.datetime) -> float:
-    if at.tzinfo is None:
-        raise ValueError("cap times must be timezone-aware")
+    """UTC epoch seconds of a timezone-aware time.
+
+    Raises:
+        ValueError: for a naive time.
+    """
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(f"cap times must be timezone-aware, got {at!r}")
     return at.timestamp()
 
 
-def _verdict(day: int, week: int, caps: CapPolicy) -> str | None:
-    if day >= caps.per_day:
+def _verdict(day_around: int, week_around: int, caps: CapPolicy) -> str | None:
+    """The cap a new send would break, from the counts of other sends within one window."""
+    if day_around >= caps.per_day:
         return "daily_cap"
-    if week >= caps.per_week:
+    if week_around >= caps.per_week:
         return "weekly_cap"
     return None
 
 
 class PushCapStore(abc.ABC):
-    """Send records per user: atomic reservations, idempotent seeding, erasure."""
+    """Send records per user: atomic reservations, idempotent seeding, erasure.
+
+    Raises (every method):
+        OnlineStoreUnavailableError: when the store cannot be reached or used.
+        ValueError: for a naive time.
+    """
 
     @abc.abstractmethod
     def try_reserve(
         self, user_id: str, send_id: str, at: dt.datetime, caps: CapPolicy
     ) -> CapDecision:
-        """Atomically record ``send_id`` at ``at`` if the user is under both caps.
+        """Atomically count the user's sends and record ``send_id`` at ``at`` if under both caps.
 
-        Re-reserving a recorded ``send_id`` is idempotent (allowed, nothing added).
+        Re-reserving an already recorded ``send_id`` is idempotent: allowed, nothing is added,
+        and the counts exclude that send itself.
+
+        Args:
+            user_id: the (pseudonymous) user.
+            send_id: the decision's id; the record's key within the user.
+            at: the decision time (timezone-aware).
+            caps: the caps to enforce.
+
+        Returns:
+            The decision, with the counts of the user's other sends before it.
         """
 
     @abc.abstractmethod
     def counts(self, user_id: str, at: dt.datetime) -> tuple[int, int]:
-        """Sends in ``(at - 24h, at]`` and ``(at - 7d, at]``."""
+        """The user's sends in ``(at - 24 h, at]`` and in ``(at - 7 d, at]``."""
 
     @abc.abstractmethod
     def send_times(self, user_id: str, at: dt.datetime) -> list[float]:
-        """Epoch seconds of the user's sends in ``(at - 7d, at]``, oldest first."""
+        """Epoch seconds of the user's sends in ``(at - 7 d, at]``, oldest first."""
 
     @abc.abstractmethod
     def record_sends(self, sends: Iterable[tuple[str, str, dt.datetime]]) -> int:
-        """Record delivered ``(user_id, send_id, at)`` sends idempotently; return the new count."""
+        """Idempotently record delivered ``(user_id, send_id, at)`` sends.
+
+        Returns:
+            How many of them were new.
+        """
 
     @abc.abstractmethod
     def release(self, user_id: str, send_id: str) -> bool:
-        """Drop a reservation that was not delivered; True if it existed."""
+        """Drop a reservation whose push was not delivered; True if it existed."""
 
     @abc.abstractmethod
     def forget_user(self, user_id: str) -> int:
-        """Erase the user's records; return how many were removed."""
+        """Erase the user's records (data erasure); return how many were removed."""
 
     @abc.abstractmethod
     def prune(self, before: dt.datetime) -> int:
-        """Drop records older than ``before``; return how many were removed."""
+        """Drop every user's records older than ``before``; return how many were removed."""
 
 
 class SQLitePushCapStore(PushCapStore):
-    """One SQLite file (WAL); reservations run in ``BEGIN IMMEDIATE`` transactions."""
+    """One SQLite file (WAL); reservations are ``BEGIN IMMEDIATE`` transactions.
+
+    Each thread (and each process) opens its own connection in autocommit mode
+    (``isolation_level=None``), so transactions are exactly the ones written here.
+
+    Args:
+        path: the database file; its folder is created if missing.
+        timeout_s: how long to wait for another writer's lock before giving up.
+
+    Raises:
+        OnlineStoreUnavailableError: when the file cannot be created or opened.
+    """
 
     def __init__(self, path: str | Path, timeout_s: float = 2.0) -> None:
         self.path = Path(path)
@@ -110,28 +185,41 @@ class SQLitePushCapStore(PushCapStore):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OnlineStoreUnavailableError(f"cannot create {self.path.parent}: {exc}") from exc
-        conn = self._conn()
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
+
+        def schema(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS push_sends (user_id TEXT NOT NULL, "
                 "send_id TEXT NOT NULL, ts REAL NOT NULL, PRIMARY KEY (user_id, send_id))"
             )
             conn.execute("CREATE INDEX IF NOT EXISTS push_sends_ts ON push_sends (user_id, ts)")
-        except sqlite3.Error as exc:
-            raise OnlineStoreUnavailableError(f"cannot use {self.path}: {exc}") from exc
+
+        # journal_mode is persistent in the file and cannot change inside a transaction.
+        self._read(lambda conn: conn.execute("PRAGMA journal_mode=WAL").fetchall())
+        self._write(schema)
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
-            except sqlite3.Error as exc:
-                raise OnlineStoreUnavailableError(f"cannot open {self.path}: {exc}") from exc
-            self._local.conn = conn
+        """This thread's connection (a forked child opens its own)."""
+        held: tuple[int, sqlite3.Connection] | None = getattr(self._local, "conn", None)
+        if held is not None and held[0] == os.getpid():
+            return held[1]
+        try:
+            conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise OnlineStoreUnavailableError(f"cannot open {self.path}: {exc}") from exc
+        self._local.conn = (os.getpid(), conn)
         return conn
 
-    def _run(self, work: Any) -> Any:
+    def _drop_conn(self) -> None:
+        held: tuple[int, sqlite3.Connection] | None = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if held is not None and held[0] == os.getpid():
+            try:
+                held[1].close()
+            except sqlite3.Error:
+                pass
+
+    def _write(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` in one ``BEGIN IMMEDIATE`` transaction (the write lock first)."""
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -143,34 +231,54 @@ class SQLitePushCapStore(PushCapStore):
             conn.execute("COMMIT")
             return result
         except sqlite3.Error as exc:
-            self._local.conn = None
+            self._drop_conn()  # a new connection starts clean (no half-open transaction)
+            raise OnlineStoreUnavailableError(f"push cap store {self.path}: {exc}") from exc
+
+    def _read(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``work`` in autocommit mode (each statement reads one consistent snapshot)."""
+        conn = self._conn()
+        try:
+            return work(conn)
+        except sqlite3.Error as exc:
+            self._drop_conn()
             raise OnlineStoreUnavailableError(f"push cap store {self.path}: {exc}") from exc
 
     @staticmethod
-    def _counts(
-        conn: sqlite3.Connection, user_id: str, t: float, skip: str = ""
-    ) -> tuple[int, int]:
-        day, week = conn.execute(
-            "SELECT COALESCE(SUM(ts > ?), 0), COUNT(*) FROM push_sends "
-            "WHERE user_id = ? AND ts > ? AND ts <= ? AND send_id != ?",
-            (t - DAY_S, user_id, t - 7 * DAY_S, t, skip),
+    def _count(conn: sqlite3.Connection, user_id: str, t: float, skip: str | None) -> list[int]:
+        """Other sends in the day and week windows ending at ``t``, then within one window."""
+        row = conn.execute(
+            "SELECT COALESCE(SUM(ts > :day_lo AND ts <= :t), 0), "
+            "COALESCE(SUM(ts <= :t), 0), "
+            "COALESCE(SUM(ts > :day_lo AND ts < :day_hi), 0), "
+            "COUNT(*) "
+            "FROM push_sends WHERE user_id = :user AND ts > :week_lo AND ts < :week_hi "
+            "AND (:skip IS NULL OR send_id != :skip)",
+            {
+                "user": user_id,
+                "t": t,
+                "day_lo": t - DAY_S,
+                "day_hi": t + DAY_S,
+                "week_lo": t - WEEK_S,
+                "week_hi": t + WEEK_S,
+                "skip": skip,
+            },
         ).fetchone()
-        return int(day), int(week)
+        return [int(v) for v in row]
 
     def try_reserve(
         self, user_id: str, send_id: str, at: dt.datetime, caps: CapPolicy
     ) -> CapDecision:
-        """Atomically reserve (see ``PushCapStore.try_reserve``)."""
+        """Atomically reserve a send (see ``PushCapStore.try_reserve``)."""
         t = _epoch(at)
 
         def work(conn: sqlite3.Connection) -> CapDecision:
-            day, week = self._counts(conn, user_id, t, send_id)
             known = conn.execute(
                 "SELECT 1 FROM push_sends WHERE user_id = ? AND send_id = ?", (user_id, send_id)
             ).fetchone()
-            if known:
+            day, week, day_around, week_around = self._count(conn, user_id, t, send_id)
+            if known is not None:
                 return CapDecision(True, day, week, None)
-            blocked = _verdict(day, week, caps)
+            blocked = _verdict(day_around, week_around, caps)
             if blocked is None:
                 conn.execute(
                     "INSERT INTO push_sends (user_id, send_id, ts) VALUES (?, ?, ?)",
@@ -178,29 +286,28 @@ class SQLitePushCapStore(PushCapStore):
                 )
             return CapDecision(blocked is None, day, week, blocked)
 
-        decision: CapDecision = self._run(work)
-        return decision
+        return self._write(work)
 
     def counts(self, user_id: str, at: dt.datetime) -> tuple[int, int]:
-        """Sends in the last 24 h and 7 days."""
+        """The user's sends in the last 24 h and 7 days before ``at`` (inclusive)."""
         t = _epoch(at)
-        result: tuple[int, int] = self._run(lambda conn: self._counts(conn, user_id, t))
-        return result
+        day, week, _, _ = self._read(lambda conn: self._count(conn, user_id, t, None))
+        return day, week
 
     def send_times(self, user_id: str, at: dt.datetime) -> list[float]:
-        """Send times in the last 7 days."""
+        """Epoch seconds of the user's sends in the last 7 days, oldest first."""
         t = _epoch(at)
-        rows = self._run(
+        rows = self._read(
             lambda conn: conn.execute(
                 "SELECT ts FROM push_sends WHERE user_id = ? AND ts > ? AND ts <= ? ORDER BY ts",
-                (user_id, t - 7 * DAY_S, t),
+                (user_id, t - WEEK_S, t),
             ).fetchall()
         )
         return [float(r[0]) for r in rows]
 
     def record_sends(self, sends: Iterable[tuple[str, str, dt.datetime]]) -> int:
-        """Idempotent seeding."""
-        rows = [(u, s, _epoch(at)) for u, s, at in sends]
+        """Idempotently record delivered sends (one transaction); return how many were new."""
+        rows = [(str(u), str(s), _epoch(at)) for u, s, at in sends]
 
         def work(conn: sqlite3.Connection) -> int:
             before = conn.total_changes
@@ -209,12 +316,11 @@ class SQLitePushCapStore(PushCapStore):
             )
             return conn.total_changes - before
 
-        added: int = self._run(work)
-        return added
+        return self._write(work)
 
     def release(self, user_id: str, send_id: str) -> bool:
-        """Drop one reservation."""
-        removed: int = self._run(
+        """Drop one reservation; True if it existed."""
+        removed = self._write(
             lambda conn: (
                 conn.execute(
                     "DELETE FROM push_sends WHERE user_id = ? AND send_id = ?", (user_id, send_id)
@@ -224,52 +330,73 @@ class SQLitePushCapStore(PushCapStore):
         return removed > 0
 
     def forget_user(self, user_id: str) -> int:
-        """Erase a user's records."""
-        removed: int = self._run(
+        """Erase the user's records; return how many were removed."""
+        return self._write(
             lambda conn: (
                 conn.execute("DELETE FROM push_sends WHERE user_id = ?", (user_id,)).rowcount
             )
         )
-        return removed
 
     def prune(self, before: dt.datetime) -> int:
-        """Drop old records."""
+        """Drop records older than ``before``; return how many were removed."""
         t = _epoch(before)
-        removed: int = self._run(
+        return self._write(
             lambda conn: conn.execute("DELETE FROM push_sends WHERE ts < ?", (t,)).rowcount
         )
-        return removed
 
 
+# KEYS[1]: the user's sorted set. ARGV: at, send_id, per_day, per_week (numbers as text).
+# Bounds go to Redis as '%.17g' text: Lua's own number-to-text ('%.14g') would round epoch
+# seconds to 0.1 ms and disagree with the stored scores at the window edges.
 _RESERVE_LUA: Final = """
 local key = KEYS[1]
 local t = tonumber(ARGV[1])
 local send_id = ARGV[2]
 local per_day = tonumber(ARGV[3])
 local per_week = tonumber(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (t - 8 * 86400))
+local day_s = 86400
+local function num(x) return string.format('%.17g', x) end
+local function open(x) return '(' .. num(x) end
+redis.call('ZREMRANGEBYSCORE', key, '-inf', open(t - 8 * day_s))
 local known = redis.call('ZSCORE', key, send_id)
-local day = redis.call('ZCOUNT', key, '(' .. (t - 86400), t)
-local week = redis.call('ZCOUNT', key, '(' .. (t - 7 * 86400), t)
+local day = redis.call('ZCOUNT', key, open(t - day_s), num(t))
+local week = redis.call('ZCOUNT', key, open(t - 7 * day_s), num(t))
 if known then
   local s = tonumber(known)
-  if s > t - 86400 and s <= t then day = day - 1 end
-  if s > t - 7 * 86400 and s <= t then week = week - 1 end
+  if s > t - day_s and s <= t then day = day - 1 end
+  if s > t - 7 * day_s and s <= t then week = week - 1 end
   return {1, day, week, ''}
 end
+local day_around = redis.call('ZCOUNT', key, open(t - day_s), open(t + day_s))
+local week_around = redis.call('ZCOUNT', key, open(t - 7 * day_s), open(t + 7 * day_s))
 local blocked = ''
-if day >= per_day then blocked = 'daily_cap' elseif week >= per_week then blocked = 'weekly_cap' end
-if blocked == '' then
-  redis.call('ZADD', key, t, send_id)
-  redis.call('PEXPIRE', key, 8 * 86400 * 1000)
-  return {1, day, week, ''}
+if day_around >= per_day then
+  blocked = 'daily_cap'
+elseif week_around >= per_week then
+  blocked = 'weekly_cap'
 end
-return {0, day, week, blocked}
+if blocked ~= '' then
+  return {0, day, week, blocked}
+end
+redis.call('ZADD', key, num(t), send_id)
+redis.call('PEXPIRE', key, 8 * day_s * 1000)
+return {1, day, week, ''}
 """
 
 
+def _glob_escape(text: str) -> str:
+    """``text`` as a literal in a Redis ``SCAN MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 class RedisPushCapStore(PushCapStore):
-    """One sorted set per user (member: send id, score: epoch seconds); Lua reservations."""
+    """One sorted set per user (member: send id, score: epoch seconds); Lua reservations.
+
+    Args:
+        url: a ``redis://`` URL (the database index selects the keyspace).
+        prefix: the key prefix; a user's key is ``{prefix}:{user_id}``.
+        timeout_s: connect and socket timeout.
+    """
 
     def __init__(
         self, url: str, prefix: str = "fitpulse:push:sends", timeout_s: float = 2.0
@@ -286,7 +413,7 @@ class RedisPushCapStore(PushCapStore):
     def _key(self, user_id: str) -> str:
         return f"{self.prefix}:{user_id}"
 
-    def _call(self, work: Any) -> Any:
+    def _call(self, work: Callable[[], _T]) -> _T:
         try:
             return work()
         except self._errors as exc:
@@ -295,63 +422,67 @@ class RedisPushCapStore(PushCapStore):
     def try_reserve(
         self, user_id: str, send_id: str, at: dt.datetime, caps: CapPolicy
     ) -> CapDecision:
-        """Atomically reserve (one Lua script)."""
+        """Atomically reserve a send (one Lua script; see ``PushCapStore.try_reserve``)."""
         t = _epoch(at)
-        ok, day, week, blocked = self._call(
+        reply: Any = self._call(
             lambda: self._reserve(
-                keys=[self._key(user_id)], args=[t, send_id, caps.per_day, caps.per_week]
+                keys=[self._key(user_id)],
+                args=[repr(t), send_id, caps.per_day, caps.per_week],
             )
         )
+        ok, day, week, blocked = reply
         name = blocked.decode() if isinstance(blocked, bytes) else str(blocked)
         return CapDecision(bool(ok), int(day), int(week), name or None)
 
     def counts(self, user_id: str, at: dt.datetime) -> tuple[int, int]:
-        """Sends in the last 24 h and 7 days."""
+        """The user's sends in the last 24 h and 7 days before ``at`` (inclusive)."""
         t = _epoch(at)
         key = self._key(user_id)
 
         def work() -> tuple[int, int]:
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.zcount(key, f"({t - DAY_S}", t)
-            pipe.zcount(key, f"({t - 7 * DAY_S}", t)
+            pipe = self._redis.pipeline(transaction=True)  # one snapshot for both counts
+            pipe.zcount(key, f"({t - DAY_S!r}", repr(t))
+            pipe.zcount(key, f"({t - WEEK_S!r}", repr(t))
             day, week = pipe.execute()
             return int(day), int(week)
 
-        result: tuple[int, int] = self._call(work)
-        return result
+        return self._call(work)
 
     def send_times(self, user_id: str, at: dt.datetime) -> list[float]:
-        """Send times in the last 7 days."""
+        """Epoch seconds of the user's sends in the last 7 days, oldest first."""
         t = _epoch(at)
-        pairs = self._call(
+        pairs: Any = self._call(
             lambda: self._redis.zrangebyscore(
-                self._key(user_id), f"({t - 7 * DAY_S}", t, withscores=True
+                self._key(user_id), f"({t - WEEK_S!r}", repr(t), withscores=True
             )
         )
         return [float(score) for _, score in pairs]
 
     def record_sends(self, sends: Iterable[tuple[str, str, dt.datetime]]) -> int:
-        """Idempotent seeding (ZADD NX)."""
-        rows = list(sends)
+        """Idempotently record delivered sends (``ZADD NX``); return how many were new."""
+        rows = [(self._key(str(u)), str(s), _epoch(at)) for u, s, at in sends]
+        if not rows:
+            return 0
 
         def work() -> int:
-            pipe = self._redis.pipeline(transaction=False)
-            for user_id, send_id, at in rows:
-                pipe.zadd(self._key(user_id), {send_id: _epoch(at)}, nx=True)
-                pipe.pexpire(self._key(user_id), int(KEEP_S * 1000))
-            results = pipe.execute()
-            return int(sum(results[::2]))
+            added = 0
+            for start in range(0, len(rows), 1000):
+                pipe = self._redis.pipeline(transaction=False)
+                for key, send_id, t in rows[start : start + 1000]:
+                    pipe.zadd(key, {send_id: t}, nx=True)
+                    pipe.pexpire(key, int(KEEP_S * 1000))
+                added += sum(int(n) for n in pipe.execute()[::2])
+            return added
 
-        added: int = self._call(work)
-        return added
+        return self._call(work)
 
     def release(self, user_id: str, send_id: str) -> bool:
-        """Drop one reservation."""
-        removed = self._call(lambda: self._redis.zrem(self._key(user_id), send_id))
+        """Drop one reservation; True if it existed."""
+        removed: Any = self._call(lambda: self._redis.zrem(self._key(user_id), send_id))
         return bool(removed)
 
     def forget_user(self, user_id: str) -> int:
-        """Erase a user's records."""
+        """Erase the user's records (deletes the key); return how many were removed."""
         key = self._key(user_id)
 
         def work() -> int:
@@ -361,18 +492,29 @@ class RedisPushCapStore(PushCapStore):
             count, _ = pipe.execute()
             return int(count)
 
-        removed: int = self._call(work)
-        return removed
+        return self._call(work)
 
     def prune(self, before: dt.datetime) -> int:
-        """Drop old records of every user (SCAN over the prefix)."""
-        t = _epoch(before)
+        """Drop every user's records older than ``before`` (a ``SCAN`` over the prefix)."""
+        bound = f"({_epoch(before)!r}"
+        pattern = f"{_glob_escape(self.prefix)}:*"
 
         def work() -> int:
             removed = 0
-            for key in self._redis.scan_iter(match=f"{self.prefix}:*", count=500):
-                removed += int(self._redis.zremrangebyscore(key, "-inf", f"({t}"))  # type: ignore[arg-type]
-            return removed
+            keys: list[Any] = []
+            for key in self._redis.scan_iter(match=pattern, count=500, _type="zset"):
+                keys.append(key)
+                if len(keys) >= 500:
+                    removed += self._prune_keys(keys, bound)
+                    keys = []
+            return removed + self._prune_keys(keys, bound)
 
-        pruned: int = self._call(work)
-        return pruned
+        return self._call(work)
+
+    def _prune_keys(self, keys: list[Any], bound: str) -> int:
+        if not keys:
+            return 0
+        pipe = self._redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.zremrangebyscore(key, "-inf", bound)
+        return sum(int(n) for n in pipe.execute())
