@@ -20,6 +20,7 @@ reservation in the cap store (``push.caps``), so concurrent decisions cannot bot
 
 from __future__ import annotations
 
+import datetime as dt
 import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -150,9 +151,13 @@ def earliest_send_time(
                 t = float(recent[len(recent) - cap]) + window + 1.0
         local = local_time(t, history.timezone)
         if params.is_quiet(np.array(local.hour)):
-            wait_h = (params.quiet_end_hour - local.hour) % 24
-            top = local.replace(minute=0, second=0, microsecond=0)
-            t = top.timestamp() + wait_h * HOUR_S
+            # The end of the quiet hours on the local calendar (a DST switch at night makes the
+            # wait one hour shorter or longer than the clock difference).
+            days = 0 if local.hour < params.quiet_end_hour else 1
+            end = (local + dt.timedelta(days=days)).replace(
+                hour=params.quiet_end_hour, minute=0, second=0, microsecond=0
+            )
+            t = end.timestamp()
         if t == start:
             return t
     return t
