@@ -28,6 +28,7 @@ from fitpulse_orchestration.push.features import (
     HOUR_S,
     PUSH_FEATURES,
     compute_push_histories,
+    epoch_seconds,
     parse_payload,
     push_features,
     push_items,
@@ -71,10 +72,6 @@ class PushExampleStats:
     def as_dict(self) -> dict[str, int]:
         """Plain dict for metadata."""
         return dict(vars(self))
-
-
-def _epoch(ts: pd.Series) -> np.ndarray:
-    return np.asarray(ts.dt.tz_convert("UTC").astype("int64").to_numpy() / 1e9, dtype=float)
 
 
 def _decisions(events: pd.DataFrame) -> pd.DataFrame:
@@ -140,7 +137,7 @@ def build_push_examples(inputs: FeatureInputs) -> tuple[pd.DataFrame, PushExampl
         events, inputs.catalog, inputs.profiles, user_ids=decisions["user_id"].unique()
     )
     items = push_items(inputs.catalog)
-    at = _epoch(decisions["ts"])
+    at = epoch_seconds(decisions["ts"])
     features = np.empty((len(decisions), len(PUSH_FEATURES)))
     off = np.zeros(len(decisions), dtype=bool)
     beginner = np.zeros(len(decisions), dtype=bool)
@@ -160,12 +157,14 @@ def build_push_examples(inputs: FeatureInputs) -> tuple[pd.DataFrame, PushExampl
     sent_at = dict(zip(decisions["decision_id"], at, strict=True))
     open_ok = {
         d
-        for d, t in zip(opens["request_id"], _epoch(opens["ts"]), strict=True)
+        for d, t in zip(opens["request_id"], epoch_seconds(opens["ts"]), strict=True)
         if d in sent_at and t - sent_at[d] <= OPEN_HORIZON_H * HOUR_S
     }
     starts = by_decision[by_decision["event_type"] == "workout_start"].groupby("request_id").size()
     disables = events[events["event_type"] == "push_disable"]
-    disable_times = {str(u): np.sort(_epoch(g["ts"])) for u, g in disables.groupby("user_id")}
+    disable_times = {
+        str(u): np.sort(epoch_seconds(g["ts"])) for u, g in disables.groupby("user_id")
+    }
     users = decisions["user_id"].to_numpy()
     sent = decisions["sent"].to_numpy(bool)
     frame = decisions.assign(
@@ -195,8 +194,10 @@ def _attribute_disables(decisions: pd.DataFrame, disables: pd.DataFrame) -> np.n
     """1 on the last push sent to the user before each switch-off (last touch)."""
     out = np.zeros(len(decisions))
     sent = decisions[decisions["sent"]]
-    positions = {str(u): (_epoch(g["ts"]), g.index.to_numpy()) for u, g in sent.groupby("user_id")}
-    for user, t in zip(disables["user_id"], _epoch(disables["ts"]), strict=True):
+    positions = {
+        str(u): (epoch_seconds(g["ts"]), g.index.to_numpy()) for u, g in sent.groupby("user_id")
+    }
+    for user, t in zip(disables["user_id"], epoch_seconds(disables["ts"]), strict=True):
         times, rows = positions.get(str(user), (None, None))
         if times is None or rows is None:
             continue

@@ -284,7 +284,8 @@ def push_features(history: PushHistory, at: float, item: PushItem | None) -> np.
     )
 
 
-def _epoch(ts: pd.Series) -> np.ndarray:
+def epoch_seconds(ts: pd.Series) -> np.ndarray:
+    """UTC epoch seconds (float) of a tz-aware timestamp column."""
     return np.asarray(ts.dt.tz_convert("UTC").astype("int64").to_numpy() / 1e9, dtype=float)
 
 
@@ -337,12 +338,12 @@ def compute_push_histories(
             fitness_level=str(profile.at[user, "fitness_level"]) if known else UNKNOWN,
             timezone=str(profile.at[user, "timezone"]) if known else "UTC",
             opted_out=bool(profile.at[user, "push_opt_out"]) if known else False,
-            disabled_at=float(_epoch(off["ts"]).min()) if len(off) else None,
-            sent=_times(_epoch(rows["sent"]["ts"])),
-            opened=_times(_epoch(rows["opened"]["ts"])),
-            dismissed=_times(_epoch(rows["dismissed"]["ts"])),
-            app_opens=_times(_epoch(rows["app_opens"]["ts"])),
-            engaged=_epoch(engaged["ts"]),
+            disabled_at=float(epoch_seconds(off["ts"]).min()) if len(off) else None,
+            sent=_times(epoch_seconds(rows["sent"]["ts"])),
+            opened=_times(epoch_seconds(rows["opened"]["ts"])),
+            dismissed=_times(epoch_seconds(rows["dismissed"]["ts"])),
+            app_opens=_times(epoch_seconds(rows["app_opens"]["ts"])),
+            engaged=epoch_seconds(engaged["ts"]),
             engaged_category=engaged["item_id"].map(categories).fillna(UNKNOWN).to_numpy(object),
         )
         out[user] = history if start is None else history.since(start)

@@ -59,6 +59,11 @@ _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9_.:-]{8,64}")
 _BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.18, 0.3, 0.5, 1.0)
 
 
+def _request_id(sent: str | None) -> str:
+    """The client's ``X-Request-ID`` when it is well formed, else a new id."""
+    return sent if sent and _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+
+
 class _Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -158,9 +163,7 @@ def create_app(
         user_id: str, n: str = "20", x_request_id: str | None = Header(default=None)
     ) -> Response:
         t0 = time.perf_counter()
-        request_id = (
-            x_request_id if x_request_id and _REQUEST_ID.fullmatch(x_request_id) else None
-        ) or uuid.uuid4().hex
+        request_id = _request_id(x_request_id)
         try:
             if not re.fullmatch(r"\d{1,4}", n):
                 raise InvalidRequestError(f"n must be a whole number, got {n[:20]!r}")
@@ -197,9 +200,7 @@ def create_app(
         body: PushDecisionRequest, x_request_id: str | None = Header(default=None)
     ) -> Response:
         t0 = time.perf_counter()
-        request_id = (
-            x_request_id if x_request_id and _REQUEST_ID.fullmatch(x_request_id) else None
-        ) or uuid.uuid4().hex
+        request_id = _request_id(x_request_id)
         headers = {"X-Request-ID": request_id}
         if push is None:
             return JSONResponse(
