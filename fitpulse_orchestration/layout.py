@@ -4,7 +4,12 @@ Every path the platform reads or writes is built here, so the landing zone writt
 synthetic world, the import command and the collector agree with what ingestion reads.
 
 - ``landing/events/date=YYYY-MM-DD/hour=HH/<batch>.ndjson.gz``: the collector's hourly batches.
-- ``landing/catalog/date=YYYY-MM-DD/<name>.parquet``: catalog publications and updates.
+- ``landing/catalog/date=YYYY-MM-DD/<name>.parquet``: catalog publications and updates, full
+  rows, the later file winning: ``snapshot`` (the catalog as of the start of its day),
+  ``items-HH`` (published in hour HH), ``updates-HH`` (status changes in hour HH). A plain key
+  sort is chronological for every item: dates sort in order and, within a day, every
+  ``updates-HH`` after that day's ``items-HH`` and ``snapshot``. (``items-HH-updates`` would
+  not do: ``-`` sorts before ``.``.)
 - ``landing/users/date=YYYY-MM-DD/<name>.parquet``: profile sign-ups and updates.
 - ``warehouse/events/date=YYYY-MM-DD/events.parquet``: clean, pseudonymized events.
 - ``warehouse/quarantine/date=YYYY-MM-DD/quarantine.parquet``: rejected records with reasons.

@@ -3,6 +3,9 @@
 A real interaction log may come without a catalog or profiles. Then every item seen in events
 gets ``unknown`` content attributes (and its first event time as publish time) and every user an
 ``unknown`` fitness level and region, so downstream features take defaults instead of failing.
+
+Every catalog item has a lifecycle ``status`` (``CATALOG_STATUSES``); only ``LIVE_STATUS`` items
+may be served. The back office lands a status change as the item's full row in a later file.
 """
 
 from __future__ import annotations
@@ -23,6 +26,24 @@ DIFFICULTY_ORDINAL: Final = {"beginner": 0, "intermediate": 1, "advanced": 2}
 INTENSITY_ORDINAL: Final = {"low": 0, "medium": 1, "high": 2}
 LEVEL_ORDINAL: Final = {"beginner": 0, "intermediate": 1, "advanced": 2}
 
+CATALOG_STATUSES: Final = ("published", "unpublished", "flagged")
+"""Lifecycle of a catalog item: live, taken down by the back office, or pulled by content
+moderation as unsafe (``flagged``)."""
+LIVE_STATUS: Final = "published"
+"""The only status whose items may be served."""
+
+
+def _default_status(catalog: pd.DataFrame) -> pd.DataFrame:
+    """Give rows without a status ``LIVE_STATUS``.
+
+    Catalog files landed before items had a status carry no ``status`` column; they were
+    publications.
+    """
+    if "status" not in catalog.columns:
+        return catalog.assign(status=LIVE_STATUS)
+    return catalog.assign(status=catalog["status"].fillna(LIVE_STATUS))
+
+
 CATALOG_SCHEMA = pa.DataFrameSchema(
     {
         "item_id": pa.Column(str, unique=True),
@@ -35,9 +56,12 @@ CATALOG_SCHEMA = pa.DataFrameSchema(
         "equipment": pa.Column(str),
         "tags": pa.Column(str),
         "published_at": pa.Column(pd.DatetimeTZDtype(tz="UTC")),
+        "status": pa.Column(str, pa.Check.isin(CATALOG_STATUSES)),
     },
     strict=True,
     coerce=True,
+    # Runs before the column checks, so old-format frames (no status) validate as published.
+    parsers=pa.Parser(_default_status),
     name="catalog",
 )
 
@@ -58,7 +82,16 @@ PROFILES_SCHEMA = pa.DataFrameSchema(
 
 
 def load_catalog(store: ObjectStore) -> pd.DataFrame:
-    """Latest version of every landed catalog item (later landing files win)."""
+    """Latest version of every landed catalog item (later landing files win).
+
+    Files are read in key order, which ``layout`` makes chronological for each item: days in
+    date order and, within a day, the ``updates-HH`` files after that day's publications. A
+    missing or null ``status`` (files landed before items had one) reads as ``LIVE_STATUS``.
+
+    Raises:
+        pandera.errors.SchemaError: a row breaks ``CATALOG_SCHEMA``, e.g. a status outside
+            ``CATALOG_STATUSES``.
+    """
     frames = read_parquet_prefix(store, f"{layout.LANDING_CATALOG}/")
     if not frames:
         return CATALOG_SCHEMA.validate(pd.DataFrame(columns=list(CATALOG_SCHEMA.columns)))
@@ -82,7 +115,8 @@ def load_profiles(store: ObjectStore, pseudonymizer: Pseudonymizer) -> pd.DataFr
 def complete_catalog(catalog: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
     """Add items that appear in events but not in the catalog, with unknown attributes.
 
-    Their ``published_at`` is the first time any event mentions them.
+    Their ``published_at`` is the first time any event mentions them, and their status
+    ``LIVE_STATUS``: events show them being used.
     """
     first_seen = events.dropna(subset=["item_id"]).groupby("item_id")["ts"].min()
     missing = first_seen[~first_seen.index.isin(catalog["item_id"])]
@@ -100,6 +134,7 @@ def complete_catalog(catalog: pd.DataFrame, events: pd.DataFrame) -> pd.DataFram
             "equipment": UNKNOWN,
             "tags": "",
             "published_at": missing.to_numpy(),
+            "status": LIVE_STATUS,
         }
     )
     merged = pd.concat([catalog, extra], ignore_index=True) if len(catalog) else extra
@@ -127,6 +162,15 @@ def complete_profiles(profiles: pd.DataFrame, events: pd.DataFrame) -> pd.DataFr
     merged = pd.concat([profiles, extra], ignore_index=True) if len(profiles) else extra
     validated: pd.DataFrame = PROFILES_SCHEMA.validate(merged)
     return validated
+
+
+def live_items(catalog: pd.DataFrame) -> pd.Series:
+    """Boolean per catalog row: the item is live (``status`` is ``LIVE_STATUS``).
+
+    Unpublished and flagged items stay in the catalog, so that their past events keep their
+    attributes, but must not be served.
+    """
+    return catalog["status"] == LIVE_STATUS
 
 
 def publish_time_known(catalog: pd.DataFrame) -> pd.Series:

@@ -22,6 +22,9 @@ world simulates the same events as the world without it.
 The world writes what the app's collector and back office would write (see ``layout``):
 hourly gzipped NDJSON event batches with injected bad records, and Parquet catalog and profile
 files. ``generate_world`` returns a ``WorldSummary`` that states exactly what was injected.
+Each day the back office also unpublishes a few items and moderation flags a few as unsafe
+(hourly ``updates-HH`` catalog files, drawn from their own generator so that nothing else in
+the world changes; ``WorldSummary.status_changes`` lists them).
 It also writes the world's hidden state to ``LATENT_KEY``, so ``world.respond`` can simulate how
 its users react to feeds served later; that is ground truth the platform never reads.
 """
@@ -67,6 +70,12 @@ _BASE_TASTE_ALPHA: Final = 0.35
 
 LATENT_KEY: Final = "world/latent.npz"
 """Object-store key of the world's hidden state (see ``_write_latent``)."""
+
+STATUS_CHANGE_RATES: Final = {"unpublished": (0.005, 1), "flagged": (0.002, 2)}
+"""Per new status: (daily share of the live items published before the day, ``every``). In a
+world with at least ``STATUS_CHANGE_MIN_ITEMS`` such items, at least one item changes to that
+status every ``every`` days."""
+STATUS_CHANGE_MIN_ITEMS: Final = 100
 
 
 @dataclass(frozen=True)
@@ -184,6 +193,21 @@ def world_params(scale: str, seed: int | None = None, **overrides: Any) -> World
     return replace(params, **overrides) if overrides else params
 
 
+@dataclass(frozen=True)
+class StatusChange:
+    """One catalog item whose status changed during the window (it changes at most once).
+
+    Attributes:
+        item_id: the item, published before the day of the change.
+        status: its new status, ``unpublished`` or ``flagged`` (see ``features.reference``).
+        at: when it changed (UTC); its row lands in that day's ``updates-HH`` file.
+    """
+
+    item_id: str
+    status: str
+    at: dt.datetime
+
+
 @dataclass
 class WorldSummary:
     """What a generated world contains; the ground truth for ingestion tests."""
@@ -208,6 +232,11 @@ class WorldSummary:
     ``trending_category``, ``shift_users``, ``shift_beginner_share``, ``trending_items`` and
     ``trending_engagement_share`` (share of simulated engagement events in the shift days that
     were on trending items)."""
+    catalog_updates: dict[str, int] = field(default_factory=dict)
+    """Items whose status changed during the window, by new status (every key of
+    ``STATUS_CHANGE_RATES``)."""
+    status_changes: list[StatusChange] = field(default_factory=list)
+    """Every status change, in time order."""
 
 
 def _top_k(keys: np.ndarray, k: int) -> np.ndarray:
@@ -1015,11 +1044,56 @@ def _items_frame(items: _Items, idx: np.ndarray) -> pd.DataFrame:
             "equipment": items.equipment[idx],
             "tags": [",".join(items.tags[i]) for i in idx],
             "published_at": pd.to_datetime(items.published[idx]).tz_localize("UTC"),
+            "status": "published",
         }
     )
 
 
-def _write_reference(p: WorldParams, users: _Users, items: _Items, store: ObjectStore) -> None:
+def _draw_status_changes(p: WorldParams, items: _Items) -> list[StatusChange]:
+    """Draw the items that are unpublished or flagged during the window, in time order.
+
+    Each day, among the live items published before it, about ``STATUS_CHANGE_RATES`` of them
+    change (fractions carry over to the next day), at a uniform time of the day. Every draw
+    comes from a generator of its own, so the world's other files and events do not depend on
+    it; and a shift's items come after the base items and are published during the shift only,
+    so before the shift a shifted world draws the same changes. The event simulation ignores
+    status: members still reach an unpublished item through deep links and saved lists.
+    """
+    rng = np.random.default_rng([p.seed, 3])
+    start = np.datetime64(p.start_date.isoformat(), "s")
+    live = np.ones(len(items.ids), dtype=bool)
+    owed = dict.fromkeys(STATUS_CHANGE_RATES, 0.0)
+    idle_days = dict.fromkeys(STATUS_CHANGE_RATES, 0)
+    changes = []
+    for day_idx in range(p.days):
+        lo = start + np.timedelta64(day_idx * 86400, "s")
+        eligible = np.flatnonzero(live & (items.published < lo))
+        statuses: list[str] = []
+        for status, (rate, every) in STATUS_CHANGE_RATES.items():
+            owed[status] += rate * eligible.size
+            count = int(owed[status])
+            if count == 0 and idle_days[status] + 1 >= every:
+                count = int(eligible.size >= STATUS_CHANGE_MIN_ITEMS)
+            owed[status] = max(0.0, owed[status] - count)
+            idle_days[status] = 0 if count else idle_days[status] + 1
+            statuses += [status] * count
+        statuses = statuses[: eligible.size]
+        picked = rng.choice(eligible, size=len(statuses), replace=False)
+        offsets = rng.integers(0, 86400, size=picked.size).astype("timedelta64[s]")
+        live[picked] = False
+        for idx, status, offset in zip(picked, statuses, offsets, strict=True):
+            at = (lo + offset).astype(dt.datetime).replace(tzinfo=dt.UTC)
+            changes.append(StatusChange(str(items.ids[idx]), status, at))
+    return sorted(changes, key=lambda change: (change.at, change.item_id))
+
+
+def _write_reference(
+    p: WorldParams,
+    users: _Users,
+    items: _Items,
+    changes: list[StatusChange],
+    store: ObjectStore,
+) -> None:
     start = np.datetime64(p.start_date.isoformat(), "s")
     pre_users = np.flatnonzero(users.signup < start)
     write_parquet(
@@ -1052,6 +1126,18 @@ def _write_reference(p: WorldParams, users: _Users, items: _Items, store: Object
                 layout.landing_reference_key(layout.LANDING_CATALOG, day, f"items-{hour:02d}"),
                 _items_frame(items, new_items[hours == hour]),
             )
+    # Full rows with the new status, so that the later file wins (see ``layout``).
+    position = {item_id: i for i, item_id in enumerate(items.ids.tolist())}
+    hourly: dict[tuple[dt.date, int], list[StatusChange]] = defaultdict(list)
+    for change in changes:
+        hourly[(change.at.date(), change.at.hour)].append(change)
+    for (day, hour), group in sorted(hourly.items()):
+        rows = _items_frame(items, np.array([position[c.item_id] for c in group], dtype=int))
+        write_parquet(
+            store,
+            layout.landing_reference_key(layout.LANDING_CATALOG, day, f"updates-{hour:02d}"),
+            rows.assign(status=[c.status for c in group]),
+        )
 
 
 def _write_latent(
@@ -1204,7 +1290,8 @@ def generate_world(params: WorldParams, store: ObjectStore) -> WorldSummary:
     ).value_counts()
     cold_share = float((meaningful.reindex(users.ids, fill_value=0) < 5).mean())
     valid, written, bad, days = _write_events(params, rng, log, store)
-    _write_reference(params, users, items, store)
+    changes = _draw_status_changes(params, items)
+    _write_reference(params, users, items, changes, store)
     _write_latent(users, items, push.population, store)
     return WorldSummary(
         params=params,
@@ -1220,4 +1307,8 @@ def generate_world(params: WorldParams, store: ObjectStore) -> WorldSummary:
         shift_summary={}
         if params.shift is None
         else _summarize_shift(params, params.shift, users, items, log, streams.n_base_users),
+        catalog_updates={
+            status: sum(c.status == status for c in changes) for status in STATUS_CHANGE_RATES
+        },
+        status_changes=changes,
     )

@@ -3,18 +3,22 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import gzip
+from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.events.ingest import read_clean_events
 from fitpulse_orchestration.events.schema import EVENT_TYPES
-from fitpulse_orchestration.features.reference import load_catalog, load_profiles
-from fitpulse_orchestration.storage import LocalObjectStore
+from fitpulse_orchestration.features.reference import live_items, load_catalog, load_profiles
+from fitpulse_orchestration.storage import LocalObjectStore, read_parquet
 from fitpulse_orchestration.world.generator import (
     BAD_KINDS,
     SCALES,
+    STATUS_CHANGE_RATES,
     WorldParams,
     generate_world,
     world_params,
@@ -158,3 +162,69 @@ def test_world_params_presets_take_seed_and_overrides() -> None:
     assert world_params("tiny") == SCALES["tiny"]
     with pytest.raises(ValueError, match="unknown scale 'huge'"):
         world_params("huge")
+
+
+def _landed_updates(tiny_world) -> pd.DataFrame:
+    """Every row of the tiny world's ``updates-HH`` catalog files, with the file's key."""
+    store = tiny_world.store
+    keys = [k for k in store.list_keys(f"{layout.LANDING_CATALOG}/") if "/updates-" in k]
+    return pd.concat([read_parquet(store, k).assign(key=k) for k in keys], ignore_index=True)
+
+
+def test_tiny_world_lands_status_changes_in_hourly_update_files(tiny_world) -> None:
+    summary = tiny_world.summary
+    changes = summary.status_changes
+    landed = _landed_updates(tiny_world)
+    per_day = Counter((c.at.date(), c.status) for c in changes)
+    days = [summary.params.start_date + dt.timedelta(days=d) for d in range(summary.params.days)]
+
+    assert summary.catalog_updates == dict(Counter(c.status for c in changes))
+    assert set(summary.catalog_updates) == set(STATUS_CHANGE_RATES) == {"unpublished", "flagged"}
+    assert summary.catalog_updates["unpublished"] > summary.catalog_updates["flagged"] > 0
+    assert all(per_day[(day, "unpublished")] >= 1 for day in days)
+    assert all(per_day[(a, "flagged")] + per_day[(b, "flagged")] >= 1 for a, b in pairwise(days))
+    assert len({c.item_id for c in changes}) == len(changes) == len(landed)
+    assert [c.at for c in changes] == sorted(c.at for c in changes)
+    expected_keys = {
+        c.item_id: layout.landing_reference_key(
+            layout.LANDING_CATALOG, c.at.date(), f"updates-{c.at.hour:02d}"
+        )
+        for c in changes
+    }
+    assert landed.set_index("item_id")["key"].to_dict() == expected_keys
+    assert landed.set_index("item_id")["status"].to_dict() == {c.item_id: c.status for c in changes}
+
+
+def test_update_rows_are_full_catalog_rows_with_the_new_status(tiny_world) -> None:
+    store = tiny_world.store
+    keys = store.list_keys(f"{layout.LANDING_CATALOG}/")
+    published = pd.concat(
+        [read_parquet(store, k) for k in keys if "/updates-" not in k], ignore_index=True
+    ).set_index("item_id")
+    landed = _landed_updates(tiny_world).drop(columns="key").set_index("item_id")
+
+    assert list(landed.columns) == list(published.columns)
+    assert (published["status"] == "published").all()
+    pd.testing.assert_frame_equal(
+        landed.drop(columns="status"), published.loc[landed.index].drop(columns="status")
+    )
+
+
+def test_loaded_catalog_shows_exactly_the_changed_items_with_their_new_status(tiny_world) -> None:
+    catalog = load_catalog(tiny_world.store)
+    changed = catalog[~live_items(catalog)].set_index("item_id")["status"]
+
+    assert len(catalog) == tiny_world.summary.n_items
+    assert changed.to_dict() == {c.item_id: c.status for c in tiny_world.summary.status_changes}
+
+
+def test_status_changes_happen_after_the_item_was_published(tiny_world) -> None:
+    published_at = load_catalog(tiny_world.store).set_index("item_id")["published_at"]
+    params = tiny_world.summary.params
+    window_start = pd.Timestamp(params.start_date, tz="UTC")
+    window_end = pd.Timestamp(params.end_date, tz="UTC") + pd.Timedelta(days=1)
+
+    for change in tiny_world.summary.status_changes:
+        at = pd.Timestamp(change.at)
+        assert published_at[change.item_id] < at.floor("D"), change
+        assert window_start <= at < window_end, change

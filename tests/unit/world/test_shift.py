@@ -81,10 +81,13 @@ def test_shift_world_reports_what_it_injected(shifted: Landed) -> None:
 
 
 def test_trending_items_are_published_only_during_the_shift(shifted: Landed) -> None:
-    catalog = _reference(shifted.store, layout.LANDING_CATALOG)
+    landed = _reference(shifted.store, layout.LANDING_CATALOG)
+    # Status updates re-land an item's row; each item is published exactly once.
+    published = landed[landed["status"] == "published"]
+    assert published["item_id"].is_unique
+    catalog = landed.drop_duplicates("item_id", keep="first")
     trending = catalog[catalog["category"] == vocab.TRENDING_CATEGORY]
 
-    assert catalog["item_id"].is_unique
     assert len(trending) == shifted.summary.shift_summary["trending_items"]
     assert (trending["published_at"] >= shifted.shift_start).all()
     assert (trending["landed"] >= shifted.summary.params.shift_start).all()
