@@ -18,9 +18,11 @@ from fitpulse_orchestration.ranking.ranker import RankerParams
 from fitpulse_orchestration.ranking.rerank import RerankParams
 from fitpulse_orchestration.retrieval.als import AlsParams
 from fitpulse_orchestration.retrieval.candidates import CandidateParams
+from fitpulse_orchestration.retrieval.two_tower import TwoTowerParams
 from model_registry.gate import GatePolicy
 
 _ALS = AlsParams()
+_TWO_TOWER = TwoTowerParams()
 _RANKER = RankerParams()
 _SPLIT = SplitParams()
 _CANDIDATES = CandidateParams()
@@ -60,6 +62,28 @@ class AlsConfig(dg.Config):
         return _convert(self, AlsParams)  # type: ignore[no-any-return]
 
 
+class TwoTowerConfig(dg.Config):
+    """Two-tower architecture and training settings (see ``retrieval.two_tower``)."""
+
+    dim: int = _TWO_TOWER.dim
+    hidden: int = _TWO_TOWER.hidden
+    temperature: float = _TWO_TOWER.temperature
+    logq_weight: float = _TWO_TOWER.logq_weight
+    popularity_weight: float = _TWO_TOWER.popularity_weight
+    epochs: int = _TWO_TOWER.epochs
+    batch_size: int = _TWO_TOWER.batch_size
+    learning_rate: float = _TWO_TOWER.learning_rate
+    weight_decay: float = _TWO_TOWER.weight_decay
+    max_examples: int = _TWO_TOWER.max_examples
+    valid_fraction: float = _TWO_TOWER.valid_fraction
+    random_state: int = _TWO_TOWER.random_state
+    num_threads: int = _TWO_TOWER.num_threads
+
+    def to_params(self) -> TwoTowerParams:
+        """The domain dataclass."""
+        return _convert(self, TwoTowerParams)  # type: ignore[no-any-return]
+
+
 class RankerConfig(dg.Config):
     """LambdaRank hyper-parameters."""
 
@@ -83,8 +107,12 @@ class FeedConfig(dg.Config):
     """Candidate quotas and re-ranking guardrails used when building feeds."""
 
     n_als: int = _CANDIDATES.n_als
+    n_two_tower: int = _CANDIDATES.n_two_tower
     n_popular: int = _CANDIDATES.n_popular
     n_fresh: int = _CANDIDATES.n_fresh
+    cold_n_two_tower: int = _CANDIDATES.cold_n_two_tower
+    cold_n_popular: int = _CANDIDATES.cold_n_popular
+    cold_threshold: int = _CANDIDATES.cold_threshold
     fresh_days: float = _CANDIDATES.fresh_days
     max_per_category: int = _RERANK.max_per_category
     fresh_slot: int = _RERANK.fresh_slot

@@ -13,10 +13,18 @@ from fitpulse_orchestration.evaluation.home_feed import (
     format_markdown,
     metric,
 )
+from fitpulse_orchestration.evaluation.retrieval import (
+    RetrievalEvaluation,
+    evaluate_retrieval,
+    format_retrieval_markdown,
+)
 from fitpulse_orchestration.features.snapshot import TrainingSnapshot
 from fitpulse_orchestration.ranking.feed import HomeFeedModel
 from model_registry.client import log_stage
 from model_registry.resource import ModelRegistryResource
+
+WARM_RECALL_TOLERANCE = 0.005
+"""How much warm-user recall@100 the blend may lose to ALS-only (sampling noise)."""
 
 
 @dg.asset(
@@ -86,3 +94,53 @@ def beginner_safety(home_feed_evaluation: HomeFeedEvaluation) -> dg.AssetCheckRe
     table = home_feed_evaluation.table
     violations = int(metric(table, "candidate", "beginner_safety_violations"))
     return dg.AssetCheckResult(passed=violations == 0, metadata={"violations": violations})
+
+
+@dg.asset(group_name=EVALUATION, kinds={"pandas"}, required_resource_keys={"mlflow"})
+def retrieval_evaluation(
+    context: dg.AssetExecutionContext,
+    training_snapshot: TrainingSnapshot,
+    home_feed_model: HomeFeedModel,
+) -> dg.Output[RetrievalEvaluation]:
+    """Recall@100 and NDCG@10 of ALS, two-tower, popularity and the blend, per user slice."""
+    evaluation = evaluate_retrieval(
+        home_feed_model, training_snapshot.inputs, training_snapshot.split
+    )
+    table = evaluation.table
+    flat = {
+        f"retrieval.{row.method}.{row.slice}.{name}": float(getattr(row, name))
+        for row in table.itertuples()
+        for name in ("recall_at_100", "ndcg_at_10")
+    }
+    log_stage(
+        context.resources.mlflow,
+        "retrieval_evaluation",
+        {},
+        flat,
+        {"retrieval_evaluation.json": table.to_json(orient="records", indent=2)},
+    )
+    return dg.Output(
+        evaluation,
+        metadata={
+            "table": dg.MetadataValue.md(format_retrieval_markdown(table)),
+            **{k.removeprefix("retrieval."): v for k, v in flat.items() if "recall" in k},
+        },
+    )
+
+
+@dg.asset_check(asset=retrieval_evaluation)
+def blend_serves_cold_and_warm(
+    retrieval_evaluation: RetrievalEvaluation,
+) -> dg.AssetCheckResult:
+    """The blend beats ALS on cold users and does not lose to it on warm users (recall@100)."""
+    value = retrieval_evaluation.value
+    cold = value("blend", "cold", "recall_at_100") - value("als", "cold", "recall_at_100")
+    warm = value("blend", "warm", "recall_at_100") - value("als", "warm", "recall_at_100")
+    passed = bool(cold > 0 and warm >= -WARM_RECALL_TOLERANCE)
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"cold_recall_lift": cold, "warm_recall_lift": warm},
+        description=f"blend - ALS recall@100: cold {cold:+.4f} (must be > 0), warm {warm:+.4f} "
+        f"(must be >= -{WARM_RECALL_TOLERANCE})",
+    )

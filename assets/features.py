@@ -17,6 +17,7 @@ from fitpulse_orchestration.features.snapshot import TrainingSnapshot, build_tra
 from fitpulse_orchestration.features.training import build_ranker_examples
 from fitpulse_orchestration.ranking.feed import build_ranker_training_frame
 from fitpulse_orchestration.ranking.rerank import RerankParams
+from fitpulse_orchestration.retrieval.two_tower import TwoTowerArtifacts
 
 
 @dg.asset(group_name=FEATURES, deps=["raw_events"], kinds={"duckdb"})
@@ -51,12 +52,14 @@ def item_features(training_snapshot: TrainingSnapshot) -> dg.Output[pd.DataFrame
 
 @dg.asset(group_name=FEATURES, kinds={"duckdb", "implicit"})
 def ranker_training_frame(
-    config: AlsConfig, training_snapshot: TrainingSnapshot
+    config: AlsConfig, training_snapshot: TrainingSnapshot, two_tower_model: TwoTowerArtifacts
 ) -> dg.Output[pd.DataFrame]:
     """Labelled feed requests of the ranker window with features as of each request."""
     inputs, split = training_snapshot.inputs, training_snapshot.split
     examples = build_ranker_examples(inputs.events, inputs.catalog, split)
-    frame, stats = build_ranker_training_frame(inputs, examples, split, config.to_params())
+    frame, stats = build_ranker_training_frame(
+        inputs, examples, split, config.to_params(), two_tower_model
+    )
     kinds = examples["kind"].value_counts().to_dict()
     return dg.Output(frame, metadata={**stats, "example_kinds": dg.MetadataValue.json(kinds)})
 

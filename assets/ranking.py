@@ -12,6 +12,7 @@ from fitpulse_orchestration.ranking.feed import HomeFeedModel
 from fitpulse_orchestration.ranking.ranker import RankerArtifacts, train_ranker
 from fitpulse_orchestration.retrieval.als import AlsArtifacts
 from fitpulse_orchestration.retrieval.index import ItemIndex
+from fitpulse_orchestration.retrieval.two_tower import TwoTowerArtifacts
 from model_registry.client import log_stage
 
 
@@ -42,6 +43,8 @@ def home_feed_model(
     item_index: ItemIndex,
     popular_items: pd.DataFrame,
     home_ranker: RankerArtifacts,
+    two_tower_model: TwoTowerArtifacts,
+    two_tower_index: ItemIndex,
 ) -> dg.Output[HomeFeedModel]:
     """The whole home-feed model as it serves: retrieval, popularity, ranker and guardrails."""
     model = HomeFeedModel(
@@ -51,11 +54,14 @@ def home_feed_model(
         ranker=home_ranker,
         candidate_params=config.candidate_params(),
         rerank_params=config.rerank_params(),
+        two_tower=two_tower_model,
+        tt_index=two_tower_index,
     )
     return dg.Output(
         model,
         metadata={
             "items_indexed": len(item_index),
+            "two_tower_items_indexed": len(two_tower_index),
             "ranker_features": len(home_ranker.feature_names),
             "feed_size": model.rerank_params.n,
         },

@@ -1,14 +1,20 @@
-"""Retrieval: ALS factors, the FAISS item index and segment popularity."""
+"""Retrieval: ALS factors, the two-tower model, their FAISS indexes and segment popularity."""
 
 import dagster as dg
 import pandas as pd
 
-from assets.config import AlsConfig
+from assets.config import AlsConfig, TwoTowerConfig
 from assets.groups import RETRIEVAL
 from fitpulse_orchestration.features.snapshot import TrainingSnapshot
+from fitpulse_orchestration.ranking.feed import build_two_tower_index
 from fitpulse_orchestration.retrieval.als import AlsArtifacts, build_interaction_matrix, train_als
 from fitpulse_orchestration.retrieval.index import ItemIndex, build_item_index
 from fitpulse_orchestration.retrieval.popularity import PopularityParams, compute_popular_items
+from fitpulse_orchestration.retrieval.two_tower import (
+    TwoTowerArtifacts,
+    build_examples,
+    train_two_tower,
+)
 from model_registry.client import log_stage
 
 
@@ -50,3 +56,39 @@ def popular_items(training_snapshot: TrainingSnapshot) -> dg.Output[pd.DataFrame
     return dg.Output(
         table, metadata={"segments": int(table["segment"].nunique()), "rows": len(table)}
     )
+
+
+@dg.asset(group_name=RETRIEVAL, kinds={"pytorch"}, required_resource_keys={"mlflow"})
+def two_tower_model(
+    context: dg.AssetExecutionContext, config: TwoTowerConfig, training_snapshot: TrainingSnapshot
+) -> dg.Output[TwoTowerArtifacts]:
+    """Two-tower retrieval model (profile + history user tower, content-only item tower).
+
+    Trained on engagements before the ranker's window, so the ranker's ``x_source`` feature of
+    its training examples comes from a model that never saw them.
+    """
+    params = config.to_params()
+    inputs = training_snapshot.inputs
+    examples = build_examples(
+        inputs.events,
+        inputs.catalog,
+        inputs.profiles,
+        training_snapshot.split.ranker_start,
+        params.max_examples,
+    )
+    artifacts = train_two_tower(examples, params)
+    log_stage(context.resources.mlflow, "two_tower", artifacts.param_dict(), artifacts.metrics)
+    return dg.Output(artifacts, metadata=artifacts.metrics)
+
+
+@dg.asset(group_name=RETRIEVAL, kinds={"faiss"})
+def two_tower_index(
+    two_tower_model: TwoTowerArtifacts, training_snapshot: TrainingSnapshot
+) -> dg.Output[ItemIndex]:
+    """The item embeddings of every live catalog item, exported into a FAISS index.
+
+    It ships in the feed bundle; between trainings serving reads the live index the catalog
+    sensor keeps up to date (``live_item_index``).
+    """
+    index = build_two_tower_index(two_tower_model, training_snapshot.inputs.catalog)
+    return dg.Output(index, metadata={"items": len(index), "kind": index.kind, "dim": index.dim})

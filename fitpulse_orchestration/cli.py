@@ -116,8 +116,8 @@ def run_training(
     defs, instance, days, totals = ingest_landed(home, until)
     store = _store(home)
     _say(
-        "training: snapshot -> features -> ALS + FAISS + popularity -> ranker -> evaluation "
-        "-> registry -> promotion gate"
+        "training: snapshot -> features -> ALS + two-tower + FAISS + popularity -> ranker -> "
+        "evaluation -> registry -> promotion gate"
     )
     started = time.perf_counter()
     run_config = _quiet_run_config()
@@ -289,6 +289,11 @@ def _report(home: ProjectHome, facts: dict[str, Any]) -> pd.DataFrame:
         f"({snapshot.split.eval_start.date()} .. {snapshot.split.end.date()}, exclusive):"
     )
     typer.echo(format_table(table))
+    from fitpulse_orchestration.evaluation.retrieval import format_retrieval_markdown
+
+    retrieval = load_asset_value(_store(home), "retrieval_evaluation")
+    typer.echo("\nRetrieval on the same window (each list cut at 100):")
+    typer.echo(format_retrieval_markdown(retrieval.table))
     status = "FAILED: " + ", ".join(facts["failed_checks"]) if facts["failed_checks"] else "passed"
     typer.echo(f"asset checks: {status}")
     _say(f"wrote {path}")

@@ -16,6 +16,7 @@ from assets import (
     evaluation,
     experiments,
     features,
+    freshness,
     monitoring,
     push,
     ranking,
@@ -36,9 +37,11 @@ from assets.resources import (
 )
 from fitpulse_orchestration.settings import ProjectHome, current_profile
 from jobs import (
+    catalog_refresh_job,
     experiment_analysis_job,
     ingestion_job,
     ingestion_job_schedule,
+    live_index_rebuild_schedule,
     monitoring_job,
     monitoring_job_schedule,
     promote_champion_job,
@@ -49,7 +52,12 @@ from jobs import (
 )
 from model_registry.client import EXPERIMENT
 from model_registry.resource import ModelRegistryResource, mlflow_tracking_resource
-from sensors import build_drift_sensor, build_landing_sensor, build_promotion_sensor
+from sensors import (
+    build_catalog_sensor,
+    build_drift_sensor,
+    build_landing_sensor,
+    build_promotion_sensor,
+)
 
 DEFAULT_PARTITION_START = "2024-01-01"
 
@@ -107,7 +115,17 @@ def build_definitions(
         catalog_items,
         member_profiles,
         *dg.load_assets_from_modules(
-            [features, retrieval, ranking, evaluation, registry, monitoring, experiments, push]
+            [
+                features,
+                retrieval,
+                ranking,
+                evaluation,
+                registry,
+                monitoring,
+                experiments,
+                push,
+                freshness,
+            ]
         ),
     ]
     return dg.Definitions(
@@ -119,15 +137,17 @@ def build_definitions(
             monitoring_job,
             experiment_analysis_job,
             push_training_job,
+            catalog_refresh_job,
             review_model_job,
             promote_champion_job,
             rollback_champion_job,
         ],
-        schedules=[ingestion_job_schedule, monitoring_job_schedule],
+        schedules=[ingestion_job_schedule, monitoring_job_schedule, live_index_rebuild_schedule],
         sensors=[
             build_landing_sensor(ingestion_job, partitions),
             build_drift_sensor(training_job),
             build_promotion_sensor(promote_champion_job),
+            build_catalog_sensor(catalog_refresh_job),
         ],
         resources=_resources(profile, home),
     )

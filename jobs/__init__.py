@@ -7,6 +7,7 @@ from assets.groups import (
     EVALUATION,
     EXPERIMENTS,
     FEATURES,
+    FRESHNESS,
     INGESTION,
     MONITORING,
     PUSH,
@@ -67,6 +68,23 @@ experiment_analysis_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
 )
 
+catalog_refresh_job = dg.define_asset_job(
+    "catalog_refresh_job",
+    selection=dg.AssetSelection.groups(FRESHNESS) | dg.AssetSelection.assets("catalog_items"),
+    description="Reload the catalog and update the live two-tower index: new catalog files "
+    "incrementally (from catalog_sensor), or a full rebuild (nightly).",
+    executor_def=dg.in_process_executor,
+)
+
+live_index_rebuild_schedule = dg.ScheduleDefinition(
+    name="live_index_rebuild_schedule",
+    job=catalog_refresh_job,
+    cron_schedule="0 3 * * *",
+    run_config={"ops": {"live_item_index": {"config": {"full_rebuild": True}}}},
+    description="Nightly full rebuild of the live index (drops re-embedded and removed vectors "
+    "the incremental updates leave in the graph).",
+)
+
 ingestion_job_schedule = dg.build_schedule_from_partitioned_job(
     ingestion_job, hour_of_day=0, minute_of_hour=30
 )
@@ -80,9 +98,11 @@ monitoring_job_schedule = dg.ScheduleDefinition(
 
 __all__ = [
     "INGESTION",
+    "catalog_refresh_job",
     "experiment_analysis_job",
     "ingestion_job",
     "ingestion_job_schedule",
+    "live_index_rebuild_schedule",
     "monitoring_job",
     "monitoring_job_schedule",
     "promote_champion_job",

@@ -1,4 +1,4 @@
-"""Sensors: ingestion of new landing days, retraining on drift, promotion on approval.
+"""Sensors: landing days, drift retrains, promotions and the live index's catalog updates.
 
 Each decision is a domain function; these wrappers only read Dagster's state and cursors.
 """
@@ -16,6 +16,7 @@ from fitpulse_orchestration.monitoring.retrain import (
     RetrainState,
     decide_retrain,
 )
+from fitpulse_orchestration.retrieval.catalog_watch import CatalogCursor, new_catalog_files
 from model_registry.client import HOME_RANKER_MODEL
 from model_registry.resource import ModelRegistryResource
 
@@ -148,3 +149,46 @@ def build_promotion_sensor(
         )
 
     return promote_champion_job_on_approval
+
+
+def build_catalog_sensor(job: dg.JobDefinition | Any) -> dg.SensorDefinition:
+    """``catalog_sensor``: apply newly landed catalog files to the live two-tower index."""
+
+    @dg.sensor(
+        name="catalog_sensor",
+        job=job,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="New or changed catalog files -> live_item_index (incremental add of new "
+        "items, removal of unpublished and flagged ones).",
+    )
+    def catalog_sensor(
+        context: dg.SensorEvaluationContext,
+        object_store: ObjectStoreResource,
+        model_registry: ModelRegistryResource,
+    ) -> dg.SensorResult | dg.SkipReason:
+        """Request one run per batch of new catalog files (a full build the first time)."""
+        store = object_store.get_store()
+        cursor = CatalogCursor.parse(context.cursor)
+        batch = new_catalog_files(store.iter_keys(f"{layout.LANDING_CATALOG}/"), cursor)
+        if not batch.files:
+            return dg.SkipReason("no new catalog files")
+        client = model_registry.get_client()
+        if client.latest(HOME_RANKER_MODEL) is None:
+            # The cursor stays put: these files are applied once a model exists.
+            return dg.SkipReason(
+                f"{len(batch.files)} new catalog files wait: no feed model is registered yet"
+            )
+        config = {"files": [] if batch.initial else batch.files, "full_rebuild": batch.initial}
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    run_key=batch.run_key,
+                    run_config={"ops": {"live_item_index": {"config": config}}},
+                    tags={"fitpulse/trigger": "catalog", "fitpulse/files": str(len(batch.files))},
+                )
+            ],
+            cursor=batch.cursor.dump(),
+        )
+
+    return catalog_sensor

@@ -22,6 +22,7 @@ EXPECTED_JOBS = {
     "monitoring_job",
     "experiment_analysis_job",
     "push_training_job",
+    "catalog_refresh_job",
     "review_model_job",
     "promote_champion_job",
     "rollback_champion_job",
@@ -46,6 +47,9 @@ TRAINING_ASSETS = {
     "online_features",
     "als_model",
     "item_index",
+    "two_tower_model",
+    "two_tower_index",
+    "retrieval_evaluation",
     "popular_items",
     "home_ranker",
     "home_feed_model",
@@ -62,11 +66,15 @@ PUSH_ASSETS = {
     "registered_push_policy",
     "push_online_state",
 }
-EXPECTED_ASSETS = TRAINING_ASSETS | MONITORING_ASSETS | EXPERIMENT_ASSETS | PUSH_ASSETS
+FRESHNESS_ASSETS = {"live_item_index"}
+EXPECTED_ASSETS = (
+    TRAINING_ASSETS | MONITORING_ASSETS | EXPERIMENT_ASSETS | PUSH_ASSETS | FRESHNESS_ASSETS
+)
 EXPECTED_CHECKS = {
     ("raw_events", "rows_balance"),
     ("raw_events", "quarantine_rate"),
     ("home_feed_evaluation", "candidate_beats_popularity"),
+    ("retrieval_evaluation", "blend_serves_cold_and_warm"),
     ("home_feed_evaluation", "beginner_safety"),
     ("promotion_gate", "ndcg_lift"),
     ("promotion_gate", "cold_slice"),
@@ -280,3 +288,19 @@ def test_push_training_job_selects_the_push_group(defs: dg.Definitions) -> None:
     selected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
 
     assert selected == PUSH_ASSETS
+
+
+def test_catalog_sensor_and_nightly_rebuild_target_catalog_refresh_job(
+    defs: dg.Definitions,
+) -> None:
+    sensor = defs.resolve_sensor_def("catalog_sensor")
+    schedule = defs.resolve_schedule_def("live_index_rebuild_schedule")
+
+    assert sensor.job_name == "catalog_refresh_job"
+    assert sensor.minimum_interval_seconds == 30
+    assert schedule.job_name == "catalog_refresh_job"
+    job = defs.resolve_job_def("catalog_refresh_job")
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {
+        "catalog_items",
+        "live_item_index",
+    }

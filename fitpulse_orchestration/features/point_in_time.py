@@ -346,9 +346,13 @@ def snapshot_item_features(inputs: FeatureInputs, as_of: pd.Timestamp) -> pd.Dat
 
 
 def feature_columns(include_als: bool = True) -> list[str]:
-    """The ranker's feature columns, in model order."""
+    """The ranker's feature columns, in model order.
+
+    ``include_als`` adds the retrieval-derived features (``als_score``, ``x_source``), which
+    come from the feed model rather than from events.
+    """
     cols = [*USER_FEATURES, *ITEM_FEATURES, *CROSS_FEATURES]
-    return [*cols, "als_score"] if include_als else cols
+    return [*cols, "als_score", "x_source"] if include_als else cols
 
 
 def as_float_matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:

@@ -1,9 +1,10 @@
 """A feed bundle: the whole home-feed model plus the reference data monitoring compares to.
 
 The registry versions retrieval artifacts together with the ranker (one registered model per
-use): a bundle holds the ALS factors, segment popularity and the ranker as one pickled
-``HomeFeedModel``, the FAISS index as its own file (serving can lose it and still rank popular
-and fresh items), plus two reference samples taken at training time:
+use): a bundle holds the ALS factors, the two-tower towers, segment popularity and the ranker
+as one pickled ``HomeFeedModel``, the ALS FAISS index and the two-tower index as their own files
+(serving can lose one and still rank the other sources), plus two reference samples taken at
+training time:
 
 - ``reference_features``: ranker features of training examples (what the model learned from);
 - ``reference_scores``: scores it served on the last held-out days (what it predicted).
@@ -27,6 +28,7 @@ from fitpulse_orchestration.retrieval.index import ItemIndex
 
 MODEL_FILE: Final = "home_feed_model.pkl"
 INDEX_FILE: Final = "item_index.pkl"
+TWO_TOWER_INDEX_FILE: Final = "two_tower_index.pkl"
 FEATURES_FILE: Final = "reference_features.parquet"
 SCORES_FILE: Final = "reference_scores.parquet"
 REFERENCE_ROWS: Final = 5000
@@ -57,16 +59,23 @@ def _parquet(frame: pd.DataFrame) -> bytes:
 
 def bundle_files(bundle: FeedBundle) -> dict[str, bytes]:
     """File name -> bytes of the bundle (what the registry logs)."""
-    return {
-        MODEL_FILE: pickle.dumps(replace(bundle.model, index=None), protocol=_PROTOCOL),
+    files = {
+        MODEL_FILE: pickle.dumps(
+            replace(bundle.model, index=None, tt_index=None), protocol=_PROTOCOL
+        ),
         INDEX_FILE: pickle.dumps(bundle.model.index, protocol=_PROTOCOL),
         FEATURES_FILE: _parquet(bundle.reference_features),
         SCORES_FILE: _parquet(bundle.reference_scores),
     }
+    if bundle.model.tt_index is not None:
+        files[TWO_TOWER_INDEX_FILE] = pickle.dumps(bundle.model.tt_index, protocol=_PROTOCOL)
+    return files
 
 
 def read_feed_model(folder: Path, with_index: bool = True) -> HomeFeedModel:
-    """The feed model of a bundle folder, with its index unless ``with_index`` is False.
+    """The feed model of a bundle folder, with its indexes unless ``with_index`` is False.
+
+    The two-tower index is optional (older bundles have none): without it ``tt_index`` is None.
 
     Raises:
         FileNotFoundError: naming the missing model or index file.
@@ -78,19 +87,24 @@ def read_feed_model(folder: Path, with_index: bool = True) -> HomeFeedModel:
     model = pickle.loads(path.read_bytes())
     if not isinstance(model, HomeFeedModel):
         raise TypeError(f"{path} holds a {type(model).__name__}, not a feed model")
-    return replace(model, index=read_item_index(folder) if with_index else None)
+    if not with_index:
+        return replace(model, index=None, tt_index=None)
+    tt_index = None
+    if (folder / TWO_TOWER_INDEX_FILE).is_file():
+        tt_index = read_item_index(folder, TWO_TOWER_INDEX_FILE)
+    return replace(model, index=read_item_index(folder), tt_index=tt_index)
 
 
-def read_item_index(folder: Path) -> ItemIndex:
-    """The FAISS item index of a bundle folder.
+def read_item_index(folder: Path, name: str = INDEX_FILE) -> ItemIndex:
+    """A FAISS item index of a bundle folder (the ALS one by default).
 
     Raises:
         FileNotFoundError: when the index file is missing.
         TypeError: when it holds something else.
     """
-    path = folder / INDEX_FILE
+    path = folder / name
     if not path.is_file():
-        raise FileNotFoundError(f"feed bundle at {folder} has no {INDEX_FILE}")
+        raise FileNotFoundError(f"feed bundle at {folder} has no {name}")
     index = pickle.loads(path.read_bytes())
     if not isinstance(index, ItemIndex):
         raise TypeError(f"{path} holds a {type(index).__name__}, not an item index")

@@ -23,19 +23,25 @@ from fitpulse_orchestration.retrieval.als import (
     train_als,
 )
 from fitpulse_orchestration.retrieval.candidates import (
+    SOURCE_CODES,
     CandidateParams,
     generate_candidates,
     seen_items,
 )
-from fitpulse_orchestration.retrieval.index import ItemIndex
+from fitpulse_orchestration.retrieval.index import ItemIndex, build_item_index
+from fitpulse_orchestration.retrieval.live_index import live_rows
+from fitpulse_orchestration.retrieval.popularity import PopularityParams, compute_popular_items
+from fitpulse_orchestration.retrieval.two_tower import TwoTowerArtifacts, history_inputs
 
 
 @dataclass
 class HomeFeedModel:
     """Everything needed to build feeds: retrieval artifacts, popularity, ranker, settings.
 
-    ``index`` is None when the FAISS index is unavailable: feeds then come from popular and
-    fresh items only (still ranked).
+    ``index`` is None when the FAISS index is unavailable: feeds then come from the other
+    sources only (still ranked). ``two_tower`` and ``tt_index`` are the two-tower towers and the
+    index of item embeddings built at training time (serving prefers the live index, see
+    ``retrieval.live_index``); None in bundles made before the two-tower existed.
     """
 
     als: AlsArtifacts
@@ -44,6 +50,8 @@ class HomeFeedModel:
     ranker: RankerArtifacts
     candidate_params: CandidateParams = field(default_factory=CandidateParams)
     rerank_params: RerankParams = field(default_factory=RerankParams)
+    two_tower: TwoTowerArtifacts | None = None
+    tt_index: ItemIndex | None = None
 
 
 @dataclass
@@ -97,6 +105,7 @@ def build_feeds(
         inputs.catalog,
         seen_items(inputs.events, as_of),
         model.candidate_params,
+        *two_tower_queries(model.two_tower, model.tt_index, inputs, users, as_of),
     )
     scored = score_frame(model, inputs, candidates, as_of)
     catalog = inputs.catalog.set_index("item_id")
@@ -130,6 +139,33 @@ def build_feeds(
     return FeedResult(feeds=out[columns], scored=scored, guardrails=totals)
 
 
+def two_tower_queries(
+    two_tower: TwoTowerArtifacts | None,
+    tt_index: ItemIndex | None,
+    inputs: FeatureInputs,
+    users: pd.DataFrame,
+    as_of: pd.Timestamp,
+) -> tuple[np.ndarray | None, ItemIndex | None]:
+    """Two-tower query vectors of ``users`` as of ``as_of`` and the index to search."""
+    if two_tower is None or tt_index is None:
+        return None, None
+    user_ids = users["user_id"].astype(str).to_numpy()
+    x = history_inputs(inputs.events, inputs.catalog, inputs.profiles, user_ids, as_of)
+    return two_tower.embed_users(x), tt_index
+
+
+def build_two_tower_index(two_tower: TwoTowerArtifacts, catalog: pd.DataFrame) -> ItemIndex:
+    """Index of the item-tower embeddings of every live catalog item."""
+    latest = catalog.drop_duplicates("item_id", keep="last")
+    rows = latest[live_rows(latest)]
+    return build_item_index(rows["item_id"].astype(str).to_numpy(), two_tower.embed_items(rows))
+
+
+def source_codes(sources: pd.Series) -> np.ndarray:
+    """The ranker's ``x_source`` feature of candidate ``source`` labels (0: not retrieved)."""
+    return sources.map(SOURCE_CODES).fillna(0.0).to_numpy(dtype=float)
+
+
 def score_frame(
     model: HomeFeedModel, inputs: FeatureInputs, candidates: pd.DataFrame, as_of: pd.Timestamp
 ) -> pd.DataFrame:
@@ -141,8 +177,52 @@ def score_frame(
         featured["user_id"].to_numpy().astype(str),
         featured["item_id"].to_numpy().astype(str),
     )
+    featured["x_source"] = source_codes(featured["source"])
     featured["score"] = score_candidates(model.ranker, featured)
     return featured
+
+
+def retrieval_sources(
+    inputs: FeatureInputs,
+    user_ids: np.ndarray,
+    as_of: pd.Timestamp,
+    als: AlsArtifacts,
+    two_tower: TwoTowerArtifacts | None,
+    params: CandidateParams,
+) -> pd.DataFrame:
+    """Which source would have retrieved each item for each user at ``as_of``.
+
+    The candidate generation of serving, run once as of the start of the ranker's window with
+    models that saw only earlier events, so training examples get the ``x_source`` feature the
+    ranker sees at serving.
+
+    Returns:
+        ``user_id``, ``item_id``, ``source``.
+    """
+    profiles = inputs.profiles.drop_duplicates("user_id", keep="last").set_index("user_id")
+    ids = pd.Index(pd.Series(user_ids).astype(str).unique())
+    users = pd.DataFrame(
+        {
+            "user_id": ids,
+            "fitness_level": profiles["fitness_level"].reindex(ids).to_numpy(),
+            "region": profiles["region"].reindex(ids).to_numpy(),
+        }
+    )
+    index = build_item_index(als.item_ids, als.item_factors) if len(als.item_ids) else None
+    tt_index = build_two_tower_index(two_tower, inputs.catalog) if two_tower else None
+    popular = compute_popular_items(inputs.events, inputs.profiles, as_of, PopularityParams())
+    candidates = generate_candidates(
+        users,
+        as_of,
+        als,
+        index,
+        popular,
+        inputs.catalog,
+        seen_items(inputs.events, as_of),
+        params,
+        *two_tower_queries(two_tower, tt_index, inputs, users, as_of),
+    )
+    return candidates[["user_id", "item_id", "source"]]
 
 
 def build_ranker_training_frame(
@@ -150,11 +230,15 @@ def build_ranker_training_frame(
     examples: pd.DataFrame,
     split: TimeSplit,
     als_params: AlsParams,
+    two_tower: TwoTowerArtifacts | None = None,
+    candidate_params: CandidateParams | None = None,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """Features of every labelled example, as of the example's own timestamp.
 
     The ``als_score`` feature comes from an ALS trained on events before ``split.ranker_start``
-    only, so no example's score was fitted on its own outcome.
+    only, so no example's score was fitted on its own outcome. ``x_source`` is the source
+    that would have retrieved the item for the user at ``split.ranker_start``
+    (``retrieval_sources``; ``two_tower`` must be trained on events before it too).
 
     Returns:
         The frame (examples columns plus every feature) and counts for metadata.
@@ -168,10 +252,22 @@ def build_ranker_training_frame(
         frame["user_id"].to_numpy().astype(str),
         frame["item_id"].to_numpy().astype(str),
     )
+    sources = retrieval_sources(
+        inputs,
+        frame["user_id"].to_numpy(),
+        split.ranker_start,
+        feature_als,
+        two_tower,
+        candidate_params or CandidateParams(),
+    )
+    key = ["user_id", "item_id"]
+    found = frame[key].merge(sources, on=key, how="left")["source"]
+    frame["x_source"] = source_codes(found)
     stats = {
         "examples": float(len(frame)),
         "groups": float(frame["group_id"].nunique()),
         "positive_share": float((frame["label"] > 0).mean()) if len(frame) else 0.0,
         "als_score_coverage": float(np.isfinite(frame["als_score"]).mean()) if len(frame) else 0.0,
+        "retrieved_share": float((frame["x_source"] > 0).mean()) if len(frame) else 0.0,
     }
     return frame, stats

@@ -45,7 +45,7 @@ from fitpulse_orchestration.features.reference import (
     publish_time_known,
     unsafe_for_beginners,
 )
-from fitpulse_orchestration.ranking.feed import HomeFeedModel
+from fitpulse_orchestration.ranking.feed import HomeFeedModel, source_codes
 from fitpulse_orchestration.ranking.ranker import score_candidates
 from fitpulse_orchestration.ranking.rerank import RerankParams, rerank
 from fitpulse_orchestration.retrieval.als import als_scores
@@ -55,6 +55,9 @@ from fitpulse_orchestration.retrieval.candidates import (
     candidate_pools,
     retrieve_candidates,
 )
+from fitpulse_orchestration.retrieval.index import ItemIndex
+from fitpulse_orchestration.retrieval.live_index import LiveIndex
+from fitpulse_orchestration.retrieval.two_tower import item_token_codes, request_inputs
 from fitpulse_orchestration.serving.experiments import Assignment, Experiment
 from fitpulse_orchestration.serving.online_store import (
     OnlineFeatureStore,
@@ -138,6 +141,9 @@ class ItemCatalog:
             ),
             "unsafe_for_beginner": np.append(unsafe_for_beginners(frame).to_numpy(bool), True),
         }
+        content = frame.reindex(columns=_CONTENT_COLUMNS)
+        unknown = pd.DataFrame({c: [None] for c in _CONTENT_COLUMNS})
+        self._codes = np.vstack([item_token_codes(content), item_token_codes(unknown)])
         self.source = catalog
 
     def __len__(self) -> int:
@@ -155,6 +161,24 @@ class ItemCatalog:
         out = pd.DataFrame({name: values[pos] for name, values in self._columns.items()})
         out["published_at"] = pd.to_datetime(out["published_at"]).dt.tz_localize("UTC")
         return out
+
+    def token_codes(self, item_ids: np.ndarray) -> np.ndarray:
+        """Two-tower content tokens of ``item_ids`` (unknown items: all-unknown tokens)."""
+        pos = self.index.get_indexer(item_ids)
+        codes: np.ndarray = self._codes[np.where(pos < 0, len(self.index), pos)]
+        return codes
+
+
+_CONTENT_COLUMNS: Final = (
+    "item_id",
+    "item_type",
+    "category",
+    "difficulty",
+    "intensity",
+    "duration_min",
+    "equipment",
+    "tags",
+)
 
 
 @dataclass
@@ -182,6 +206,8 @@ class ServingState:
         fallback_pools: retrieval lookups over ``popular`` and the catalog.
         as_of: when the state was built: items published before it are available.
         live: requests are served at the wall clock (else at ``as_of``: a replay).
+        live_index: the live two-tower index generation (``retrieval.live_index``), used by the
+            model version it was embedded with instead of that version's training-time index.
     """
 
     models: dict[str, LoadedModel]
@@ -190,6 +216,15 @@ class ServingState:
     fallback_pools: CandidatePools
     as_of: pd.Timestamp
     live: bool = False
+    live_index: LiveIndex | None = None
+
+    def two_tower_index(self, loaded: LoadedModel) -> ItemIndex | None:
+        """The two-tower index ``loaded`` searches: the live one when it was built for it."""
+        if loaded.model is None:
+            return None
+        if self.live_index is not None and self.live_index.meta.model_version == loaded.version:
+            return self.live_index.index
+        return loaded.model.tt_index
 
     @property
     def ready(self) -> bool:
@@ -204,21 +239,24 @@ def prepare_state(
     popular: pd.DataFrame,
     as_of: pd.Timestamp,
     live: bool = False,
+    live_index: LiveIndex | None = None,
 ) -> ServingState:
     """Build the retrieval lookups of every loaded model and of the popularity fallback."""
     if "champion" not in models:
         raise ValueError("serving needs a champion entry (loaded or not)")
     for loaded in models.values():
         if loaded.model is not None:
+            live_for_it = live_index is not None and live_index.meta.model_version == loaded.version
             loaded.pools = candidate_pools(
                 loaded.model.als,
                 loaded.model.popular,
                 catalog,
                 as_of,
                 loaded.model.candidate_params,
+                live_index.index if live_for_it and live_index else loaded.model.tt_index,
             )
     fallback = candidate_pools(None, popular, catalog, as_of, CandidateParams())
-    return ServingState(models, ItemCatalog(catalog), popular, fallback, as_of, live)
+    return ServingState(models, ItemCatalog(catalog), popular, fallback, as_of, live, live_index)
 
 
 @dataclass(frozen=True)
@@ -374,19 +412,9 @@ class FeedService:
                 if model.index is None:
                     fallbacks.append("index_unavailable")
                 try:
-                    candidates = (
-                        retrieve_candidates(
-                            users,
-                            model.als,
-                            model.index,
-                            loaded.pools,
-                            seen,
-                            model.candidate_params,
-                        )
-                        if loaded.pools is not None
-                        else None
-                    )
+                    candidates = _retrieve(state, loaded, users, history)
                 except Exception:
+                    log.exception("retrieval failed for version %s", loaded.version)
                     candidates = None
             if candidates is None:
                 model = None
@@ -483,6 +511,27 @@ class FeedService:
                 log.exception("recording served feed %s failed", request_id)
         return response
 
+    def candidates(self, user_id: str) -> pd.DataFrame:
+        """The retrieval stage of ``home_feed`` alone: the user's candidates by source.
+
+        For diagnostics and freshness checks ("is this item retrievable for this user?").
+
+        Raises:
+            InvalidRequestError: malformed id.
+            ServiceUnavailableError: the assigned model is not loaded.
+        """
+        validate_request(user_id, 1, self.config.max_items)
+        state = self._state
+        loaded = state.models.get(self.assign(user_id).model_alias) or state.models["champion"]
+        if loaded.model is None or loaded.pools is None:
+            raise ServiceUnavailableError(f"model version {loaded.version} is not loaded")
+        pid = self.pseudonymizer.pseudonymize(user_id)
+        history = self._lookup_user(pid)[0] or UserHistory()
+        users = pd.DataFrame(
+            {"user_id": [pid], "fitness_level": [history.fitness_level], "region": [history.region]}
+        )
+        return _retrieve(state, loaded, users, history)
+
     def _lookup_user(self, pid: str) -> tuple[UserHistory | None, dict[str, float], bool]:
         """The user's history, user feature values and whether the store answered.
 
@@ -531,10 +580,48 @@ class FeedService:
             columns[col] = cross[col].to_numpy()
         pid = str(candidates["user_id"].iloc[0])
         columns["als_score"] = als_scores(model.als, np.full(n, pid, dtype=object), item_ids)
+        columns["x_source"] = source_codes(candidates["source"])
         frame = pd.concat(
             [candidates.reset_index(drop=True), pd.DataFrame(columns)], axis=1, copy=False
         )
         return frame, ok
+
+
+def _retrieve(
+    state: ServingState, loaded: LoadedModel, users: pd.DataFrame, history: UserHistory
+) -> pd.DataFrame | None:
+    """Candidates of one user (``users`` has one row) from every source of ``loaded``.
+
+    The two-tower query comes from the user's profile and engaged items (the request path of
+    ``two_tower.history_inputs``) and searches the live index when it belongs to this version.
+    None when the version has no retrieval lookups.
+    """
+    model = loaded.model
+    if model is None or loaded.pools is None:
+        return None
+    tt_index = state.two_tower_index(loaded)
+    user_vectors = None
+    if model.two_tower is not None and tt_index is not None:
+        engaged = np.array(sorted(history.engaged), dtype=object)
+        user_vectors = model.two_tower.embed_users(
+            request_inputs(
+                str(users["fitness_level"].iloc[0]),
+                history.region,
+                state.catalog.token_codes(engaged),
+                len(engaged),
+            )
+        )
+    pid = str(users["user_id"].iloc[0])
+    return retrieve_candidates(
+        users,
+        model.als,
+        model.index,
+        loaded.pools,
+        {pid: history.engaged},
+        model.candidate_params,
+        user_vectors,
+        tt_index,
+    )
 
 
 def _default_rerank(state: ServingState) -> RerankParams:

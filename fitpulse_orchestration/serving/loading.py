@@ -3,9 +3,12 @@
 The service reads model versions through a ``ModelSource`` (the MLflow registry in
 ``model_registry.serving``; anything with the two methods in tests) and the catalog and the
 popularity fallback from the object store (the persisted ``catalog_items`` and
-``popular_items`` assets). ``ModelWatcher`` polls the aliases and swaps in a new state when one
-moves: the new version is loaded completely before the swap, and requests in flight finish on
-the state they started with, so no request is dropped or sees half a model.
+``popular_items`` assets), and the live two-tower index generation (``retrieval.live_index``).
+``ModelWatcher`` polls the aliases and the live index pointer and swaps in a new state when one
+moves: the new version or generation is loaded completely before the swap, and requests in
+flight finish on the state they started with, so no request is dropped or sees half a model or
+half an index. A new live generation also reloads the catalog, so a newly published item is
+servable and a pulled one unservable in the same swap.
 """
 
 from __future__ import annotations
@@ -20,7 +23,17 @@ from typing import Protocol
 
 import pandas as pd
 
-from fitpulse_orchestration.ranking.bundle import read_feed_model, read_item_index
+from fitpulse_orchestration.ranking.bundle import (
+    TWO_TOWER_INDEX_FILE,
+    read_feed_model,
+    read_item_index,
+)
+from fitpulse_orchestration.retrieval.live_index import (
+    LiveIndex,
+    LiveIndexMeta,
+    load_live_index,
+    read_current_meta,
+)
 from fitpulse_orchestration.serving.feed_service import (
     FeedService,
     LoadedModel,
@@ -73,6 +86,8 @@ def load_version(source: ModelSource, version: str) -> LoadedModel:
         return LoadedModel(version, None, f"cannot load the model of version {version}: {exc}")
     try:
         model.index = read_item_index(folder)
+        if (folder / TWO_TOWER_INDEX_FILE).is_file():
+            model.tt_index = read_item_index(folder, TWO_TOWER_INDEX_FILE)
     except (OSError, TypeError, pickle.UnpicklingError, EOFError) as exc:
         source.discard(version)
         return LoadedModel(version, model, f"no item index for version {version}: {exc}")
@@ -130,14 +145,33 @@ class ServingLoader:
         """Version of each alias now."""
         return {alias: self.source.version_for(alias) for alias in self.aliases}
 
+    def live_meta(self) -> LiveIndexMeta | None:
+        """The live index pointer now (None: no live index published)."""
+        return read_current_meta(self.store)
+
+    def _live_index(self, reuse: LiveIndex | None) -> LiveIndex | None:
+        meta = self.live_meta()
+        if meta is None:
+            return None
+        if reuse is not None and reuse.meta.generation == meta.generation:
+            return reuse
+        try:
+            return load_live_index(self.store, meta)
+        except Exception as exc:
+            log.warning("live index %s failed to load: %s", meta.generation, exc)
+            return reuse
+
     def load(
         self,
         versions: dict[str, str | None] | None = None,
         reuse: Iterable[LoadedModel] = (),
+        reuse_live: LiveIndex | None = None,
     ) -> ServingState:
-        """Load every alias with the catalog and popularity.
+        """Load every alias with the catalog, popularity and the live index.
 
-        Versions in ``reuse`` that loaded without a problem are not loaded again.
+        Versions in ``reuse`` that loaded without a problem are not loaded again, nor is
+        ``reuse_live`` when it is still the live generation. A live generation that fails to
+        load keeps ``reuse_live``.
 
         Raises:
             ServiceUnavailableError: when there is no catalog (nothing could be served).
@@ -166,7 +200,10 @@ class ServingLoader:
             log.warning("no popular_items asset: the model-less fallback serves fresh items only")
             popular = pd.DataFrame(columns=["segment", "item_id", "score", "rank"])
         as_of = resolve_as_of(self.clock, self.online)
-        return prepare_state(models, catalog, popular, as_of, live=self.clock == "now")
+        live_index = self._live_index(reuse_live)
+        return prepare_state(
+            models, catalog, popular, as_of, live=self.clock == "now", live_index=live_index
+        )
 
 
 class ModelWatcher:
@@ -215,10 +252,15 @@ class ModelWatcher:
             state_age = (pd.Timestamp.now(tz="UTC") - current.as_of).total_seconds()
             stale = current.live and state_age > self.refresh_s
             degraded = any(m.problem for m in current.models.values())
-            if not (alias_changes(served, wanted) or stale or degraded):
+            meta = self.loader.live_meta()
+            served_live = current.live_index.meta.generation if current.live_index else None
+            live_moved = meta is not None and meta.generation != served_live
+            if not (alias_changes(served, wanted) or stale or degraded or live_moved):
                 self.last_error = None
                 return False
-            state: ServingState = self.loader.load(wanted, reuse=current.models.values())
+            state: ServingState = self.loader.load(
+                wanted, reuse=current.models.values(), reuse_live=current.live_index
+            )
             kept = []
             for alias, new in list(state.models.items()):
                 old = current.models.get(alias)
@@ -229,6 +271,7 @@ class ModelWatcher:
                 all(state.models.get(a) is current.models.get(a) for a in current.models)
                 and len(state.models) == len(current.models)
                 and not stale
+                and state.live_index is current.live_index
             ):
                 self.last_error = "; ".join(kept) or None
                 return False

@@ -534,7 +534,7 @@ def test_zero_retrieval_budget_serves_retrieval_order(trained: TrainedHome, tmp_
     assert "features" not in response.stage_ms
     assert "ranking" not in response.stage_ms
     served = response.served
-    assert set(served["source"]) <= {"als", "popular", "fresh"}
+    assert set(served["source"]) <= {"als", "two_tower", "popular", "fresh"}
     # Unranked candidates keep their retrieval position as score (0, -1, -2, ...).
     scores = served["score"].tolist()
     assert all(s <= 0 and float(s).is_integer() for s in scores)

@@ -300,7 +300,7 @@ def test_feature_matrix_is_float32_in_model_order() -> None:
 
     matrix = as_float_matrix(out, columns)
 
-    assert feature_columns()[-1] == "als_score"
+    assert feature_columns()[-2:] == ["als_score", "x_source"]
     assert matrix.shape == (4, len(columns))
     assert matrix.dtype == np.float32
     assert matrix.flags["C_CONTIGUOUS"]

@@ -11,13 +11,15 @@ from fitpulse_orchestration.retrieval.candidates import (
     CandidateParams,
     fresh_items,
     generate_candidates,
+    live_mask,
     seen_items,
 )
-from fitpulse_orchestration.retrieval.index import build_item_index
+from fitpulse_orchestration.retrieval.index import ItemIndex, build_item_index
 
 AS_OF = pd.Timestamp("2026-11-01", tz="UTC")
 OLD = AS_OF - pd.Timedelta(days=30)
-PARAMS = CandidateParams(n_als=3, n_popular=3, n_fresh=2, fresh_days=3.0)
+# Both hand-made users have one engaged item: with a threshold of 1 they get the warm quotas.
+PARAMS = CandidateParams(n_als=3, n_popular=3, n_fresh=2, cold_threshold=1, fresh_days=3.0)
 
 # ALS scores of the warm user (a1 is already seen, "late" is not yet published).
 ALS_SCORES = {"a1": 6.0, "a2": 5.0, "a3": 4.0, "a4": 3.0, "a5": 2.0, "late": 1.0}
@@ -133,16 +135,19 @@ def test_seen_and_unpublished_items_never_returned() -> None:
 
 @pytest.mark.parametrize(
     "params",
-    [CandidateParams(1, 1, 1), CandidateParams(2, 0, 3), CandidateParams(0, 4, 0)],
+    [
+        CandidateParams(n_als=1, n_popular=1, n_fresh=1, cold_n_popular=1),
+        CandidateParams(n_als=2, n_popular=0, n_fresh=3, cold_n_popular=0),
+        CandidateParams(n_als=0, n_popular=4, n_fresh=0, cold_n_popular=4),
+    ],
     ids=str,
 )
 def test_quotas_respected(params: CandidateParams) -> None:
     out = _generate(params)
 
     counts = out.groupby(["user_id", "source"]).size()
-    quota = {"als": params.n_als, "popular": params.n_popular, "fresh": params.n_fresh}
-    for (_, source), n in counts.items():
-        assert n <= quota[source]
+    for (user, source), n in counts.items():
+        assert n <= params.quotas(len(SEEN[user]))[source]
     for _, group in out.groupby(["user_id", "source"]):
         assert group["retrieval_rank"].tolist() == list(range(len(group)))
 
@@ -212,3 +217,193 @@ def test_seen_items_counts_engagements_before_as_of_only() -> None:
     )
 
     assert seen_items(events, AS_OF) == {"u1": {"clicked", "done"}, "u2": {"read"}}
+
+
+def test_quotas_depend_on_warmth() -> None:
+    params = CandidateParams(
+        n_als=7,
+        n_two_tower=11,
+        n_popular=13,
+        n_fresh=17,
+        cold_n_two_tower=19,
+        cold_n_popular=23,
+        cold_threshold=3,
+    )
+
+    warm = {"als": 7, "two_tower": 11, "popular": 13, "fresh": 17}
+    cold = {"als": 7, "two_tower": 19, "popular": 23, "fresh": 17}
+    assert params.quotas(3) == warm
+    assert params.quotas(50) == warm
+    assert params.quotas(2) == cold
+    assert params.quotas(0) == cold
+    assert set(CandidateParams().quotas(0)) == set(SOURCES)
+
+
+def test_popular_quota_follows_warmth() -> None:
+    params = CandidateParams(
+        n_als=3, n_popular=1, n_fresh=0, cold_n_popular=4, cold_threshold=2, fresh_days=3.0
+    )
+    seen = {"warm": {"a1", "old-item"}, "cold": {"p1"}}
+    als = _als()
+
+    out = generate_candidates(
+        USERS,
+        AS_OF,
+        als,
+        build_item_index(als.item_ids, als.item_factors),
+        _popular(),
+        CATALOG,
+        seen,
+        params,
+    )
+
+    popular = out[out["source"] == "popular"].groupby("user_id").size()
+    assert popular.to_dict() == {"warm": 1, "cold": 4}
+
+
+# Two-tower item vectors (hand-set): the cold user's vector is e0, so a score is the first
+# coordinate. "late" is not yet published and a2 is also an ALS hit of the warm user.
+TT_SCORES = {"late": 9.0, "t1": 8.0, "p1": 7.0, "a2": 6.5, "t2": 6.0, "t3": 5.0, "t4": 4.0}
+TT_CATALOG = pd.concat(
+    [
+        CATALOG,
+        pd.DataFrame(
+            {"item_id": ["t1", "t2", "t3", "t4"], "published_at": OLD, "item_type": "workout"}
+        ),
+    ],
+    ignore_index=True,
+)
+
+
+def _tt_index(scores: dict[str, float] = TT_SCORES) -> ItemIndex:
+    items = np.array(list(scores))
+    return build_item_index(items, np.array([[scores[i], 0.0] for i in items], dtype=np.float32))
+
+
+def _tt_generate(
+    catalog: pd.DataFrame, params: CandidateParams, tt_index: ItemIndex | None
+) -> pd.DataFrame:
+    als = _als()
+    user_vectors = np.array([[1.0, 0.0], [1.0, 0.0]], dtype=np.float32)
+    return generate_candidates(
+        USERS,
+        AS_OF,
+        als,
+        build_item_index(als.item_ids, als.item_factors),
+        _popular(),
+        catalog,
+        {"warm": {"a1", "x1"}, "cold": {"p1"}},
+        params,
+        user_vectors=None if tt_index is None else user_vectors,
+        tt_index=tt_index,
+    )
+
+
+def test_cold_user_gets_two_tower_candidates() -> None:
+    params = CandidateParams(
+        n_als=3, n_two_tower=1, n_popular=1, n_fresh=1, cold_n_two_tower=3, cold_threshold=2
+    )
+
+    out = _tt_generate(TT_CATALOG, params, _tt_index())
+    without = _tt_generate(TT_CATALOG, params, None)
+
+    cold = out[(out["user_id"] == "cold") & (out["source"] == "two_tower")]
+    assert cold["item_id"].tolist() == ["t1", "a2", "t2"]
+    assert cold["retrieval_rank"].tolist() == [0, 1, 2]
+    assert cold["retrieval_score"].tolist() == pytest.approx([8.0, 6.5, 6.0])
+    warm = out[out["user_id"] == "warm"]
+    assert warm.loc[warm["source"] == "two_tower", "item_id"].tolist() == ["t1"]
+    assert warm.loc[warm["item_id"] == "a2", "source"].tolist() == ["als"]
+    assert "two_tower" not in set(without["source"])
+    assert not out.duplicated(["user_id", "item_id"]).any()
+
+
+def test_two_tower_needs_one_vector_per_user() -> None:
+    als = _als()
+
+    with pytest.raises(ValueError, match="one row per user"):
+        generate_candidates(
+            USERS,
+            AS_OF,
+            als,
+            None,
+            _popular(),
+            TT_CATALOG,
+            SEEN,
+            PARAMS,
+            user_vectors=np.ones((1, 2), dtype=np.float32),
+            tt_index=_tt_index(),
+        )
+
+
+def test_live_mask_excludes_taken_down_and_future_items() -> None:
+    catalog = pd.DataFrame(
+        {
+            "item_id": ["ok", "no-status", "unpublished", "flagged", "now", "future"],
+            "published_at": [OLD, OLD, OLD, OLD, AS_OF, AS_OF + pd.Timedelta(hours=1)],
+            "status": ["published", None, "unpublished", "flagged", "published", "published"],
+        }
+    )
+
+    mask = live_mask(catalog, AS_OF)
+
+    assert catalog.loc[mask, "item_id"].tolist() == ["ok", "no-status"]
+    assert live_mask(catalog.drop(columns="status"), AS_OF).tolist() == [True] * 4 + [False] * 2
+
+
+def test_taken_down_items_are_never_candidates() -> None:
+    # One taken-down item per source: an ALS hit, a two-tower hit, a popular and a fresh item.
+    taken_down = {"a3": "unpublished", "t1": "flagged", "p2": "flagged", "f2": "unpublished"}
+    catalog = TT_CATALOG.assign(status=TT_CATALOG["item_id"].map(taken_down).fillna("published"))
+    params = CandidateParams(
+        n_als=50,
+        n_two_tower=50,
+        n_popular=50,
+        n_fresh=50,
+        cold_n_two_tower=50,
+        cold_n_popular=50,
+        cold_threshold=2,
+    )
+
+    out = _tt_generate(catalog, params, _tt_index())
+    everything = _tt_generate(TT_CATALOG, params, _tt_index())
+
+    assert not set(taken_down) & set(out["item_id"])
+    assert set(taken_down) <= set(everything["item_id"])
+    assert set(out["source"]) == set(SOURCES)
+    assert set(out["item_id"]) == set(everything["item_id"]) - set(taken_down)
+
+
+def test_taken_down_top_hits_do_not_shrink_two_tower_quota() -> None:
+    # The two-tower index can hold items the catalog has taken down since it was built (a
+    # model's own index before the live index catches up) while the catalog has live items
+    # that the index does not hold (ALS-only and popular items here).
+    scores = {"g1": 9.5, "g2": 9.4, "g3": 9.3, **TT_SCORES}
+    catalog = pd.concat(
+        [
+            TT_CATALOG,
+            pd.DataFrame(
+                {
+                    "item_id": ["g1", "g2", "g3"],
+                    "published_at": OLD,
+                    "item_type": "workout",
+                    "status": "flagged",
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
+    params = CandidateParams(
+        n_als=3,
+        n_two_tower=2,
+        n_popular=0,
+        n_fresh=0,
+        cold_n_two_tower=2,
+        cold_n_popular=0,
+        cold_threshold=2,
+    )
+
+    out = _tt_generate(catalog, params, _tt_index(scores))
+
+    cold = out[(out["user_id"] == "cold") & (out["source"] == "two_tower")]
+    assert cold["item_id"].tolist() == ["t1", "a2"]
