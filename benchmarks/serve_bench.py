@@ -596,7 +596,9 @@ def create_bench_app() -> Any:
     large = os.environ.get(ENV_LARGE)
     if large:
         model = service.state.models["champion"].model
-        service = large_service(service, open_large(Path(large), model, IndexParams()))
+        service = large_service(
+            service, open_large(Path(large), model, IndexParams(large_kind="hnsw"))
+        )
     return create_app(service, None, served_log, threads=int(os.environ[ENV_THREADS]))
 
 
@@ -1264,7 +1266,7 @@ def run_large(
 ) -> tuple[dict[str, Any], FeedService, Path]:
     """Build or read the large index and the service over it."""
     model = service.state.models["champion"].model
-    params = IndexParams()
+    params = IndexParams(large_kind="hnsw")
     folder = large_folder(home, model, args.index_items, args.seed, params)
     built_now = not (folder / "meta.json").exists()
     if built_now:

@@ -23,8 +23,8 @@ The world writes what the app's collector and back office would write (see ``lay
 hourly gzipped NDJSON event batches with injected bad records, and Parquet catalog and profile
 files. ``generate_world`` returns a ``WorldSummary`` that states exactly what was injected.
 Each day the back office also unpublishes a few items and moderation flags a few as unsafe
-(hourly ``updates-HH`` catalog files, drawn from their own generator; ``WorldSummary.
-status_changes`` lists them); from its change on, no feed, search or push reaches such an item.
+(hourly ``updates-HH`` catalog files, drawn from their own generator so that nothing else in
+the world changes; ``WorldSummary.status_changes`` lists them).
 It also writes the world's hidden state to ``LATENT_KEY``, so ``world.respond`` can simulate how
 its users react to feeds served later; that is ground truth the platform never reads.
 """
@@ -76,8 +76,6 @@ STATUS_CHANGE_RATES: Final = {"unpublished": (0.001, 1), "flagged": (0.0003, 2)}
 world with at least ``STATUS_CHANGE_MIN_ITEMS`` such items, at least one item changes to that
 status every ``every`` days."""
 STATUS_CHANGE_MIN_ITEMS: Final = 100
-NEVER: Final = np.datetime64("9999-12-31T00:00:00", "s")
-"""Withdrawal time of an item that is never unpublished or flagged."""
 
 
 @dataclass(frozen=True)
@@ -563,17 +561,12 @@ def _simulate(
     log: _EventLog,
     push: _PushState,
     trending_bonus: np.ndarray | None = None,
-    withdrawn: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Simulate every day into ``log``; return the churn rates of beginners.
 
     ``push`` holds the push scheduler's random streams and state; ``trending_bonus``
-    (n_users,) is each user's affinity bonus for trending items (None without a shift);
-    ``withdrawn`` (n_items,) is when each item was unpublished or flagged (``NEVER``: never):
-    from then on no feed, search or push reaches it.
+    (n_users,) is each user's affinity bonus for trending items (None without a shift).
     """
-    if withdrawn is None:
-        withdrawn = np.full(len(items.ids), NEVER)
     rng = streams.main
     n_users = len(users.ids)
     n_items = len(items.ids)
@@ -615,7 +608,7 @@ def _simulate(
         exists = (users.signup < day + np.timedelta64(86400, "s")) & ~churned
         active = exists & (streams.user_uniform(n_users) < users.activity)
         pushed_open = _simulate_pushes(
-            p, push, users, items, log, day, exists, last_open, base_affinity, withdrawn
+            p, push, users, items, log, day, exists, last_open, base_affinity
         )
         active |= pushed_open.opened
         unsafe_started |= pushed_open.unsafe_started
@@ -641,9 +634,7 @@ def _simulate(
         for chunk in range(0, sess_users.size, 1024):
             su = sess_users[chunk : chunk + 1024]
             st = sess_ts[chunk : chunk + 1024]
-            available = (items.published[None, :] < st[:, None]) & (
-                withdrawn[None, :] > st[:, None]
-            )
+            available = items.published[None, :] < st[:, None]
             aff = base_affinity(su) - 0.08 * cat_fatigue[su][:, items.category]
             # Fresh items get a recency boost for their first days.
             age_days = (st[:, None] - items.published[None, :]).astype(float) / 86400.0
@@ -826,12 +817,10 @@ def _simulate_pushes(
     exists: np.ndarray,
     last_open: np.ndarray,
     base_affinity: Callable[[np.ndarray], np.ndarray],
-    withdrawn: np.ndarray,
 ) -> _PushOutcome:
     """One day of the legacy push scheduler (see ``world.push``) and the users' responses.
 
     Every draw comes from ``push.streams``, so the scheduler never shifts the feed's draws.
-    Items withdrawn (``withdrawn``) before the decision are never pushed.
     """
     rng = push.streams.main
     n_users = len(users.ids)
@@ -854,9 +843,7 @@ def _simulate_pushes(
             continue
         affinity = base_affinity(np.array([u]))[0]
         scores = np.where(
-            (items.published < ts) & (withdrawn > ts),
-            affinity + push.streams.item_gumbel((), n_items),
-            -np.inf,
+            items.published < ts, affinity + push.streams.item_gumbel((), n_items), -np.inf
         )
         it = int(np.argmax(scores))
         push.counter += 1
@@ -1069,8 +1056,8 @@ def _draw_status_changes(p: WorldParams, items: _Items) -> list[StatusChange]:
     change (fractions carry over to the next day), at a uniform time of the day. Every draw
     comes from a generator of its own, so the world's other files and events do not depend on
     it; and a shift's items come after the base items and are published during the shift only,
-    so before the shift a shifted world draws the same changes. The simulation keeps a pulled
-    item out of every feed, search and push from its change on.
+    so before the shift a shifted world draws the same changes. The event simulation ignores
+    status: members still reach an unpublished item through deep links and saved lists.
     """
     rng = np.random.default_rng([p.seed, 3])
     start = np.datetime64(p.start_date.isoformat(), "s")
@@ -1296,20 +1283,14 @@ def generate_world(params: WorldParams, store: ObjectStore) -> WorldSummary:
         streams.n_base_items,
     )
     push = _PushState.start(push_streams, len(users.ids))
-    # Status changes come from their own generator, so drawing them first shifts no other draw;
-    # the simulation then keeps pulled items out of feeds, search and pushes.
-    changes = _draw_status_changes(params, items)
-    withdrawn = np.full(len(items.ids), NEVER)
-    positions = {item: k for k, item in enumerate(items.ids)}
-    for change in changes:
-        withdrawn[positions[change.item_id]] = np.datetime64(change.at.replace(tzinfo=None), "s")
-    churn = _simulate(params, streams, users, items, log, push, trending_bonus, withdrawn)
+    churn = _simulate(params, streams, users, items, log, push, trending_bonus)
     counts = pd.Series([r["event_type"] for r in log.rows]).value_counts()
     meaningful = pd.Series(
         [r["user_id"] for r in log.rows if r["event_type"] in ENGAGEMENT_TYPES]
     ).value_counts()
     cold_share = float((meaningful.reindex(users.ids, fill_value=0) < 5).mean())
     valid, written, bad, days = _write_events(params, rng, log, store)
+    changes = _draw_status_changes(params, items)
     _write_reference(params, users, items, changes, store)
     _write_latent(users, items, push.population, store)
     return WorldSummary(
