@@ -6,9 +6,9 @@ import pandas as pd
 from assets.config import AlsConfig, TwoTowerConfig
 from assets.groups import RETRIEVAL
 from fitpulse_orchestration.features.snapshot import TrainingSnapshot
-from fitpulse_orchestration.ranking.feed import build_two_tower_index
 from fitpulse_orchestration.retrieval.als import AlsArtifacts, build_interaction_matrix, train_als
 from fitpulse_orchestration.retrieval.index import ItemIndex, build_item_index
+from fitpulse_orchestration.retrieval.live_index import build_two_tower_index
 from fitpulse_orchestration.retrieval.popularity import PopularityParams, compute_popular_items
 from fitpulse_orchestration.retrieval.two_tower import (
     TwoTowerArtifacts,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,20 @@ from fitpulse_orchestration.world.generator import (
 )
 
 TEST_KEY = b"fitpulse-test-pseudonym-key-0001"
+
+
+@pytest.fixture
+def require_redis() -> None:
+    """Skip the test, with the reason, unless a Redis server answers on 127.0.0.1:6379.
+
+    Redis is the production profile's online store and push-cap store; the development and CI
+    machines run one, a laptop may not.
+    """
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+            return
+    except OSError:
+        pytest.skip("no Redis server on 127.0.0.1:6379 (the production-profile store)")
 
 
 @pytest.fixture

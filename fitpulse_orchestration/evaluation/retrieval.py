@@ -27,12 +27,14 @@ import pandas as pd
 
 from fitpulse_orchestration.evaluation.metrics import ndcg_at_k, recall_at_k
 from fitpulse_orchestration.features.point_in_time import FeatureInputs
+from fitpulse_orchestration.features.reference import profile_attributes
 from fitpulse_orchestration.features.training import TimeSplit, heldout_relevance
 from fitpulse_orchestration.ranking.feed import HomeFeedModel, two_tower_queries
 from fitpulse_orchestration.retrieval.candidates import (
     SOURCES,
     CandidateParams,
-    generate_candidates,
+    candidate_pools,
+    retrieve_candidates,
     seen_items,
 )
 
@@ -100,15 +102,7 @@ def evaluate_retrieval(
         for u, rel in relevance.items()
     }
     relevance = {u: rel for u, rel in relevance.items() if rel}
-    profiles = inputs.profiles.drop_duplicates("user_id", keep="last").set_index("user_id")
-    ids = pd.Index(sorted(relevance))
-    users = pd.DataFrame(
-        {
-            "user_id": ids,
-            "fitness_level": profiles["fitness_level"].reindex(ids).to_numpy(),
-            "region": profiles["region"].reindex(ids).to_numpy(),
-        }
-    )
+    users = profile_attributes(inputs.profiles, sorted(relevance))
     catalog = inputs.catalog
     new_items = set(
         catalog.loc[
@@ -117,21 +111,17 @@ def evaluate_retrieval(
         ].astype(str)
     )
     queries = two_tower_queries(model.two_tower, model.tt_index, inputs, users, split.eval_start)
+    # One set of lookups for every method: only the quotas differ between them.
+    pools = candidate_pools(
+        model.als, model.popular, catalog, split.end, model.candidate_params, model.tt_index
+    )
     lists: dict[str, dict[str, list[str]]] = {}
     for method in METHODS:
         params = (
             model.candidate_params if method == "blend" else _only(model.candidate_params, method)
         )
-        candidates = generate_candidates(
-            users,
-            split.end,
-            model.als,
-            model.index,
-            model.popular,
-            catalog,
-            seen,
-            params,
-            *queries,
+        candidates = retrieve_candidates(
+            users, model.als, model.index, pools, seen, params, *queries
         )
         lists[method] = _proportional(candidates, seen, params)
     warm = {u for u in relevance if len(seen.get(u, ())) >= model.candidate_params.cold_threshold}

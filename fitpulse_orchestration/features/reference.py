@@ -15,6 +15,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+from numpy.typing import ArrayLike
 
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
@@ -168,9 +169,26 @@ def live_items(catalog: pd.DataFrame) -> pd.Series:
     """Boolean per catalog row: the item is live (``status`` is ``LIVE_STATUS``).
 
     Unpublished and flagged items stay in the catalog, so that their past events keep their
-    attributes, but must not be served.
+    attributes, but must not be served. A missing or null status counts as live, as when
+    loading (``_default_status``): landed rows without one were publications.
     """
-    return catalog["status"] == LIVE_STATUS
+    return _default_status(catalog)["status"] == LIVE_STATUS
+
+
+def profile_attributes(profiles: pd.DataFrame, user_ids: ArrayLike) -> pd.DataFrame:
+    """``user_id``, ``fitness_level`` and ``region`` of each of ``user_ids``, in order.
+
+    Repeated ids repeat their row; an id without a profile gets ``UNKNOWN`` for both.
+    """
+    latest = profiles.drop_duplicates("user_id", keep="last").set_index("user_id")
+    ids = pd.Index(pd.Series(user_ids, dtype=object).astype(str))
+    return pd.DataFrame(
+        {
+            "user_id": ids.to_numpy(),
+            "fitness_level": latest["fitness_level"].reindex(ids).fillna(UNKNOWN).to_numpy(),
+            "region": latest["region"].reindex(ids).fillna(UNKNOWN).to_numpy(),
+        }
+    )
 
 
 def publish_time_known(catalog: pd.DataFrame) -> pd.Series:

@@ -89,10 +89,18 @@ def read_feed_model(folder: Path, with_index: bool = True) -> HomeFeedModel:
         raise TypeError(f"{path} holds a {type(model).__name__}, not a feed model")
     if not with_index:
         return replace(model, index=None, tt_index=None)
-    tt_index = None
-    if (folder / TWO_TOWER_INDEX_FILE).is_file():
-        tt_index = read_item_index(folder, TWO_TOWER_INDEX_FILE)
-    return replace(model, index=read_item_index(folder), tt_index=tt_index)
+    return replace(model, index=read_item_index(folder), tt_index=read_two_tower_index(folder))
+
+
+def read_two_tower_index(folder: Path) -> ItemIndex | None:
+    """The two-tower index of a bundle folder; None for bundles made before it existed.
+
+    Raises:
+        TypeError: when the file holds something else.
+    """
+    if not (folder / TWO_TOWER_INDEX_FILE).is_file():
+        return None
+    return read_item_index(folder, TWO_TOWER_INDEX_FILE)
 
 
 def read_item_index(folder: Path, name: str = INDEX_FILE) -> ItemIndex:

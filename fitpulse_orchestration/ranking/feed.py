@@ -11,7 +11,11 @@ import numpy as np
 import pandas as pd
 
 from fitpulse_orchestration.features.point_in_time import FeatureInputs, attach_features
-from fitpulse_orchestration.features.reference import publication_times, unsafe_for_beginners
+from fitpulse_orchestration.features.reference import (
+    profile_attributes,
+    publication_times,
+    unsafe_for_beginners,
+)
 from fitpulse_orchestration.features.training import EXAMPLES_SCHEMA, TimeSplit
 from fitpulse_orchestration.ranking.ranker import RankerArtifacts, score_candidates
 from fitpulse_orchestration.ranking.rerank import RerankParams, rerank
@@ -29,7 +33,7 @@ from fitpulse_orchestration.retrieval.candidates import (
     seen_items,
 )
 from fitpulse_orchestration.retrieval.index import ItemIndex, build_item_index
-from fitpulse_orchestration.retrieval.live_index import live_rows
+from fitpulse_orchestration.retrieval.live_index import build_two_tower_index
 from fitpulse_orchestration.retrieval.popularity import PopularityParams, compute_popular_items
 from fitpulse_orchestration.retrieval.two_tower import TwoTowerArtifacts, history_inputs
 
@@ -154,13 +158,6 @@ def two_tower_queries(
     return two_tower.embed_users(x), tt_index
 
 
-def build_two_tower_index(two_tower: TwoTowerArtifacts, catalog: pd.DataFrame) -> ItemIndex:
-    """Index of the item-tower embeddings of every live catalog item."""
-    latest = catalog.drop_duplicates("item_id", keep="last")
-    rows = latest[live_rows(latest)]
-    return build_item_index(rows["item_id"].astype(str).to_numpy(), two_tower.embed_items(rows))
-
-
 def source_codes(sources: pd.Series) -> np.ndarray:
     """The ranker's ``x_source`` feature of candidate ``source`` labels (0: not retrieved)."""
     return sources.map(SOURCE_CODES).fillna(0.0).to_numpy(dtype=float)
@@ -199,15 +196,7 @@ def retrieval_sources(
     Returns:
         ``user_id``, ``item_id``, ``source``.
     """
-    profiles = inputs.profiles.drop_duplicates("user_id", keep="last").set_index("user_id")
-    ids = pd.Index(pd.Series(user_ids).astype(str).unique())
-    users = pd.DataFrame(
-        {
-            "user_id": ids,
-            "fitness_level": profiles["fitness_level"].reindex(ids).to_numpy(),
-            "region": profiles["region"].reindex(ids).to_numpy(),
-        }
-    )
+    users = profile_attributes(inputs.profiles, pd.unique(pd.Series(user_ids).astype(str)))
     index = build_item_index(als.item_ids, als.item_factors) if len(als.item_ids) else None
     tt_index = build_two_tower_index(two_tower, inputs.catalog) if two_tower else None
     popular = compute_popular_items(inputs.events, inputs.profiles, as_of, PopularityParams())

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from fitpulse_orchestration.events.schema import COLD_THRESHOLD, ENGAGEMENT_TYPES
-from fitpulse_orchestration.features.reference import UNKNOWN, publish_time_known
+from fitpulse_orchestration.features.reference import UNKNOWN, live_items, publish_time_known
 from fitpulse_orchestration.retrieval.als import AlsArtifacts
 from fitpulse_orchestration.retrieval.index import ItemIndex
 from fitpulse_orchestration.retrieval.popularity import pick_segment, split_segments
@@ -66,10 +66,7 @@ class CandidateParams:
 
 def live_mask(catalog: pd.DataFrame, as_of: pd.Timestamp) -> pd.Series:
     """Catalog rows servable at ``as_of``: published before it and not taken down since."""
-    published = catalog["published_at"] < as_of
-    if "status" in catalog.columns:
-        published &= catalog["status"].fillna("published").eq("published")
-    return published
+    return (catalog["published_at"] < as_of) & live_items(catalog)
 
 
 def seen_items(events: pd.DataFrame, as_of: pd.Timestamp) -> dict[str, set[str]]:

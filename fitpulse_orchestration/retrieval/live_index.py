@@ -27,6 +27,7 @@ from typing import Final
 
 import pandas as pd
 
+from fitpulse_orchestration.features.reference import live_items
 from fitpulse_orchestration.retrieval.index import IndexParams, ItemIndex, build_item_index
 from fitpulse_orchestration.retrieval.two_tower import TwoTowerArtifacts
 from fitpulse_orchestration.storage import ObjectStore
@@ -35,7 +36,6 @@ from fitpulse_orchestration.storage.object_store import ObjectNotFoundError
 LIVE_INDEX_PREFIX: Final = "serving/live_index/"
 CURRENT_KEY: Final = f"{LIVE_INDEX_PREFIX}current.json"
 KEEP_GENERATIONS: Final = 3
-LIVE_STATUS: Final = "published"
 
 
 @dataclass(frozen=True)
@@ -120,11 +120,14 @@ def publish_generation(store: ObjectStore, live: LiveIndex) -> None:
             store.delete(key)
 
 
-def live_rows(catalog: pd.DataFrame) -> pd.Series:
-    """Catalog rows that may be retrieved: status ``published`` (a missing status counts)."""
-    if "status" not in catalog.columns:
-        return pd.Series(True, index=catalog.index)
-    return catalog["status"].fillna(LIVE_STATUS).eq(LIVE_STATUS)
+def build_two_tower_index(
+    two_tower: TwoTowerArtifacts, catalog: pd.DataFrame, params: IndexParams | None = None
+) -> ItemIndex:
+    """Index of the item-tower embeddings of every live catalog item (latest row per item)."""
+    latest = catalog.drop_duplicates("item_id", keep="last")
+    rows = latest[live_items(latest)]
+    vectors = two_tower.embed_items(rows)
+    return build_item_index(rows["item_id"].astype(str).to_numpy(), vectors, params)
 
 
 def build_live_index(
@@ -139,10 +142,7 @@ def build_live_index(
     Items scheduled for later publication are indexed too; serving only retrieves items
     published before its clock.
     """
-    latest = catalog.drop_duplicates("item_id", keep="last")
-    rows = latest[live_rows(latest)]
-    vectors = two_tower.embed_items(rows)
-    index = build_item_index(rows["item_id"].astype(str).to_numpy(), vectors, params)
+    index = build_two_tower_index(two_tower, catalog, params)
     meta = LiveIndexMeta(
         generation=new_generation_id(),
         model_version=model_version,
@@ -174,7 +174,7 @@ def apply_catalog_changes(
     if missing:
         raise ValueError(f"catalog changes lack the columns {sorted(missing)}")
     latest = changes.drop_duplicates("item_id", keep="last")
-    live = live_rows(latest)
+    live = live_items(latest)
     add = latest[live]
     index = base.index
     added = index.add(add["item_id"].astype(str).to_numpy(), two_tower.embed_items(add))

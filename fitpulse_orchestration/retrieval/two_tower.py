@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from fitpulse_orchestration.events.schema import ENGAGEMENT_GRADE
-from fitpulse_orchestration.features.reference import UNKNOWN
+from fitpulse_orchestration.features.reference import UNKNOWN, profile_attributes
 
 CONTENT_DIM: Final = 256
 """Hash buckets of the item content tokens."""
@@ -293,10 +293,8 @@ def history_inputs(
     sums = np.zeros((len(users), CONTENT_DIM), dtype=np.float32)
     np.add.at(sums, rows, hot)
     counts = np.bincount(rows, minlength=len(users)).astype(np.float32)
-    prof = profiles.drop_duplicates("user_id", keep="last").set_index("user_id")
-    levels = prof["fitness_level"].reindex(users).fillna(UNKNOWN).to_numpy()
-    regions = prof["region"].reindex(users).fillna(UNKNOWN).to_numpy()
-    return user_inputs(levels, regions, sums, counts)
+    prof = profile_attributes(profiles, users)
+    return user_inputs(prof["fitness_level"].to_numpy(), prof["region"].to_numpy(), sums, counts)
 
 
 def request_inputs(
@@ -350,10 +348,8 @@ def build_examples(
     base = np.where(group_start[:, None] > 0, csum[np.maximum(group_start - 1, 0)], 0.0)
     sums = (before_row - base).astype(np.float32)
     counts = (np.arange(len(users)) - group_start).astype(np.float32)
-    prof = profiles.drop_duplicates("user_id", keep="last").set_index("user_id")
-    levels = prof["fitness_level"].reindex(users).fillna(UNKNOWN).to_numpy()
-    regions = prof["region"].reindex(users).fillna(UNKNOWN).to_numpy()
-    user_x = user_inputs(levels, regions, sums, counts)
+    prof = profile_attributes(profiles, users)
+    user_x = user_inputs(prof["fitness_level"].to_numpy(), prof["region"].to_numpy(), sums, counts)
     order = np.argsort(first["ts"].to_numpy(), kind="stable")[-max_examples:]
     return TrainingExamples(
         user_x=user_x[order],

@@ -220,17 +220,22 @@ class ServingState:
 
     def two_tower_index(self, loaded: LoadedModel) -> ItemIndex | None:
         """The two-tower index ``loaded`` searches: the live one when it was built for it."""
-        if loaded.model is None:
-            return None
-        if self.live_index is not None and self.live_index.meta.model_version == loaded.version:
-            return self.live_index.index
-        return loaded.model.tt_index
+        return _two_tower_index(self.live_index, loaded)
 
     @property
     def ready(self) -> bool:
         """The champion is loaded with its index."""
         champ = self.models.get("champion")
         return bool(champ and champ.model is not None and champ.model.index is not None)
+
+
+def _two_tower_index(live_index: LiveIndex | None, loaded: LoadedModel) -> ItemIndex | None:
+    """The live index when it was embedded by ``loaded``'s version, else the version's own."""
+    if loaded.model is None:
+        return None
+    if live_index is not None and live_index.meta.model_version == loaded.version:
+        return live_index.index
+    return loaded.model.tt_index
 
 
 def prepare_state(
@@ -246,14 +251,13 @@ def prepare_state(
         raise ValueError("serving needs a champion entry (loaded or not)")
     for loaded in models.values():
         if loaded.model is not None:
-            live_for_it = live_index is not None and live_index.meta.model_version == loaded.version
             loaded.pools = candidate_pools(
                 loaded.model.als,
                 loaded.model.popular,
                 catalog,
                 as_of,
                 loaded.model.candidate_params,
-                live_index.index if live_for_it and live_index else loaded.model.tt_index,
+                _two_tower_index(live_index, loaded),
             )
     fallback = candidate_pools(None, popular, catalog, as_of, CandidateParams())
     return ServingState(models, ItemCatalog(catalog), popular, fallback, as_of, live, live_index)

@@ -24,9 +24,9 @@ from typing import Protocol
 import pandas as pd
 
 from fitpulse_orchestration.ranking.bundle import (
-    TWO_TOWER_INDEX_FILE,
     read_feed_model,
     read_item_index,
+    read_two_tower_index,
 )
 from fitpulse_orchestration.retrieval.live_index import (
     LiveIndex,
@@ -86,8 +86,7 @@ def load_version(source: ModelSource, version: str) -> LoadedModel:
         return LoadedModel(version, None, f"cannot load the model of version {version}: {exc}")
     try:
         model.index = read_item_index(folder)
-        if (folder / TWO_TOWER_INDEX_FILE).is_file():
-            model.tt_index = read_item_index(folder, TWO_TOWER_INDEX_FILE)
+        model.tt_index = read_two_tower_index(folder)
     except (OSError, TypeError, pickle.UnpicklingError, EOFError) as exc:
         source.discard(version)
         return LoadedModel(version, model, f"no item index for version {version}: {exc}")

@@ -14,7 +14,6 @@ import gzip
 import itertools
 import json
 import re
-import socket
 import threading
 import time
 import uuid
@@ -443,19 +442,9 @@ def test_unreachable_online_store_serves_beginner_safe_defaults(
     assert {i.id for i in healthy.items} & trained.unsafe_items, "no contrast: pick another user"
 
 
-def _redis_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
-def redis_store(trained: TrainedHome) -> Iterator[RedisOnlineStore]:
+def redis_store(trained: TrainedHome, require_redis: None) -> Iterator[RedisOnlineStore]:
     """A Redis online store holding exactly the SQLite store's tables (keys removed after)."""
-    if not _redis_reachable():
-        pytest.skip("no Redis server on 127.0.0.1:6379 (the production-profile online store)")
     import redis
 
     prefix = f"fitpulse-test:{uuid.uuid4().hex}"

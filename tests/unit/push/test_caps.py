@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
-import socket
 import sqlite3
 import threading
 import uuid
@@ -30,19 +29,9 @@ CAPS = CapPolicy(per_day=1, per_week=3)
 N_THREADS = 16
 
 
-def _redis_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
-def redis_prefix() -> Iterator[str]:
+def redis_prefix(require_redis: None) -> Iterator[str]:
     """A key prefix of this test's own in Redis db 13, deleted afterwards."""
-    if not _redis_reachable():
-        pytest.skip("Redis not reachable at 127.0.0.1:6379")
     prefix = f"fitpulse-test:push-caps:{uuid.uuid4().hex}"
     yield prefix
     import redis

@@ -21,21 +21,12 @@ AS_OF = pd.Timestamp("2026-11-01", tz="UTC")
 FEATURES = ("u_engaged_7d", "u_level")
 
 
-def _redis_reachable() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(params=["sqlite", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OnlineFeatureStore]:
     if request.param == "sqlite":
         yield SQLiteOnlineStore(tmp_path / "online.sqlite")
         return
-    if not _redis_reachable():
-        pytest.skip("no Redis server on 127.0.0.1:6379 (the production-profile store)")
+    request.getfixturevalue("require_redis")
     prefix = f"fitpulse-test:{uuid.uuid4().hex}"
     redis_store = RedisOnlineStore(REDIS_URL, prefix=prefix)
     yield redis_store
