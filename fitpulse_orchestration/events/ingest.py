@@ -1,8 +1,12 @@
 """Validate one day of landed collector batches into clean events and a quarantine.
 
 Row accounting always balances: every line read ends up in exactly one of *accepted*,
-*quarantined* (with a reason, its source file and line) or *duplicates* (a re-sent event id
-whose first copy was accepted).
+*quarantined* (with a reason, its source file and line), *duplicates* (a re-sent event id
+whose first copy was accepted) or *erased* (an event of a user on the erasure list, see
+``privacy.erasure``).
+
+Health fields (``privacy.health.HEALTH_FIELDS``) are removed from payloads here: they stay in
+the landing zone and never reach the clean warehouse.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from fitpulse_orchestration.events.schema import (
     RAW_FIELDS,
     empty_clean_events,
 )
+from fitpulse_orchestration.privacy.health import strip_health_fields
+from fitpulse_orchestration.privacy.suppression import erased_pseudonyms
 from fitpulse_orchestration.storage import ObjectStore, read_parquet, write_parquet
 
 FUTURE_TOLERANCE: Final = pd.Timedelta(minutes=10)
@@ -52,6 +58,8 @@ class IngestResult:
     duplicates: int
     files: int
     reasons: dict[str, int] = field(default_factory=dict)
+    erased: int = 0
+    health_fields_removed: int = 0
 
     @property
     def accepted(self) -> int:
@@ -65,8 +73,8 @@ class IngestResult:
 
     @property
     def balanced(self) -> bool:
-        """Whether read = accepted + quarantined + duplicates."""
-        return self.read == self.accepted + self.quarantined + self.duplicates
+        """Whether read = accepted + quarantined + duplicates + erased."""
+        return self.read == self.accepted + self.quarantined + self.duplicates + self.erased
 
     @property
     def quarantine_rate(self) -> float:
@@ -198,6 +206,7 @@ def ingest_batches(
     day: dt.date,
     pseudonymizer: Pseudonymizer,
     seen_event_ids: frozenset[str] = frozenset(),
+    erased_users: frozenset[str] = frozenset(),
 ) -> IngestResult:
     """Parse, validate, de-duplicate and pseudonymize one day of landed batches.
 
@@ -209,6 +218,8 @@ def ingest_batches(
         pseudonymizer: keyed hash that replaces user ids.
         seen_event_ids: ids already accepted in earlier partitions (a re-send can cross
             midnight); records repeating them count as duplicates.
+        erased_users: pseudonyms on the erasure list; their valid events count as ``erased``
+            and are not written.
 
     Returns:
         Clean events (first copy of each event id, in landing order), the quarantine and counts.
@@ -264,11 +275,24 @@ def ingest_batches(
     good = frame.drop(index=list(bad_reasons))
     dup_mask = good["event_id"].duplicated(keep="first") | good["event_id"].isin(seen_event_ids)
     duplicates = int(dup_mask.sum())
-    events = _to_clean(good[~dup_mask], pseudonymizer)
+    events, health_removed = _to_clean(good[~dup_mask], pseudonymizer)
+    erased_mask = events["user_id"].isin(erased_users)
+    erased = int(erased_mask.sum())
+    if erased:
+        events = events.loc[~erased_mask].reset_index(drop=True)
     quarantine_frame = pd.DataFrame(quarantine, columns=list(QUARANTINE_COLUMNS))
     quarantine_frame["line_no"] = quarantine_frame["line_no"].astype("int64")
     reasons = Counter(r for rs in quarantine_frame["reason"] for r in rs.split(";"))
-    return IngestResult(events, quarantine_frame, read, duplicates, files, dict(reasons))
+    return IngestResult(
+        events,
+        quarantine_frame,
+        read,
+        duplicates,
+        files,
+        dict(reasons),
+        erased=erased,
+        health_fields_removed=health_removed,
+    )
 
 
 def validate_raw(frame: pd.DataFrame) -> dict[int, str]:
@@ -295,9 +319,18 @@ def validate_raw(frame: pd.DataFrame) -> dict[int, str]:
     return {}
 
 
-def _to_clean(frame: pd.DataFrame, pseudonymizer: Pseudonymizer) -> pd.DataFrame:
+def _clean_payload(payload: dict[str, Any] | None) -> tuple[str | None, int]:
+    if payload is None:
+        return None, 0
+    kept, removed = strip_health_fields(payload)
+    return json.dumps(kept, sort_keys=True), removed
+
+
+def _to_clean(frame: pd.DataFrame, pseudonymizer: Pseudonymizer) -> tuple[pd.DataFrame, int]:
+    """Clean events and the number of health fields removed from their payloads."""
     if frame.empty:
-        return empty_clean_events()
+        return empty_clean_events(), 0
+    payloads = [_clean_payload(p) for p in frame["payload"]]
     out = pd.DataFrame(
         {
             "event_id": frame["event_id"].astype(str),
@@ -309,9 +342,7 @@ def _to_clean(frame: pd.DataFrame, pseudonymizer: Pseudonymizer) -> pd.DataFrame
             "position": pd.array(frame["position"].tolist(), dtype="Int64"),
             "session_id": frame["session_id"].astype(object),
             "platform": frame["platform"].astype(object),
-            "payload": [
-                None if p is None else json.dumps(p, sort_keys=True) for p in frame["payload"]
-            ],
+            "payload": [text for text, _ in payloads],
             "source_file": frame["_source_file"].astype(str),
             "line_no": frame["_line_no"].astype("int64"),
         }
@@ -320,7 +351,7 @@ def _to_clean(frame: pd.DataFrame, pseudonymizer: Pseudonymizer) -> pd.DataFrame
     for col in ("item_id", "request_id", "session_id", "platform"):
         out[col] = out[col].where(out[col].notna(), None)
     validated: pd.DataFrame = CLEAN_EVENTS_SCHEMA.validate(out[list(CLEAN_EVENT_COLUMNS)])
-    return validated
+    return validated, sum(removed for _, removed in payloads)
 
 
 def ingest_day(store: ObjectStore, day: dt.date, pseudonymizer: Pseudonymizer) -> IngestResult:
@@ -329,13 +360,20 @@ def ingest_day(store: ObjectStore, day: dt.date, pseudonymizer: Pseudonymizer) -
     Event ids accepted in the previous day's clean partition, when it exists, count as seen:
     the collector's retries can cross midnight. Partitions should therefore be ingested in date
     order (the daily schedule does); a backfill run out of order can miss such a re-send.
+    Users on the erasure list are skipped (counted as ``erased``).
     """
     keys = list(store.iter_keys(layout.landing_events_prefix(day)))
     previous = layout.warehouse_key(layout.WAREHOUSE_EVENTS, day - dt.timedelta(days=1), "events")
     seen: frozenset[str] = frozenset()
     if store.exists(previous):
         seen = frozenset(read_parquet(store, previous)["event_id"])
-    return ingest_batches(((key, store.get_bytes(key)) for key in keys), day, pseudonymizer, seen)
+    return ingest_batches(
+        ((key, store.get_bytes(key)) for key in keys),
+        day,
+        pseudonymizer,
+        seen,
+        erased_pseudonyms(store),
+    )
 
 
 def write_ingested(store: ObjectStore, day: dt.date, result: IngestResult) -> dict[str, str]:

@@ -10,6 +10,7 @@ from fitpulse_orchestration.events.ingest import read_clean_events
 from fitpulse_orchestration.features.point_in_time import FeatureInputs
 from fitpulse_orchestration.features.reference import complete_catalog, complete_profiles
 from fitpulse_orchestration.features.training import SplitParams, TimeSplit, compute_time_split
+from fitpulse_orchestration.privacy.suppression import erased_pseudonyms
 from fitpulse_orchestration.storage import ObjectStore
 
 
@@ -34,8 +35,16 @@ class TrainingSnapshot:
 def load_feature_inputs(
     store: ObjectStore, catalog: pd.DataFrame, profiles: pd.DataFrame
 ) -> FeatureInputs:
-    """Every clean event partition with the reference data completed with defaults."""
+    """Every clean event partition with the reference data completed with defaults.
+
+    Users on the erasure list are excluded, events and profile alike, even if a partition
+    written while the erasure ran still holds them.
+    """
     events = read_clean_events(store)
+    erased = erased_pseudonyms(store)
+    if erased:
+        events = events.loc[~events["user_id"].isin(erased)].reset_index(drop=True)
+        profiles = profiles.loc[~profiles["user_id"].isin(erased)].reset_index(drop=True)
     return FeatureInputs(
         events=events,
         catalog=complete_catalog(catalog, events),

@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 
 KINDS: Final = ("user", "item", "history", "push")
+USER_KINDS: Final = ("user", "history", "push")
+"""Tables keyed by a user's pseudonym (what an erasure removes)."""
 META_TTL_S: Final = 5.0
 ID_COLUMNS: Final = {"user": "user_id", "item": "item_id", "history": "user_id", "push": "user_id"}
 
@@ -174,9 +176,21 @@ class OnlineFeatureStore(abc.ABC):
             self._meta_cache[kind] = (now, meta)
         return meta
 
+    def forget(self, user_id: str) -> int:
+        """Delete the user's rows from every user-keyed table (erasure); return how many.
+
+        Raises:
+            OnlineStoreUnavailableError: when the store cannot be reached.
+        """
+        return sum(self._delete(kind, user_id) for kind in USER_KINDS)
+
     @abc.abstractmethod
     def meta(self, kind: str) -> TableMeta | None:
         """Metadata of the ``kind`` table, None before its first materialization."""
+
+    @abc.abstractmethod
+    def _delete(self, kind: str, row_id: str) -> int:
+        """Delete one row of the ``kind`` table; return 1 when it existed, else 0."""
 
     @abc.abstractmethod
     def _replace(self, kind: str, rows: list[tuple[str, str]], meta: TableMeta) -> None:
@@ -256,6 +270,16 @@ class SQLiteOnlineStore(OnlineFeatureStore):
                 "INSERT OR REPLACE INTO meta (kind, body) VALUES (?, ?)", (kind, _meta_json(meta))
             )
 
+    def _delete(self, kind: str, row_id: str) -> int:
+        try:
+            with closing(self._connect()) as conn, conn:
+                cursor = conn.execute(
+                    "DELETE FROM features WHERE kind = ? AND id = ?", (kind, row_id)
+                )
+                return int(cursor.rowcount)
+        except sqlite3.Error as exc:
+            raise OnlineStoreUnavailableError(f"cannot write {self.path}: {exc}") from exc
+
     def _get(self, kind: str, ids: list[str]) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
         for start in range(0, len(ids), 500):
@@ -306,6 +330,12 @@ class RedisOnlineStore(OnlineFeatureStore):
                 swap.delete(self._key(kind))
             swap.set(f"{self._key(kind)}:meta", _meta_json(meta))
             swap.execute()
+        except self._errors as exc:
+            raise OnlineStoreUnavailableError(f"redis unreachable: {exc}") from exc
+
+    def _delete(self, kind: str, row_id: str) -> int:
+        try:
+            return int(self._redis.hdel(self._key(kind), row_id))  # type: ignore[arg-type]
         except self._errors as exc:
             raise OnlineStoreUnavailableError(f"redis unreachable: {exc}") from exc
 

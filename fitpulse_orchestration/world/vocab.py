@@ -6,8 +6,6 @@ from typing import Final
 
 REGIONS: Final = ("us-east", "us-west", "eu-west", "eu-central", "uk", "br", "in", "jp")
 REGION_WEIGHTS: Final = (0.22, 0.14, 0.14, 0.12, 0.1, 0.1, 0.1, 0.08)
-RETENTION_30D_REGIONS: Final = frozenset({"eu-west", "eu-central", "uk"})
-"""Regions whose health-data rules keep raw events at most 30 days."""
 
 REGION_TIMEZONES: Final = {
     "us-east": ("America/New_York", -5),

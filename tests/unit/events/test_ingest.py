@@ -298,7 +298,9 @@ def test_clean_events_are_pseudonymized_typed_and_schema_valid(
     assert events.loc[0, "ts"] == pd.Timestamp("2026-10-19T10:05:00", tz="UTC")
     assert events.loc[1, "position"] == 4
     assert pd.isna(events.loc[0, "position"])
-    assert json.loads(events.loc[2, "payload"]) == {"duration_s": 600, "calories": 90}
+    # Health fields stay in the landing zone.
+    assert json.loads(events.loc[2, "payload"]) == {"duration_s": 600}
+    assert result.health_fields_removed == 1
     assert events.loc[0, "payload"] is None
 
 
