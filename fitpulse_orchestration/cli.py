@@ -901,6 +901,79 @@ def monitor(home: HomeOpt = None) -> None:
         raise typer.Exit(code=2)
 
 
+privacy_app = typer.Typer(
+    help="Erase a user's data on request, or file the request for erasure_job.",
+    no_args_is_help=True,
+)
+app.add_typer(privacy_app, name="privacy")
+UserArg = Annotated[str, typer.Argument(help="The app's user id (as its events carry it).")]
+RequesterOpt = Annotated[
+    str, typer.Option("--requested-by", help="Who asked (ticket or operator), for the audit.")
+]
+
+
+def _privacy_backends(home: Path | None, profile: str | None) -> Any:
+    from fitpulse_orchestration.serving.runtime import profile_backends
+    from fitpulse_orchestration.settings import current_profile
+
+    try:
+        return profile_backends(ProjectHome.resolve(home), profile or current_profile())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@privacy_app.command()
+def erase(
+    user_id: UserArg,
+    requested_by: RequesterOpt = "cli",
+    home: HomeOpt = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """Erase USER_ID now: raw events, quarantine, profile, online features, push counters.
+
+    The user also joins the erasure list, so ingestion and the next training snapshot skip
+    them. The audit record under audit/privacy/ keeps only the keyed hash (pseudonym).
+    """
+    from fitpulse_orchestration.privacy.erasure import erase_user
+
+    backends = _privacy_backends(home, profile)
+    try:
+        report = erase_user(
+            backends.store,
+            backends.pseudonymizer,
+            user_id,
+            backends.online,
+            backends.caps,
+            requested_by,
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    deleted = {zone: c.records_deleted for zone, c in report.zones.items()}
+    _say(f"erased pseudonym {report.pseudonym}: {report.records_deleted} records {deleted}")
+    _say(f"online rows {report.online_rows}, push records {report.push_records}")
+    _say(f"audit: {backends.store.uri(report.audit_key)}")
+
+
+@privacy_app.command("request-erasure")
+def request_erasure_cmd(
+    user_id: UserArg,
+    requested_by: RequesterOpt = "cli",
+    home: HomeOpt = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """File an erasure request; erasure_job (sensor erasure_job_on_request) processes it."""
+    from fitpulse_orchestration.privacy.erasure import request_erasure
+
+    backends = _privacy_backends(home, profile)
+    try:
+        key = request_erasure(backends.store, user_id, requested_by)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    _say(f"filed {backends.store.uri(key)}")
+
+
 def main() -> None:
     """Console entry point."""
     logging.getLogger("alembic").setLevel(logging.WARNING)

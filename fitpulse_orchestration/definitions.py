@@ -18,6 +18,7 @@ from assets import (
     features,
     freshness,
     monitoring,
+    privacy,
     push,
     ranking,
     registry,
@@ -37,7 +38,9 @@ from assets.resources import (
 )
 from fitpulse_orchestration.settings import ProjectHome, current_profile
 from jobs import (
+    build_retention_schedule,
     catalog_refresh_job,
+    erasure_job,
     experiment_analysis_job,
     ingestion_job,
     ingestion_job_schedule,
@@ -46,6 +49,7 @@ from jobs import (
     monitoring_job_schedule,
     promote_champion_job,
     push_training_job,
+    retention_job,
     review_model_job,
     rollback_champion_job,
     training_job,
@@ -55,6 +59,7 @@ from model_registry.resource import ModelRegistryResource, mlflow_tracking_resou
 from sensors import (
     build_catalog_sensor,
     build_drift_sensor,
+    build_erasure_sensor,
     build_landing_sensor,
     build_promotion_sensor,
 )
@@ -125,12 +130,13 @@ def build_definitions(
                 experiments,
                 push,
                 freshness,
+                privacy,
             ]
         ),
     ]
     return dg.Definitions(
         assets=all_assets,
-        asset_checks=dg.load_asset_checks_from_modules([evaluation, push]),
+        asset_checks=dg.load_asset_checks_from_modules([evaluation, push, privacy]),
         jobs=[
             ingestion_job,
             training_job,
@@ -138,16 +144,24 @@ def build_definitions(
             experiment_analysis_job,
             push_training_job,
             catalog_refresh_job,
+            retention_job,
+            erasure_job,
             review_model_job,
             promote_champion_job,
             rollback_champion_job,
         ],
-        schedules=[ingestion_job_schedule, monitoring_job_schedule, live_index_rebuild_schedule],
+        schedules=[
+            ingestion_job_schedule,
+            monitoring_job_schedule,
+            live_index_rebuild_schedule,
+            build_retention_schedule(running=profile == "production"),
+        ],
         sensors=[
             build_landing_sensor(ingestion_job, partitions),
             build_drift_sensor(training_job),
             build_promotion_sensor(promote_champion_job),
             build_catalog_sensor(catalog_refresh_job),
+            build_erasure_sensor(erasure_job),
         ],
         resources=_resources(profile, home),
     )

@@ -20,6 +20,26 @@ from pathlib import Path
 DEFAULT_HOME = ".fitpulse"
 PROFILES = ("local", "production")
 
+PRODUCTION_ENV = (
+    "FITPULSE_S3_BUCKET",
+    "FITPULSE_S3_PREFIX",
+    "FITPULSE_S3_ENDPOINT_URL",
+    "FITPULSE_REDIS_URL",
+    "FITPULSE_PSEUDONYM_SECRET",
+    "MLFLOW_TRACKING_URI",
+    "FITPULSE_MLFLOW_ARTIFACTS",
+)
+"""What the ``production`` profile reads from its environment (resolved when a run starts).
+
+``FITPULSE_S3_ENDPOINT_URL`` is empty on AWS and names the endpoint of any other S3 service;
+MLflow reaches the same endpoint through its own ``MLFLOW_S3_ENDPOINT_URL``. Credentials come
+from boto3's default chain (instance role, or ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``).
+``MLFLOW_TRACKING_URI`` is a PostgreSQL URL (tracking and registry); ``FITPULSE_MLFLOW_ARTIFACTS``
+an ``s3://bucket/prefix`` artifact root. ``FITPULSE_PSEUDONYM_SECRET`` is the keyed-hash secret
+(README, "Rotating the pseudonymization key"). The Dagster instance itself reads
+``FITPULSE_DAGSTER_PG_URL`` through ``deploy/dagster.yaml``.
+"""
+
 
 @dataclass(frozen=True)
 class ProjectHome:

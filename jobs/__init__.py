@@ -15,12 +15,15 @@ from assets.groups import (
     REGISTRY,
     RETRIEVAL,
 )
+from jobs.privacy import build_retention_schedule, erasure_job, retention_job
 from jobs.registry import promote_champion_job, review_model_job, rollback_champion_job
+from jobs.tags import STAGE_TAG
 
 ingestion_job = dg.define_asset_job(
     "ingestion_job",
     selection=dg.AssetSelection.assets("raw_events"),
     description="Validate one day of landed events into clean and quarantine partitions.",
+    tags={STAGE_TAG: "ingestion"},
 )
 
 training_job = dg.define_asset_job(
@@ -32,6 +35,7 @@ training_job = dg.define_asset_job(
     description="Reference data, features, retrieval, ranker, evaluation, registration and "
     "the promotion gate.",
     hooks={end_mlflow_on_run_finished},
+    tags={STAGE_TAG: "training"},
     # dagster-mlflow finds "its" MLflow run by searching for the Dagster run id; steps that
     # start together in separate processes each miss the other's run and create their own
     # (an empty duplicate run per launch). One process keeps one MLflow run per Dagster run and
@@ -46,6 +50,7 @@ push_training_job = dg.define_asset_job(
     "push policy, its registration and gate, and the online push state (from the training "
     "snapshot of the latest training run).",
     hooks={end_mlflow_on_run_finished},
+    tags={STAGE_TAG: "training"},
     executor_def=dg.in_process_executor,
 )
 
@@ -98,7 +103,10 @@ monitoring_job_schedule = dg.ScheduleDefinition(
 
 __all__ = [
     "INGESTION",
+    "STAGE_TAG",
+    "build_retention_schedule",
     "catalog_refresh_job",
+    "erasure_job",
     "experiment_analysis_job",
     "ingestion_job",
     "ingestion_job_schedule",
@@ -106,6 +114,7 @@ __all__ = [
     "monitoring_job",
     "monitoring_job_schedule",
     "promote_champion_job",
+    "retention_job",
     "review_model_job",
     "rollback_champion_job",
     "training_job",

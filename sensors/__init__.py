@@ -3,6 +3,7 @@
 Each decision is a domain function; these wrappers only read Dagster's state and cursors.
 """
 
+import hashlib
 import json
 from typing import Any
 
@@ -16,6 +17,7 @@ from fitpulse_orchestration.monitoring.retrain import (
     RetrainState,
     decide_retrain,
 )
+from fitpulse_orchestration.privacy.erasure import pending_requests
 from fitpulse_orchestration.retrieval.catalog_watch import CatalogCursor, new_catalog_files
 from model_registry.client import HOME_RANKER_MODEL
 from model_registry.resource import ModelRegistryResource
@@ -192,3 +194,30 @@ def build_catalog_sensor(job: dg.JobDefinition | Any) -> dg.SensorDefinition:
         )
 
     return catalog_sensor
+
+
+def build_erasure_sensor(job: dg.JobDefinition | Any) -> dg.SensorDefinition:
+    """``erasure_job_on_request``: a run as soon as erasure requests are pending (on by default).
+
+    The run key is the set of pending request keys (no raw id), so a tick that sees the same
+    requests while a run is processing them requests nothing new.
+    """
+
+    @dg.sensor(
+        name="erasure_job_on_request",
+        job=job,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def erasure_job_on_request(
+        context: dg.SensorEvaluationContext, object_store: ObjectStoreResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        """Request one erasure run for the pending requests."""
+        pending = pending_requests(object_store.get_store())
+        if not pending:
+            return dg.SkipReason("no pending erasure requests")
+        digest = hashlib.sha256("\n".join(pending).encode()).hexdigest()[:16]
+        context.log.info(f"{len(pending)} erasure requests pending")
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"erasure:{digest}")])
+
+    return erasure_job_on_request

@@ -23,6 +23,8 @@ EXPECTED_JOBS = {
     "experiment_analysis_job",
     "push_training_job",
     "catalog_refresh_job",
+    "retention_job",
+    "erasure_job",
     "review_model_job",
     "promote_champion_job",
     "rollback_champion_job",
@@ -67,8 +69,14 @@ PUSH_ASSETS = {
     "push_online_state",
 }
 FRESHNESS_ASSETS = {"live_item_index"}
+PRIVACY_ASSETS = {"raw_event_retention"}
 EXPECTED_ASSETS = (
-    TRAINING_ASSETS | MONITORING_ASSETS | EXPERIMENT_ASSETS | PUSH_ASSETS | FRESHNESS_ASSETS
+    TRAINING_ASSETS
+    | MONITORING_ASSETS
+    | EXPERIMENT_ASSETS
+    | PUSH_ASSETS
+    | FRESHNESS_ASSETS
+    | PRIVACY_ASSETS
 )
 EXPECTED_CHECKS = {
     ("raw_events", "rows_balance"),
@@ -88,6 +96,7 @@ EXPECTED_CHECKS = {
     ("ux_monitors", "fallback_rate"),
     ("ux_monitors", "beginner_violations_served"),
     ("ux_monitors", "notification_load"),
+    ("raw_event_retention", "no_expired_raw_events"),
 }
 ENV_VARS = (
     "FITPULSE_HOME",
@@ -304,3 +313,24 @@ def test_catalog_sensor_and_nightly_rebuild_target_catalog_refresh_job(
         "catalog_items",
         "live_item_index",
     }
+
+
+def test_retention_schedule_is_on_in_production_only(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    local = build_definitions(ProjectHome(tmp_path)).resolve_schedule_def("retention_job_schedule")
+    production = build_definitions(ProjectHome(tmp_path), profile="production")
+    schedule = production.resolve_schedule_def("retention_job_schedule")
+
+    assert local.default_status == dg.DefaultScheduleStatus.STOPPED
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.job_name == "retention_job"
+    job = production.resolve_job_def("retention_job")
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == PRIVACY_ASSETS
+
+
+def test_erasure_sensor_runs_by_default_and_targets_erasure_job(defs: dg.Definitions) -> None:
+    sensor = defs.resolve_sensor_def("erasure_job_on_request")
+
+    assert sensor.job_name == "erasure_job"
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING

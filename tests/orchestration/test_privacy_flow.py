@@ -1,0 +1,233 @@
+"""Privacy end to end on a demo run: nothing outside the raw zone holds raw ids or health fields.
+
+One module-scoped ``fitpulse demo --scale tiny`` runs in its own process (its stdout and stderr
+are the log lines). Then an erasure request goes through the CLI, the sensor and ``erasure_job``,
+and ``retention_job`` sweeps the expired days with its check. The scan reads every file of the
+project home outside the raw zone — MLflow's database (params, metrics, tags) and artifacts,
+Dagster's run and event storage and compute logs, the asset values and feature tables, the
+online store, reports — decompressing Parquet, gzip, zip and SQLite first, and fails on any
+raw user id (``usr_NNNNNNN``) or health field name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import io
+import json
+import re
+import sqlite3
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from fitpulse_orchestration.definitions import build_definitions
+from fitpulse_orchestration.events.pseudonymize import Pseudonymizer, load_or_create_key
+from fitpulse_orchestration.privacy.health import HEALTH_FIELDS
+from fitpulse_orchestration.privacy.retention import RetentionPolicy, load_user_regions
+from fitpulse_orchestration.privacy.suppression import erased_pseudonyms
+from fitpulse_orchestration.serving.online_store import SQLiteOnlineStore
+from fitpulse_orchestration.settings import ProjectHome
+from fitpulse_orchestration.storage import LocalObjectStore, read_parquet
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::dagster.BetaWarning")]
+
+FITPULSE = str(Path(sys.executable).with_name("fitpulse"))
+RAW_ID = re.compile(r"usr_\d{7}")
+HEALTH = re.compile(r"\b(" + "|".join(sorted(HEALTH_FIELDS, key=len, reverse=True)) + r")\b")
+RAW_ZONE = ("store/landing", "store/warehouse/quarantine", "store/world", "store/privacy")
+"""The raw zone (landing, quarantine, pending requests) and the simulator's ground truth."""
+
+
+def _texts(path: Path) -> list[str]:
+    """Every text a file holds, decompressed; UTF-16/32 strings (numpy, pickles) flattened."""
+    data = path.read_bytes()
+    name = path.name
+    if name.endswith(".parquet"):
+        return [pd.read_parquet(io.BytesIO(data)).to_csv()]
+    if name.endswith(".gz"):
+        data = gzip.decompress(data)
+    if data[:16].startswith(b"SQLite format 3"):
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            return ["\n".join(conn.iterdump())]
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            data = b"".join(archive.read(member) for member in archive.namelist())
+    return [data.decode("latin-1"), data.replace(b"\x00", b"").decode("latin-1")]
+
+
+def _scan(files: list[Path], root: Path) -> dict[str, list[str]]:
+    """``{relative path: findings}`` of files holding a raw id or a health field."""
+    found: dict[str, list[str]] = {}
+    for path in files:
+        hits: set[str] = set()
+        for text in _texts(path):
+            hits.update(RAW_ID.findall(text)[:3])
+            hits.update(HEALTH.findall(text)[:3])
+        if hits:
+            found[str(path.relative_to(root))] = sorted(hits)
+    return found
+
+
+@dataclass
+class PrivacyRun:
+    """The demo home after the demo, one erasure and one retention sweep."""
+
+    home: ProjectHome
+    store: LocalObjectStore
+    pseudonymizer: Pseudonymizer
+    logs: str
+    erased_user: str
+    erasure: dg.ExecuteInProcessResult
+    retention: dg.ExecuteInProcessResult
+    sweep_as_of: dt.datetime
+    restricted_before: int
+
+
+def _restricted_clean_rows(run_home: ProjectHome, pseudo: Pseudonymizer, last: dt.date) -> int:
+    store = LocalObjectStore(run_home.store)
+    regions = load_user_regions(store, pseudo).by_pseudonym
+    policy = RetentionPolicy()
+    count = 0
+    for key in store.list_keys("warehouse/events/"):
+        if dt.date.fromisoformat(key.split("date=")[1][:10]) > last:
+            continue
+        users = read_parquet(store, key)["user_id"]
+        count += int(
+            users.map(lambda u: regions.get(u) in policy.regions or u not in regions).sum()
+        )
+    return count
+
+
+@pytest.fixture(scope="module")
+def privacy_run(tmp_path_factory: pytest.TempPathFactory) -> PrivacyRun:
+    root = tmp_path_factory.mktemp("privacy_home")
+    demo = subprocess.run(
+        [FITPULSE, "demo", "--scale", "tiny", "--home", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=root,
+    )
+    logs = demo.stdout + demo.stderr
+    assert demo.returncode == 0, logs[-4000:]
+    home = ProjectHome(root)
+    store = LocalObjectStore(home.store)
+    pseudo = Pseudonymizer.from_secret(load_or_create_key(home.pseudonym_key_file))
+    # A user with events in the warehouse: the first raw id of the first landed batch.
+    first_batch = store.list_keys("landing/events/")[0]
+    erased_user = RAW_ID.findall(gzip.decompress(store.get_bytes(first_batch)).decode())[0]
+    request = subprocess.run(
+        [FITPULSE, "privacy", "request-erasure", erased_user, "--home", str(root),
+         "--requested-by", "ticket-42"],
+        capture_output=True, text=True, timeout=120, cwd=root,
+    )  # fmt: skip
+    assert request.returncode == 0, request.stdout + request.stderr
+    logs += request.stdout + request.stderr
+    defs = build_definitions(home)
+    instance = dg.DagsterInstance.ephemeral()
+    sensor = defs.resolve_sensor_def("erasure_job_on_request")
+    context = dg.build_sensor_context(
+        instance=instance,
+        definitions=defs,
+        resources={"object_store": defs.resources["object_store"]},
+    )
+    tick = sensor(context)
+    assert len(tick.run_requests) == 1
+    erasure = defs.resolve_job_def("erasure_job").execute_in_process(instance=instance)
+    # The tiny world lands 2026-10-19..2026-11-01: as of 2026-11-24 the days up to 10-26 expire.
+    as_of = dt.datetime(2026, 11, 24, 0, 15, tzinfo=dt.UTC)
+    last = RetentionPolicy().last_expired_day(as_of)
+    before = _restricted_clean_rows(home, pseudo, last)
+    retention = defs.resolve_job_def("retention_job").execute_in_process(
+        instance=instance,
+        run_config={"ops": {"raw_event_retention": {"config": {"as_of": as_of.isoformat()}}}},
+    )
+    return PrivacyRun(home, store, pseudo, logs, erased_user, erasure, retention, as_of, before)
+
+
+def test_scanner_finds_raw_ids_and_health_fields_in_the_raw_zone(privacy_run: PrivacyRun) -> None:
+    # Positive control: the same scan sees what the landing zone legitimately holds.
+    landing = sorted((privacy_run.home.store / "landing" / "events").rglob("*.gz"))
+
+    found = _scan(landing, privacy_run.home.root)
+
+    assert found, "the scanner must find raw ids in landed batches"
+    assert any(h in HEALTH_FIELDS for hits in found.values() for h in hits)
+
+
+def test_no_raw_id_or_health_field_outside_the_raw_zone(privacy_run: PrivacyRun) -> None:
+    root = privacy_run.home.root
+    files = [
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and not any(p.is_relative_to(root / zone) for zone in RAW_ZONE)
+        and not p.is_relative_to(root / "secrets")
+    ]
+    mlflow_artifacts = [p for p in files if p.is_relative_to(privacy_run.home.mlflow_artifacts)]
+    dagster_files = [p for p in files if p.is_relative_to(privacy_run.home.dagster)]
+
+    found = _scan(files, root)
+
+    assert len(mlflow_artifacts) > 10, "the demo logged artifacts to scan"
+    assert any(p.name.endswith(".db") for p in dagster_files), "Dagster's storage was scanned"
+    assert found == {}
+
+
+def test_demo_logs_hold_no_raw_id_or_health_field(privacy_run: PrivacyRun) -> None:
+    assert "demo finished" in privacy_run.logs
+    assert RAW_ID.findall(privacy_run.logs) == []
+    assert HEALTH.findall(privacy_run.logs) == []
+
+
+def test_erasure_job_removed_the_user_everywhere(privacy_run: PrivacyRun) -> None:
+    store = privacy_run.store
+    pseudonym = privacy_run.pseudonymizer.pseudonymize(privacy_run.erased_user)
+    (output,) = [e for e in privacy_run.erasure.all_events if e.event_type_value == "STEP_OUTPUT"]
+    metadata = {k: v.value for k, v in output.event_specific_data.metadata.items()}
+    landed = "".join(
+        gzip.decompress(store.get_bytes(k)).decode() for k in store.list_keys("landing/events/")
+    )
+    clean = pd.concat(
+        [read_parquet(store, k) for k in store.list_keys("warehouse/events/")], ignore_index=True
+    )
+    audits = [json.loads(store.get_bytes(k)) for k in store.list_keys("audit/privacy/")]
+
+    assert privacy_run.erasure.success
+    assert metadata["erased"] == 1
+    assert metadata["rejected"] == 0
+    assert json.dumps(privacy_run.erased_user) not in landed
+    assert pseudonym not in set(clean["user_id"])
+    assert pseudonym in erased_pseudonyms(store)
+    assert store.list_keys("privacy/requests/") == []
+    (audit,) = audits
+    assert audit["pseudonym"] == pseudonym
+    assert audit["requested_by"] == "ticket-42"
+    assert sum(audit["records_deleted"].values()) > 0
+    assert audit["online_rows"] >= 1
+    online = SQLiteOnlineStore(privacy_run.home.online_store)
+    assert online.lookup("user", [pseudonym]).empty
+
+
+def test_retention_job_sweeps_and_its_check_proves_it(privacy_run: PrivacyRun) -> None:
+    result = privacy_run.retention
+    (check,) = result.get_asset_check_evaluations()
+    (materialization,) = result.asset_materializations_for_node("raw_event_retention")
+    meta = {k: v.value for k, v in materialization.metadata.items()}
+    last = RetentionPolicy().last_expired_day(privacy_run.sweep_as_of)
+
+    assert result.success
+    assert check.check_name == "no_expired_raw_events"
+    assert check.passed
+    assert privacy_run.restricted_before > 0
+    assert meta["zones"]["clean"]["records_deleted"] == privacy_run.restricted_before
+    assert _restricted_clean_rows(privacy_run.home, privacy_run.pseudonymizer, last) == 0
+    # Other regions' expired records and every non-expired record stay.
+    assert meta["zones"]["clean"]["records_kept"] > 0
