@@ -10,6 +10,8 @@ from assets.groups import INGESTION
 from assets.resources import ObjectStoreResource, PseudonymizerResource
 from fitpulse_orchestration.events.ingest import ingest_day, write_ingested
 from fitpulse_orchestration.features.reference import load_catalog, load_profiles
+from fitpulse_orchestration.privacy.erasure import purge_erased_lines
+from fitpulse_orchestration.privacy.suppression import erased_pseudonyms
 
 MAX_QUARANTINE_RATE = 0.05
 
@@ -47,14 +49,24 @@ def build_ingestion_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.
         """One day of validated, de-duplicated, pseudonymized app events (clean Parquet)."""
         day = dt.date.fromisoformat(context.partition_key)
         store = object_store.get_store()
-        result = ingest_day(store, day, pseudonymizer.get_pseudonymizer())
+        pseudo = pseudonymizer.get_pseudonymizer()
+        result = ingest_day(store, day, pseudo)
         paths = write_ingested(store, day, result)
+        purged = 0
+        if result.erased_sources:
+            erased = erased_pseudonyms(store)
+            purged = purge_erased_lines(
+                store, result.erased_sources, pseudo, erased
+            ).records_deleted
         return dg.MaterializeResult(
             metadata={
                 "read": result.read,
                 "accepted": result.accepted,
                 "quarantined": result.quarantined,
                 "duplicates": result.duplicates,
+                "erased": result.erased,
+                "erased_lines_purged_from_landing": purged,
+                "health_fields_removed": result.health_fields_removed,
                 "files": result.files,
                 "quarantine_rate": result.quarantine_rate,
                 "quarantine_reasons": dg.MetadataValue.json(result.reasons),
@@ -67,7 +79,10 @@ def build_ingestion_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.
                     passed=result.balanced,
                     metadata={
                         "read": result.read,
-                        "accounted": result.accepted + result.quarantined + result.duplicates,
+                        "accounted": result.accepted
+                        + result.quarantined
+                        + result.duplicates
+                        + result.erased,
                     },
                 ),
                 dg.AssetCheckResult(

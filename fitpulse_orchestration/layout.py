@@ -34,6 +34,7 @@ WAREHOUSE_EVENTS = "warehouse/events"
 WAREHOUSE_QUARANTINE = "warehouse/quarantine"
 ASSETS = "assets"
 REPORTS = "reports"
+SERVED_FEATURES = "serving/features"
 
 _DATE_RE = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
 _HOUR_RE = re.compile(r"hour=(\d{2})")

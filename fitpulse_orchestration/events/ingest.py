@@ -37,6 +37,7 @@ from fitpulse_orchestration.events.schema import (
     empty_clean_events,
 )
 from fitpulse_orchestration.privacy.health import strip_health_fields
+from fitpulse_orchestration.privacy.raw_zone import line_user
 from fitpulse_orchestration.privacy.suppression import erased_pseudonyms
 from fitpulse_orchestration.storage import ObjectStore, read_parquet, write_parquet
 
@@ -60,6 +61,8 @@ class IngestResult:
     reasons: dict[str, int] = field(default_factory=dict)
     erased: int = 0
     health_fields_removed: int = 0
+    erased_sources: list[str] = field(default_factory=list)
+    """Landed batches that still hold lines of erased users (late arrivals to purge)."""
 
     @property
     def accepted(self) -> int:
@@ -278,8 +281,15 @@ def ingest_batches(
     events, health_removed = _to_clean(good[~dup_mask], pseudonymizer)
     erased_mask = events["user_id"].isin(erased_users)
     erased = int(erased_mask.sum())
+    erased_sources = set(events.loc[erased_mask, "source_file"])
     if erased:
         events = events.loc[~erased_mask].reset_index(drop=True)
+    if erased_users:
+        # A rejected record of an erased user is not kept in quarantine either.
+        rejected = [_quarantined_user(row[3], pseudonymizer) in erased_users for row in quarantine]
+        erased += sum(rejected)
+        erased_sources |= {row[0] for row, gone in zip(quarantine, rejected, strict=True) if gone}
+        quarantine = [row for row, gone in zip(quarantine, rejected, strict=True) if not gone]
     quarantine_frame = pd.DataFrame(quarantine, columns=list(QUARANTINE_COLUMNS))
     quarantine_frame["line_no"] = quarantine_frame["line_no"].astype("int64")
     reasons = Counter(r for rs in quarantine_frame["reason"] for r in rs.split(";"))
@@ -292,7 +302,14 @@ def ingest_batches(
         dict(reasons),
         erased=erased,
         health_fields_removed=health_removed,
+        erased_sources=sorted(erased_sources),
     )
+
+
+def _quarantined_user(raw: str, pseudonymizer: Pseudonymizer) -> str | None:
+    """Pseudonym of the user of a rejected raw line, None when the line names none."""
+    user = line_user(raw)
+    return None if user is None else pseudonymizer.pseudonymize(user)
 
 
 def validate_raw(frame: pd.DataFrame) -> dict[int, str]:

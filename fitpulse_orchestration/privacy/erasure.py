@@ -204,3 +204,26 @@ def process_requests(
         store.delete(key)
         outcomes.append(RequestOutcome(key, report=report))
     return outcomes
+
+
+def purge_erased_lines(
+    store: ObjectStore, keys: list[str], pseudonymizer: Pseudonymizer, erased: frozenset[str]
+) -> ZoneCounts:
+    """Remove the lines of erased users from landed batches that arrived after their erasure.
+
+    Ingestion lists such batches (``IngestResult.erased_sources``); the raw ids are unknown to
+    the erasure list, so each line's user is pseudonymized and compared.
+    """
+    cache: dict[str, bool] = {}
+
+    def is_erased(user: str | None, _text: str) -> bool:
+        if user is None:
+            return False
+        if user not in cache:
+            cache[user] = pseudonymizer.pseudonymize(user) in erased
+        return cache[user]
+
+    counts = ZoneCounts()
+    for key in keys:
+        counts.add(filter_object(store, "landing", key, is_erased))
+    return counts

@@ -39,15 +39,23 @@ Plain ``weight`` is not one: the import path's payload ``weight`` is an interact
 
 
 def strip_health_fields(payload: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    """``payload`` without its health fields (at any nesting depth), and how many were removed."""
-    removed = 0
-    kept: dict[str, Any] = {}
-    for key, value in payload.items():
-        if str(key).lower() in HEALTH_FIELDS:
-            removed += 1
-            continue
-        if isinstance(value, dict):
-            value, inner = strip_health_fields(value)
-            removed += inner
-        kept[key] = value
+    """``payload`` without its health fields (at any depth, lists included), and the count."""
+    kept, removed = _strip(payload)
     return kept, removed
+
+
+def _strip(value: Any) -> tuple[Any, int]:
+    if isinstance(value, dict):
+        removed = 0
+        kept: dict[str, Any] = {}
+        for key, inner in value.items():
+            if str(key).lower() in HEALTH_FIELDS:
+                removed += 1
+                continue
+            kept[key], count = _strip(inner)
+            removed += count
+        return kept, removed
+    if isinstance(value, list):
+        pairs = [_strip(inner) for inner in value]
+        return [v for v, _ in pairs], sum(c for _, c in pairs)
+    return value, 0

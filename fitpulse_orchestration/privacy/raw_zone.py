@@ -24,7 +24,6 @@ from typing import Final
 import pandas as pd
 
 from fitpulse_orchestration import layout
-from fitpulse_orchestration.serving.logs import SERVED_FEATURES
 from fitpulse_orchestration.storage import ObjectStore, read_parquet, write_parquet
 
 EVENT_ZONES: Final = ("landing", "clean", "quarantine", "served")
@@ -33,7 +32,7 @@ ZONE_PREFIXES: Final = {
     "landing": f"{layout.LANDING_EVENTS}/",
     "clean": f"{layout.WAREHOUSE_EVENTS}/",
     "quarantine": f"{layout.WAREHOUSE_QUARANTINE}/",
-    "served": f"{SERVED_FEATURES}/",
+    "served": f"{layout.SERVED_FEATURES}/",
     "profiles": f"{layout.LANDING_USERS}/",
 }
 """Where each zone lives. The user is a raw id in ``landing``, ``quarantine`` (inside the raw

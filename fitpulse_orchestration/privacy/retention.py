@@ -80,7 +80,8 @@ def load_user_regions(store: ObjectStore, pseudonymizer: Pseudonymizer) -> UserR
     if not frames:
         return UserRegions({}, {})
     profiles = pd.concat([f[["user_id", "region"]] for f in frames], ignore_index=True)
-    latest = profiles.drop_duplicates("user_id", keep="last")
+    # A profile without a region is an unknown region: left out, so the strictest rule applies.
+    latest = profiles.drop_duplicates("user_id", keep="last").dropna(subset=["region"])
     raw_ids = latest["user_id"].astype(str).tolist()
     regions = latest["region"].astype(str).tolist()
     pseudonyms = pseudonymizer.pseudonymize_many(raw_ids)

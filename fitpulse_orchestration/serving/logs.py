@@ -38,7 +38,7 @@ from fitpulse_orchestration.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
-SERVED_FEATURES: Final = "serving/features"
+SERVED_FEATURES: Final = layout.SERVED_FEATURES
 EXPOSURE_SOURCE: Final = "feed_service"
 
 

@@ -100,3 +100,24 @@ def test_unreachable_redis_raises_a_clear_error() -> None:
 
     with pytest.raises(OnlineStoreUnavailableError, match="redis unreachable"):
         store.lookup("user", ["p_0"])
+
+
+def test_forget_deletes_the_users_rows_from_every_user_table(store: OnlineFeatureStore) -> None:
+    store.materialize("user", _users([1.0, 2.0, 3.0]), FEATURES, AS_OF)
+    store.materialize_records("history", {"p_0": {"n": 4}, "p_1": {"n": 1}}, AS_OF)
+    store.materialize_records("push", {"p_0": {"sent": 2}}, AS_OF)
+    items = pd.DataFrame({"item_id": ["p_0", "wk_1"], "u_engaged_7d": [5.0, 6.0], "u_level": 0.0})
+    store.materialize("item", items, FEATURES, AS_OF)
+
+    removed = store.forget("p_0")
+
+    assert removed == 3
+    assert store.lookup("user", ["p_0", "p_1", "p_2"])["user_id"].tolist() == ["p_1", "p_2"]
+    assert store.lookup_records("history", ["p_0", "p_1"]) == {"p_1": {"n": 1}}
+    assert store.lookup_records("push", ["p_0"]) == {}
+    # Items are not keyed by users: an item id that looks like a pseudonym stays.
+    assert sorted(store.lookup("item", ["p_0", "wk_1"])["item_id"]) == ["p_0", "wk_1"]
+    assert store.forget("p_0") == 0
+    assert store.forget("p_1") == 2
+    assert store.forget("nobody") == 0
+    assert store.lookup("user", ["p_2"])["u_engaged_7d"].tolist() == [3.0]
