@@ -231,3 +231,42 @@ def test_retention_job_sweeps_and_its_check_proves_it(privacy_run: PrivacyRun) -
     assert _restricted_clean_rows(privacy_run.home, privacy_run.pseudonymizer, last) == 0
     # Other regions' expired records and every non-expired record stay.
     assert meta["zones"]["clean"]["records_kept"] > 0
+
+
+def test_cli_erase_is_immediate_and_rejects_a_blank_id(privacy_run: PrivacyRun) -> None:
+    # Runs last in this module: it erases a second user from the shared home.
+    store = privacy_run.store
+    landed = sorted(
+        set(
+            RAW_ID.findall(
+                "".join(
+                    gzip.decompress(store.get_bytes(k)).decode()
+                    for k in store.list_keys("landing/events/")
+                )
+            )
+        )
+        - {privacy_run.erased_user}
+    )
+    user = landed[0]
+    home = str(privacy_run.home.root)
+
+    erased = subprocess.run(
+        [FITPULSE, "privacy", "erase", user, "--home", home, "--requested-by", "ticket-43"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    blank = subprocess.run(
+        [FITPULSE, "privacy", "erase", " ", "--home", home],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+    assert erased.returncode == 0, erased.stdout + erased.stderr
+    assert privacy_run.pseudonymizer.pseudonymize(user) in erased.stdout
+    assert user not in erased.stdout
+    remaining = "".join(
+        gzip.decompress(store.get_bytes(k)).decode() for k in store.list_keys("landing/events/")
+    )
+    assert json.dumps(user) not in remaining
+    audits = [json.loads(store.get_bytes(k)) for k in store.list_keys("audit/privacy/")]
+    assert [a["requested_by"] for a in audits] == ["ticket-42", "ticket-43"]
+    assert blank.returncode == 2
+    assert "error: erasure needs a non-empty user id" in blank.stderr
