@@ -4,7 +4,6 @@ import datetime as dt
 import gzip
 import json
 import re
-import shutil
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -38,7 +37,6 @@ from fitpulse_orchestration.storage import (
     read_parquet,
     write_parquet,
 )
-from fitpulse_orchestration.world.generator import generate_world, world_params
 
 if TYPE_CHECKING:
     from conftest import S3Endpoint
@@ -60,23 +58,10 @@ Records = dict[str, dict[str, Any]]
 # ---------------------------------------------------------------- stores
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the module's generated-and-ingested tiny world is kept, copied by each test."""
-    return tmp_path_factory.mktemp("erasure_pristine")
-
-
 @pytest.fixture
-def world(pristine: Path, tmp_path: Path, pseudonymizer: Pseudonymizer) -> LocalObjectStore:
+def world(ingested_world: LocalObjectStore) -> LocalObjectStore:
     """A tiny world of this test alone, with every landed day ingested."""
-    source = pristine / pseudonymizer.pseudonymize("cache")
-    if not source.exists():
-        store = LocalObjectStore(source)
-        summary = generate_world(world_params("tiny"), store)
-        for day in summary.landed_days:
-            write_ingested(store, day, ingest_day(store, day, pseudonymizer))
-    shutil.copytree(source, tmp_path / "store")
-    return LocalObjectStore(tmp_path / "store")
+    return ingested_world
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -3,7 +3,6 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from fitpulse_orchestration.privacy.retention import (
 )
 from fitpulse_orchestration.serving.logs import SERVED_FEATURES, served_features_key
 from fitpulse_orchestration.storage import LocalObjectStore, read_parquet, write_parquet
-from fitpulse_orchestration.world.generator import generate_world, world_params
 
 NOW = dt.datetime(2026, 11, 21, 9, 30, tzinfo=dt.UTC)
 LAST_EXPIRED = dt.date(2026, 10, 23)
@@ -45,27 +43,11 @@ Records = dict[str, dict[str, Any]]
 # ---------------------------------------------------------------- a writable tiny world
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the module's generated-and-ingested tiny world is kept, copied by each test."""
-    return tmp_path_factory.mktemp("retention_pristine")
-
-
 @pytest.fixture
-def world(pristine: Path, tmp_path: Path, pseudonymizer: Pseudonymizer) -> LocalObjectStore:
+def world(ingested_world: LocalObjectStore, pseudonymizer: Pseudonymizer) -> LocalObjectStore:
     """A tiny world of this test alone: every landed day ingested, plus served-feature logs."""
-    source = pristine / pseudonymizer.pseudonymize("cache")
-    if not source.exists():
-        store = LocalObjectStore(source)
-        summary = generate_world(world_params("tiny"), store)
-        assert summary.landed_days[0] == dt.date(2026, 10, 19)
-        assert summary.landed_days[-1] == dt.date(2026, 11, 1)
-        for day in summary.landed_days:
-            write_ingested(store, day, ingest_day(store, day, pseudonymizer))
-    shutil.copytree(source, tmp_path / "store")
-    store = LocalObjectStore(tmp_path / "store")
-    _write_served_logs(store, pseudonymizer)
-    return store
+    _write_served_logs(ingested_world, pseudonymizer)
+    return ingested_world
 
 
 def _write_served_logs(store: LocalObjectStore, pseudonymizer: Pseudonymizer) -> None:
