@@ -3,6 +3,7 @@
 Each decision is a domain function; these wrappers only read Dagster's state and cursors.
 """
 
+import datetime as dt
 import hashlib
 import json
 from typing import Any
@@ -199,8 +200,9 @@ def build_catalog_sensor(job: dg.JobDefinition | Any) -> dg.SensorDefinition:
 def build_erasure_sensor(job: dg.JobDefinition | Any) -> dg.SensorDefinition:
     """``erasure_job_on_request``: a run as soon as erasure requests are pending (on by default).
 
-    The run key is the set of pending request keys (no raw id), so a tick that sees the same
-    requests while a run is processing them requests nothing new.
+    The run key is the set of pending request keys (no raw id) and the UTC hour: a tick that
+    sees the same requests while a run is processing them requests nothing new, and requests
+    a run left pending by a failure (an unreachable online store) are retried the next hour.
     """
 
     @dg.sensor(
@@ -217,7 +219,8 @@ def build_erasure_sensor(job: dg.JobDefinition | Any) -> dg.SensorDefinition:
         if not pending:
             return dg.SkipReason("no pending erasure requests")
         digest = hashlib.sha256("\n".join(pending).encode()).hexdigest()[:16]
+        hour = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H")
         context.log.info(f"{len(pending)} erasure requests pending")
-        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"erasure:{digest}")])
+        return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"erasure:{digest}:{hour}")])
 
     return erasure_job_on_request

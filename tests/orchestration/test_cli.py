@@ -376,21 +376,6 @@ def test_movielens_report_is_written_with_the_check_outcome(movielens: MovieLens
 
 
 @pytest.mark.slow
-def test_demo_ends_with_registry_status_and_drift_report(tmp_path: Path) -> None:
-    result = _invoke("demo", "--scale", "tiny", "--home", tmp_path)
-
-    assert result.exit_code == 0, result.output
-    tail = result.output[result.output.index("Model registry:") :]
-    assert "fitpulse-home-ranker" in tail
-    assert "candidate" in tail
-    report_lines = [line for line in tail.splitlines() if line.startswith("feature drift report:")]
-    assert len(report_lines) == 1
-    report = Path(report_lines[0].split(": ", 1)[1])
-    assert report.is_file()
-    assert report.suffix == ".html"
-    assert report.is_relative_to(tmp_path)
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [

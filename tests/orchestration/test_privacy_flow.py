@@ -1,8 +1,9 @@
 """Privacy end to end on a demo run: nothing outside the raw zone holds raw ids or health fields.
 
 One module-scoped ``fitpulse demo --scale tiny`` runs in its own process (its stdout and stderr
-are the log lines). Then an erasure request goes through the CLI, the sensor and ``erasure_job``,
-and ``retention_job`` sweeps the expired days with its check. The scan reads every file of the
+are the log lines; it is the suite's one run of the demo command, so its output is checked
+here too). Then an erasure request goes through the CLI, the sensor and ``erasure_job``, and
+``retention_job`` sweeps the expired days with its check. The scan reads every file of the
 project home outside the raw zone — MLflow's database (params, metrics, tags) and artifacts,
 Dagster's run and event storage and compute logs, the asset values and feature tables, the
 online store, reports — decompressing Parquet, gzip, zip and SQLite first, and fails on any
@@ -83,6 +84,7 @@ class PrivacyRun:
     store: LocalObjectStore
     pseudonymizer: Pseudonymizer
     logs: str
+    demo_stdout: str
     erased_user: str
     erasure: dg.ExecuteInProcessResult
     retention: dg.ExecuteInProcessResult
@@ -149,7 +151,33 @@ def privacy_run(tmp_path_factory: pytest.TempPathFactory) -> PrivacyRun:
         instance=instance,
         run_config={"ops": {"raw_event_retention": {"config": {"as_of": as_of.isoformat()}}}},
     )
-    return PrivacyRun(home, store, pseudo, logs, erased_user, erasure, retention, as_of, before)
+    return PrivacyRun(
+        home=home,
+        store=store,
+        pseudonymizer=pseudo,
+        logs=logs,
+        demo_stdout=demo.stdout,
+        erased_user=erased_user,
+        erasure=erasure,
+        retention=retention,
+        sweep_as_of=as_of,
+        restricted_before=before,
+    )
+
+
+def test_demo_ends_with_registry_status_and_drift_report(privacy_run: PrivacyRun) -> None:
+    # The CLI's demo (run once, here, in its own process) prints the registry and the report.
+    stdout = privacy_run.demo_stdout
+    tail = stdout[stdout.index("Model registry:") :]
+    report_lines = [line for line in tail.splitlines() if line.startswith("feature drift report:")]
+
+    assert "fitpulse-home-ranker" in tail
+    assert "candidate" in tail
+    assert len(report_lines) == 1
+    report = Path(report_lines[0].split(": ", 1)[1])
+    assert report.is_file()
+    assert report.suffix == ".html"
+    assert report.is_relative_to(privacy_run.home.root)
 
 
 def test_scanner_finds_raw_ids_and_health_fields_in_the_raw_zone(privacy_run: PrivacyRun) -> None:
