@@ -298,3 +298,30 @@ def test_cli_erase_is_immediate_and_rejects_a_blank_id(privacy_run: PrivacyRun) 
     assert [a["requested_by"] for a in audits] == ["ticket-42", "ticket-43"]
     assert blank.returncode == 2
     assert "error: erasure needs a non-empty user id" in blank.stderr
+
+
+def test_erasure_sensor_skips_without_requests_and_keys_by_requests(tmp_path: Path) -> None:
+    from fitpulse_orchestration.privacy.erasure import request_erasure
+
+    home = ProjectHome(tmp_path).create()
+    defs = build_definitions(home)
+    sensor = defs.resolve_sensor_def("erasure_job_on_request")
+
+    def tick() -> dg.SensorResult | dg.SkipReason:
+        context = dg.build_sensor_context(
+            instance=dg.DagsterInstance.ephemeral(),
+            definitions=defs,
+            resources={"object_store": defs.resources["object_store"]},
+        )
+        return sensor(context)
+
+    idle = tick()
+    request_erasure(LocalObjectStore(home.store), "usr_0000001", "ticket-1")
+    first, again = tick(), tick()
+    request_erasure(LocalObjectStore(home.store), "usr_0000002", "ticket-2")
+    more = tick()
+
+    assert isinstance(idle, dg.SkipReason)
+    assert [r.run_key for r in first.run_requests] == [r.run_key for r in again.run_requests]
+    assert first.run_requests[0].run_key != more.run_requests[0].run_key
+    assert "usr_" not in first.run_requests[0].run_key
