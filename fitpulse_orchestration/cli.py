@@ -800,14 +800,19 @@ ReviewerOpt = Annotated[str | None, typer.Option(help="Who decides (required).")
 NoteOpt = Annotated[str, typer.Option(help="Why: what the reviewer looked at.")]
 
 
+def _exit_2_on(errors: tuple[type[Exception], ...], action: Any) -> Any:
+    """Run ``action``; one of ``errors`` becomes ``error: ...`` on stderr and exit code 2."""
+    try:
+        return action()
+    except errors as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+
+
 def _registry_action(action: Any) -> Any:
     from model_registry.promotion import PromotionError
 
-    try:
-        return action()
-    except (PromotionError, LookupError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from exc
+    return _exit_2_on((PromotionError, LookupError, ValueError), action)
 
 
 def _review(
@@ -937,18 +942,17 @@ def erase(
     from fitpulse_orchestration.privacy.erasure import erase_user
 
     backends = _privacy_backends(home, profile)
-    try:
-        report = erase_user(
+    report = _exit_2_on(
+        (ValueError,),
+        lambda: erase_user(
             backends.store,
             backends.pseudonymizer,
             user_id,
             backends.online,
             backends.caps,
             requested_by,
-        )
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from exc
+        ),
+    )
     deleted = {zone: c.records_deleted for zone, c in report.zones.items()}
     _say(f"erased pseudonym {report.pseudonym}: {report.records_deleted} records {deleted}")
     _say(f"online rows {report.online_rows}, push records {report.push_records}")
@@ -966,11 +970,7 @@ def request_erasure_cmd(
     from fitpulse_orchestration.privacy.erasure import request_erasure
 
     backends = _privacy_backends(home, profile)
-    try:
-        key = request_erasure(backends.store, user_id, requested_by)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from exc
+    key = _exit_2_on((ValueError,), lambda: request_erasure(backends.store, user_id, requested_by))
     _say(f"filed {backends.store.uri(key)}")
 
 

@@ -38,7 +38,7 @@ from fitpulse_orchestration.events.schema import (
 )
 from fitpulse_orchestration.privacy.health import strip_health_fields
 from fitpulse_orchestration.privacy.raw_zone import line_user
-from fitpulse_orchestration.privacy.suppression import erased_pseudonyms
+from fitpulse_orchestration.privacy.suppression import erased_pseudonyms, erased_raw_id
 from fitpulse_orchestration.storage import ObjectStore, read_parquet, write_parquet
 
 FUTURE_TOLERANCE: Final = pd.Timedelta(minutes=10)
@@ -286,7 +286,8 @@ def ingest_batches(
         events = events.loc[~erased_mask].reset_index(drop=True)
     if erased_users:
         # A rejected record of an erased user is not kept in quarantine either.
-        rejected = [_quarantined_user(row[3], pseudonymizer) in erased_users for row in quarantine]
+        is_erased = erased_raw_id(pseudonymizer, erased_users)
+        rejected = [is_erased(line_user(row[3])) for row in quarantine]
         erased += sum(rejected)
         erased_sources |= {row[0] for row, gone in zip(quarantine, rejected, strict=True) if gone}
         quarantine = [row for row, gone in zip(quarantine, rejected, strict=True) if not gone]
@@ -304,12 +305,6 @@ def ingest_batches(
         health_fields_removed=health_removed,
         erased_sources=sorted(erased_sources),
     )
-
-
-def _quarantined_user(raw: str, pseudonymizer: Pseudonymizer) -> str | None:
-    """Pseudonym of the user of a rejected raw line, None when the line names none."""
-    user = line_user(raw)
-    return None if user is None else pseudonymizer.pseudonymize(user)
 
 
 def validate_raw(frame: pd.DataFrame) -> dict[int, str]:

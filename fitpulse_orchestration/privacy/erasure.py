@@ -33,7 +33,7 @@ from fitpulse_orchestration.privacy.raw_zone import (
     filter_object,
     zone_keys,
 )
-from fitpulse_orchestration.privacy.suppression import add_erased
+from fitpulse_orchestration.privacy.suppression import add_erased, erased_raw_id
 from fitpulse_orchestration.push.caps import PushCapStore
 from fitpulse_orchestration.serving.online_store import OnlineFeatureStore
 from fitpulse_orchestration.storage import ObjectStore
@@ -119,8 +119,7 @@ def erase_user(
         counts = ZoneCounts()
         predicate = raw_match if zone in RAW_ID_ZONES else pseudo_match
         for key in zone_keys(store, zone):
-            if key.endswith((".parquet", ".ndjson", ".ndjson.gz")):
-                counts.add(filter_object(store, zone, key, predicate))
+            counts.add(filter_object(store, zone, key, predicate))
         report.zones[zone] = counts
     if online is not None:
         report.online_rows = online.forget(pseudonym)
@@ -214,16 +213,8 @@ def purge_erased_lines(
     Ingestion lists such batches (``IngestResult.erased_sources``); the raw ids are unknown to
     the erasure list, so each line's user is pseudonymized and compared.
     """
-    cache: dict[str, bool] = {}
-
-    def is_erased(user: str | None, _text: str) -> bool:
-        if user is None:
-            return False
-        if user not in cache:
-            cache[user] = pseudonymizer.pseudonymize(user) in erased
-        return cache[user]
-
+    is_erased = erased_raw_id(pseudonymizer, erased)
     counts = ZoneCounts()
     for key in keys:
-        counts.add(filter_object(store, "landing", key, is_erased))
+        counts.add(filter_object(store, "landing", key, lambda user, _text: is_erased(user)))
     return counts

@@ -67,8 +67,13 @@ class ZoneCounts:
 
 
 def zone_keys(store: ObjectStore, zone: str) -> list[str]:
-    """Every object of ``zone`` (batches or Parquet partitions), in key order."""
-    return store.list_keys(ZONE_PREFIXES[zone])
+    """The objects of ``zone`` its readers read, in key order.
+
+    Landing: every key, as ingestion reads every batch under a day (gzipped or plain). The
+    tables: the ``.parquet`` objects, as their readers do.
+    """
+    suffix = "" if zone == "landing" else ".parquet"
+    return list(store.iter_keys(ZONE_PREFIXES[zone], suffix))
 
 
 def line_user(line: str) -> str | None:

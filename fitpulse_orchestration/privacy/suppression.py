@@ -7,8 +7,10 @@ concurrent erasures never race on one file). It holds keyed hashes only, never a
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Final
 
+from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.storage import ObjectStore
 
 ERASED_PREFIX: Final = "privacy/erased"
@@ -29,3 +31,22 @@ def erased_pseudonyms(store: ObjectStore) -> frozenset[str]:
     """Every erased pseudonym."""
     prefix = f"{ERASED_PREFIX}/"
     return frozenset(key[len(prefix) : -len(".json")] for key in store.iter_keys(prefix, ".json"))
+
+
+def erased_raw_id(
+    pseudonymizer: Pseudonymizer, erased: frozenset[str]
+) -> Callable[[str | None], bool]:
+    """Whether a raw user id (None: unknown) is an erased user's; each id is hashed once.
+
+    The list holds pseudonyms only, so raw-zone records are matched by hashing their id.
+    """
+    cache: dict[str, bool] = {}
+
+    def is_erased(user: str | None) -> bool:
+        if user is None:
+            return False
+        if user not in cache:
+            cache[user] = pseudonymizer.pseudonymize(user) in erased
+        return cache[user]
+
+    return is_erased
