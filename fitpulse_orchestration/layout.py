@@ -18,6 +18,9 @@ synthetic world, the import command and the collector agree with what ingestion 
 - ``audit/registry/<model>/<UTC time>-<action>-<id>.json``: the registry's audit log.
 - ``serving/features/date=YYYY-MM-DD/<batch>.parquet``: features the feed service served
   (sampled); its exposures land in ``landing/events`` like any app event.
+- ``serving/shadow/date=YYYY-MM-DD/<batch>.parquet``: shadow mode's champion and challenger
+  lists of sampled requests.
+- ``serving/rollouts/<name>.json``: the state of a canary rollout (``serving.rollout``).
 - ``world/latent.npz``: the synthetic world's hidden tastes (ground truth of the simulation;
   only the world's response model reads it, never the platform).
 """
@@ -35,6 +38,7 @@ WAREHOUSE_QUARANTINE = "warehouse/quarantine"
 ASSETS = "assets"
 REPORTS = "reports"
 SERVED_FEATURES = "serving/features"
+SHADOW_LOGS = "serving/shadow"
 
 _DATE_RE = re.compile(r"date=(\d{4}-\d{2}-\d{2})")
 _HOUR_RE = re.compile(r"hour=(\d{2})")

@@ -70,16 +70,16 @@ def log_stage(
     stage: str,
     params: Mapping[str, Any],
     metrics: Mapping[str, float],
-    text_artifacts: Mapping[str, str] | None = None,
+    text_artifacts: Mapping[str, str | bytes] | None = None,
 ) -> None:
-    """Log a training stage's params, metrics and small text artifacts to the active run.
+    """Log a stage's params, metrics and small artifacts (text, or bytes such as PNG plots).
 
     Args:
         tracker: dagster-mlflow's resource (it proxies the ``mlflow`` module).
         stage: prefix of every key and the artifact folder (``als``, ``ranker``, ...).
         params: hyper-parameters.
         metrics: numbers; non-finite values are skipped (MLflow rejects NaN).
-        text_artifacts: file name -> content, logged under ``<stage>/``.
+        text_artifacts: file name -> content (str or bytes), logged under ``<stage>/``.
     """
     tracker.log_params({f"{stage}.{k}": v for k, v in params.items()})
     tracker.log_metrics({f"{stage}.{k}": v for k, v in _finite(metrics).items()})
@@ -87,7 +87,10 @@ def log_stage(
         with tempfile.TemporaryDirectory() as tmp:
             for name, content in text_artifacts.items():
                 path = Path(tmp) / name
-                path.write_text(content)
+                if isinstance(content, bytes):
+                    path.write_bytes(content)
+                else:
+                    path.write_text(content)
                 tracker.log_artifact(str(path), artifact_path=stage)
 
 

@@ -5,7 +5,8 @@ The raw zone is everything that holds one row per event or per user action:
 - ``landing``: the collector's gzipped NDJSON batches (raw user ids, health fields);
 - ``clean``: the pseudonymized warehouse partitions;
 - ``quarantine``: rejected lines, kept verbatim (raw ids, health fields);
-- ``served``: the feed service's sampled served-feature logs (pseudonyms).
+- ``served``: the feed service's sampled served-feature logs (pseudonyms);
+- ``shadow``: shadow mode's champion and challenger lists of sampled requests (pseudonyms).
 
 Each function rewrites one object without the records a predicate selects and deletes the
 object when nothing is left. A record whose user cannot be read (a malformed line) is passed to
@@ -26,18 +27,19 @@ import pandas as pd
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.storage import ObjectStore, read_parquet, write_parquet
 
-EVENT_ZONES: Final = ("landing", "clean", "quarantine", "served")
+EVENT_ZONES: Final = ("landing", "clean", "quarantine", "served", "shadow")
 """Zones of event records (the 30-day retention applies to these)."""
 ZONE_PREFIXES: Final = {
     "landing": f"{layout.LANDING_EVENTS}/",
     "clean": f"{layout.WAREHOUSE_EVENTS}/",
     "quarantine": f"{layout.WAREHOUSE_QUARANTINE}/",
     "served": f"{layout.SERVED_FEATURES}/",
+    "shadow": f"{layout.SHADOW_LOGS}/",
     "profiles": f"{layout.LANDING_USERS}/",
 }
 """Where each zone lives. The user is a raw id in ``landing``, ``quarantine`` (inside the raw
-line) and ``profiles`` (landed sign-ups, erased on request), a pseudonym in ``clean`` and
-``served``."""
+line) and ``profiles`` (landed sign-ups, erased on request), a pseudonym in ``clean``,
+``served`` and ``shadow``."""
 RAW_ID_ZONES: Final = frozenset({"landing", "quarantine", "profiles"})
 
 Predicate = Callable[[str | None, str], bool]

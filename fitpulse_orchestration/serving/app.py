@@ -45,6 +45,7 @@ from fitpulse_orchestration.serving.feed_service import (
 )
 from fitpulse_orchestration.serving.loading import ModelWatcher
 from fitpulse_orchestration.serving.logs import ServedLog
+from fitpulse_orchestration.serving.shadow import ShadowLog
 
 
 class PushDecisionRequest(BaseModel):
@@ -128,8 +129,9 @@ def create_app(
     served_log: ServedLog | None = None,
     threads: int | None = None,
     push: PushDecisionService | None = None,
+    shadow_log: ShadowLog | None = None,
 ) -> FastAPI:
-    """The app around ``service``; ``watcher`` and ``served_log`` run for the app's lifetime.
+    """The app around ``service``; the watcher and the logs run for the app's lifetime.
 
     ``threads`` caps the worker threads that run requests (the feed path is CPU-bound: more
     threads than cores only queue inside the interpreter). ``push`` serves
@@ -143,15 +145,17 @@ def create_app(
             anyio.to_thread.current_default_thread_limiter().total_tokens = threads
         if watcher is not None:
             watcher.start()
-        if served_log is not None:
-            served_log.start()
+        for log_ in (served_log, shadow_log):
+            if log_ is not None:
+                log_.start()
         try:
             yield
         finally:
             if watcher is not None:
                 watcher.stop()
-            if served_log is not None:
-                served_log.close()
+            for log_ in (served_log, shadow_log):
+                if log_ is not None:
+                    log_.close()
 
     app = FastAPI(title="FitPulse feed and push service", lifespan=lifespan)
     app.add_middleware(GZipMiddleware, minimum_size=500)

@@ -23,6 +23,7 @@ tell that user from a beginner.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -344,8 +345,22 @@ def validate_request(user_id: str, n: int, max_items: int) -> None:
         raise InvalidRequestError(f"n must be between 1 and {max_items}, got {n}")
 
 
+def sampled(request_id: str, share: float) -> bool:
+    """Whether a request is in a sampled ``share`` (deterministic in the request id)."""
+    if share <= 0.0:
+        return False
+    digest = hashlib.blake2b(request_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64 < share
+
+
 class FeedService:
-    """Serves home feeds from a ``ServingState`` that can be swapped while requests run."""
+    """Serves home feeds from a ``ServingState`` that can be swapped while requests run.
+
+    Shadow mode: with ``on_shadow`` set, a sampled ``shadow_share`` of the requests the
+    champion serves is also scored by the ``challenger`` alias after the response is built;
+    ``on_shadow(served, shadow)`` receives both. Only the champion's feed is returned (and
+    logged as served).
+    """
 
     def __init__(
         self,
@@ -355,7 +370,13 @@ class FeedService:
         config: ServingConfig | None = None,
         experiment: Experiment | None = None,
         on_served: Callable[[FeedResponse], None] | None = None,
+        shadow_share: float = 0.0,
+        on_shadow: Callable[[FeedResponse, FeedResponse], None] | None = None,
     ) -> None:
+        if not 0.0 <= shadow_share <= 1.0:
+            raise ValueError(f"shadow_share must be in [0, 1], got {shadow_share}")
+        self.shadow_share = shadow_share
+        self.on_shadow = on_shadow
         self._state = state
         self.store = online_store
         self.pseudonymizer = pseudonymizer
@@ -388,11 +409,62 @@ class FeedService:
         """
         validate_request(user_id, n, self.config.max_items)
         state = self._state
-        clock = _Clock(self.config.budgets)
-        now = pd.Timestamp.now(tz="UTC") if state.live else state.as_of
         request_id = request_id or uuid.uuid4().hex
         assignment = self.assign(user_id)
         loaded = state.models.get(assignment.model_alias) or state.models["champion"]
+        response = self._serve(state, loaded, assignment, user_id, n, request_id)
+        if self.on_served is not None:
+            try:
+                self.on_served(response)
+            except Exception:
+                self.log_errors += 1
+                log.exception("recording served feed %s failed", request_id)
+        if self.on_shadow is not None and sampled(request_id, self.shadow_share):
+            self._shadow(state, response, assignment, user_id, n)
+        return response
+
+    def _shadow(
+        self,
+        state: ServingState,
+        served: FeedResponse,
+        assignment: Assignment,
+        user_id: str,
+        n: int,
+    ) -> None:
+        """Score the challenger for a served champion request and hand both to ``on_shadow``.
+
+        Only requests the champion served are shadowed (a user already in a challenger variant
+        has nothing to compare). A failure is counted and logged, never raised.
+        """
+        challenger = state.models.get("challenger")
+        if (
+            self.on_shadow is None
+            or challenger is None
+            or challenger.model is None
+            or assignment.model_alias != "champion"
+        ):
+            return
+        try:
+            shadow = self._serve(
+                state, challenger, assignment, user_id, n, f"{served.request_id}-shadow"
+            )
+            self.on_shadow(served, shadow)
+        except Exception:
+            self.log_errors += 1
+            log.exception("shadow scoring of %s failed", served.request_id)
+
+    def _serve(
+        self,
+        state: ServingState,
+        loaded: LoadedModel,
+        assignment: Assignment,
+        user_id: str,
+        n: int,
+        request_id: str,
+    ) -> FeedResponse:
+        """Build one feed from ``loaded`` (see ``home_feed``); nothing is recorded."""
+        clock = _Clock(self.config.budgets)
+        now = pd.Timestamp.now(tz="UTC") if state.live else state.as_of
         model = loaded.model
         fallbacks: list[str] = []
         pid = self.pseudonymizer.pseudonymize(user_id)
@@ -507,12 +579,6 @@ class FeedService:
             pseudo_id=pid,
             ranked=ranked,
         )
-        if self.on_served is not None:
-            try:
-                self.on_served(response)
-            except Exception:
-                self.log_errors += 1
-                log.exception("recording served feed %s failed", request_id)
         return response
 
     def candidates(self, user_id: str) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import gc
 import logging
 import pickle
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -34,6 +34,7 @@ from fitpulse_orchestration.retrieval.live_index import (
     load_live_index,
     read_current_meta,
 )
+from fitpulse_orchestration.serving.experiments import Experiment
 from fitpulse_orchestration.serving.feed_service import (
     FeedService,
     LoadedModel,
@@ -208,6 +209,9 @@ class ServingLoader:
 class ModelWatcher:
     """Polls the registry aliases and swaps the service's state when one moves.
 
+    With ``experiment_source`` (a canary rollout's state), each poll also applies the traffic
+    split it returns: a rollback or the kill switch reaches every replica within ``poll_s``.
+
     On the wall clock the state is also rebuilt every ``refresh_s`` seconds, so items
     published since (and the catalog asset's updates) become servable.
     """
@@ -218,8 +222,10 @@ class ModelWatcher:
         loader: ServingLoader,
         poll_s: float = 10.0,
         refresh_s: float = 300.0,
+        experiment_source: Callable[[], Experiment | None] | None = None,
     ) -> None:
         self.service = service
+        self.experiment_source = experiment_source
         self.loader = loader
         self.poll_s = poll_s
         self.refresh_s = refresh_s
@@ -245,6 +251,7 @@ class ModelWatcher:
             Whether the state was swapped.
         """
         try:
+            self._follow_experiment()
             current = self.service.state
             wanted = self.loader.versions()
             served = self.served_versions()
@@ -285,6 +292,15 @@ class ModelWatcher:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("model reload failed, still serving %s: %s", self.served_versions(), exc)
         return False
+
+    def _follow_experiment(self) -> None:
+        """Apply the traffic split ``experiment_source`` wants now (a rollout's state)."""
+        if self.experiment_source is None:
+            return
+        wanted = self.experiment_source()
+        if wanted != self.service.experiment:
+            self.service.experiment = wanted
+            log.info("traffic split now %s", wanted.variants if wanted else "champion only")
 
     def start(self) -> None:
         """Poll in a daemon thread until ``stop``."""

@@ -20,21 +20,21 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-import hashlib
 import io
 import json
 import logging
 import threading
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any, Final
 
 import pandas as pd
 
 from fitpulse_orchestration import layout
-from fitpulse_orchestration.serving.feed_service import FeedResponse
+from fitpulse_orchestration.serving.feed_service import FeedResponse, sampled
 from fitpulse_orchestration.serving.periodic import Periodic
-from fitpulse_orchestration.storage import ObjectStore
+from fitpulse_orchestration.storage import ObjectStore, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,11 @@ def exposure_records(response: FeedResponse) -> list[dict[str, Any]]:
     ]
 
 
-def sampled(request_id: str, share: float) -> bool:
-    """Whether a request's features are logged (deterministic in the request id)."""
-    if share <= 0.0:
-        return False
-    digest = hashlib.blake2b(request_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64 < share
+def write_by_day(store: ObjectStore, table: pd.DataFrame, key: Callable[[str], str]) -> None:
+    """Write ``table`` as one Parquet object per UTC day of its ``as_of``, at ``key(day)``."""
+    days = pd.to_datetime(table["as_of"], utc=True).dt.date.astype(str)
+    for day, part in table.groupby(days.to_numpy()):
+        write_parquet(store, key(str(day)), part.reset_index(drop=True))
 
 
 def served_feature_rows(response: FeedResponse) -> pd.DataFrame:
@@ -99,6 +98,7 @@ def served_feature_rows(response: FeedResponse) -> pd.DataFrame:
     rows["variant"] = response.variant
     rows["ranked"] = response.ranked
     rows["fallback"] = response.fallbacks[0] if response.fallbacks else None
+    rows["latency_ms"] = float(sum(response.stage_ms.values()))
     return rows.drop(columns=["retrieval_score", "retrieval_rank"], errors="ignore")
 
 
@@ -162,12 +162,11 @@ class ServedLog:
                 self._features = features + self._features
 
     def _write_features(self, frames: list[pd.DataFrame], batch: str) -> None:
-        table = pd.concat(frames, ignore_index=True)
-        days = pd.to_datetime(table["as_of"], utc=True).dt.date.astype(str)
-        for day, part in table.groupby(days.to_numpy()):
-            buf = io.BytesIO()
-            part.reset_index(drop=True).to_parquet(buf, index=False)
-            self.store.put_bytes(served_features_key(str(day), batch), buf.getvalue())
+        write_by_day(
+            self.store,
+            pd.concat(frames, ignore_index=True),
+            lambda day: served_features_key(day, batch),
+        )
 
     def start(self) -> None:
         """Flush every ``flush_s`` seconds in a daemon thread until ``close``."""

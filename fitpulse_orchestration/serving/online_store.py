@@ -292,6 +292,62 @@ class SQLiteOnlineStore(OnlineFeatureStore):
         return out
 
 
+class InMemoryOnlineStore(OnlineFeatureStore):
+    """Tables held in memory: a private, writable copy of another store for simulations.
+
+    ``copy_of`` copies the rows of chosen ids; ``put_record`` then changes one row, so a
+    simulation can play days forward without touching the store it copied.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tables: dict[str, dict[str, str]] = {}
+        self._metas: dict[str, TableMeta] = {}
+
+    @classmethod
+    def copy_of(
+        cls, source: OnlineFeatureStore, ids: Mapping[str, Sequence[str]]
+    ) -> InMemoryOnlineStore:
+        """A copy of ``source``'s rows of ``ids`` per kind (kinds never materialized stay so).
+
+        Raises:
+            OnlineStoreUnavailableError: when ``source`` cannot be read.
+        """
+        out = cls()
+        for kind, wanted in ids.items():
+            meta = source.meta(_check_kind(kind))
+            if meta is None:
+                continue
+            out._metas[kind] = meta
+            out._tables[kind] = dict(source._get(kind, [str(i) for i in dict.fromkeys(wanted)]))
+        return out
+
+    def put_record(self, kind: str, row_id: str, record: Mapping[str, Any]) -> None:
+        """Replace one row of a materialized ``kind`` table with a JSON record."""
+        if _check_kind(kind) not in self._metas:
+            raise LookupError(f"the {kind} table was never materialized")
+        self._tables[kind][row_id] = json.dumps(record, separators=(",", ":"))
+
+    def forget_record(self, kind: str, row_id: str) -> None:
+        """Remove one row of ``kind`` (absent rows are fine)."""
+        self._delete(_check_kind(kind), row_id)
+
+    def meta(self, kind: str) -> TableMeta | None:
+        """Metadata of the ``kind`` table."""
+        return self._metas.get(kind)
+
+    def _delete(self, kind: str, row_id: str) -> int:
+        return 0 if self._tables.get(kind, {}).pop(row_id, None) is None else 1
+
+    def _replace(self, kind: str, rows: list[tuple[str, str]], meta: TableMeta) -> None:
+        self._tables[kind] = dict(rows)
+        self._metas[kind] = meta
+
+    def _get(self, kind: str, ids: list[str]) -> list[tuple[str, str]]:
+        table = self._tables.get(kind, {})
+        return [(i, table[i]) for i in ids if i in table]
+
+
 class RedisOnlineStore(OnlineFeatureStore):
     """One Redis hash per kind; materializing fills a new hash and renames it over the live one."""
 

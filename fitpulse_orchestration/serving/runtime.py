@@ -31,6 +31,8 @@ from fitpulse_orchestration.serving.online_store import (
     RedisOnlineStore,
     SQLiteOnlineStore,
 )
+from fitpulse_orchestration.serving.rollout import RolloutController, served_split
+from fitpulse_orchestration.serving.shadow import ShadowLog
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 
@@ -44,6 +46,7 @@ class ServiceRuntime:
     served_log: ServedLog
     loader: ServingLoader
     push: PushDecisionService | None = None
+    shadow_log: ShadowLog | None = None
 
 
 @dataclass(frozen=True)
@@ -99,8 +102,17 @@ def build_runtime(
     poll_s: float = 10.0,
     source: ModelSource | None = None,
     push_source: ModelSource | None = None,
+    shadow_share: float = 0.0,
+    rollout: str | None = None,
 ) -> ServiceRuntime:
     """Load the served models and build the service around them.
+
+    With ``rollout`` the traffic split follows that canary rollout's state
+    (``serving.rollout``), polled by the watcher: the ``challenger`` alias takes the canary's
+    share, and a rollback or the kill switch sends everyone to the champion.
+
+    With ``shadow_share`` > 0 the ``challenger`` alias is loaded too and scores that share of
+    the champion's requests in shadow (``serving.shadow``); only the champion is served.
 
     Raises:
         ValueError: for a bad experiment file or clock.
@@ -111,12 +123,16 @@ def build_runtime(
     import faiss
 
     faiss.omp_set_num_threads(1)
+    if rollout is not None and experiment_file is not None:
+        raise ValueError("serve either an experiment file or a rollout, not both")
     experiment: Experiment | None = (
         load_experiment(experiment_file) if experiment_file is not None else None
     )
     aliases: tuple[str, ...] = ("champion",)
     if experiment is not None:
         aliases = tuple(dict.fromkeys(["champion", *(v.model_alias for v in experiment.variants)]))
+    if shadow_share > 0 or rollout is not None:
+        aliases = tuple(dict.fromkeys([*aliases, "challenger"]))
     if source is None:
         from model_registry.serving import RegistryModelSource
 
@@ -124,6 +140,7 @@ def build_runtime(
     loader = ServingLoader(source, backends.store, backends.online, clock, aliases)
     config = config or ServingConfig()
     served_log = ServedLog(backends.store, feature_share=config.feature_log_share)
+    shadow_log = ShadowLog(backends.store) if shadow_share > 0 else None
     service = FeedService(
         loader.load(),
         backends.online,
@@ -131,8 +148,25 @@ def build_runtime(
         config,
         experiment,
         on_served=served_log.record,
+        shadow_share=shadow_share,
+        on_shadow=shadow_log.record if shadow_log is not None else None,
     )
-    watcher = ModelWatcher(service, loader, poll_s=poll_s)
+    rollout_split = None
+    if rollout is not None:
+        controller = RolloutController(backends.store)
+
+        def rollout_split() -> Experiment | None:
+            challenger = service.state.models.get("challenger")
+            version = None
+            if challenger is not None and challenger.model is not None:
+                version = challenger.version
+            return served_split(controller.state(rollout), version)
+
+        try:
+            service.experiment = rollout_split()
+        except KeyError as exc:
+            raise ValueError(str(exc.args[0])) from exc
+    watcher = ModelWatcher(service, loader, poll_s=poll_s, experiment_source=rollout_split)
     if push_source is None:
         from model_registry.names import PUSH_POLICY_MODEL
         from model_registry.serving import RegistryModelSource
@@ -140,7 +174,7 @@ def build_runtime(
         push_source = RegistryModelSource(backends.tracking_uri, model_cache, PUSH_POLICY_MODEL)
     push = PushDecisionService(service, load_push_policy(push_source), backends.caps)
     freeze_heap()
-    return ServiceRuntime(service, watcher, served_log, loader, push)
+    return ServiceRuntime(service, watcher, served_log, loader, push, shadow_log)
 
 
 def load_push_policy(source: ModelSource, alias: str = "champion") -> LoadedPushPolicy:
@@ -169,6 +203,8 @@ SERVE_ENV: Final = {
     "experiment": "FITPULSE_SERVE_EXPERIMENT",
     "poll_s": "FITPULSE_SERVE_POLL_S",
     "threads": "FITPULSE_SERVE_THREADS",
+    "shadow_share": "FITPULSE_SERVE_SHADOW_SHARE",
+    "rollout": "FITPULSE_SERVE_ROLLOUT",
 }
 """How ``fitpulse serve`` passes its options to each uvicorn worker process."""
 
@@ -185,6 +221,8 @@ def app_from_env() -> Any:
         clock=env["clock"] or "snapshot",
         experiment_file=Path(env["experiment"]) if env["experiment"] else None,
         poll_s=float(env["poll_s"] or 10.0),
+        shadow_share=float(env["shadow_share"] or 0.0),
+        rollout=env["rollout"] or None,
     )
     return create_app(
         runtime.service,
@@ -192,4 +230,5 @@ def app_from_env() -> Any:
         runtime.served_log,
         threads=int(env["threads"] or 1),
         push=runtime.push,
+        shadow_log=runtime.shadow_log,
     )

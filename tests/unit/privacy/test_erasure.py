@@ -30,6 +30,7 @@ from fitpulse_orchestration.privacy.suppression import (
 from fitpulse_orchestration.push.caps import SQLitePushCapStore
 from fitpulse_orchestration.serving.logs import SERVED_FEATURES, served_features_key
 from fitpulse_orchestration.serving.online_store import SQLiteOnlineStore
+from fitpulse_orchestration.serving.shadow import shadow_key
 from fitpulse_orchestration.storage import (
     LocalObjectStore,
     ObjectStore,
@@ -47,9 +48,10 @@ PREFIXES = {
     "clean": f"{layout.WAREHOUSE_EVENTS}/",
     "quarantine": f"{layout.WAREHOUSE_QUARANTINE}/",
     "served": f"{SERVED_FEATURES}/",
+    "shadow": f"{layout.SHADOW_LOGS}/",
     "profiles": f"{layout.LANDING_USERS}/",
 }
-TABLE_ZONES = ("clean", "quarantine", "served", "profiles")
+TABLE_ZONES = ("clean", "quarantine", "served", "shadow", "profiles")
 
 Records = dict[str, dict[str, Any]]
 """zone -> key -> records (landing: the batch's lines; the other zones: the Parquet frame)."""
@@ -118,7 +120,7 @@ def _masks(records: Records, user_id: str, pseudonym: str) -> dict[str, dict[str
             k: (frame["user_id"] == user_id).tolist() for k, frame in records["profiles"].items()
         },
     }
-    for zone in ("clean", "served"):
+    for zone in ("clean", "served", "shadow"):
         masks[zone] = {k: (f["user_id"] == pseudonym).tolist() for k, f in records[zone].items()}
     return masks
 
@@ -385,6 +387,7 @@ def _write_small_world(store: ObjectStore, pseudonymizer: Pseudonymizer) -> None
         }
     )
     write_parquet(store, served_features_key(DAY.isoformat(), "s"), served)
+    write_parquet(store, shadow_key(DAY.isoformat(), "s"), served)
 
 
 def test_erasure_on_each_object_store(
@@ -397,7 +400,14 @@ def test_erasure_on_each_object_store(
 
     report = erase_user(object_store, pseudonymizer, "usr_1", now=NOW)
 
-    expected = {"landing": 4, "clean": 2, "quarantine": 2, "served": 2, "profiles": 1}
+    expected = {
+        "landing": 4,
+        "clean": 2,
+        "quarantine": 2,
+        "served": 2,
+        "shadow": 2,
+        "profiles": 1,
+    }
     assert _totals(masks) == expected
     assert {z: c.records_deleted for z, c in report.zones.items()} == expected
     assert report.zones["landing"].objects_deleted == 1  # KEY_2 held only the user's line
@@ -428,7 +438,7 @@ def test_erasing_twice_finds_nothing_the_second_time(
     after_first = {k: store.get_bytes(k) for k in store.list_keys() if not k.startswith("audit/")}
     second = erase_user(store, pseudonymizer, "usr_1", online=online, caps=caps)
 
-    assert first.records_deleted == 11
+    assert first.records_deleted == 13  # 11 plus the 2 shadow-log rows
     assert (first.online_rows, first.push_records) == (1, 1)
     assert second.records_deleted == 0
     assert (second.online_rows, second.push_records) == (0, 0)

@@ -22,18 +22,20 @@ from fitpulse_orchestration.privacy.retention import (
     sweep_expired_events,
 )
 from fitpulse_orchestration.serving.logs import SERVED_FEATURES, served_features_key
+from fitpulse_orchestration.serving.shadow import shadow_key
 from fitpulse_orchestration.storage import LocalObjectStore, read_parquet, write_parquet
 
 NOW = dt.datetime(2026, 11, 21, 9, 30, tzinfo=dt.UTC)
 LAST_EXPIRED = dt.date(2026, 10, 23)
 """``NOW`` expires the first 5 of the tiny world's 14 landed days (2026-10-19 .. 2026-11-01)."""
 
-TABLE_ZONES = ("clean", "quarantine", "served")
+TABLE_ZONES = ("clean", "quarantine", "served", "shadow")
 PREFIXES = {
     "landing": f"{layout.LANDING_EVENTS}/",
     "clean": f"{layout.WAREHOUSE_EVENTS}/",
     "quarantine": f"{layout.WAREHOUSE_QUARANTINE}/",
     "served": f"{SERVED_FEATURES}/",
+    "shadow": f"{layout.SHADOW_LOGS}/",
 }
 
 Records = dict[str, dict[str, Any]]
@@ -60,6 +62,7 @@ def _write_served_logs(store: LocalObjectStore, pseudonymizer: Pseudonymizer) ->
         rows = [(u, f"wk_{i}", 0.1 * i) for i, u in enumerate(users * 2)]
         frame = pd.DataFrame(rows, columns=["user_id", "item_id", "score"])
         write_parquet(store, served_features_key(day, "batch-a"), frame)
+        write_parquet(store, shadow_key(day, "batch-a"), frame)
 
 
 # ---------------------------------------------------------------- independent accounting
@@ -129,11 +132,12 @@ def _restricted_masks(
         ]
     for key, frame in records["quarantine"].items():
         masks["quarantine"][key] = [restricted(_raw_user(raw)) for raw in frame["raw"]]
-    for key, frame in records["served"].items():
-        masks["served"][key] = [
-            by_pseudonym.get(u) is None or by_pseudonym[u] in RETENTION_30D_REGIONS
-            for u in frame["user_id"]
-        ]
+    for zone in ("served", "shadow"):
+        for key, frame in records[zone].items():
+            masks[zone][key] = [
+                by_pseudonym.get(u) is None or by_pseudonym[u] in RETENTION_30D_REGIONS
+                for u in frame["user_id"]
+            ]
     return masks
 
 
@@ -323,6 +327,7 @@ def test_users_without_a_profile_and_unreadable_records_count_as_restricted(
         {"user_id": [pseudonymizer.pseudonymize(u) for u in ("usr_eu", "usr_us", "usr_ghost")]}
     )
     write_parquet(store, served_features_key(day.isoformat(), "s"), served)
+    write_parquet(store, shadow_key(day.isoformat(), "s"), served)
 
     report = sweep_expired_events(store, pseudonymizer, NOW)
 
@@ -331,6 +336,7 @@ def test_users_without_a_profile_and_unreadable_records_count_as_restricted(
         "clean": 2,
         "quarantine": 2,
         "served": 2,
+        "shadow": 2,
     }
     assert _lines(store, key) == [lines[1]]
     clean = read_parquet(store, layout.warehouse_key(layout.WAREHOUSE_EVENTS, day, "events"))
