@@ -225,7 +225,7 @@ def _events_in_horizon(
     return counts.reindex(first.index, fill_value=0).astype("int64")
 
 
-def _bootstrap_sums(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+def bootstrap_sums(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """Column sums of ``values`` (users x k) over ``n_boot`` resamples of its rows: n_boot x k."""
     n_users, k = values.shape
     sums = np.empty((n_boot, k))
@@ -334,7 +334,7 @@ def analyze_experiment(
         values = arm[["impressions", "clicks", "workout_starts", "returned"]].to_numpy(float)
         users = len(arm)
         point = _metrics(values.sum(axis=0), users)
-        reps = _metrics(_bootstrap_sums(values, n_boot, np.random.default_rng(child)), users)
+        reps = _metrics(bootstrap_sums(values, n_boot, np.random.default_rng(child)), users)
         replicates[variant] = reps
         low, high = np.quantile(reps, quantiles, axis=0)
         row: dict[str, Any] = {

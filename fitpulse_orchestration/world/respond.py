@@ -38,7 +38,7 @@ RETURN_BOOST: Final = 0.5
 RETURN_CAP: Final = 0.95
 """Upper bound of the daily return probability."""
 _RETURN_MAX_CONSUMED: Final = 3
-_SESSION_LOCAL_HOURS: Final = (6, 7, 8, 12, 13, 17, 18, 19, 20, 21)
+SESSION_LOCAL_HOURS: Final = (6, 7, 8, 12, 13, 17, 18, 19, 20, 21)
 """Local hours at which sessions start, as in the generator's simulation."""
 
 
@@ -171,6 +171,26 @@ def _sigmoid(x: np.ndarray | float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=float)))
 
 
+def click_probability(affinity: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """P(click) of a served item at 0-based ``position``, as in the generator's feeds."""
+    result: np.ndarray = _sigmoid(-2.6 + 1.1 * np.asarray(affinity)) / np.sqrt(
+        1.0 + np.asarray(position)
+    )
+    return result
+
+
+def consume_probability(kind: str, affinity: float) -> float:
+    """P(read or watch) of a clicked article or video; P(start) of a clicked workout or plan."""
+    if kind in ("article", "video"):
+        return float(_sigmoid(0.5 + 0.6 * affinity))
+    return float(_sigmoid(0.2 + 0.7 * affinity))
+
+
+def completion_probability(too_hard: int) -> float:
+    """P(complete) of a started workout ``too_hard`` levels above the user's (<= 0: not)."""
+    return 0.8 if too_hard <= 0 else (0.35 if too_hard == 1 else 0.15)
+
+
 def _record(
     event_id: str,
     event_type: str,
@@ -254,7 +274,7 @@ def simulate_feed_responses(
     users = known["user_row"].to_numpy()
     items = known["item_row"].to_numpy()
     aff = latent.affinity(users, items)
-    p_click = _sigmoid(-2.6 + 1.1 * aff) / np.sqrt(1.0 + known["position"].to_numpy())
+    p_click = click_probability(aff, known["position"].to_numpy())
     clicked = np.flatnonzero(rng.random(len(known)) < p_click)
 
     events: list[dict[str, Any]] = []
@@ -289,18 +309,17 @@ def simulate_feed_responses(
         kind = str(latent.item_type[it])
         t2 = t + pd.Timedelta(seconds=int(rng.integers(10, 120)))
         if kind in ("article", "video"):
-            if rng.random() < float(_sigmoid(0.5 + 0.6 * aff[row])):
+            if rng.random() < consume_probability(kind, float(aff[row])):
                 etype = "article_read" if kind == "article" else "video_watch"
                 emit(etype, t2, common, {"seconds": int(latent.item_duration[it]) * 60})
                 consumed[u] += 1
             continue
-        if rng.random() >= float(_sigmoid(0.2 + 0.7 * aff[row])):
+        if rng.random() >= consume_probability(kind, float(aff[row])):
             continue
         emit("workout_start", t2, common)
         consumed[u] += 1
         too_hard = int(latent.item_difficulty[it]) - int(latent.user_level[u])
-        p_complete = 0.8 if too_hard <= 0 else (0.35 if too_hard == 1 else 0.15)
-        if rng.random() < p_complete:
+        if rng.random() < completion_probability(too_hard):
             minutes = int(latent.item_duration[it]) if kind == "workout" else 30
             emit(
                 "workout_complete",
@@ -336,7 +355,7 @@ def _returns(
     boost = 1.0 + RETURN_BOOST * np.minimum(consumed[rows], _RETURN_MAX_CONSUMED)
     p_return = np.minimum(RETURN_CAP, latent.user_activity[rows] * boost)
     returns = rng.random((rows.size, horizon_days)) < p_return[:, None]
-    local_hours = rng.choice(_SESSION_LOCAL_HOURS, size=rows.size)
+    local_hours = rng.choice(SESSION_LOCAL_HOURS, size=rows.size)
     seconds = rng.integers(0, 3600, size=rows.size)
     events = []
     for k, u in enumerate(rows):
