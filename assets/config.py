@@ -19,6 +19,7 @@ from fitpulse_orchestration.ranking.rerank import RerankParams
 from fitpulse_orchestration.retrieval.als import AlsParams
 from fitpulse_orchestration.retrieval.candidates import CandidateParams
 from fitpulse_orchestration.retrieval.two_tower import TwoTowerParams
+from fitpulse_orchestration.simulation.ab import SimulationSettings
 from model_registry.gate import GatePolicy
 
 _ALS = AlsParams()
@@ -230,3 +231,33 @@ class PushPolicyConfig(dg.Config):
     def to_gate(self) -> PushGateConfig:
         """The evaluation gate's domain dataclass."""
         return _convert(self, PushGateConfig)  # type: ignore[no-any-return]
+
+
+_SIMULATION = SimulationSettings()
+
+
+class SimulatedAbConfig(dg.Config):
+    """Arms, length, sample size and seed of the closed-loop A/B (``SimulationSettings``)."""
+
+    arms: str = ",".join(_SIMULATION.arms)
+    """Comma-separated arms, as ``fitpulse simulate-ab --arms``."""
+    days: int = _SIMULATION.days
+    users_per_arm: int = _SIMULATION.users_per_arm
+    seed: int = _SIMULATION.seed
+    n_boot: int = _SIMULATION.n_boot
+
+    def to_settings(self) -> SimulationSettings:
+        """The domain settings (validated there)."""
+        return SimulationSettings(
+            arms=tuple(a.strip() for a in self.arms.split(",") if a.strip()),
+            days=self.days,
+            users_per_arm=self.users_per_arm,
+            seed=self.seed,
+            n_boot=self.n_boot,
+        )
+
+
+class CanaryReviewConfig(dg.Config):
+    """Which rollout to review (``serving.rollout``)."""
+
+    rollout: str

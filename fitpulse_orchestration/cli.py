@@ -638,7 +638,13 @@ ProfileOpt = Annotated[
 
 
 def _runtime(
-    home: Path | None, profile: str | None, clock: str, experiment: Path | None, poll_s: float
+    home: Path | None,
+    profile: str | None,
+    clock: str,
+    experiment: Path | None,
+    poll_s: float,
+    shadow_share: float = 0.0,
+    rollout: str | None = None,
 ) -> Any:
     from fitpulse_orchestration.serving.feed_service import ServiceUnavailableError
     from fitpulse_orchestration.serving.runtime import build_runtime, profile_backends
@@ -648,7 +654,13 @@ def _runtime(
     try:
         backends = profile_backends(project, profile or current_profile())
         return build_runtime(
-            backends, project.model_cache, clock=clock, experiment_file=experiment, poll_s=poll_s
+            backends,
+            project.model_cache,
+            clock=clock,
+            experiment_file=experiment,
+            poll_s=poll_s,
+            shadow_share=shadow_share,
+            rollout=rollout,
         )
     except (ValueError, ServiceUnavailableError) as exc:
         raise typer.BadParameter(str(exc)) from exc
@@ -670,6 +682,22 @@ def serve(
             min=1, help="Request threads per process (the feed path is CPU-bound: keep it low)."
         ),
     ] = 1,
+    shadow_share: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of champion requests the challenger alias also scores in shadow "
+            "(logged under serving/shadow/, never served; shadow_comparison compares them).",
+        ),
+    ] = 0.0,
+    rollout: Annotated[
+        str | None,
+        typer.Option(
+            help="Follow this canary rollout's traffic split (`fitpulse rollout start`); a "
+            "rollback or `fitpulse rollout kill` reaches the service within --poll-s."
+        ),
+    ] = None,
     profile: ProfileOpt = None,
     home: HomeOpt = None,
 ) -> None:
@@ -680,7 +708,7 @@ def serve(
     from fitpulse_orchestration.settings import current_profile
 
     # Fail here, with a readable message, rather than inside a worker process.
-    runtime = _runtime(home, profile, clock, experiment, poll_s)
+    runtime = _runtime(home, profile, clock, experiment, poll_s, shadow_share, rollout)
     state = runtime.service.state
     for alias, loaded in state.models.items():
         _say(
@@ -699,6 +727,8 @@ def serve(
         "experiment": str(experiment.resolve()) if experiment else "",
         "poll_s": str(poll_s),
         "threads": str(threads),
+        "shadow_share": str(shadow_share),
+        "rollout": rollout or "",
     }
     for key, value in options.items():
         os.environ[SERVE_ENV[key]] = value
@@ -791,6 +821,71 @@ def analyze_experiment_cmd(
     )
 
 
+@app.command("simulate-ab")
+def simulate_ab_cmd(
+    days: Annotated[
+        int, typer.Option(min=8, help="Simulated days (7-day retention needs 8+).")
+    ] = 14,
+    arms: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated arms: champion, challenger, popularity, push-daily, harmful."
+        ),
+    ] = "champion,popularity,push-daily",
+    users_per_arm: Annotated[
+        int, typer.Option(min=10, help="Weekly-active users per arm (disjoint samples).")
+    ] = 400,
+    seed: Annotated[int, typer.Option(help="Seed of the samples and every user's draws.")] = 7,
+    home: HomeOpt = None,
+) -> None:
+    """Closed-loop A/B in the synthetic world: each arm's users live with its feed and pushes.
+
+    Prints each arm's 7-day retention, workout starts, pushes and disables per user-week (95%
+    bootstrap intervals), beginner-safety violations, coverage and latency, then the launch
+    targets; saves the table and the plots under reports/simulated_ab/.
+    """
+    from fitpulse_orchestration.serving.feed_service import ServiceUnavailableError
+    from fitpulse_orchestration.serving.runtime import profile_backends
+    from fitpulse_orchestration.simulation.ab import (
+        SimulationSettings,
+        prepare_simulation,
+        registry_sources,
+        save_report,
+        simulate_ab,
+    )
+    from fitpulse_orchestration.simulation.report import format_table
+
+    project = ProjectHome.resolve(home)
+    backends = profile_backends(project, "local")
+    names = tuple(a.strip() for a in arms.split(",") if a.strip())
+    started = time.perf_counter()
+    try:
+        settings = SimulationSettings(arms=names, days=days, users_per_arm=users_per_arm, seed=seed)
+        feed_source, push_source = registry_sources(backends.tracking_uri, project.model_cache)
+        with prepare_simulation(
+            backends.store,
+            backends.online,
+            backends.pseudonymizer,
+            feed_source,
+            push_source,
+            settings.aliases,
+        ) as env:
+            result = simulate_ab(env, settings)
+    except (ValueError, FileNotFoundError, ServiceUnavailableError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    _say(
+        f"simulated {days} days from {result.start.date()} for {len(names)} arms x "
+        f"{users_per_arm} users in {time.perf_counter() - started:.0f} s "
+        f"(models {result.model_versions})"
+    )
+    typer.echo(format_table(result.table))
+    for target in result.targets:
+        typer.echo(f"{'PASS' if target.passed else 'FAIL'}  {target.name}: {target.detail}")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    for name, key in save_report(backends.store, result, stamp).items():
+        _say(f"{name}: {backends.store.uri(key)}")
+
+
 registry_app = typer.Typer(
     help="Review, promote, roll back and inspect registered models.", no_args_is_help=True
 )
@@ -805,7 +900,9 @@ def _exit_2_on(errors: tuple[type[Exception], ...], action: Any) -> Any:
     try:
         return action()
     except errors as exc:
-        typer.echo(f"error: {exc}", err=True)
+        # str() of a KeyError quotes its message.
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        typer.echo(f"error: {message}", err=True)
         raise typer.Exit(code=2) from exc
 
 
@@ -972,6 +1069,156 @@ def request_erasure_cmd(
     backends = _privacy_backends(home, profile)
     key = _exit_2_on((ValueError,), lambda: request_erasure(backends.store, user_id, requested_by))
     _say(f"filed {backends.store.uri(key)}")
+
+
+rollout_app = typer.Typer(
+    help="Canary rollouts of the challenger: start, inspect, kill (serve with --rollout).",
+    no_args_is_help=True,
+)
+app.add_typer(rollout_app, name="rollout")
+RolloutArg = Annotated[str, typer.Argument(help="The rollout's name (from its TOML).")]
+ActorOpt = Annotated[str, typer.Option("--by", help="Who acts (for the audit).")]
+
+
+def _rollouts(home: Path | None, profile: str | None) -> Any:
+    from fitpulse_orchestration.serving.rollout import RolloutController
+
+    return RolloutController(_privacy_backends(home, profile).store)
+
+
+def _print_rollout(controller: Any, name: str) -> None:
+    state = _exit_2_on((KeyError,), lambda: controller.state(name))
+    steps = " -> ".join(f"{s:.0%}" for s in state.config.steps)
+    _say(
+        f"rollout {name}: challenger version {state.config.challenger_version}, {state.status}, "
+        f"{state.share:.0%} on the challenger (steps {steps}; step since {state.step_started_at})"
+    )
+    if state.reason:
+        _say(f"  reason: {state.reason}")
+    for entry in controller.history(name):
+        _say(
+            f"  {entry.at} {entry.action} by {entry.actor}{': ' + entry.note if entry.note else ''}"
+        )
+
+
+@rollout_app.command("start")
+def rollout_start(
+    config: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Rollout TOML.")],
+    by: ActorOpt = "cli",
+    home: HomeOpt = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """Start a rollout at its first step; canary_rollout_sensor reviews it hourly."""
+    from fitpulse_orchestration.serving.rollout import load_rollout_config
+    from model_registry.client import RegistryClient
+
+    controller = _rollouts(home, profile)
+    parsed = _exit_2_on((ValueError,), lambda: load_rollout_config(config))
+    backends = _privacy_backends(home, profile)
+    alias = RegistryClient(backends.tracking_uri).alias_version(HOME_RANKER_MODEL, "challenger")
+    if alias != parsed.challenger_version:
+        typer.echo(
+            f"error: the challenger alias of {HOME_RANKER_MODEL} points at {alias or 'nothing'}, "
+            f"the rollout names version {parsed.challenger_version} (a version becomes the "
+            "challenger by passing the promotion gate)",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    _exit_2_on((ValueError,), lambda: controller.start(parsed, by))
+    _print_rollout(controller, parsed.name)
+
+
+@rollout_app.command("status")
+def rollout_status(name: RolloutArg, home: HomeOpt = None, profile: ProfileOpt = None) -> None:
+    """The rollout's state and its audited history."""
+    _print_rollout(_rollouts(home, profile), name)
+
+
+@rollout_app.command("kill")
+def rollout_kill(
+    name: RolloutArg,
+    reason: Annotated[str, typer.Option(help="Why (required, audited).")],
+    by: ActorOpt = "cli",
+    home: HomeOpt = None,
+    profile: ProfileOpt = None,
+) -> None:
+    """The kill switch: everyone back on the champion at the services' next poll."""
+    controller = _rollouts(home, profile)
+    _exit_2_on((KeyError, ValueError), lambda: controller.kill(name, by, reason))
+    _print_rollout(controller, name)
+
+
+@app.command("simulate-rollout")
+def simulate_rollout_cmd(
+    config: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Rollout TOML.")],
+    challenger: Annotated[
+        str,
+        typer.Option(
+            help="registry: the challenger alias; missing-feature: the champion with a ranker "
+            "that wants a feature serving lacks (a rollback rehearsal)."
+        ),
+    ] = "registry",
+    users: Annotated[int, typer.Option(min=10, help="Weekly-active users in the rollout.")] = 800,
+    days_per_step: Annotated[int, typer.Option(min=1, help="Simulated days per step.")] = 2,
+    kill_on_day: Annotated[
+        int | None, typer.Option(help="Pull the kill switch at the end of this day.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sample and the users' draws.")] = 7,
+    home: HomeOpt = None,
+) -> None:
+    """Rehearse a canary rollout in the closed-loop simulation.
+
+    Its state and audit go under simulations/, apart from real rollouts.
+    """
+    from fitpulse_orchestration.serving.feed_service import ServiceUnavailableError
+    from fitpulse_orchestration.serving.rollout import RolloutController, load_rollout_config
+    from fitpulse_orchestration.serving.runtime import profile_backends
+    from fitpulse_orchestration.simulation.ab import prepare_simulation, registry_sources
+    from fitpulse_orchestration.simulation.canary import (
+        missing_feature_challenger,
+        simulate_rollout,
+    )
+
+    if challenger not in ("registry", "missing-feature"):
+        raise typer.BadParameter("use registry or missing-feature", param_hint="--challenger")
+    project = ProjectHome.resolve(home)
+    backends = profile_backends(project, "local")
+    parsed = _exit_2_on((ValueError,), lambda: load_rollout_config(config))
+    controller = RolloutController(backends.store, namespace="simulations/")
+    days = days_per_step * len(parsed.steps)
+    try:
+        feed, push = registry_sources(backends.tracking_uri, project.model_cache)
+        aliases = ("champion", "challenger") if challenger == "registry" else ("champion",)
+        with prepare_simulation(
+            backends.store, backends.online, backends.pseudonymizer, feed, push, aliases
+        ) as env:
+            models = env.service.state.models
+            if challenger == "registry":
+                loaded = models.get("challenger")
+                if loaded is None or loaded.model is None:
+                    raise ValueError("no loadable challenger alias in the registry")
+                if loaded.version != parsed.challenger_version:
+                    raise ValueError(
+                        f"the challenger alias is version {loaded.version}, the rollout names "
+                        f"version {parsed.challenger_version}"
+                    )
+            else:
+                loaded = missing_feature_challenger(models["champion"], parsed.challenger_version)
+            result = simulate_rollout(
+                env, controller, parsed, loaded, users, days, days_per_step, seed,
+                "simulate-rollout", kill_on_day,
+            )  # fmt: skip
+    except (ValueError, FileNotFoundError, ServiceUnavailableError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    for day, review in result.reviews:
+        _say(
+            f"day {day}: {review.action} at {review.share:.0%} (canary {review.canary.requests} "
+            f"requests, control {review.control.requests})"
+            + (f": {'; '.join(review.breaches)}" if review.breaches else "")
+        )
+    by_day = result.run.requests.groupby("day")["variant"].value_counts().unstack(fill_value=0)
+    typer.echo(by_day.to_string())
+    _print_rollout(controller, parsed.name)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from assets import (
     experiments,
     features,
     freshness,
+    launch,
     monitoring,
     privacy,
     push,
@@ -39,11 +40,13 @@ from assets.resources import (
 from fitpulse_orchestration.settings import ProjectHome, current_profile
 from jobs import (
     build_retention_schedule,
+    canary_review_job,
     catalog_refresh_job,
     erasure_job,
     experiment_analysis_job,
     ingestion_job,
     ingestion_job_schedule,
+    launch_simulation_job,
     live_index_rebuild_schedule,
     monitoring_job,
     monitoring_job_schedule,
@@ -52,11 +55,13 @@ from jobs import (
     retention_job,
     review_model_job,
     rollback_champion_job,
+    shadow_comparison_job,
     training_job,
 )
 from model_registry.client import EXPERIMENT
 from model_registry.resource import ModelRegistryResource, mlflow_tracking_resource
 from sensors import (
+    build_canary_sensor,
     build_catalog_sensor,
     build_drift_sensor,
     build_erasure_sensor,
@@ -131,12 +136,13 @@ def build_definitions(
                 push,
                 freshness,
                 privacy,
+                launch,
             ]
         ),
     ]
     return dg.Definitions(
         assets=all_assets,
-        asset_checks=dg.load_asset_checks_from_modules([evaluation, push, privacy]),
+        asset_checks=dg.load_asset_checks_from_modules([evaluation, push, privacy, launch]),
         jobs=[
             ingestion_job,
             training_job,
@@ -149,6 +155,9 @@ def build_definitions(
             review_model_job,
             promote_champion_job,
             rollback_champion_job,
+            launch_simulation_job,
+            shadow_comparison_job,
+            canary_review_job,
         ],
         schedules=[
             ingestion_job_schedule,
@@ -162,6 +171,7 @@ def build_definitions(
             build_promotion_sensor(promote_champion_job),
             build_catalog_sensor(catalog_refresh_job),
             build_erasure_sensor(erasure_job),
+            build_canary_sensor(canary_review_job),
         ],
         resources=_resources(profile, home),
     )

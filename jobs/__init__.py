@@ -73,6 +73,30 @@ experiment_analysis_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
 )
 
+launch_simulation_job = dg.define_asset_job(
+    "launch_simulation_job",
+    selection=dg.AssetSelection.assets("simulated_ab"),
+    description="Closed-loop simulated A/B of the registered feed and push models against the "
+    "popularity feed and daily pushes (retention, workout starts, pushes, disables, safety).",
+    hooks={end_mlflow_on_run_finished},
+    executor_def=dg.in_process_executor,
+)
+
+shadow_comparison_job = dg.define_asset_job(
+    "shadow_comparison_job",
+    selection=dg.AssetSelection.assets("shadow_comparison"),
+    description="Compare the challenger's shadow lists with the champion's served lists.",
+    executor_def=dg.in_process_executor,
+)
+
+canary_review_job = dg.define_asset_job(
+    "canary_review_job",
+    selection=dg.AssetSelection.assets("canary_review"),
+    description="Review the current step of a canary rollout from its logs: advance, hold, "
+    "complete or roll back (from canary_rollout_sensor, or by hand).",
+    executor_def=dg.in_process_executor,
+)
+
 catalog_refresh_job = dg.define_asset_job(
     "catalog_refresh_job",
     selection=dg.AssetSelection.groups(FRESHNESS) | dg.AssetSelection.assets("catalog_items"),
@@ -105,11 +129,13 @@ __all__ = [
     "INGESTION",
     "STAGE_TAG",
     "build_retention_schedule",
+    "canary_review_job",
     "catalog_refresh_job",
     "erasure_job",
     "experiment_analysis_job",
     "ingestion_job",
     "ingestion_job_schedule",
+    "launch_simulation_job",
     "live_index_rebuild_schedule",
     "monitoring_job",
     "monitoring_job_schedule",
@@ -117,5 +143,6 @@ __all__ = [
     "retention_job",
     "review_model_job",
     "rollback_champion_job",
+    "shadow_comparison_job",
     "training_job",
 ]

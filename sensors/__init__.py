@@ -20,6 +20,7 @@ from fitpulse_orchestration.monitoring.retrain import (
 )
 from fitpulse_orchestration.privacy.erasure import pending_requests
 from fitpulse_orchestration.retrieval.catalog_watch import CatalogCursor, new_catalog_files
+from fitpulse_orchestration.serving.rollout import RolloutController
 from model_registry.client import HOME_RANKER_MODEL
 from model_registry.resource import ModelRegistryResource
 
@@ -224,3 +225,41 @@ def build_erasure_sensor(job: dg.JobDefinition | Any) -> dg.SensorDefinition:
         return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"erasure:{digest}:{hour}")])
 
     return erasure_job_on_request
+
+
+def build_canary_sensor(job: dg.JobDefinition | Any) -> dg.SensorDefinition:
+    """``canary_rollout_sensor``: reviews every running canary rollout hourly (on by default).
+
+    It does nothing while no rollout runs. Run keys name the rollout, its step and the UTC
+    hour, so each step is reviewed once an hour until it advances, completes or rolls back.
+    """
+
+    @dg.sensor(
+        name="canary_rollout_sensor",
+        job=job,
+        minimum_interval_seconds=300,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
+    def canary_rollout_sensor(
+        context: dg.SensorEvaluationContext, object_store: ObjectStoreResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        """One review run per running rollout and hour."""
+        controller = RolloutController(object_store.get_store())
+        running = controller.running()
+        if not running:
+            return dg.SkipReason("no canary rollout is running")
+        hour = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H")
+        requests = []
+        for name in running:
+            step = controller.state(name).step
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"canary:{name}:{step}:{hour}",
+                    run_config={"ops": {"canary_review": {"config": {"rollout": name}}}},
+                    tags={"fitpulse/rollout": name},
+                )
+            )
+        context.log.info(f"reviewing rollouts {running}")
+        return dg.SensorResult(run_requests=requests)
+
+    return canary_rollout_sensor

@@ -28,6 +28,9 @@ EXPECTED_JOBS = {
     "review_model_job",
     "promote_champion_job",
     "rollback_champion_job",
+    "launch_simulation_job",
+    "shadow_comparison_job",
+    "canary_review_job",
 }
 MONITORING_ASSETS = {
     "monitoring_inputs",
@@ -70,6 +73,7 @@ PUSH_ASSETS = {
 }
 FRESHNESS_ASSETS = {"live_item_index"}
 PRIVACY_ASSETS = {"raw_event_retention"}
+LAUNCH_ASSETS = {"simulated_ab", "shadow_comparison", "canary_review"}
 EXPECTED_ASSETS = (
     TRAINING_ASSETS
     | MONITORING_ASSETS
@@ -77,6 +81,7 @@ EXPECTED_ASSETS = (
     | PUSH_ASSETS
     | FRESHNESS_ASSETS
     | PRIVACY_ASSETS
+    | LAUNCH_ASSETS
 )
 EXPECTED_CHECKS = {
     ("raw_events", "rows_balance"),
@@ -97,6 +102,7 @@ EXPECTED_CHECKS = {
     ("ux_monitors", "beginner_violations_served"),
     ("ux_monitors", "notification_load"),
     ("raw_event_retention", "no_expired_raw_events"),
+    ("simulated_ab", "launch_targets"),
 }
 ENV_VARS = (
     "FITPULSE_HOME",
@@ -333,4 +339,17 @@ def test_erasure_sensor_runs_by_default_and_targets_erasure_job(defs: dg.Definit
     sensor = defs.resolve_sensor_def("erasure_job_on_request")
 
     assert sensor.job_name == "erasure_job"
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_launch_jobs_and_the_canary_sensor(defs: dg.Definitions) -> None:
+    def selected(job: str) -> set[str]:
+        keys = defs.resolve_job_def(job).asset_layer.selected_asset_keys
+        return {k.to_user_string() for k in keys}
+
+    assert selected("launch_simulation_job") == {"simulated_ab"}
+    assert selected("shadow_comparison_job") == {"shadow_comparison"}
+    assert selected("canary_review_job") == {"canary_review"}
+    sensor = defs.resolve_sensor_def("canary_rollout_sensor")
+    assert sensor.job_name == "canary_review_job"
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
