@@ -302,7 +302,11 @@ def test_a_served_rollout_is_reviewed_from_its_logs_and_killed(
     registry.set_alias(HOME_RANKER_MODEL, "challenger", "1")
     controller = RolloutController(trained.store)
     config = RolloutConfig(
-        "served-ranker", "1", (0.5, 1.0), Guardrails(min_requests=5), min_step_hours=0.0
+        "served-ranker",
+        "1",
+        (0.5, 1.0),
+        dataclasses.replace(GUARDRAILS, min_requests=5),
+        min_step_hours=0.0,
     )
     controller.start(config, "ci")
     runtime = build_runtime(
