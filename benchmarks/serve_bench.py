@@ -667,6 +667,7 @@ def bench_server(
     log_dir = workdir / f"served-log-http-w{workers}"
     env = {
         **os.environ,
+        "OMP_NUM_THREADS": "1",  # as `fitpulse serve` sets it for its workers
         ENV_HOME: str(home),
         ENV_LOG: str(log_dir),
         ENV_THREADS: str(threads),

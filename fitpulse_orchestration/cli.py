@@ -702,6 +702,12 @@ def serve(
     home: HomeOpt = None,
 ) -> None:
     """Serve home feeds over HTTP from the champion model (reloaded when the alias moves)."""
+    # One single-threaded worker per core: the OpenMP pools of FAISS and LightGBM must start
+    # at one thread, so the variable is set before anything loads them, here or in a spawned
+    # worker (a library's own setter reaches only the calling thread, not the request thread).
+    # Without it the server spent 26-32 ms of CPU per request, with it 14.3-14.5 ms
+    # (benchmarks/serve_bench.py, 2026-11-25).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     import uvicorn
 
     from fitpulse_orchestration.serving.runtime import SERVE_ENV
@@ -732,7 +738,6 @@ def serve(
     }
     for key, value in options.items():
         os.environ[SERVE_ENV[key]] = value
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     logging.getLogger("fitpulse_orchestration").setLevel(logging.INFO)
     uvicorn.run(
         "fitpulse_orchestration.serving.runtime:app_from_env",
