@@ -1,0 +1,289 @@
+"""``docs/design.md`` cannot drift silently from the code.
+
+Every command and option it writes must exist in the CLI, every benchmark and option in the
+benchmark scripts, every path in the repository, every test it cites in the failure table; its
+asset graph must be the code location's, node for node and edge for edge; every job, sensor,
+schedule, asset and asset check it names must be defined. The serving alert rules the document
+points at must name metrics, labels and label values the service really exports.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import typer.main
+import yaml  # type: ignore[import-untyped]
+from prometheus_client import Counter, Gauge, Histogram
+
+from fitpulse_orchestration.cli import app
+from fitpulse_orchestration.definitions import build_definitions
+from fitpulse_orchestration.push.service import FALLBACKS as PUSH_FALLBACKS
+from fitpulse_orchestration.serving.app import _Metrics
+from fitpulse_orchestration.serving.feed_service import FALLBACKS as FEED_FALLBACKS
+from fitpulse_orchestration.settings import ProjectHome
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "design.md"
+RULES = REPO / "deploy" / "prometheus" / "alerts.yaml"
+TEXT = DOC.read_text()
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+INLINE = re.compile(r"`([^`]+)`")
+
+pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
+
+
+def _code() -> list[str]:
+    """Every fenced block, then every inline code span (its line breaks made spaces)."""
+    blocks = [body for _, body in FENCE.findall(TEXT)]
+    prose = FENCE.sub("", TEXT)
+    return blocks + [" ".join(span.split()) for span in INLINE.findall(prose)]
+
+
+def _mermaid(marker: str) -> str:
+    (block,) = [b for lang, b in FENCE.findall(TEXT) if lang == "mermaid" and marker in b]
+    return block
+
+
+@pytest.fixture(scope="module")
+def defs(tmp_path_factory: pytest.TempPathFactory) -> dg.Definitions:
+    return build_definitions(ProjectHome(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture(scope="module")
+def graph(defs: dg.Definitions) -> Any:
+    return defs.resolve_asset_graph()
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(text: str) -> set[str]:
+    return {_slug(h) for h in re.findall(r"^#+ (.+)$", FENCE.sub("", text), re.M)}
+
+
+# -- the document as a document ------------------------------------------------------------
+
+
+def test_readme_links_the_design_document() -> None:
+    assert "](docs/design.md)" in (REPO / "README.md").read_text()
+
+
+def test_internal_links_resolve_and_nothing_is_left_to_fill() -> None:
+    anchors = _anchors(TEXT)
+    links = re.findall(r"\]\(#([^)]+)\)", TEXT)
+    assert len(links) >= 8
+    assert not [link for link in links if link not in anchors]
+    for question in range(1, 8):
+        assert re.search(rf"^## {question}\. ", TEXT, re.M), f"question {question} unanswered"
+    assert not re.search(r"PLACEHOLDER|TODO|TBD|XXX", TEXT)
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def _commands() -> Iterator[tuple[list[str], list[str]]]:
+    """(subcommand path, options) for every ``fitpulse ...`` written in code."""
+    for code in _code():
+        for match in re.finditer(r"(?<![\w/.-])fitpulse((?:[ \t]+[a-z][a-z|-]*)+)(.*)", code):
+            words = match.group(1).split()
+            options = re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", match.group(2).split("fitpulse")[0])
+            yield words, options
+
+
+def _is_group(command: Any) -> bool:
+    return hasattr(command, "commands")  # typer's group is not a click.Group subclass
+
+
+def _resolve(words: list[str]) -> list[Any]:
+    """The commands ``words`` names (``a|b`` names both), after the leading subcommand path."""
+    found: list[Any] = [typer.main.get_command(app)]
+    for word in words:
+        group = found[0]
+        if not _is_group(group):
+            break  # the rest are arguments
+        names = word.split("|")
+        missing = [n for n in names if n not in group.commands]
+        assert not missing, f"fitpulse {' '.join(words)}: no command {missing}"
+        found = [group.commands[n] for n in names]
+    return found
+
+
+def test_every_fitpulse_command_and_option_exists() -> None:
+    seen = 0
+    for words, options in _commands():
+        for command in _resolve(words):
+            assert not _is_group(command), f"fitpulse {' '.join(words)} is a group"
+            known = {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)}
+            unknown = [o for o in options if o not in known]
+            assert not unknown, f"fitpulse {' '.join(words)}: unknown options {unknown}"
+            seen += 1
+    assert seen >= 20
+
+
+def test_every_benchmark_and_its_options_exist() -> None:
+    scripts = 0
+    for code in _code():
+        for match in re.finditer(r"benchmarks/(\w+\.py)([^`\n]*)", code):
+            script = REPO / "benchmarks" / match.group(1)
+            assert script.is_file(), script
+            source = script.read_text()
+            for option in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", match.group(2)):
+                assert f'"{option}"' in source, f"{script.name} has no option {option}"
+            scripts += 1
+    assert scripts >= 8
+
+
+# -- files and tests -------------------------------------------------------------------------
+
+
+def _path_exists(path: str) -> bool:
+    return any((base / path).exists() for base in (REPO, REPO / "fitpulse_orchestration"))
+
+
+def test_every_path_exists() -> None:
+    paths = set()
+    for code in _code():
+        paths |= set(re.findall(r"(?<![\w/.-])((?:[\w.-]+/)*[\w.-]+\.(?:py|toml|yaml|md))", code))
+    assert len(paths) >= 30
+    assert not sorted(p for p in paths if not _path_exists(p))
+
+
+def test_every_cited_test_exists() -> None:
+    cited = re.findall(r"(tests/[\w/]+\.py)::(test_\w+)", TEXT)
+    assert len(cited) >= 20
+    for path, name in cited:
+        assert re.search(rf"^def {name}\(", (REPO / path).read_text(), re.M), f"{path}::{name}"
+
+
+# -- Dagster names ---------------------------------------------------------------------------
+
+
+def test_the_asset_graph_is_the_code_locations(graph: Any) -> None:
+    block = _mermaid("%% asset-graph")
+    nodes = dict(re.findall(r"^\s*(\w+)\(\[(\w+)\]\)", block, re.M))
+    assert all(node == label for node, label in nodes.items())
+    groups: dict[str, str] = {}
+    current = ""
+    for line in block.splitlines():
+        if m := re.match(r"\s*subgraph (\w+)_group \[(\w+)\]", line):
+            assert m.group(1) == m.group(2)
+            current = m.group(1)
+        elif m := re.match(r"\s*(\w+)\(\[", line):
+            groups[m.group(1)] = current
+    edges = set(re.findall(r"^\s*(\w+) --> (\w+)\s*$", block, re.M))
+
+    keys = list(graph.get_all_asset_keys())
+    assert set(nodes) == {k.to_user_string() for k in keys}
+    assert groups == {k.to_user_string(): graph.get(k).group_name for k in keys}
+    assert edges == {
+        (parent.to_user_string(), k.to_user_string())
+        for k in keys
+        for parent in graph.get(k).parent_keys
+    }
+
+
+def test_named_jobs_sensors_schedules_assets_and_checks_exist(
+    defs: dg.Definitions, graph: Any
+) -> None:
+    jobs = {j.name for j in defs.jobs or []}
+    sensors = {s.name for s in defs.sensors or []}
+    schedules = {s.name for s in defs.schedules or []}
+    assets = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    checks = {k.name for k in graph.asset_check_keys}
+    code = "\n".join(_code())
+
+    def names(pattern: str) -> set[str]:  # identifiers, not parts of paths or file names
+        return set(re.findall(rf"(?<![\w/])(?:{pattern})(?![\w./])", code))
+
+    named_sensors = names(r"[a-z_]+_job_on_[a-z]+|[a-z_]+_sensor")
+    named_jobs = names(r"[a-z][a-z_]*_jobs?")
+    named_schedules = names(r"[a-z][a-z_]*_schedule")
+    # Every one is described, and nothing that does not exist.
+    assert named_sensors == sensors
+    assert named_jobs == jobs
+    assert named_schedules == schedules
+
+    prose = FENCE.sub("", TEXT)
+    for kind, name in re.findall(r"\b(assets?|checks?)\s+`(\w+)`", prose):
+        assert name in (assets if kind.startswith("asset") else checks), f"{kind} {name}"
+    gate = re.search(r"\| check \| passes when \|.*?\n\n", prose, re.S)
+    assert gate is not None
+    gate_checks = set(re.findall(r"^\| `(\w+)` \|", gate.group(0), re.M))
+    promotion = {k.name for k in graph.asset_check_keys if k.asset_key.path == ["promotion_gate"]}
+    assert gate_checks == promotion
+
+
+# -- the alert rules the document points at --------------------------------------------------
+
+SELECTOR = re.compile(r"(fitpulse_[a-z_]+)(?:\{([^}]*)\})?")
+MATCHER = re.compile(r'(\w+)\s*(=~|!=|=)\s*"([^"]*)"')
+KNOWN_VALUES = {
+    "fallback": set(FEED_FALLBACKS),
+    "outcome": {"send", "invalid", "no", *PUSH_FALLBACKS},
+    "status": {"200", "400", "503"},
+    "alias": {"champion", "challenger"},
+}
+
+
+def _exported() -> dict[str, tuple[str, ...]]:
+    """Every sample name the service's registry can emit, with the metric's label names."""
+    names: dict[str, tuple[str, ...]] = {}
+    for metric in vars(_Metrics()).values():
+        suffixes: tuple[str, ...]
+        if isinstance(metric, Histogram):
+            suffixes = ("_bucket", "_count", "_sum")
+        elif isinstance(metric, Counter):
+            suffixes = ("_total",)
+        elif isinstance(metric, Gauge):
+            suffixes = ("",)
+        else:
+            continue
+        for suffix in suffixes:
+            labels = tuple(metric._labelnames) + (("le",) if suffix == "_bucket" else ())
+            names[metric._name + suffix] = labels
+    return names
+
+
+def _rules() -> list[dict[str, Any]]:
+    body = yaml.safe_load(RULES.read_text())
+    return [rule for group in body["groups"] for rule in group["rules"]]
+
+
+def test_alert_rules_are_complete_routed_and_linked() -> None:
+    rules = _rules()
+    assert "deploy/prometheus/alerts.yaml" in TEXT
+    assert len(rules) >= 8
+    assert len({r["alert"] for r in rules}) == len(rules)
+    for rule in rules:
+        assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
+        assert rule["labels"]["severity"] in {"page", "ticket"}
+        assert rule["labels"]["team"] == "ml-platform"
+        assert re.fullmatch(r"\d+m", rule["for"])
+        assert rule["annotations"]["summary"]
+        doc, _, anchor = rule["annotations"]["runbook"].partition("#")
+        assert anchor in _anchors((REPO / doc).read_text()), rule["annotations"]["runbook"]
+        assert rule["expr"].count("(") == rule["expr"].count(")"), rule["alert"]
+
+
+@pytest.mark.parametrize("rule", _rules(), ids=lambda r: r["alert"])
+def test_alert_rules_select_exported_metrics(rule: dict[str, Any]) -> None:
+    exported = _exported()
+    selectors = SELECTOR.findall(rule["expr"])
+    assert selectors, "a rule without a fitpulse metric"
+    for name, matchers in selectors:
+        assert name in exported, f"{name} is not exported by serving/app.py"
+        for label, op, value in MATCHER.findall(matchers):
+            assert label in exported[name], f"{name} has no label {label!r}"
+            if label in KNOWN_VALUES and op != "!=":
+                values = value.split("|") if op == "=~" else [value]
+                assert set(values) <= KNOWN_VALUES[label], f"{label}={value}"
+    for clause in re.findall(r"by \(([^)]*)\)", rule["expr"]):
+        for label in (x.strip() for x in clause.split(",")):
+            assert label in {"le", "instance"}, f"grouping by {label!r}"
