@@ -48,6 +48,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from bench_common import peak_rss_kib, proc_status_kib, reset_peak_rss
 
 # The generator's event mix (shares of all events). Impressions dominate; engagements are
 # drawn from impressions (a click is on a shown item, a start on a clicked one, ...).
@@ -328,30 +329,6 @@ COPY (
     }
 
 
-def _rss_kib(field: str) -> int | None:
-    """``VmRSS`` or ``VmHWM`` of this process in KiB (Linux), else None."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def _peak_kib() -> int:
-    hwm = _rss_kib("VmHWM")
-    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -371,8 +348,8 @@ def child_duckdb(spec: dict[str, Any]) -> dict[str, Any]:
     for name in QUERIES:
         runs = []
         for _ in range(int(spec["repeat"])):
-            base = _rss_kib("VmRSS")
-            reset = _reset_peak()
+            base = proc_status_kib("VmRSS")
+            reset = reset_peak_rss()
             cpu0, t0 = _cpu(), time.perf_counter()
             con.execute(sql[name])
             wall = time.perf_counter() - t0
@@ -381,7 +358,7 @@ def child_duckdb(spec: dict[str, Any]) -> dict[str, Any]:
                     "wall_s": wall,
                     "cpu_s": _cpu() - cpu0,
                     "rss_before_kib": base,
-                    "peak_rss_kib": _peak_kib(),
+                    "peak_rss_kib": peak_rss_kib(),
                     "peak_reset": reset,
                 }
             )
@@ -417,8 +394,8 @@ def pandas_user_features(events_dir: Path, as_of_ms: int, window_days: int) -> d
     import pandas as pd
 
     files = sorted(events_dir.glob("*.parquet"))
-    base = _rss_kib("VmRSS")
-    reset = _reset_peak()
+    base = proc_status_kib("VmRSS")
+    reset = reset_peak_rss()
     t0 = time.perf_counter()
     cpu0 = _cpu()
     table = pq.read_table(files, columns=["user_id", "event_type", "ts"], use_threads=False)
@@ -460,7 +437,7 @@ def pandas_user_features(events_dir: Path, as_of_ms: int, window_days: int) -> d
         "wall_s": wall,
         "cpu_s": cpu,
         "rss_before_kib": base,
-        "peak_rss_kib": _peak_kib(),
+        "peak_rss_kib": peak_rss_kib(),
         "peak_reset": reset,
     }
 
@@ -563,13 +540,13 @@ def child_ingest(spec: dict[str, Any]) -> dict[str, Any]:
     ]
     day = dt.date.fromisoformat(spec["day"])
     pseudonymizer = Pseudonymizer.from_secret("x" * 32)
-    base = _rss_kib("VmRSS")
-    reset = _reset_peak()
+    base = proc_status_kib("VmRSS")
+    reset = reset_peak_rss()
     cpu0, t0 = _cpu(), time.perf_counter()
     result = ingest_batches(batches, day, pseudonymizer)
     wall = time.perf_counter() - t0
     cpu = _cpu() - cpu0
-    peak = _peak_kib()
+    peak = peak_rss_kib()
     cpu1, t1 = _cpu(), time.perf_counter()
     result.events.to_parquet(root / "clean.parquet", index=False, compression="zstd")
     result.quarantine.to_parquet(root / "quarantine.parquet", index=False, compression="zstd")

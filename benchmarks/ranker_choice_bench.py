@@ -51,7 +51,6 @@ import pickle
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,6 +63,7 @@ from typing import Any, cast
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from bench_common import git_state, jsonable
 
 from fitpulse_orchestration.evaluation.home_feed import HomeFeedEvaluation, evaluate_home_feed
 from fitpulse_orchestration.evaluation.metrics import recall_at_k
@@ -727,32 +727,6 @@ def report(meta: dict[str, Any], spine: Spine, result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, pd.DataFrame):
-        return json.loads(value.to_json(orient="records"))
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item"):
-        return value.item()
-    return value
-
-
-def _git_state() -> dict[str, Any]:
-    repo = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
-        return done.stdout if done.returncode == 0 else ""
-
-    modified = [line[3:] for line in git("status", "--porcelain").splitlines() if line[:2] != "??"]
-    return {
-        "commit": git("rev-parse", "--short", "HEAD").strip() or None,
-        "modified_files": modified,
-    }
-
-
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -783,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "versions": {"lightgbm": lgb.__version__, "sklearn": sklearn.__version__},
         "loadavg_start": _load(),
-        "git": _git_state(),
+        "git": git_state(),
         "bootstrap": {
             "samples": policy.bootstrap_samples,
             "confidence": policy.confidence,
@@ -817,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
             "split": spine.split.as_dict(),
             **result,
         }
-        args.json_out.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
+        args.json_out.write_text(json.dumps(jsonable(payload), indent=2) + "\n")
         print(f"wrote {args.json_out}")
     return 0
 

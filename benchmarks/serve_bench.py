@@ -64,6 +64,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from bench_common import git_state, jsonable
 
 from fitpulse_orchestration.features.reference import publish_time_known
 from fitpulse_orchestration.retrieval.als import AlsArtifacts
@@ -1230,36 +1231,8 @@ def format_report(meta: dict[str, Any], results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _git_state() -> dict[str, Any]:
-    repo = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
-        return done.stdout if done.returncode == 0 else ""
-
-    modified = [line[3:] for line in git("status", "--porcelain").splitlines() if line[:2] != "??"]
-    return {
-        "commit": git("rev-parse", "--short", "HEAD").strip() or None,
-        "modified_files": modified,
-    }
-
-
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item"):
-        return value.item()
-    return value
 
 
 def run_large(
@@ -1356,7 +1329,7 @@ def main(argv: list[str] | None = None) -> int:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-        "git": _git_state(),
+        "git": git_state(),
         "requests": args.requests,
         "warmup": args.warmup,
         "cold_share": args.cold_share,
@@ -1412,7 +1385,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_report(meta, results))
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(_jsonable({"meta": meta, **results}), indent=2) + "\n")
+        args.json_out.write_text(json.dumps(jsonable({"meta": meta, **results}), indent=2) + "\n")
         print(f"\nwrote {args.json_out}")
     return 0
 

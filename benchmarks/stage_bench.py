@@ -26,7 +26,6 @@ import platform
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
+from bench_common import git_state, jsonable, reset_peak_rss
 
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.evaluation.home_feed import evaluate_home_feed, format_table
@@ -98,19 +98,6 @@ def peak_rss_mib() -> float:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-def reset_peak_rss() -> bool:
-    """Reset the RSS high-water mark (Linux >= 4.0); return whether that worked.
-
-    With the reset, ``ru_maxrss`` read at the end of a stage is that stage's own peak; without
-    it, it is the peak of the process so far.
-    """
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
 
 
 class StageClock:
@@ -475,33 +462,6 @@ def report(meta: dict[str, Any], summary: dict[str, Any], runs: list[dict]) -> s
     return "\n".join(lines)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, pd.DataFrame):
-        return json.loads(value.to_json(orient="records"))
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item"):
-        return value.item()
-    return value
-
-
-def _git_state() -> dict[str, Any]:
-    """Commit and locally modified files of the checkout the domain code was imported from."""
-    repo = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
-        return done.stdout if done.returncode == 0 else ""
-
-    modified = [line[3:] for line in git("status", "--porcelain").splitlines() if line[:2] != "??"]
-    return {
-        "commit": git("rev-parse", "--short", "HEAD").strip() or None,
-        "modified_files": modified,
-    }
-
-
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -529,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "openblas_num_threads": os.environ["OPENBLAS_NUM_THREADS"],
         "loadavg_start": _load(),
-        "git": _git_state(),
+        "git": git_state(),
     }
     import_s, _ = timed(_import_lazy_modules)
     meta["lazy_import_seconds"] = import_s
@@ -553,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         payload = {"meta": meta, **summary, "runs": runs}
-        args.out.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
+        args.out.write_text(json.dumps(jsonable(payload), indent=2) + "\n")
         print(f"\nwrote {args.out}")
     return 0
 

@@ -49,9 +49,7 @@ import gc
 import json
 import math
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -61,6 +59,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from bench_common import git_state, jsonable, peak_rss_kib, proc_status_kib, reset_peak_rss
 from scipy.sparse import csr_matrix
 from threadpoolctl import threadpool_limits
 
@@ -142,33 +141,6 @@ INT32_MAX = 2**31 - 1
 # --------------------------------------------------------------------------- measurement
 
 
-def _status_kib(field: str) -> int | None:
-    """``VmRSS`` or ``VmHWM`` of this process in KiB (Linux), else None."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def _peak_kib() -> int:
-    hwm = _status_kib("VmHWM")
-    if hwm is not None:
-        return hwm
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak // 1024 if sys.platform == "darwin" else peak
-
-
 def _release_free_heap() -> None:
     """Hand freed heap pages back to the OS (glibc), so RSS before a call is its true base.
 
@@ -185,12 +157,12 @@ def measure(fn: Callable[[], Any]) -> tuple[dict[str, Any], Any]:
     """Wall, process CPU (all threads), RSS before and peak RSS during ``fn()``."""
     gc.collect()
     _release_free_heap()
-    before = _status_kib("VmRSS") or 0
-    reset = _reset_peak()
+    before = proc_status_kib("VmRSS") or 0
+    reset = reset_peak_rss()
     wall0, cpu0 = time.perf_counter(), time.process_time()
     value = fn()
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    peak = _peak_kib()
+    peak = peak_rss_kib()
     return {
         "wall_s": wall,
         "cpu_s": cpu,
@@ -1000,20 +972,6 @@ def _main_variant(step: str, table: list[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------- main
 
 
-def _git_state() -> dict[str, Any]:
-    repo = Path(__file__).resolve().parent.parent
-
-    def git(*cmd: str) -> str:
-        done = subprocess.run(["git", *cmd], cwd=repo, capture_output=True, text=True, check=False)
-        return done.stdout if done.returncode == 0 else ""
-
-    modified = [line[3:] for line in git("status", "--porcelain").splitlines() if line[:2] != "??"]
-    return {
-        "commit": git("rev-parse", "--short", "HEAD").strip() or None,
-        "modified_files": modified,
-    }
-
-
 def _l3_cache() -> str:
     try:
         return Path("/sys/devices/system/cpu/cpu0/cache/index3/size").read_text().strip()
@@ -1027,18 +985,6 @@ def _load() -> str:
 
 def _sizes(text: str | None, default: tuple[int, ...]) -> list[int]:
     return sorted({int(float(s)) for s in text.split(",")}) if text else list(default)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item"):
-        return value.item()
-    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -1098,7 +1044,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "load_start": _load(),
         "l3_cache": _l3_cache(),
-        "git": _git_state(),
+        "git": git_state(),
         "args": {k: str(v) for k, v in vars(args).items()},
     }
     import_start = time.perf_counter()
@@ -1167,7 +1113,7 @@ def main(argv: list[str] | None = None) -> int:
             "results": results,
             "extrapolation": table,
         }
-        args.json_out.write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
+        args.json_out.write_text(json.dumps(jsonable(payload), indent=2) + "\n")
         print(f"wrote {args.json_out}")
     return 0
 
