@@ -186,6 +186,45 @@ def _check_columns(path: Path, found: list[str], options: ImportOptions) -> None
         )
 
 
+DEFAULT_FALLBACK_ENCODING: Final = "cp1252"
+"""Codec of text fields that are not UTF-8 (the usual encoding of spreadsheet exports)."""
+_DECODED, _RECODED, _UNDECODABLE = 0, 1, 2
+
+
+def _decode_bytes(data: bytes, fallback: str | None) -> tuple[str, int]:
+    """A field's text and how it decoded: UTF-8, the fallback codec, or neither (escaped)."""
+    try:
+        return data.decode("utf-8"), _DECODED
+    except UnicodeDecodeError:
+        pass
+    if fallback is not None:
+        try:
+            return data.decode(fallback), _RECODED
+        except UnicodeDecodeError:
+            pass
+    return data.decode("utf-8", errors="backslashreplace"), _UNDECODABLE
+
+
+def _decode_latin1_view(frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """Decode a frame read as Latin-1 (one char per byte) field by field.
+
+    Returns:
+        The decoded frame and, per row, whether a field decoded with neither UTF-8 nor
+        ``DEFAULT_FALLBACK_ENCODING`` (such rows are rejected, not guessed).
+    """
+    undecodable = np.zeros(len(frame), dtype=bool)
+    out = frame.copy()
+    for column in frame.columns:
+        values = frame[column].to_numpy(dtype=object)
+        for row, value in enumerate(values):
+            if isinstance(value, str) and not value.isascii():
+                text, status = _decode_bytes(value.encode("latin-1"), DEFAULT_FALLBACK_ENCODING)
+                values[row] = text
+                undecodable[row] |= status == _UNDECODABLE
+        out[column] = values
+    return out, undecodable
+
+
 def read_interactions(path: Path, options: ImportOptions | None = None) -> pd.DataFrame:
     """Read the mapped columns of an interaction log, values as stored.
 
@@ -199,7 +238,10 @@ def read_interactions(path: Path, options: ImportOptions | None = None) -> pd.Da
         One row per data row of the file, in file order (frame row ``i`` is data row ``i + 1``),
         holding only ``options.source_columns`` under their names in the file. Text values are
         strings, so ids keep their raw spelling (``"007"``); blanks are missing (NaN). Parquet
-        columns keep their types.
+        columns keep their types. Text is decoded field by field, UTF-8 or else
+        ``DEFAULT_FALLBACK_ENCODING`` (as ``import-catalog`` decodes, so ids match), so a file
+        in another encoding never fails the read; ``frame.attrs["undecodable"]`` marks rows with
+        a field neither decodes.
 
     Raises:
         ValueError: the format is unknown, a text file is empty, or a mapped column is absent
@@ -227,12 +269,20 @@ def read_interactions(path: Path, options: ImportOptions | None = None) -> pd.Da
         "skipinitialspace": True,
     }
     try:
-        header = pd.read_csv(path, nrows=0, **read_args)
+        header = pd.read_csv(path, nrows=0, encoding="latin-1", **read_args)
     except pd.errors.EmptyDataError as exc:
         raise ValueError(f"{path.name} is empty: expected a header row or data rows") from exc
-    _check_columns(path, [str(c) for c in header.columns], options)
-    frame = pd.read_csv(path, usecols=wanted, dtype=str, **read_args)
-    return frame[wanted].reset_index(drop=True)
+    found = [_decode_bytes(str(c).encode("latin-1"), DEFAULT_FALLBACK_ENCODING)[0] for c in header]
+    _check_columns(path, found, options)
+    positions = [found.index(c) for c in wanted] if names is None else None
+    frame = pd.read_csv(
+        path, usecols=positions or wanted, dtype=str, encoding="latin-1", **read_args
+    )
+    if positions is not None:
+        frame.columns = [found[i] for i in sorted(positions)]
+    decoded, undecodable = _decode_latin1_view(frame[wanted].reset_index(drop=True))
+    decoded.attrs["undecodable"] = undecodable
+    return decoded
 
 
 def _id_text(value: Any) -> str | None:
@@ -297,9 +347,56 @@ class _Prepared:
     rejects: pd.DataFrame
 
 
+def split_rejects(
+    raw: pd.DataFrame, problems: dict[str, pd.Series]
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """The rows without any problem, and the others with their reasons.
+
+    Args:
+        raw: the rows as read (frame row ``i`` is data row ``i + 1``).
+        problems: reason -> boolean mask over ``raw``'s rows.
+
+    Returns:
+        A boolean mask of the landable rows, and the rejected rows with ``row_number`` and
+        ``reason`` (the ``;``-joined sorted reasons) in front of their columns as read.
+    """
+    names = sorted(problems)
+    hits = np.column_stack([problems[n].to_numpy(dtype=bool) for n in names])
+    bad = np.asarray(hits.any(axis=1), dtype=bool)
+    rejects = raw[bad].reset_index(drop=True)
+    rejects.insert(
+        0,
+        "reason",
+        [";".join(n for n, hit in zip(names, row, strict=True) if hit) for row in hits[bad]],
+        allow_duplicates=True,
+    )
+    rejects.insert(0, "row_number", np.flatnonzero(bad) + 1, allow_duplicates=True)
+    return ~bad, rejects
+
+
+def write_rejects(store: ObjectStore, key: str, rejects: pd.DataFrame) -> dict[str, int]:
+    """Write ``rejects`` (``split_rejects`` output) as CSV at ``key``, or remove a stale file.
+
+    Returns:
+        How many rejected rows carry each reason, by reason.
+    """
+    if len(rejects):
+        buffer = io.StringIO()
+        rejects.to_csv(buffer, index=False)
+        store.put_bytes(key, buffer.getvalue().encode("utf-8"))
+    else:
+        store.delete(key)
+    return dict(
+        sorted(Counter(r for joined in rejects["reason"] for r in joined.split(";")).items())
+    )
+
+
 def _prepare(raw: pd.DataFrame, options: ImportOptions, request_prefix: str) -> _Prepared:
     """Map source columns to contract fields and split off the rows that cannot land."""
     problems: dict[str, pd.Series] = {}
+    undecodable = raw.attrs.get("undecodable")
+    if undecodable is not None:
+        problems["undecodable_text"] = pd.Series(undecodable, index=raw.index)
     user = _ids(raw[options.user_col])
     item = _ids(raw[options.item_col])
     problems["missing_user_id"] = user.isna()
@@ -336,19 +433,7 @@ def _prepare(raw: pd.DataFrame, options: ImportOptions, request_prefix: str) -> 
         problems["unknown_event_type"] = source_event.notna() & ~event_type.isin(EVENT_TYPES)
         label = source_event
 
-    names = sorted(problems)
-    hits = np.column_stack([problems[n].to_numpy(dtype=bool) for n in names])
-    bad = hits.any(axis=1)
-    good = ~bad
-
-    rejects = raw[bad].reset_index(drop=True)
-    rejects.insert(
-        0,
-        "reason",
-        [";".join(n for n, hit in zip(names, row, strict=True) if hit) for row in hits[bad]],
-        allow_duplicates=True,
-    )
-    rejects.insert(0, "row_number", np.flatnonzero(bad) + 1, allow_duplicates=True)
+    good, rejects = split_rejects(raw, problems)
 
     events = pd.DataFrame(
         {
@@ -495,19 +580,12 @@ def import_interactions(
 
     rejects_key = import_rejects_key(name.removeprefix("import-"))
     rejects = prepared.rejects
-    if len(rejects):
-        buffer = io.StringIO()
-        rejects.to_csv(buffer, index=False)
-        store.put_bytes(rejects_key, buffer.getvalue().encode("utf-8"))
-    else:
-        store.delete(rejects_key)
-
-    reasons = Counter(r for joined in rejects["reason"] for r in joined.split(";"))
+    reasons = write_rejects(store, rejects_key, rejects)
     return ImportSummary(
         rows_read=len(raw),
         rows_landed=len(events),
         rows_rejected=len(rejects),
-        reject_reasons=dict(sorted(reasons.items())),
+        reject_reasons=reasons,
         files_written=sorted(files),
         days=sorted({pd.Timestamp(h).date() for h in hours.unique()}),
         event_counts=dict(sorted(Counter(events["event_type"]).items())),

@@ -519,3 +519,32 @@ def test_movielens_sample_goes_through_ingestion(tmp_path: Path) -> None:
     assert all(r.balanced for r in results)
     assert sum(r.quarantined for r in results) == 0
     assert sum(r.accepted for r in results) == summary.rows_landed - summary.duplicate_rows
+
+
+def test_a_non_utf8_log_lands_with_the_catalog_spelling_and_rejects_undecodable_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "latin.csv"
+    # A cp1252 export: "café" and "Zoë" are single bytes; 0x81 is undefined in cp1252 too.
+    path.write_bytes(
+        b"user_id,item_id,timestamp,event_type\n"
+        b"caf\xe9,i1,2024-01-01T00:00:00Z,click\n"
+        b"u2,Zo\xeb,2024-01-01T00:00:00Z,click\n"
+        b"u3,bad\x81,2024-01-01T00:00:00Z,click\n"
+        b"u\xc3\xa9,i2,2024-01-01T00:00:00Z,click\n"
+    )
+    store = LocalObjectStore(tmp_path / "home")
+
+    summary = import_interactions(path, store)
+
+    assert (summary.rows_landed, summary.rows_rejected) == (3, 1)
+    assert summary.reject_reasons == {"undecodable_text": 1}
+    records = _all_records(store)
+    assert sorted((r["user_id"], r["item_id"]) for r in records) == [
+        ("café", "i1"),
+        ("u2", "Zoë"),
+        ("ué", "i2"),
+    ]
+    rejects = pd.read_csv(io.BytesIO(store.get_bytes(summary.rejects_file)), dtype=str)
+    assert rejects["row_number"].tolist() == ["3"]
+    assert rejects.loc[0, "item_id"] == "bad\\x81"
