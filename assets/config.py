@@ -18,6 +18,8 @@ from fitpulse_orchestration.ranking.ranker import RankerParams
 from fitpulse_orchestration.ranking.rerank import RerankParams
 from fitpulse_orchestration.retrieval.als import AlsParams
 from fitpulse_orchestration.retrieval.candidates import CandidateParams
+from fitpulse_orchestration.retrieval.ease import EaseParams
+from fitpulse_orchestration.retrieval.tuning import TuningParams
 from fitpulse_orchestration.retrieval.two_tower import TwoTowerParams
 from fitpulse_orchestration.simulation.ab import SimulationSettings
 from model_registry.gate import GatePolicy
@@ -26,6 +28,8 @@ _ALS = AlsParams()
 _TWO_TOWER = TwoTowerParams()
 _RANKER = RankerParams()
 _SPLIT = SplitParams()
+_EASE = EaseParams()
+_TUNING = TuningParams()
 _CANDIDATES = CandidateParams()
 _RERANK = RerankParams()
 
@@ -35,10 +39,16 @@ def _convert(config: dg.Config, cls: type) -> Any:
 
 
 class SplitConfig(dg.Config):
-    """Days of the held-out evaluation window and of the ranker's training window."""
+    """The evaluation protocol: how the held-out and validation parts are cut."""
 
-    eval_days: int = _SPLIT.eval_days
-    ranker_days: int = _SPLIT.ranker_days
+    holdout: str = _SPLIT.holdout
+    """time (latest days), user_random (a share of each user's items, the Recommenders
+    protocol) or leave_last (each user's last item)."""
+    eval_days: int | None = _SPLIT.eval_days
+    ranker_days: int | None = _SPLIT.ranker_days
+    heldout_share: float = _SPLIT.heldout_share
+    min_heldout_users: int = _SPLIT.min_heldout_users
+    seed: int = _SPLIT.seed
 
     def to_params(self) -> SplitParams:
         """The domain dataclass."""
@@ -61,6 +71,31 @@ class AlsConfig(dg.Config):
     def to_params(self) -> AlsParams:
         """The domain dataclass."""
         return _convert(self, AlsParams)  # type: ignore[no-any-return]
+
+
+class EaseConfig(dg.Config):
+    """EASE defaults: the search starts from ``l2``; ``max_items`` bounds its memory."""
+
+    l2: float = _EASE.l2
+    max_items: int = _EASE.max_items
+
+    def to_params(self) -> EaseParams:
+        """The domain dataclass."""
+        return _convert(self, EaseParams)  # type: ignore[no-any-return]
+
+
+class TuningConfig(dg.Config):
+    """The hyper-parameter search: trials per retriever, seed, judged users, starting points."""
+
+    n_trials: int = _TUNING.n_trials
+    seed: int = _TUNING.seed
+    max_users: int = _TUNING.max_users
+    als: AlsConfig = AlsConfig()
+    ease: EaseConfig = EaseConfig()
+
+    def to_params(self) -> TuningParams:
+        """The domain dataclass."""
+        return TuningParams(n_trials=self.n_trials, seed=self.seed, max_users=self.max_users)
 
 
 class TwoTowerConfig(dg.Config):
@@ -108,6 +143,7 @@ class FeedConfig(dg.Config):
     """Candidate quotas and re-ranking guardrails used when building feeds."""
 
     n_als: int = _CANDIDATES.n_als
+    n_ease: int = _CANDIDATES.n_ease
     n_two_tower: int = _CANDIDATES.n_two_tower
     n_popular: int = _CANDIDATES.n_popular
     n_fresh: int = _CANDIDATES.n_fresh

@@ -3,7 +3,7 @@
 import dagster as dg
 import pandas as pd
 
-from assets.config import AlsConfig, SplitConfig
+from assets.config import SplitConfig
 from assets.groups import FEATURES
 from assets.resources import ObjectStoreResource, OnlineStoreResource
 from fitpulse_orchestration.features.online import compute_user_histories
@@ -15,9 +15,8 @@ from fitpulse_orchestration.features.point_in_time import (
 )
 from fitpulse_orchestration.features.snapshot import TrainingSnapshot, build_training_snapshot
 from fitpulse_orchestration.features.training import build_ranker_examples
-from fitpulse_orchestration.ranking.feed import build_ranker_training_frame
+from fitpulse_orchestration.ranking.feed import ValidationModels, build_ranker_training_frame
 from fitpulse_orchestration.ranking.rerank import RerankParams
-from fitpulse_orchestration.retrieval.two_tower import TwoTowerArtifacts
 
 
 @dg.asset(group_name=FEATURES, deps=["raw_events"], kinds={"duckdb"})
@@ -52,13 +51,13 @@ def item_features(training_snapshot: TrainingSnapshot) -> dg.Output[pd.DataFrame
 
 @dg.asset(group_name=FEATURES, kinds={"duckdb", "implicit"})
 def ranker_training_frame(
-    config: AlsConfig, training_snapshot: TrainingSnapshot, two_tower_model: TwoTowerArtifacts
+    training_snapshot: TrainingSnapshot, validation_models: ValidationModels
 ) -> dg.Output[pd.DataFrame]:
-    """Labelled feed requests of the ranker window with features as of each request."""
+    """Labelled examples of the validation part with features as of each example."""
     inputs, split = training_snapshot.inputs, training_snapshot.split
     examples = build_ranker_examples(inputs.events, inputs.catalog, split)
     frame, stats = build_ranker_training_frame(
-        inputs, examples, split, config.to_params(), two_tower_model
+        training_snapshot.example_inputs(), examples, validation_models
     )
     kinds = examples["kind"].value_counts().to_dict()
     return dg.Output(frame, metadata={**stats, "example_kinds": dg.MetadataValue.json(kinds)})

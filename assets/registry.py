@@ -1,6 +1,7 @@
 """Registry: each evaluated feed model becomes a version, and the promotion gate judges it."""
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import dagster as dg
 import pandas as pd
@@ -17,8 +18,11 @@ from fitpulse_orchestration.features.snapshot import TrainingSnapshot
 from fitpulse_orchestration.monitoring.features import reference_feature_sample
 from fitpulse_orchestration.monitoring.serving import reference_served_scores
 from fitpulse_orchestration.provenance import code_version, feature_schema_hash
+from fitpulse_orchestration.ranking.blend import describe_weights
 from fitpulse_orchestration.ranking.bundle import FeedBundle, bundle_files
 from fitpulse_orchestration.ranking.feed import HomeFeedModel
+from fitpulse_orchestration.ranking.selection import FeedSelection
+from fitpulse_orchestration.retrieval.tuning import TuningResult
 from model_registry.client import (
     HOME_RANKER_MODEL,
     RegisteredVersion,
@@ -36,12 +40,19 @@ GATE_ACTOR = "promotion_gate"
 )
 def registered_home_ranker(
     context: dg.AssetExecutionContext,
-    home_feed_model: HomeFeedModel,
+    served_home_feed_model: HomeFeedModel,
     home_feed_evaluation: HomeFeedEvaluation,
     training_snapshot: TrainingSnapshot,
     ranker_training_frame: pd.DataFrame,
+    retrieval_tuning: TuningResult,
+    feed_selection: FeedSelection,
 ) -> dg.Output[RegisteredVersion]:
-    """The feed model's version in the MLflow registry (alias ``candidate``), fully tagged."""
+    """The served (refit) feed model's version in the MLflow registry (alias ``candidate``).
+
+    Tagged with its evaluation (measured on the model before the refit, under the recorded
+    protocol), the tuned hyper-parameters, the chosen scorer and the refit's data range.
+    """
+    home_feed_model = served_home_feed_model
     model_registry: ModelRegistryResource = context.resources.model_registry
     table = home_feed_evaluation.table
     tags: dict[str, object] = {
@@ -51,7 +62,16 @@ def registered_home_ranker(
         for name in METRICS
         if ((table["model"] == model) & (table["slice"] == slice_)).any()
     }
-    tags.update({f"data.{k}": v for k, v in training_snapshot.split.as_dict().items()})
+    split = training_snapshot.split
+    tags.update({f"data.{k}": v for k, v in split.as_dict().items()})
+    tags["eval.protocol"] = split.describe()
+    tags["refit"] = "true"
+    tags["refit.until"] = split.end.isoformat()
+    tags["refit.evaluated_until"] = split.eval_start.isoformat()
+    tags.update({f"tuning.{k}": v for k, v in retrieval_tuning.chosen().items()})
+    tags["scorer"] = feed_selection.scorer
+    tags["scorer.blend_weights"] = describe_weights(feed_selection.blend_weights)
+    tags["scorer.reason"] = feed_selection.reason
     features = home_feed_model.ranker.feature_names
     tags["code_version"] = code_version()
     tags["feature_schema_hash"] = feature_schema_hash(ranker_training_frame, features)
@@ -120,7 +140,10 @@ def promotion_gate(
         baseline = _scores(evaluation, CHAMPION, f"champion (version {champion})")
     else:
         baseline = _scores(evaluation, "popularity", "popularity baseline (no champion yet)")
-    decision = decide_promotion(candidate, baseline, config.to_policy())
+    decision = replace(
+        decide_promotion(candidate, baseline, config.to_policy()),
+        protocol=evaluation.protocol,
+    )
     model_registry.get_promotion().record_gate(
         registered_home_ranker.name, version, decision, GATE_ACTOR
     )

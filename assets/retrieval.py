@@ -3,29 +3,64 @@
 import dagster as dg
 import pandas as pd
 
-from assets.config import AlsConfig, TwoTowerConfig
+from assets.config import TuningConfig, TwoTowerConfig
 from assets.groups import RETRIEVAL
 from fitpulse_orchestration.features.snapshot import TrainingSnapshot
+from fitpulse_orchestration.features.training import validation_relevance
+from fitpulse_orchestration.ranking.feed import ValidationModels, fit_validation_models
 from fitpulse_orchestration.retrieval.als import AlsArtifacts, build_interaction_matrix, train_als
+from fitpulse_orchestration.retrieval.ease import EaseArtifacts, train_ease
 from fitpulse_orchestration.retrieval.index import ItemIndex, build_item_index
 from fitpulse_orchestration.retrieval.live_index import build_two_tower_index
 from fitpulse_orchestration.retrieval.popularity import PopularityParams, compute_popular_items
+from fitpulse_orchestration.retrieval.tuning import TuningResult, trial_records, tune_retrievers
 from fitpulse_orchestration.retrieval.two_tower import (
     TwoTowerArtifacts,
     build_examples,
     train_two_tower,
 )
-from model_registry.client import log_stage
+from model_registry.client import log_stage, log_trials
+
+
+@dg.asset(group_name=RETRIEVAL, kinds={"optuna", "implicit"}, required_resource_keys={"mlflow"})
+def retrieval_tuning(
+    context: dg.AssetExecutionContext,
+    config: TuningConfig,
+    training_snapshot: TrainingSnapshot,
+) -> dg.Output[TuningResult]:
+    """ALS and EASE hyper-parameters chosen by an Optuna search on the validation split."""
+    split = training_snapshot.split
+    result = tune_retrievers(
+        training_snapshot.fit_inputs().events,
+        split.ranker_start,
+        validation_relevance(training_snapshot.inputs.events, split),
+        config.als.to_params(),
+        config.ease.to_params(),
+        config.to_params(),
+    )
+    tracker = context.resources.mlflow
+    log_stage(tracker, "tuning", result.chosen(), result.summary())
+    log_trials(tracker, "tuning", trial_records(result))
+    return dg.Output(
+        result,
+        metadata={
+            **result.summary(),
+            "chosen": dg.MetadataValue.json(result.chosen()),
+            "protocol": split.describe(),
+        },
+    )
 
 
 @dg.asset(group_name=RETRIEVAL, kinds={"implicit"}, required_resource_keys={"mlflow"})
 def als_model(
-    context: dg.AssetExecutionContext, config: AlsConfig, training_snapshot: TrainingSnapshot
+    context: dg.AssetExecutionContext,
+    retrieval_tuning: TuningResult,
+    training_snapshot: TrainingSnapshot,
 ) -> dg.Output[AlsArtifacts]:
-    """Implicit-feedback ALS factors of every member and item active before the held-out window."""
-    params = config.to_params()
+    """Implicit-feedback ALS factors of every member and item, held-out part excluded."""
+    params = retrieval_tuning.als
     matrix = build_interaction_matrix(
-        training_snapshot.inputs.events, params, before=training_snapshot.split.eval_start
+        training_snapshot.train_inputs().events, params, before=training_snapshot.split.eval_start
     )
     artifacts = train_als(matrix, params)
     metrics = {
@@ -44,11 +79,50 @@ def item_index(als_model: AlsArtifacts) -> dg.Output[ItemIndex]:
     return dg.Output(index, metadata={"items": len(index), "kind": index.kind, "dim": index.dim})
 
 
+@dg.asset(group_name=RETRIEVAL, kinds={"numpy"}, required_resource_keys={"mlflow"})
+def ease_model(
+    context: dg.AssetExecutionContext,
+    retrieval_tuning: TuningResult,
+    training_snapshot: TrainingSnapshot,
+) -> dg.Output[EaseArtifacts]:
+    """EASE item-item weights over the head of the catalog, held-out part excluded."""
+    split = training_snapshot.split
+    events = training_snapshot.train_inputs().events
+    artifacts = train_ease(events[events["ts"] < split.eval_start], retrieval_tuning.ease)
+    log_stage(context.resources.mlflow, "ease", artifacts.param_dict(), artifacts.metrics)
+    return dg.Output(artifacts, metadata=artifacts.metrics)
+
+
+@dg.asset(group_name=RETRIEVAL, kinds={"implicit", "faiss"})
+def validation_models(
+    retrieval_tuning: TuningResult,
+    training_snapshot: TrainingSnapshot,
+    two_tower_model: TwoTowerArtifacts,
+) -> dg.Output[ValidationModels]:
+    """ALS, EASE, popularity and the two-tower fitted on the fit part, for validation."""
+    split = training_snapshot.split
+    models = fit_validation_models(
+        training_snapshot.fit_inputs(),
+        split.ranker_start,
+        retrieval_tuning.als,
+        retrieval_tuning.ease,
+        two_tower_model,
+    )
+    return dg.Output(
+        models,
+        metadata={
+            "as_of": models.as_of.isoformat(),
+            "als_users": len(models.als.user_ids),
+            "ease_items": len(models.ease.item_ids) if models.ease else 0,
+        },
+    )
+
+
 @dg.asset(group_name=RETRIEVAL, kinds={"pandas"})
 def popular_items(training_snapshot: TrainingSnapshot) -> dg.Output[pd.DataFrame]:
     """Recency-decayed item popularity per segment (fitness level x region) and overall."""
     table = compute_popular_items(
-        training_snapshot.inputs.events,
+        training_snapshot.train_inputs().events,
         training_snapshot.inputs.profiles,
         training_snapshot.split.eval_start,
         PopularityParams(),
@@ -64,11 +138,11 @@ def two_tower_model(
 ) -> dg.Output[TwoTowerArtifacts]:
     """Two-tower retrieval model (profile + history user tower, content-only item tower).
 
-    Trained on engagements before the ranker's window, so the ranker's ``x_source`` feature of
-    its training examples comes from a model that never saw them.
+    Trained on the fit part (before the validation part), so the ranker's ``x_source`` feature
+    of its training examples comes from a model that never saw them.
     """
     params = config.to_params()
-    inputs = training_snapshot.inputs
+    inputs = training_snapshot.fit_inputs()
     examples = build_examples(
         inputs.events,
         inputs.catalog,

@@ -107,24 +107,34 @@ def ingest_landed(
 
 def run_training(
     home: ProjectHome,
-    eval_days: int,
-    ranker_days: int,
+    eval_days: int | None = None,
+    ranker_days: int | None = None,
     until: dt.date | None = None,
     gate: dict[str, float] | None = None,
+    holdout: str = "time",
+    trials: int | None = None,
 ) -> dict[str, Any]:
-    """Ingest landed days (up to ``until``) in date order, then train; return run facts."""
+    """Ingest landed days (up to ``until``) in date order, then train; return run facts.
+
+    ``holdout`` is the evaluation protocol (``SplitParams``); ``eval_days``/``ranker_days``
+    fix the ``time`` protocol's windows (None: sized by events); ``trials`` is the
+    hyper-parameter search's budget per retriever (None: the default).
+    """
     defs, instance, days, totals = ingest_landed(home, until)
     store = _store(home)
     _say(
-        "training: snapshot -> features -> ALS + two-tower + FAISS + popularity -> ranker -> "
-        "evaluation -> registry -> promotion gate"
+        "training: snapshot -> tuning -> ALS + EASE + two-tower + FAISS + popularity -> ranker "
+        "-> scorer choice -> evaluation -> refit -> registry -> promotion gate"
     )
     started = time.perf_counter()
     run_config = _quiet_run_config()
+    split = {"holdout": holdout, "eval_days": eval_days, "ranker_days": ranker_days}
     run_config["ops"] = {
-        "training_snapshot": {"config": {"eval_days": eval_days, "ranker_days": ranker_days}},
+        "training_snapshot": {"config": split},
         "promotion_gate": {"config": gate or {}},
     }
+    if trials is not None:
+        run_config["ops"]["retrieval_tuning"] = {"config": {"n_trials": trials}}
     result = defs.resolve_job_def("training_job").execute_in_process(
         instance=instance, run_config=run_config, raise_on_error=False
     )
@@ -159,11 +169,19 @@ def run_training(
     _say(f"training {outcome} in {time.perf_counter() - started:.1f} s (run {result.run_id})")
     gate = version = push = None
     if result.success:
+        from fitpulse_orchestration.push.examples import has_push_logs
         from fitpulse_orchestration.storage.asset_values import load_asset_value
 
         gate = load_asset_value(store, "promotion_gate")
         version = load_asset_value(store, "registered_home_ranker").version
-        push = _run_push_training(defs, instance, store)
+        snapshot = load_asset_value(store, "training_snapshot")
+        if has_push_logs(snapshot.inputs.events):
+            push = _run_push_training(defs, instance, store)
+        else:
+            _say(
+                "push: skipped, the data holds no push_decision or push_sent events (an "
+                "imported log carries no push system logs to learn from)"
+            )
     return {
         "days": days,
         "totals": totals,
@@ -283,11 +301,17 @@ def _report(home: ProjectHome, facts: dict[str, Any]) -> pd.DataFrame:
         "failed_checks": facts["failed_checks"],
         "rows": table.to_dict(orient="records"),
     }
-    path.write_text(json.dumps(payload, indent=2))
+    tuning = load_asset_value(_store(home), "retrieval_tuning")
+    selection = load_asset_value(_store(home), "feed_selection")
+    payload["tuning"] = tuning.chosen()
+    payload["scorer"] = {"scorer": selection.scorer, "reason": selection.reason}
+    path.write_text(json.dumps(payload, indent=2, default=str))
     typer.echo(
-        "\nHome-feed evaluation on the held-out window "
-        f"({snapshot.split.eval_start.date()} .. {snapshot.split.end.date()}, exclusive):"
+        f"\ntuned on validation ({tuning.users} users): "
+        + ", ".join(f"{k} {v:.4g}" for k, v in tuning.chosen().items())
     )
+    typer.echo(f"scorer: {selection.scorer} ({selection.reason})")
+    typer.echo(f"\nHome-feed evaluation on the held-out part ({snapshot.split.describe()}):")
     typer.echo(format_table(table))
     from fitpulse_orchestration.evaluation.retrieval import format_retrieval_markdown
 
@@ -440,7 +464,7 @@ def demo(
     started = time.perf_counter()
     generate(scale=scale, seed=seed, shift_days=0, home=home)
     project = ProjectHome.resolve(home)
-    facts = run_training(project, eval_days=5, ranker_days=5)
+    facts = run_training(project)
     _report(project, facts)
     for label, sample in _feed_samples(project).items():
         typer.echo(
@@ -470,8 +494,26 @@ def demo(
 @app.command()
 def train(
     home: HomeOpt = None,
-    eval_days: Annotated[int, typer.Option(help="Days in the held-out window.")] = 5,
-    ranker_days: Annotated[int, typer.Option(help="Days of ranker training examples.")] = 5,
+    holdout: Annotated[
+        str,
+        typer.Option(
+            help="Evaluation protocol: time (the latest days), user_random (a seeded share of "
+            "each user's items, the Recommenders protocol) or leave_last (each user's last "
+            "item)."
+        ),
+    ] = "time",
+    eval_days: Annotated[
+        int | None,
+        typer.Option(help="time: fixed days in the held-out window (default: sized by events)."),
+    ] = None,
+    ranker_days: Annotated[
+        int | None,
+        typer.Option(help="time: fixed days in the validation window (default: sized)."),
+    ] = None,
+    trials: Annotated[
+        int | None,
+        typer.Option(min=1, help="Hyper-parameter search trials per retriever (default 12)."),
+    ] = None,
     until: Annotated[
         str | None, typer.Option(help="Ingest landed days up to this date (YYYY-MM-DD) only.")
     ] = None,
@@ -491,8 +533,20 @@ def train(
         raise typer.BadParameter(
             f"{until!r} is not a YYYY-MM-DD date", param_hint="--until"
         ) from exc
+    from fitpulse_orchestration.features.training import HOLDOUTS
+
+    if holdout not in HOLDOUTS:
+        raise typer.BadParameter(
+            f"{holdout!r} is not one of {', '.join(HOLDOUTS)}", param_hint="--holdout"
+        )
     facts = run_training(
-        project, eval_days=eval_days, ranker_days=ranker_days, until=last, gate=_gate_options(gate)
+        project,
+        eval_days=eval_days,
+        ranker_days=ranker_days,
+        until=last,
+        gate=_gate_options(gate),
+        holdout=holdout,
+        trials=trials,
     )
     _report(project, facts)
     if facts["failed_checks"]:
@@ -591,6 +645,103 @@ def import_interactions_cmd(
     if summary.rejects_file:
         _say(f"rejected rows with reasons: {summary.rejects_file}")
     _say(f"next: fitpulse train --home {project.root}")
+
+
+@app.command("import-catalog")
+def import_catalog_cmd(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV/TSV or Parquet.")],
+    home: HomeOpt = None,
+    id_col: Annotated[
+        str, typer.Option(help="Column of item ids (as import-interactions lands them).")
+    ] = "item_id",
+    title_col: Annotated[
+        str, typer.Option(help="Column of titles; '' uses the item id.")
+    ] = "title",
+    type_col: Annotated[
+        str | None, typer.Option(help="Column of item types (needs --published-col).")
+    ] = None,
+    item_type: Annotated[
+        str | None, typer.Option(help="Type of items without one (needs --published-col).")
+    ] = None,
+    category_col: Annotated[
+        str | None, typer.Option(help="Column of categories (blank: the first genre).")
+    ] = None,
+    genres_col: Annotated[
+        str | None,
+        typer.Option(help="Column of genres, e.g. 'Action|Comedy': category and tags."),
+    ] = None,
+    genre_sep: Annotated[str, typer.Option(help="Separator of the genres.")] = "|",
+    difficulty_col: Annotated[
+        str | None, typer.Option(help="Column of beginner/intermediate/advanced.")
+    ] = None,
+    intensity_col: Annotated[str | None, typer.Option(help="Column of low/medium/high.")] = None,
+    difficulty: Annotated[
+        str,
+        typer.Option(
+            help="Declared difficulty of items without one. Items of unknown difficulty or "
+            "intensity are never shown to beginners or users of unknown level."
+        ),
+    ] = "unknown",
+    intensity: Annotated[
+        str, typer.Option(help="Declared intensity of items without one.")
+    ] = "unknown",
+    published_col: Annotated[
+        str | None,
+        typer.Option(help="Column of publish times (default: unknown, never 'fresh')."),
+    ] = None,
+    published_unit: Annotated[
+        str | None, typer.Option(help="Epoch unit of numeric publish times: s or ms.")
+    ] = None,
+    sep: Annotated[str | None, typer.Option(help="CSV separator (default: by extension).")] = None,
+    fallback_encoding: Annotated[
+        str,
+        typer.Option(help="Codec of fields that are not UTF-8; 'none' rejects their rows."),
+    ] = "cp1252",
+    landing_day: Annotated[
+        str | None,
+        typer.Option(help="Landing day YYYY-MM-DD (later days win per item; default: derived)."),
+    ] = None,
+) -> None:
+    """Land an item-metadata file (e.g. MovieLens movies.csv) as a catalog file."""
+    from fitpulse_orchestration.events.catalog_import import CatalogImportOptions, import_catalog
+
+    try:
+        options = CatalogImportOptions(
+            id_col=id_col,
+            title_col=title_col or None,
+            type_col=type_col,
+            item_type=item_type,
+            category_col=category_col,
+            genres_col=genres_col,
+            genre_sep=genre_sep,
+            difficulty_col=difficulty_col,
+            intensity_col=intensity_col,
+            difficulty=difficulty.strip().lower(),
+            intensity=intensity.strip().lower(),
+            published_col=published_col,
+            published_unit=published_unit,
+            sep=sep,
+            fallback_encoding=None if fallback_encoding.lower() == "none" else fallback_encoding,
+            landing_day=dt.date.fromisoformat(landing_day) if landing_day else None,
+        )
+        project = ProjectHome.resolve(home).create()
+        summary = import_catalog(file, _store(project), options)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    reasons = f" {summary.reject_reasons}" if summary.reject_reasons else ""
+    _say(
+        f"read {summary.rows_read:,} items: landed {summary.rows_landed:,}, rejected "
+        f"{summary.rows_rejected:,}{reasons}"
+    )
+    if summary.catalog_file:
+        _say(f"catalog file: {summary.catalog_file}")
+    if summary.recoded_rows:
+        _say(f"{summary.recoded_rows:,} rows were not UTF-8 and were read as {fallback_encoding}")
+    if not summary.publish_times_known:
+        _say("publish times unknown: items are available from the first event, never fresh")
+    _say(f"{summary.beginner_safe:,} of {summary.rows_landed:,} items may be shown to beginners")
+    if summary.rejects_file:
+        _say(f"rejected rows with reasons: {summary.rejects_file}")
 
 
 @app.command()

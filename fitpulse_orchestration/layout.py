@@ -22,7 +22,8 @@ synthetic world, the import command and the collector agree with what ingestion 
   lists of sampled requests.
 - ``serving/rollouts/<name>.json``: the state of a canary rollout (``serving.rollout``).
 - ``world/latent.npz``: the synthetic world's hidden tastes (ground truth of the simulation;
-  only the world's response model reads it, never the platform).
+  only the world's response model and the evaluation's ``oracle`` row read it, never serving).
+- ``world/spec.json``: the parameters the synthetic world was generated with.
 """
 
 from __future__ import annotations

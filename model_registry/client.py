@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -92,6 +92,27 @@ def log_stage(
                 else:
                     path.write_text(content)
                 tracker.log_artifact(str(path), artifact_path=stage)
+
+
+def log_trials(tracker: Any, stage: str, trials: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Log each trial of a search as a nested run of the active run.
+
+    Args:
+        tracker: dagster-mlflow's resource (it proxies the ``mlflow`` module).
+        stage: tag ``fitpulse.stage`` of every nested run (``tuning``).
+        trials: records with ``name``, ``params`` and ``metrics`` (``trial_records``).
+
+    Returns:
+        The nested runs' ids, in trial order.
+    """
+    ids = []
+    for trial in trials:
+        with tracker.start_run(run_name=str(trial["name"]), nested=True) as run:
+            tracker.set_tag("fitpulse.stage", stage)
+            tracker.log_params(dict(trial["params"]))
+            tracker.log_metrics(_finite(dict(trial["metrics"])))
+            ids.append(str(run.info.run_id))
+    return ids
 
 
 def active_run_id(tracker: Any) -> str:

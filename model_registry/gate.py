@@ -86,13 +86,15 @@ class GateDecision:
     """The gate's verdict: ``passed`` only when every check passed.
 
     ``policy`` holds the ``GatePolicy`` the verdict was reached under, so a reviewer (and the
-    audit log) sees which thresholds applied.
+    audit log) sees which thresholds applied; ``protocol`` the evaluation protocol the scores
+    were measured under (``TimeSplit.describe``).
     """
 
     candidate: str
     baseline: str
     checks: tuple[GateCheck, ...]
     policy: dict[str, float] = field(default_factory=dict)
+    protocol: str = ""
 
     @property
     def passed(self) -> bool:
@@ -118,13 +120,15 @@ class GateDecision:
             "baseline": self.baseline,
             "checks": [asdict(c) for c in self.checks],
             "policy": dict(self.policy),
+            "protocol": self.protocol,
         }
 
     def summary(self) -> str:
         """One line: verdict, baseline and failed checks."""
         verdict = "passed" if self.passed else "failed"
         failed = "; ".join(self.reasons())
-        return f"{verdict} vs {self.baseline}" + (f" ({failed})" if failed else "")
+        protocol = f" [{self.protocol}]" if self.protocol else ""
+        return f"{verdict} vs {self.baseline}{protocol}" + (f" ({failed})" if failed else "")
 
 
 CHECK_NAMES = ("ndcg_lift", "cold_slice", "coverage", "beginner_safety", "scoring_latency")
@@ -252,4 +256,43 @@ def gate_from_dict(data: Mapping[str, Any]) -> GateDecision:
         baseline=data["baseline"],
         checks=checks,
         policy=dict(data.get("policy", {})),
+        protocol=str(data.get("protocol", "")),
+    )
+
+
+def decide_stage_value(
+    served: Mapping[str, float],
+    retrievers: Mapping[str, Mapping[str, float]],
+    confidence: float = 0.95,
+    samples: int = 2000,
+    seed: int = 7,
+) -> GateCheck:
+    """Does the served order earn its place over the best single retriever?
+
+    ``served`` and each of ``retrievers`` map every evaluated user to NDCG@10. The best
+    retriever is the one with the highest mean; the check fails when the upper bound of the
+    paired bootstrap interval of (served - best) lies below 0, i.e. when the multi-stage feed
+    loses to one of its own stages beyond sampling noise.
+
+    Raises:
+        ValueError: when ``retrievers`` is empty or there is no user.
+    """
+    if not retrievers:
+        raise ValueError("no single retriever to compare the served feed with")
+    means = {
+        name: float(np.mean(list(scores.values()))) if scores else 0.0
+        for name, scores in retrievers.items()
+    }
+    best = max(sorted(means), key=lambda name: means[name])
+    cand, base = _paired(served, retrievers[best])
+    mean, low, high = bootstrap_mean_diff(cand - base, samples, confidence, seed)
+    pct = round(confidence * 100)
+    return GateCheck(
+        "served_feed_beats_retrievers",
+        high >= 0.0,
+        high,
+        0.0,
+        f"served NDCG@10 {cand.mean():.4f} vs best single retriever {best} {base.mean():.4f} "
+        f"over {cand.size} users; lift {mean:+.4f}, {pct}% CI [{low:+.4f}, {high:+.4f}] "
+        "must not lie below 0",
     )

@@ -18,12 +18,29 @@ from fitpulse_orchestration.evaluation.metrics import (
     recall_at_k,
 )
 from fitpulse_orchestration.features.point_in_time import FeatureInputs, compute_user_features
-from fitpulse_orchestration.features.reference import UNKNOWN, unsafe_for_beginners
+from fitpulse_orchestration.features.reference import (
+    UNKNOWN,
+    publication_times,
+    unsafe_for_beginners,
+)
 from fitpulse_orchestration.features.training import TimeSplit, heldout_relevance
-from fitpulse_orchestration.ranking.feed import FeedResult, HomeFeedModel, build_feeds
-from fitpulse_orchestration.ranking.ranker import RankerArtifacts, score_candidates
+from fitpulse_orchestration.ranking.blend import BLEND_SOURCES, blend_scores
+from fitpulse_orchestration.ranking.feed import (
+    FeedResult,
+    HomeFeedModel,
+    build_feeds,
+    cut_feeds,
+    model_scores,
+    two_tower_queries,
+)
+from fitpulse_orchestration.ranking.ranker import score_candidates
 from fitpulse_orchestration.retrieval.als import AlsArtifacts
-from fitpulse_orchestration.retrieval.candidates import seen_items
+from fitpulse_orchestration.retrieval.candidates import (
+    candidate_pools,
+    retrieve_candidates,
+    seen_items,
+    single_source_params,
+)
 from fitpulse_orchestration.retrieval.index import ItemIndex
 from fitpulse_orchestration.retrieval.popularity import pick_segment, split_segments
 
@@ -35,7 +52,23 @@ METRICS: Final = (
     "intra_list_diversity",
     "beginner_safety_violations",
 )
-MODELS: Final = ("candidate", "als_only", "popularity")
+MODELS: Final = (
+    "candidate",
+    "ranker",
+    "blend",
+    "candidate_unguarded",
+    "als_only",
+    "ease_only",
+    "two_tower_only",
+    "popularity",
+)
+"""Rows of the table. ``candidate`` is the feed as it serves (the chosen scorer, guardrails);
+``ranker`` and ``blend`` are the same pool ordered by the LightGBM ranker and by the ranker-free
+blend, both through the guardrails (one of them is the candidate); ``candidate_unguarded`` is the
+served order without guardrails (what the guardrails cost is the difference); the ``*_only`` rows
+and ``popularity`` are single retrievers' raw lists (no guardrails)."""
+SINGLE_RETRIEVERS: Final = ("als_only", "ease_only", "two_tower_only", "popularity")
+"""Single-stage baselines the served feed must not lose to (``served_feed_beats_retrievers``)."""
 CHAMPION: Final = "champion"
 """Model name of the serving champion when it is evaluated next to the candidate."""
 FEED_SIZE: Final = 20
@@ -57,12 +90,15 @@ class HomeFeedEvaluation:
     ``table``: one row per (model, slice) (``evaluate_models``) plus ``scoring_p50_ms`` and
     ``scoring_p99_ms`` for the models that run the ranker. ``per_user``: ``model``, ``user_id``,
     ``cold`` and ``ndcg_at_10`` of every evaluated user (the promotion gate's bootstrap input).
-    ``feeds``: the candidate's feeds and scored pools.
+    ``feeds``: the candidate's feeds and scored pools. ``protocol``: the split it was
+    measured under (``TimeSplit.describe``); ``scorer``: the candidate's scorer.
     """
 
     table: pd.DataFrame
     per_user: pd.DataFrame
     feeds: FeedResult
+    protocol: str = ""
+    scorer: str = "ranker"
 
 
 @dataclass(frozen=True)
@@ -166,12 +202,13 @@ def per_user_ndcg(
 
 
 def measure_scoring_latency(
-    ranker: RankerArtifacts, scored: pd.DataFrame, max_requests: int = 200
+    model: HomeFeedModel, scored: pd.DataFrame, max_requests: int = 200
 ) -> tuple[float, float]:
     """p50 and p99 wall time (ms) of scoring one request's candidate pool in one call.
 
     Each user's pool in ``scored`` (rows with every ranker feature) stands for one feed
-    request; up to ``max_requests`` pools are timed, after one untimed warm-up call.
+    request, scored by the model's own scorer (``model_scores``); up to ``max_requests`` pools
+    are timed, after one untimed warm-up call.
 
     Raises:
         ValueError: when ``scored`` is empty.
@@ -179,11 +216,11 @@ def measure_scoring_latency(
     if scored.empty:
         raise ValueError("no scored candidates to time")
     pools = [pool for _, pool in scored.groupby("user_id", sort=True)][:max_requests]
-    score_candidates(ranker, pools[0])
+    model_scores(model, pools[0])
     times = []
     for pool in pools:
         t0 = time.perf_counter()
-        score_candidates(ranker, pool)
+        model_scores(model, pool)
         times.append((time.perf_counter() - t0) * 1000.0)
     p50, p99 = np.quantile(np.array(times), [0.5, 0.99])
     return float(p50), float(p99)
@@ -258,11 +295,52 @@ def _popularity_lists(
 
 
 def _candidate_lists(result: FeedResult) -> dict[str, RankedLists]:
+    return _pool_lists(result.scored, result.feeds)
+
+
+def _pool_lists(scored: pd.DataFrame, feeds: pd.DataFrame) -> dict[str, RankedLists]:
     out: dict[str, RankedLists] = {}
-    pools = result.scored.sort_values(["user_id", "score"], ascending=[True, False])
-    feeds = result.feeds.groupby("user_id")["item_id"].agg(list).to_dict()
+    pools = scored.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True])
+    by_user = feeds.groupby("user_id")["item_id"].agg(list).to_dict()
     for u, pool in pools.groupby("user_id", sort=False):
-        out[str(u)] = RankedLists(list(pool["item_id"].head(100)), feeds.get(u, []))
+        out[str(u)] = RankedLists(list(pool["item_id"].head(100)), by_user.get(u, []))
+    return out
+
+
+def _unguarded_lists(scored: pd.DataFrame) -> dict[str, RankedLists]:
+    out: dict[str, RankedLists] = {}
+    pools = scored.sort_values(["user_id", "score", "item_id"], ascending=[True, False, True])
+    for u, pool in pools.groupby("user_id", sort=False):
+        ranked = list(pool["item_id"].head(100))
+        out[str(u)] = RankedLists(ranked, ranked[:FEED_SIZE])
+    return out
+
+
+def _single_source_lists(
+    model: HomeFeedModel,
+    inputs: FeatureInputs,
+    users: pd.DataFrame,
+    seen: dict[str, set[str]],
+    as_of: pd.Timestamp,
+    source: str,
+) -> dict[str, RankedLists]:
+    """One retriever's raw top 100 over the live catalog (seen items removed)."""
+    params = single_source_params(model.candidate_params, source, 100)
+    queries = (
+        two_tower_queries(model.two_tower, model.tt_index, inputs, users, as_of)
+        if source == "two_tower"
+        else (None, None)
+    )
+    pools = candidate_pools(
+        model.als, model.popular, inputs.catalog, as_of, params, model.tt_index, model.ease
+    )
+    candidates = retrieve_candidates(
+        users, model.als, model.index, pools, seen, params, *queries, model.ease
+    )
+    out = {}
+    for u, group in candidates.groupby("user_id", sort=False):
+        ranked = list(group.sort_values("retrieval_rank", kind="stable")["item_id"])
+        out[str(u)] = RankedLists(ranked, ranked[:FEED_SIZE])
     return out
 
 
@@ -271,17 +349,26 @@ def evaluate_home_feed(
     inputs: FeatureInputs,
     split: TimeSplit,
     champion: HomeFeedModel | None = None,
+    oracle: Mapping[str, list[str]] | None = None,
 ) -> HomeFeedEvaluation:
-    """Evaluate the candidate pipeline, the champion (if any) and the baselines.
+    """Evaluate the candidate pipeline, its stages, the champion (if any) and the baselines.
 
-    Every model serves, as of ``split.eval_start``, each user who engaged with anything in the
-    held-out window; relevance is that user's deepest engagement grade per item. The champion
-    serves with its own artifacts but today's events and catalog, as it would in production.
+    Every model serves, as of ``split.eval_start``, each user with an engagement in the
+    held-out part, seeing only the events the split lets models learn from
+    (``split.train_events``); relevance is that user's deepest engagement grade per item. The
+    champion serves with its own artifacts but today's events and catalog, as it would in
+    production. ``oracle`` (a synthetic world's true preference order per user) is cut through
+    the same guardrails as the candidate and reported as the ``oracle`` row: the ceiling.
     """
     relevance = heldout_relevance(inputs.events, split)
     if not relevance:
-        raise ValueError("the held-out window has no engagements to evaluate against")
+        raise ValueError("the held-out part has no engagements to evaluate against")
     as_of = split.eval_start
+    inputs = FeatureInputs(
+        events=split.train_events(inputs.events).reset_index(drop=True),
+        catalog=inputs.catalog,
+        profiles=inputs.profiles,
+    )
     profiles = inputs.profiles.set_index("user_id")
     user_ids = sorted(relevance)
     users = pd.DataFrame(
@@ -294,12 +381,33 @@ def evaluate_home_feed(
     seen = seen_items(inputs.events, as_of)
     result = build_feeds(model, inputs, users, as_of)
     lists = {"candidate": _candidate_lists(result)}
-    latency = {"candidate": measure_scoring_latency(model.ranker, result.scored)}
+    latency = {"candidate": measure_scoring_latency(model, result.scored)}
+    # A model built without a choice of weights (tests, old settings) is shown with equal ones.
+    weights = model.blend_weights or {s: 1.0 / len(BLEND_SOURCES) for s in BLEND_SOURCES}
+    alternatives = {
+        "ranker": score_candidates(model.ranker, result.scored),
+        "blend": blend_scores(result.scored, weights),
+    }
+    for scorer, scores in alternatives.items():
+        rescored = result.scored.assign(score=scores)
+        feeds, _ = cut_feeds(rescored, inputs, users, as_of, model.rerank_params)
+        lists[scorer] = _pool_lists(rescored, feeds)
+    lists["candidate_unguarded"] = _unguarded_lists(result.scored)
     if champion is not None:
         champion_result = build_feeds(champion, inputs, users, as_of)
         lists[CHAMPION] = _candidate_lists(champion_result)
-        latency[CHAMPION] = measure_scoring_latency(champion.ranker, champion_result.scored)
+        latency[CHAMPION] = measure_scoring_latency(champion, champion_result.scored)
+    if oracle is not None:
+        lists["oracle"] = _oracle_lists(oracle, inputs, users, as_of, model)
     lists["als_only"] = _als_lists(model.als, model.index, user_ids, seen, 100)
+    lists["ease_only"] = (
+        _single_source_lists(model, inputs, users, seen, as_of, "ease") if model.ease else {}
+    )
+    lists["two_tower_only"] = (
+        _single_source_lists(model, inputs, users, seen, as_of, "two_tower")
+        if model.two_tower is not None
+        else {}
+    )
     lists["popularity"] = _popularity_lists(model.popular, users, seen, 100)
     engaged = compute_user_features(inputs, users.assign(as_of=as_of))
     cold = frozenset(engaged.loc[engaged["u_is_cold"] > 0, "user_id"])
@@ -314,4 +422,43 @@ def evaluate_home_feed(
     table = evaluate_models(lists, ctx)
     table["scoring_p50_ms"] = table["model"].map({m: v[0] for m, v in latency.items()})
     table["scoring_p99_ms"] = table["model"].map({m: v[1] for m, v in latency.items()})
-    return HomeFeedEvaluation(table=table, per_user=per_user_ndcg(lists, ctx), feeds=result)
+    return HomeFeedEvaluation(
+        table=table,
+        per_user=per_user_ndcg(lists, ctx),
+        feeds=result,
+        protocol=split.describe(),
+        scorer=model.scorer,
+    )
+
+
+def _oracle_lists(
+    oracle: Mapping[str, list[str]],
+    inputs: FeatureInputs,
+    users: pd.DataFrame,
+    as_of: pd.Timestamp,
+    model: HomeFeedModel,
+) -> dict[str, RankedLists]:
+    """The oracle's order of every live, unseen item, cut through the guardrails.
+
+    The pool is the oracle's own top 300 per user (not the retrieval pool: the ceiling of the
+    whole pipeline, retrieval included).
+    """
+    seen = seen_items(inputs.events, as_of)
+    rows = []
+    for user in users["user_id"]:
+        mine = seen.get(str(user), set())
+        ranked = [i for i in oracle.get(str(user), []) if i not in mine][:300]
+        for pos, item in enumerate(ranked):
+            rows.append((str(user), item, -float(pos)))
+    pool = pd.DataFrame(rows, columns=["user_id", "item_id", "score"])
+    catalog = inputs.catalog.set_index("item_id")
+    pool["source"] = "oracle"
+    pool["category"] = pool["item_id"].map(catalog["category"]).fillna(UNKNOWN)
+    pool["published_at"] = pool["item_id"].map(publication_times(inputs.catalog))
+    pool["unsafe_for_beginner"] = (
+        pool["item_id"]
+        .map(unsafe_for_beginners(inputs.catalog).set_axis(inputs.catalog["item_id"]))
+        .fillna(True)
+    )
+    feeds, _ = cut_feeds(pool, inputs, users, as_of, model.rerank_params)
+    return _pool_lists(pool, feeds)

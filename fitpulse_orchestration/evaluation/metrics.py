@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
+
 
 def ndcg_at_k(ranked: Sequence[str], relevance: Mapping[str, int], k: int) -> float:
     """Normalised DCG with gain ``2**grade - 1``; 0 when nothing is relevant."""
@@ -59,3 +61,28 @@ def catalog_coverage(lists: Iterable[Sequence[str]], catalog_size: int) -> float
     for items in lists:
         shown.update(items)
     return len(shown) / catalog_size
+
+
+def beats_beyond_noise(
+    challenger: np.ndarray,
+    default: np.ndarray,
+    confidence: float = 0.95,
+    samples: int = 1000,
+    seed: int = 7,
+) -> tuple[bool, float]:
+    """Whether ``challenger`` beats ``default`` on paired per-user values beyond noise.
+
+    A paired percentile bootstrap over users of the mean difference; the challenger wins only
+    when the lower bound of the two-sided ``confidence`` interval lies above 0, so a choice made
+    on a small validation split falls back to the default instead of chasing noise.
+
+    Returns:
+        The verdict and the interval's lower bound.
+    """
+    diff = np.asarray(challenger, dtype=float) - np.asarray(default, dtype=float)
+    if diff.size == 0:
+        return False, float("nan")
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(samples, diff.size))].mean(axis=1)
+    low = float(np.quantile(means, (1.0 - confidence) / 2.0))
+    return low > 0.0, low

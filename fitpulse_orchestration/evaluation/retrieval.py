@@ -4,11 +4,13 @@ On the held-out window: each user with a click-or-deeper engagement there gets, 
 window's start (their history, ALS row and popularity from before it), the candidates of
 
 - ``als``: ALS neighbours only;
+- ``ease``: EASE item-item neighbours of the user's engaged items only;
 - ``two_tower``: two-tower neighbours only;
 - ``popular``: segment popularity only (the baseline a cold user would otherwise get);
-- ``blend``: the model's quotas over every source (the pool the ranker sees), merged in
-  proportion to the user's quotas: a source's r-th candidate sorts at ``(r + 0.5) / quota``,
-  so the first 100 hold each source's share of the pool.
+- ``blend``: the model's quotas over every source (the pool the scorer sees), ordered by the
+  model's ranker-free blend (``ranking.blend``, weights chosen on validation); a model without
+  blend weights merges in proportion to the user's quotas: a source's r-th candidate sorts at
+  ``(r + 0.5) / quota``, so the first 100 hold each source's share of the pool.
 
 Each list is cut at 100. Items published during the window are retrievable (the live index
 adds them within minutes) but no model saw them interact. Slices: ``warm`` and ``cold`` users
@@ -19,7 +21,7 @@ Items a user engaged with before the window are neither relevant nor retrieved.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -29,6 +31,7 @@ from fitpulse_orchestration.evaluation.metrics import ndcg_at_k, recall_at_k
 from fitpulse_orchestration.features.point_in_time import FeatureInputs
 from fitpulse_orchestration.features.reference import profile_attributes
 from fitpulse_orchestration.features.training import TimeSplit, heldout_relevance
+from fitpulse_orchestration.ranking.blend import blend_scores
 from fitpulse_orchestration.ranking.feed import HomeFeedModel, two_tower_queries
 from fitpulse_orchestration.retrieval.candidates import (
     SOURCES,
@@ -36,9 +39,10 @@ from fitpulse_orchestration.retrieval.candidates import (
     candidate_pools,
     retrieve_candidates,
     seen_items,
+    single_source_params,
 )
 
-METHODS: Final = ("als", "two_tower", "popular", "blend")
+METHODS: Final = ("als", "ease", "two_tower", "popular", "blend")
 SLICES: Final = ("warm", "cold", "new_items")
 K_RECALL: Final = 100
 K_NDCG: Final = 10
@@ -56,39 +60,36 @@ class RetrievalEvaluation:
         return float(row[metric].iloc[0]) if len(row) else float("nan")
 
 
-def _only(params: CandidateParams, source: str) -> CandidateParams:
-    quotas = {
-        "n_als": 0,
-        "n_two_tower": 0,
-        "cold_n_two_tower": 0,
-        "n_popular": 0,
-        "cold_n_popular": 0,
-        "n_fresh": 0,
-    }
-    if source == "als":
-        quotas["n_als"] = K_RECALL
-    elif source == "two_tower":
-        quotas["n_two_tower"] = quotas["cold_n_two_tower"] = K_RECALL
-    else:
-        quotas["n_popular"] = quotas["cold_n_popular"] = K_RECALL
-    return replace(params, **quotas)
-
-
 def _proportional(
     candidates: pd.DataFrame, seen: dict[str, set[str]], params: CandidateParams
 ) -> dict[str, list[str]]:
     """Per user, candidates merged in proportion to the user's source quotas."""
+    if candidates.empty:
+        return {}
+    warm = params.quotas(params.cold_threshold)
+    cold = params.quotas(0)
+    n_seen = candidates["user_id"].map(lambda u: len(seen.get(str(u), ()))).to_numpy()
+    is_warm = n_seen >= params.cold_threshold
+    sources = candidates["source"].to_numpy()
+    share = np.where(
+        is_warm,
+        [warm.get(s, 0) for s in sources],
+        [cold.get(s, 0) for s in sources],
+    ).clip(min=1)
     priority = {s: k for k, s in enumerate(SOURCES)}
-    out: dict[str, list[str]] = {}
-    for user, group in candidates.groupby("user_id", sort=False):
-        quota = params.quotas(len(seen.get(str(user), ())))
-        share = group["source"].map(quota).clip(lower=1).to_numpy(dtype=float)
-        key = (group["retrieval_rank"].to_numpy() + 0.5) / share
-        ordered = group.assign(_k=key, _p=group["source"].map(priority)).sort_values(
-            ["_k", "_p"], kind="stable"
-        )
-        out[str(user)] = list(ordered["item_id"])
-    return out
+    ordered = candidates.assign(
+        _k=(candidates["retrieval_rank"].to_numpy() + 0.5) / share,
+        _p=candidates["source"].map(priority).to_numpy(),
+    ).sort_values(["user_id", "_k", "_p"], kind="stable")
+    return {str(u): list(g["item_id"]) for u, g in ordered.groupby("user_id", sort=False)}
+
+
+def _fused(candidates: pd.DataFrame, weights: dict[str, float]) -> dict[str, list[str]]:
+    """Per user, the pool ordered by the model's ranker-free blend (``ranking.blend``)."""
+    ordered = candidates.assign(_s=blend_scores(candidates, weights)).sort_values(
+        ["user_id", "_s", "item_id"], ascending=[True, False, True], kind="stable"
+    )
+    return {str(u): list(g["item_id"]) for u, g in ordered.groupby("user_id", sort=False)}
 
 
 def evaluate_retrieval(
@@ -96,6 +97,9 @@ def evaluate_retrieval(
 ) -> RetrievalEvaluation:
     """The retrieval table of ``model`` on the held-out window of ``split``."""
     relevance = heldout_relevance(inputs.events, split)
+    inputs = FeatureInputs(
+        events=split.train_events(inputs.events), catalog=inputs.catalog, profiles=inputs.profiles
+    )
     seen = seen_items(inputs.events, split.eval_start)
     relevance = {
         u: {i: g for i, g in rel.items() if i not in seen.get(u, set())}
@@ -113,17 +117,28 @@ def evaluate_retrieval(
     queries = two_tower_queries(model.two_tower, model.tt_index, inputs, users, split.eval_start)
     # One set of lookups for every method: only the quotas differ between them.
     pools = candidate_pools(
-        model.als, model.popular, catalog, split.end, model.candidate_params, model.tt_index
+        model.als,
+        model.popular,
+        catalog,
+        split.end,
+        model.candidate_params,
+        model.tt_index,
+        model.ease,
     )
     lists: dict[str, dict[str, list[str]]] = {}
     for method in METHODS:
         params = (
-            model.candidate_params if method == "blend" else _only(model.candidate_params, method)
+            model.candidate_params
+            if method == "blend"
+            else single_source_params(model.candidate_params, method, K_RECALL)
         )
         candidates = retrieve_candidates(
-            users, model.als, model.index, pools, seen, params, *queries
+            users, model.als, model.index, pools, seen, params, *queries, model.ease
         )
-        lists[method] = _proportional(candidates, seen, params)
+        if method == "blend" and model.blend_weights:
+            lists[method] = _fused(candidates, model.blend_weights)
+        else:
+            lists[method] = _proportional(candidates, seen, params)
     warm = {u for u in relevance if len(seen.get(u, ())) >= model.candidate_params.cold_threshold}
     rows = []
     for method in METHODS:

@@ -21,6 +21,25 @@ class TrainingSnapshot:
     inputs: FeatureInputs
     split: TimeSplit
 
+    def train_inputs(self) -> FeatureInputs:
+        """The inputs the evaluated models learn from: the held-out part removed."""
+        return self._with_events(self.split.train_events(self.inputs.events))
+
+    def fit_inputs(self) -> FeatureInputs:
+        """The inputs the validation models learn from: held-out and validation removed."""
+        return self._with_events(self.split.fit_events(self.inputs.events))
+
+    def example_inputs(self) -> FeatureInputs:
+        """The inputs validation examples' features see (``TimeSplit.example_events``)."""
+        return self._with_events(self.split.example_events(self.inputs.events))
+
+    def _with_events(self, events: pd.DataFrame) -> FeatureInputs:
+        return FeatureInputs(
+            events=events.reset_index(drop=True),
+            catalog=self.inputs.catalog,
+            profiles=self.inputs.profiles,
+        )
+
     def summary(self) -> dict[str, float | str]:
         """Counts and window boundaries for metadata and tags."""
         return {

@@ -1,18 +1,32 @@
-"""Time split and the ranker's labelled examples.
+"""The evaluation protocol (how events are split) and the ranker's labelled examples.
 
-The window of clean events is cut in three, by whole days::
+Every protocol cuts the events into three parts::
 
-    [start, ranker_start)        history: the feature-ALS model and early features
-    [ranker_start, eval_start)   ranker training examples (features as of each example)
-    [eval_start, end)            held-out evaluation window
+    fit          what the validation models (tuning, the ranker's feature models, the
+                 choice of the served scorer) learn from
+    validation   the ranker's training examples, hyper-parameter search and scorer choice
+    held-out     the evaluation the promotion gate judges (never used to choose anything)
 
-ALS scores of training examples come from an ALS trained on events before ``ranker_start``,
-so the ranker never sees an ALS score that already knew the example's outcome.
+``time`` (default) cuts by whole days: fit is ``[start, ranker_start)``, validation
+``[ranker_start, eval_start)``, held-out ``[eval_start, end)``. The held-out window is the
+shortest run of latest days holding at least ``heldout_share`` of the engagements and
+``min_heldout_users`` users (or ``eval_days`` when given), and the validation window is sized
+the same way on the days before it.
+
+``user_random`` (the Microsoft Recommenders protocol) holds out a seeded random
+``heldout_share`` of each user's engaged items, and ``leave_last`` each user's last engaged
+item; the validation part is carved from the rest by the same rule. Their held-out and
+validation parts are (user, item) pairs: every event of such a pair leaves the data the models
+see, and all of them happen "as of" ``end`` (``ranker_start == eval_start == end``).
+
+ALS scores of training examples come from models that never saw the examples, so the ranker
+never sees a score that already knew the example's outcome.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Final
 
 import numpy as np
 import pandas as pd
@@ -22,50 +36,259 @@ from fitpulse_orchestration.events.schema import ENGAGEMENT_GRADE
 
 MIN_IMPRESSION_GROUPS = 10
 """Below this many labelled feed requests the ranker trains on sampled negatives instead."""
+HOLDOUTS: Final = ("time", "user_random", "leave_last")
+"""Evaluation protocols (``SplitParams.holdout``)."""
+
+Pair = tuple[str, str]
 
 
 @dataclass(frozen=True)
 class SplitParams:
-    """Days in the held-out window and in the ranker's training window."""
+    """The evaluation protocol and its sizes.
 
-    eval_days: int = 5
-    ranker_days: int = 5
+    Attributes:
+        holdout: one of ``HOLDOUTS``.
+        eval_days: ``time`` only: fixed days of the held-out window (None: sized by events).
+        ranker_days: ``time`` only: fixed days of the validation window (None: sized).
+        heldout_share: ``time``: least share of engagements in each window; ``user_random``:
+            share of each user's engaged items held out (at least one).
+        min_heldout_users: ``time``: least number of users engaging in each window.
+        seed: ``user_random``: seed of the per-user draw.
+    """
+
+    holdout: str = "time"
+    eval_days: int | None = None
+    ranker_days: int | None = None
+    heldout_share: float = 0.15
+    min_heldout_users: int = 50
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.holdout not in HOLDOUTS:
+            raise ValueError(f"holdout must be one of {', '.join(HOLDOUTS)}, got {self.holdout!r}")
+        if not 0.0 < self.heldout_share < 1.0:
+            raise ValueError(f"heldout_share must be in (0, 1), got {self.heldout_share}")
+        for name in ("eval_days", "ranker_days"):
+            days = getattr(self, name)
+            if days is not None and days < 1:
+                raise ValueError(f"{name} must be at least 1, got {days}")
 
 
 @dataclass(frozen=True)
 class TimeSplit:
-    """Boundaries (UTC midnights) of the three windows."""
+    """The protocol's boundaries (UTC) and, for per-user protocols, the pairs it holds out.
+
+    ``heldout_pairs`` and ``validation_pairs`` are (user_id, item_id) pairs; both are empty
+    under the ``time`` protocol, whose parts are time windows.
+    """
 
     start: pd.Timestamp
     ranker_start: pd.Timestamp
     eval_start: pd.Timestamp
     end: pd.Timestamp
+    protocol: str = "time"
+    heldout_pairs: frozenset[Pair] = field(default_factory=frozenset)
+    validation_pairs: frozenset[Pair] = field(default_factory=frozenset)
 
     def as_dict(self) -> dict[str, str]:
-        """ISO strings of the boundaries (for metadata and tags)."""
-        return {k: v.isoformat() for k, v in vars(self).items()}
+        """The boundaries as ISO strings and the protocol (for metadata, tags and params)."""
+        out = {
+            "start": self.start.isoformat(),
+            "ranker_start": self.ranker_start.isoformat(),
+            "eval_start": self.eval_start.isoformat(),
+            "end": self.end.isoformat(),
+            "protocol": self.protocol,
+        }
+        if self.protocol != "time":
+            out["heldout_pairs"] = str(len(self.heldout_pairs))
+            out["validation_pairs"] = str(len(self.validation_pairs))
+        return out
+
+    def describe(self) -> str:
+        """One line a reviewer reads: which protocol, which window or how many pairs."""
+        if self.protocol == "time":
+            return (
+                f"time: validation {self.ranker_start.date()} .. {self.eval_start.date()}, "
+                f"held-out {self.eval_start.date()} .. {self.end.date()} (end exclusive)"
+            )
+        return (
+            f"{self.protocol}: {len(self.heldout_pairs):,} held-out and "
+            f"{len(self.validation_pairs):,} validation (user, item) pairs, as of {self.end}"
+        )
+
+    def train_events(self, events: pd.DataFrame) -> pd.DataFrame:
+        """Events the evaluated models may learn from (the held-out part removed)."""
+        if self.protocol == "time":
+            return events[events["ts"] < self.eval_start]
+        return _without_pairs(events, self.heldout_pairs)
+
+    def fit_events(self, events: pd.DataFrame) -> pd.DataFrame:
+        """Events the validation models may learn from (held-out and validation removed)."""
+        if self.protocol == "time":
+            return events[events["ts"] < self.ranker_start]
+        return _without_pairs(events, self.heldout_pairs | self.validation_pairs)
+
+    def example_events(self, events: pd.DataFrame) -> pd.DataFrame:
+        """Events that features of validation examples may see (as of each example).
+
+        Under ``time`` that is everything before the held-out window (point-in-time features
+        cut at each example's timestamp); per-user protocols also drop the validation pairs.
+        """
+        if self.protocol == "time":
+            return self.train_events(events)
+        return self.fit_events(events)
+
+    def validation_window(self, events: pd.DataFrame) -> pd.DataFrame:
+        """The validation part's events (where the ranker's examples come from)."""
+        if self.protocol == "time":
+            return events[(events["ts"] >= self.ranker_start) & (events["ts"] < self.eval_start)]
+        return _only_pairs(events, self.validation_pairs)
+
+    def heldout_window(self, events: pd.DataFrame) -> pd.DataFrame:
+        """The held-out part's events."""
+        if self.protocol == "time":
+            return events[(events["ts"] >= self.eval_start) & (events["ts"] < self.end)]
+        return _only_pairs(events, self.heldout_pairs)
+
+
+def _pair_keys(events: pd.DataFrame) -> pd.MultiIndex:
+    return pd.MultiIndex.from_arrays([events["user_id"].astype(str), events["item_id"].astype(str)])
+
+
+def _only_pairs(events: pd.DataFrame, pairs: frozenset[Pair]) -> pd.DataFrame:
+    if not pairs or events.empty:
+        return events.iloc[0:0]
+    wanted = pd.MultiIndex.from_tuples(sorted(pairs))
+    return events[_pair_keys(events).isin(wanted)]
+
+
+def _without_pairs(events: pd.DataFrame, pairs: frozenset[Pair]) -> pd.DataFrame:
+    if not pairs or events.empty:
+        return events
+    wanted = pd.MultiIndex.from_tuples(sorted(pairs))
+    return events[~_pair_keys(events).isin(wanted)]
 
 
 def compute_time_split(events: pd.DataFrame, params: SplitParams) -> TimeSplit:
-    """Cut the events' days into history, ranker and evaluation windows.
+    """Split the events by ``params.holdout`` (see the module docstring).
 
     Raises:
-        ValueError: when fewer than ``eval_days + ranker_days + 1`` days of events exist.
+        ValueError: when there are no events, when the days cannot hold a history, a
+            validation and a held-out window, or when no user has enough engaged items to hold
+            any out.
     """
     if events.empty:
         raise ValueError("no clean events: ingest at least one day before training")
     first = events["ts"].min().floor("D")
     end = events["ts"].max().floor("D") + pd.Timedelta(days=1)
+    if params.holdout != "time":
+        return _pair_split(events, params, first, end)
     days = int((end - first) / pd.Timedelta(days=1))
-    needed = params.eval_days + params.ranker_days + 1
-    if days < needed:
+    if params.eval_days is not None and params.ranker_days is not None:
+        needed = params.eval_days + params.ranker_days + 1
+        if days < needed:
+            raise ValueError(
+                f"events span {days} days but the split needs at least {needed} "
+                f"({params.ranker_days} ranker + {params.eval_days} evaluation + 1 history)"
+            )
+    engaged = _engagements(events)
+    eval_start = _window_start(engaged, first, end, params.eval_days, params)
+    ranker_start = _window_start(
+        engaged[engaged["ts"] < eval_start], first, eval_start, params.ranker_days, params
+    )
+    if ranker_start <= first:
         raise ValueError(
-            f"events span {days} days but the split needs at least {needed} "
-            f"({params.ranker_days} ranker + {params.eval_days} evaluation + 1 history)"
+            f"events span {days} days: too few to hold a history, a validation and a held-out "
+            f"window of {params.heldout_share:.0%} of the engagements each; pass --eval-days and "
+            "--ranker-days, or use a per-user holdout"
         )
-    eval_start = end - pd.Timedelta(days=params.eval_days)
-    ranker_start = eval_start - pd.Timedelta(days=params.ranker_days)
     return TimeSplit(start=first, ranker_start=ranker_start, eval_start=eval_start, end=end)
+
+
+def _engagements(events: pd.DataFrame) -> pd.DataFrame:
+    grades = [k for k, v in ENGAGEMENT_GRADE.items() if v > 0]
+    return events[events["event_type"].isin(grades) & events["item_id"].notna()]
+
+
+def _window_start(
+    engaged: pd.DataFrame,
+    first: pd.Timestamp,
+    end: pd.Timestamp,
+    fixed_days: int | None,
+    params: SplitParams,
+) -> pd.Timestamp:
+    """Start of the shortest run of whole days before ``end`` that is big enough."""
+    if fixed_days is not None:
+        return end - pd.Timedelta(days=fixed_days)
+    total = len(engaged)
+    days = int((end - first) / pd.Timedelta(days=1))
+    if total == 0:
+        return end - pd.Timedelta(days=1)
+    day = engaged["ts"].dt.floor("D")
+    per_day = day.value_counts()
+    need_users = min(params.min_heldout_users, int(engaged["user_id"].nunique()))
+    for k in range(1, days):
+        start = end - pd.Timedelta(days=k)
+        events_in = int(per_day[per_day.index >= start].sum())
+        users_in = int(engaged.loc[day >= start, "user_id"].nunique())
+        if events_in >= params.heldout_share * total and users_in >= need_users:
+            return start
+    return first
+
+
+def _pair_split(
+    events: pd.DataFrame, params: SplitParams, first: pd.Timestamp, end: pd.Timestamp
+) -> TimeSplit:
+    engaged = _engagements(events)
+    heldout = _hold_out_pairs(engaged, params, params.seed)
+    remaining = _without_pairs(engaged, frozenset(heldout))
+    validation = _hold_out_pairs(remaining, params, params.seed + 1)
+    if not heldout or not validation:
+        raise ValueError(
+            f"{params.holdout}: no user has enough engaged items to hold some out twice "
+            "(held-out and validation need at least 3 distinct engaged items per user)"
+        )
+    return TimeSplit(
+        start=first,
+        ranker_start=end,
+        eval_start=end,
+        end=end,
+        protocol=params.holdout,
+        heldout_pairs=frozenset(heldout),
+        validation_pairs=frozenset(validation),
+    )
+
+
+def _hold_out_pairs(engaged: pd.DataFrame, params: SplitParams, seed: int) -> set[Pair]:
+    """Per user with at least two distinct engaged items: the pairs the protocol holds out.
+
+    ``user_random``: ``max(1, round(share * n))`` of the user's ``n`` items, drawn with a
+    generator seeded by ``seed`` over users in sorted order (never all of them).
+    ``leave_last``: the item of the user's latest engagement (ties: the larger item id).
+    """
+    pairs = (
+        engaged.assign(
+            user_id=engaged["user_id"].astype(str), item_id=engaged["item_id"].astype(str)
+        )
+        .groupby(["user_id", "item_id"], sort=True)["ts"]
+        .max()
+        .reset_index()
+    )
+    out: set[Pair] = set()
+    rng = np.random.default_rng(seed)
+    for user, group in pairs.groupby("user_id", sort=True):
+        n = len(group)
+        if n < 2:
+            continue
+        items = group["item_id"].to_numpy()
+        if params.holdout == "leave_last":
+            last = group.sort_values(["ts", "item_id"]).iloc[-1]["item_id"]
+            out.add((str(user), str(last)))
+            continue
+        k = min(n - 1, max(1, round(params.heldout_share * n)))
+        for j in rng.choice(n, size=k, replace=False):
+            out.add((str(user), str(items[j])))
+    return out
 
 
 EXAMPLES_SCHEMA = pa.DataFrameSchema(
@@ -101,7 +324,7 @@ def build_ranker_examples(
     Returns:
         ``EXAMPLES_SCHEMA`` rows, grouped contiguously by ``group_id``.
     """
-    window = events[(events["ts"] >= split.ranker_start) & (events["ts"] < split.eval_start)]
+    window = split.validation_window(events)
     impressions = window[window["event_type"] == "impression"]
     examples = _impression_examples(window, impressions)
     if examples["group_id"].nunique() < MIN_IMPRESSION_GROUPS:
@@ -160,7 +383,8 @@ def _sampled_examples(
         .drop_duplicates(["user_id", "item_id", "day"])
         .sort_values("ts", kind="stable")
     )
-    engaged = events[events["event_type"].isin(list(grades)) & (events["ts"] < split.eval_start)]
+    train = split.train_events(events)
+    engaged = train[train["event_type"].isin(list(grades))]
     user_items = engaged.groupby("user_id")["item_id"].agg(set).to_dict()
     pop = engaged["item_id"].value_counts()
     cat = catalog.set_index("item_id")["published_at"]
@@ -202,13 +426,19 @@ def _sampled_examples(
 
 
 def heldout_relevance(events: pd.DataFrame, split: TimeSplit) -> dict[str, dict[str, int]]:
-    """Graded relevance per user in the evaluation window: ``{user: {item: max grade}}``."""
+    """Graded relevance per user in the held-out part: ``{user: {item: max grade}}``."""
+    return graded_relevance(split.heldout_window(events))
+
+
+def validation_relevance(events: pd.DataFrame, split: TimeSplit) -> dict[str, dict[str, int]]:
+    """Graded relevance per user in the validation part: ``{user: {item: max grade}}``."""
+    return graded_relevance(split.validation_window(events))
+
+
+def graded_relevance(window: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Each user's deepest engagement grade per item among ``window``'s events."""
     grades = {k: v for k, v in ENGAGEMENT_GRADE.items() if v > 0}
-    ev = events[
-        (events["ts"] >= split.eval_start)
-        & (events["ts"] < split.end)
-        & events["event_type"].isin(list(grades))
-    ]
+    ev = window[window["event_type"].isin(list(grades))]
     best = ev.assign(grade=ev["event_type"].map(grades)).groupby(["user_id", "item_id"])["grade"]
     out: dict[str, dict[str, int]] = {}
     for (user, item), grade in best.max().items():

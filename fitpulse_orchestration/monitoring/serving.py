@@ -25,6 +25,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from fitpulse_orchestration.events.schema import ENGAGEMENT_TYPES
 from fitpulse_orchestration.features.point_in_time import FeatureInputs, attach_features
 from fitpulse_orchestration.features.reference import UNKNOWN, unsafe_for_beginners
 from fitpulse_orchestration.ranking.feed import HomeFeedModel, build_feeds
@@ -58,24 +59,38 @@ def visible_inputs(inputs: FeatureInputs, as_of: pd.Timestamp) -> FeatureInputs:
 def recent_feed_requests(
     events: pd.DataFrame, end: pd.Timestamp, days: int, max_requests: int, seed: int = 7
 ) -> pd.DataFrame:
-    """Logged feed requests (impression groups) in the ``days`` before ``end``, sampled.
+    """Feed requests in the ``days`` before ``end``, sampled.
+
+    Logged requests are impression groups. A log without them (an imported interaction log
+    has no feed requests) stands in the users who engaged with anything on a day for that
+    day's requests (``request_id`` ``engaged-<user>-<day>``), so replays, drift references and
+    UX monitors work on every kind of data.
 
     Returns:
         ``request_id``, ``user_id``, ``day`` (UTC midnight of the request), at most
         ``max_requests`` rows, one per request; a user keeps one request per day.
     """
     start = end - pd.Timedelta(days=days)
-    imp = events[
-        (events["event_type"] == "impression")
-        & (events["ts"] >= start)
-        & (events["ts"] < end)
-        & events["request_id"].notna()
-    ]
+    recent = events[(events["ts"] >= start) & (events["ts"] < end)]
+    imp = recent[(recent["event_type"] == "impression") & recent["request_id"].notna()]
     requests = (
         imp.groupby("request_id", sort=True)
         .agg(user_id=("user_id", "first"), ts=("ts", "min"))
         .reset_index()
     )
+    if requests.empty:
+        engaged = recent[recent["event_type"].isin(list(ENGAGEMENT_TYPES))]
+        requests = (
+            engaged.assign(day=engaged["ts"].dt.floor("D"))
+            .groupby(["user_id", "day"], sort=True)
+            .agg(ts=("ts", "min"))
+            .reset_index()
+        )
+        requests["request_id"] = [
+            f"engaged-{u}-{d.date()}"
+            for u, d in zip(requests["user_id"], requests["day"], strict=True)
+        ]
+        requests = requests[["request_id", "user_id", "ts"]]
     requests["day"] = requests["ts"].dt.floor("D")
     requests = requests.drop_duplicates(["user_id", "day"]).drop(columns="ts")
     if len(requests) > max_requests:

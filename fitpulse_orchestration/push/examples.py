@@ -120,6 +120,11 @@ def _first_after(
     return out
 
 
+def has_push_logs(events: pd.DataFrame) -> bool:
+    """Whether ``events`` hold any push decision or send (what push training learns from)."""
+    return bool(events["event_type"].isin(["push_decision", "push_sent"]).any())
+
+
 def build_push_examples(inputs: FeatureInputs) -> tuple[pd.DataFrame, PushExampleStats]:
     """One row per logged push decision (see the module docstring) with features and outcomes.
 

@@ -5,7 +5,7 @@ The same functions serve offline evaluation, batch recommendations and (later) o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,8 @@ from fitpulse_orchestration.features.reference import (
     publication_times,
     unsafe_for_beginners,
 )
-from fitpulse_orchestration.features.training import EXAMPLES_SCHEMA, TimeSplit
+from fitpulse_orchestration.features.training import EXAMPLES_SCHEMA
+from fitpulse_orchestration.ranking.blend import blend_scores
 from fitpulse_orchestration.ranking.ranker import RankerArtifacts, score_candidates
 from fitpulse_orchestration.ranking.rerank import RerankParams, rerank
 from fitpulse_orchestration.retrieval.als import (
@@ -32,6 +33,7 @@ from fitpulse_orchestration.retrieval.candidates import (
     generate_candidates,
     seen_items,
 )
+from fitpulse_orchestration.retrieval.ease import EaseArtifacts, EaseParams, train_ease
 from fitpulse_orchestration.retrieval.index import ItemIndex, build_item_index
 from fitpulse_orchestration.retrieval.live_index import build_two_tower_index
 from fitpulse_orchestration.retrieval.popularity import PopularityParams, compute_popular_items
@@ -45,7 +47,11 @@ class HomeFeedModel:
     ``index`` is None when the FAISS index is unavailable: feeds then come from the other
     sources only (still ranked). ``two_tower`` and ``tt_index`` are the two-tower towers and the
     index of item embeddings built at training time (serving prefers the live index, see
-    ``retrieval.live_index``); None in bundles made before the two-tower existed.
+    ``retrieval.live_index``). ``ease`` is the EASE item-item model (None: no EASE source).
+
+    ``scorer`` orders the candidate pool: ``ranker`` (the LightGBM ranker) or ``blend`` (the
+    ranker-free fusion of the sources with ``blend_weights``, ``ranking.blend``); training
+    picks the one that wins on the validation split (``ranking.selection``).
     """
 
     als: AlsArtifacts
@@ -56,6 +62,29 @@ class HomeFeedModel:
     rerank_params: RerankParams = field(default_factory=RerankParams)
     two_tower: TwoTowerArtifacts | None = None
     tt_index: ItemIndex | None = None
+    ease: EaseArtifacts | None = None
+    scorer: str = "ranker"
+    blend_weights: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.scorer not in SCORERS:
+            raise ValueError(f"scorer must be one of {SCORERS}, got {self.scorer!r}")
+        if self.scorer == "blend" and not any(w > 0 for w in self.blend_weights.values()):
+            raise ValueError("the blend scorer needs at least one positive weight")
+
+
+SCORERS = ("ranker", "blend")
+
+
+def model_scores(model: HomeFeedModel, featured: pd.DataFrame) -> np.ndarray:
+    """The serving score of each candidate row by ``model.scorer``.
+
+    ``featured`` holds the ranker's features for ``ranker`` and the ``RANK_COLUMNS`` for
+    ``blend``.
+    """
+    if model.scorer == "blend":
+        return blend_scores(featured, model.blend_weights)
+    return score_candidates(model.ranker, featured)
 
 
 @dataclass
@@ -100,6 +129,7 @@ def build_feeds(
         raise ValueError(
             f"{duplicated.nunique()} user ids appear more than once, e.g. {duplicated.iloc[0]!r}"
         )
+    seen = seen_items(inputs.events, as_of)
     candidates = generate_candidates(
         users,
         as_of,
@@ -107,23 +137,30 @@ def build_feeds(
         model.index,
         model.popular,
         inputs.catalog,
-        seen_items(inputs.events, as_of),
+        seen,
         model.candidate_params,
         *two_tower_queries(model.two_tower, model.tt_index, inputs, users, as_of),
+        model.ease,
     )
     scored = score_frame(model, inputs, candidates, as_of)
-    catalog = inputs.catalog.set_index("item_id")
-    scored["category"] = scored["item_id"].map(catalog["category"]).fillna("unknown")
-    # Inferred publish times (no catalog) are no publications: such items never take the
-    # freshness slot.
-    scored["published_at"] = scored["item_id"].map(publication_times(inputs.catalog))
-    scored["unsafe_for_beginner"] = (
-        scored["item_id"]
-        .map(unsafe_for_beginners(inputs.catalog).set_axis(inputs.catalog["item_id"]))
-        .fillna(True)
-    )
+    feeds, totals = cut_feeds(scored, inputs, users, as_of, model.rerank_params)
+    return FeedResult(feeds=feeds, scored=scored, guardrails=totals)
+
+
+def cut_feeds(
+    scored: pd.DataFrame,
+    inputs: FeatureInputs,
+    users: pd.DataFrame,
+    as_of: pd.Timestamp,
+    params: RerankParams,
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Each user's feed from their scored pool (``score_frame`` output) through the guardrails.
+
+    Returns:
+        The feeds (``FeedResult.feeds`` columns) and the guardrail totals.
+    """
     levels = users.set_index("user_id")["fitness_level"]
-    completed = recently_completed(inputs.events, as_of, model.rerank_params.recent_days)
+    completed = recently_completed(inputs.events, as_of, params.recent_days)
     feeds = []
     totals = {"unsafe_removed": 0, "recent_removed": 0, "category_capped": 0, "fresh_promoted": 0}
     for user_id, pool in scored.groupby("user_id", sort=False):
@@ -132,7 +169,7 @@ def build_feeds(
             str(levels.get(user_id, "unknown")),
             completed.get(str(user_id), set()),
             as_of,
-            model.rerank_params,
+            params,
         )
         feed.insert(0, "user_id", user_id)
         feeds.append(feed)
@@ -140,7 +177,7 @@ def build_feeds(
             totals[key] += int(getattr(stats, key))
     columns = ["user_id", "item_id", "rank", "score", "source", "category", "reason"]
     out = pd.concat(feeds, ignore_index=True) if feeds else pd.DataFrame(columns=columns)
-    return FeedResult(feeds=out[columns], scored=scored, guardrails=totals)
+    return out[columns], totals
 
 
 def two_tower_queries(
@@ -166,7 +203,11 @@ def source_codes(sources: pd.Series) -> np.ndarray:
 def score_frame(
     model: HomeFeedModel, inputs: FeatureInputs, candidates: pd.DataFrame, as_of: pd.Timestamp
 ) -> pd.DataFrame:
-    """Attach features and ALS scores to candidates and add the ranker's ``score``."""
+    """Attach features, ALS scores and item attributes to candidates and add the ``score``.
+
+    The guardrails' attributes (``category``, ``published_at``, ``unsafe_for_beginner``) are
+    attached too, so ``cut_feeds`` can re-cut the same pool under another score.
+    """
     frame = candidates.assign(as_of=as_of)
     featured = attach_features(inputs, frame)
     featured["als_score"] = als_scores(
@@ -175,41 +216,111 @@ def score_frame(
         featured["item_id"].to_numpy().astype(str),
     )
     featured["x_source"] = source_codes(featured["source"])
-    featured["score"] = score_candidates(model.ranker, featured)
+    featured["score"] = model_scores(model, featured)
+    catalog = inputs.catalog.set_index("item_id")
+    featured["category"] = featured["item_id"].map(catalog["category"]).fillna("unknown")
+    # Inferred publish times (no catalog) are no publications: such items never take the
+    # freshness slot.
+    featured["published_at"] = featured["item_id"].map(publication_times(inputs.catalog))
+    featured["unsafe_for_beginner"] = (
+        featured["item_id"]
+        .map(unsafe_for_beginners(inputs.catalog).set_axis(inputs.catalog["item_id"]))
+        .fillna(True)
+    )
     return featured
+
+
+@dataclass
+class ValidationModels:
+    """Retrieval models fitted on the split's fit part only, as of ``as_of``.
+
+    What the ranker's examples, the hyper-parameter search and the scorer choice see: none of
+    them was fitted on a validation or held-out event. ``as_of`` is ``split.ranker_start``.
+    """
+
+    als: AlsArtifacts
+    index: ItemIndex | None
+    ease: EaseArtifacts | None
+    two_tower: TwoTowerArtifacts | None
+    tt_index: ItemIndex | None
+    popular: pd.DataFrame
+    as_of: pd.Timestamp
+
+    def feed_model(
+        self,
+        ranker: RankerArtifacts,
+        candidate_params: CandidateParams,
+        rerank_params: RerankParams,
+        scorer: str = "ranker",
+        blend_weights: dict[str, float] | None = None,
+    ) -> HomeFeedModel:
+        """These models assembled into a feed model with ``ranker`` and the given settings."""
+        return HomeFeedModel(
+            als=self.als,
+            index=self.index,
+            popular=self.popular,
+            ranker=ranker,
+            candidate_params=candidate_params,
+            rerank_params=rerank_params,
+            two_tower=self.two_tower,
+            tt_index=self.tt_index,
+            ease=self.ease,
+            scorer=scorer,
+            blend_weights=dict(blend_weights or {}),
+        )
+
+
+def fit_validation_models(
+    fit_inputs: FeatureInputs,
+    as_of: pd.Timestamp,
+    als_params: AlsParams,
+    ease_params: EaseParams,
+    two_tower: TwoTowerArtifacts | None,
+) -> ValidationModels:
+    """ALS (and its index), EASE and popularity on ``fit_inputs`` before ``as_of``.
+
+    ``two_tower`` must already be trained on the same part; its index is built here.
+    """
+    before = fit_inputs.events[fit_inputs.events["ts"] < as_of]
+    als = train_als(build_interaction_matrix(before, als_params), als_params)
+    return ValidationModels(
+        als=als,
+        index=build_item_index(als.item_ids, als.item_factors) if len(als.item_ids) else None,
+        ease=train_ease(before, ease_params),
+        two_tower=two_tower,
+        tt_index=build_two_tower_index(two_tower, fit_inputs.catalog) if two_tower else None,
+        popular=compute_popular_items(before, fit_inputs.profiles, as_of, PopularityParams()),
+        as_of=as_of,
+    )
 
 
 def retrieval_sources(
     inputs: FeatureInputs,
     user_ids: np.ndarray,
-    as_of: pd.Timestamp,
-    als: AlsArtifacts,
-    two_tower: TwoTowerArtifacts | None,
+    models: ValidationModels,
     params: CandidateParams,
 ) -> pd.DataFrame:
-    """Which source would have retrieved each item for each user at ``as_of``.
+    """Which source would have retrieved each item for each user at ``models.as_of``.
 
-    The candidate generation of serving, run once as of the start of the ranker's window with
-    models that saw only earlier events, so training examples get the ``x_source`` feature the
-    ranker sees at serving.
+    The candidate generation of serving, run once with models that saw only the fit part, so
+    training examples get the ``x_source`` feature the ranker sees at serving.
 
     Returns:
         ``user_id``, ``item_id``, ``source``.
     """
     users = profile_attributes(inputs.profiles, pd.unique(pd.Series(user_ids).astype(str)))
-    index = build_item_index(als.item_ids, als.item_factors) if len(als.item_ids) else None
-    tt_index = build_two_tower_index(two_tower, inputs.catalog) if two_tower else None
-    popular = compute_popular_items(inputs.events, inputs.profiles, as_of, PopularityParams())
+    as_of = models.as_of
     candidates = generate_candidates(
         users,
         as_of,
-        als,
-        index,
-        popular,
+        models.als,
+        models.index,
+        models.popular,
         inputs.catalog,
         seen_items(inputs.events, as_of),
         params,
-        *two_tower_queries(two_tower, tt_index, inputs, users, as_of),
+        *two_tower_queries(models.two_tower, models.tt_index, inputs, users, as_of),
+        models.ease,
     )
     return candidates[["user_id", "item_id", "source"]]
 
@@ -217,37 +328,28 @@ def retrieval_sources(
 def build_ranker_training_frame(
     inputs: FeatureInputs,
     examples: pd.DataFrame,
-    split: TimeSplit,
-    als_params: AlsParams,
-    two_tower: TwoTowerArtifacts | None = None,
+    models: ValidationModels,
     candidate_params: CandidateParams | None = None,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """Features of every labelled example, as of the example's own timestamp.
 
-    The ``als_score`` feature comes from an ALS trained on events before ``split.ranker_start``
-    only, so no example's score was fitted on its own outcome. ``x_source`` is the source
-    that would have retrieved the item for the user at ``split.ranker_start``
-    (``retrieval_sources``; ``two_tower`` must be trained on events before it too).
+    ``inputs`` are the events examples' features may see (``TrainingSnapshot.example_inputs``).
+    The ``als_score`` feature comes from the validation ALS, so no example's score was fitted on
+    its own outcome. ``x_source`` is the source that would have retrieved the item for the user
+    at ``models.as_of`` (``retrieval_sources``).
 
     Returns:
         The frame (examples columns plus every feature) and counts for metadata.
     """
     EXAMPLES_SCHEMA.validate(examples)
-    history = build_interaction_matrix(inputs.events, als_params, before=split.ranker_start)
-    feature_als = train_als(history, als_params)
     frame = attach_features(inputs, examples)
     frame["als_score"] = als_scores(
-        feature_als,
+        models.als,
         frame["user_id"].to_numpy().astype(str),
         frame["item_id"].to_numpy().astype(str),
     )
     sources = retrieval_sources(
-        inputs,
-        frame["user_id"].to_numpy(),
-        split.ranker_start,
-        feature_als,
-        two_tower,
-        candidate_params or CandidateParams(),
+        inputs, frame["user_id"].to_numpy(), models, candidate_params or CandidateParams()
     )
     key = ["user_id", "item_id"]
     found = frame[key].merge(sources, on=key, how="left")["source"]
@@ -260,3 +362,31 @@ def build_ranker_training_frame(
         "retrieved_share": float((frame["x_source"] > 0).mean()) if len(frame) else 0.0,
     }
     return frame, stats
+
+
+def refit_feed_model(
+    model: HomeFeedModel,
+    inputs: FeatureInputs,
+    as_of: pd.Timestamp,
+    als_params: AlsParams,
+    ease_params: EaseParams,
+) -> HomeFeedModel:
+    """``model`` with ALS, its index, EASE and popularity refit on every event before ``as_of``.
+
+    The version that serves should have seen the latest days: the evaluated model learned only
+    from what preceded its held-out part. The refit keeps everything the evaluation judged
+    except the data: the same hyper-parameters, candidate quotas, guardrails and scorer. The
+    two-tower and the ranker are kept as trained: both are functions of content, profiles,
+    histories and scores rather than of ids (the two-tower embeds any item from its content
+    and any user from their history at request time), so they apply to the new data as they
+    are.
+    """
+    before = inputs.events[inputs.events["ts"] < as_of]
+    als = train_als(build_interaction_matrix(before, als_params), als_params)
+    return replace(
+        model,
+        als=als,
+        index=build_item_index(als.item_ids, als.item_factors) if len(als.item_ids) else None,
+        ease=train_ease(before, ease_params) if model.ease is not None else None,
+        popular=compute_popular_items(before, inputs.profiles, as_of, PopularityParams()),
+    )

@@ -1,4 +1,4 @@
-"""Candidate generation: ALS, two-tower, segment popularity and fresh items, seen items removed.
+"""Candidate generation: ALS, EASE, two-tower, popularity and fresh items, seen items removed.
 
 Quotas depend on how warm the user is. A warm user (at least ``cold_threshold`` engaged items)
 gets mostly ALS neighbours, plus two-tower, popular and fresh items; a cold user has no useful
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -19,13 +19,25 @@ import pandas as pd
 from fitpulse_orchestration.events.schema import COLD_THRESHOLD, ENGAGEMENT_TYPES
 from fitpulse_orchestration.features.reference import UNKNOWN, live_items, publish_time_known
 from fitpulse_orchestration.retrieval.als import AlsArtifacts
+from fitpulse_orchestration.retrieval.ease import EaseArtifacts
 from fitpulse_orchestration.retrieval.index import ItemIndex
 from fitpulse_orchestration.retrieval.popularity import pick_segment, split_segments
 
-SOURCES = ("als", "two_tower", "popular", "fresh")
+SOURCES = ("als", "ease", "two_tower", "popular", "fresh")
 """Candidate sources in priority order: an item found by several keeps the first."""
-SOURCE_CODES = {"none": 0.0} | {name: float(k + 1) for k, name in enumerate(SOURCES)}
-"""The ranker's ``x_source`` feature: the source that retrieved the candidate (0: none)."""
+SOURCE_CODES = {
+    "none": 0.0,
+    "als": 1.0,
+    "two_tower": 2.0,
+    "popular": 3.0,
+    "fresh": 4.0,
+    "ease": 5.0,
+}
+"""The ranker's ``x_source`` feature: the source that retrieved the candidate (0: none).
+
+Codes are fixed, not positions in ``SOURCES``: registered rankers learned them."""
+RANK_COLUMNS = {source: f"rank_{source}" for source in SOURCES}
+"""Candidate columns with the item's 0-based position in each source's list (NaN: not in it)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,7 @@ class CandidateParams:
     """
 
     n_als: int = 120
+    n_ease: int = 120
     n_two_tower: int = 120
     n_popular: int = 10
     n_fresh: int = 10
@@ -52,12 +65,14 @@ class CandidateParams:
         if n_engaged >= self.cold_threshold:
             return {
                 "als": self.n_als,
+                "ease": self.n_ease,
                 "two_tower": self.n_two_tower,
                 "popular": self.n_popular,
                 "fresh": self.n_fresh,
             }
         return {
             "als": self.n_als,
+            "ease": self.n_ease,
             "two_tower": self.cold_n_two_tower,
             "popular": self.cold_n_popular,
             "fresh": self.n_fresh,
@@ -97,6 +112,7 @@ class CandidatePools:
         by_segment: popularity rows per segment key (``split_segments``).
         unpublished_als: how many ALS items are not yet published (searched for and dropped).
         unpublished_tt: how many two-tower index items are not live (searched for and dropped).
+        unpublished_ease: how many EASE items are not live (listed and dropped).
     """
 
     published: frozenset[str]
@@ -104,6 +120,7 @@ class CandidatePools:
     by_segment: dict[str, pd.DataFrame]
     unpublished_als: int
     unpublished_tt: int = 0
+    unpublished_ease: int = 0
 
 
 def candidate_pools(
@@ -113,6 +130,7 @@ def candidate_pools(
     as_of: pd.Timestamp,
     params: CandidateParams,
     tt_index: ItemIndex | None = None,
+    ease: EaseArtifacts | None = None,
 ) -> CandidatePools:
     """The shared lookups of ``retrieve_candidates`` at ``as_of`` (for ``tt_index`` searches)."""
     published = frozenset(catalog.loc[live_mask(catalog, as_of), "item_id"].astype(str))
@@ -126,7 +144,32 @@ def candidate_pools(
         unpublished_tt=0
         if tt_index is None
         else sum(1 for item in tt_index.item_ids() if item not in published),
+        unpublished_ease=0
+        if ease is None
+        else sum(1 for item in ease.item_ids if item not in published),
     )
+
+
+def single_source_params(params: CandidateParams, source: str, k: int) -> CandidateParams:
+    """``params`` with every quota 0 but ``source``'s, which is ``k`` for warm and cold users."""
+    quotas = {
+        "n_als": 0,
+        "n_ease": 0,
+        "n_two_tower": 0,
+        "cold_n_two_tower": 0,
+        "n_popular": 0,
+        "cold_n_popular": 0,
+        "n_fresh": 0,
+    }
+    if source == "two_tower":
+        quotas["n_two_tower"] = quotas["cold_n_two_tower"] = k
+    elif source == "popular":
+        quotas["n_popular"] = quotas["cold_n_popular"] = k
+    elif source in ("als", "ease", "fresh"):
+        quotas[f"n_{source}"] = k
+    else:
+        raise ValueError(f"unknown candidate source {source!r}; one of {', '.join(SOURCES)}")
+    return replace(params, **quotas)
 
 
 def generate_candidates(
@@ -140,6 +183,7 @@ def generate_candidates(
     params: CandidateParams,
     user_vectors: np.ndarray | None = None,
     tt_index: ItemIndex | None = None,
+    ease: EaseArtifacts | None = None,
 ) -> pd.DataFrame:
     """Merge candidate sources for each user.
 
@@ -150,17 +194,20 @@ def generate_candidates(
         index: FAISS index over ALS item factors (None: no ALS candidates).
         popular: ``compute_popular_items`` table.
         catalog: completed catalog (for publish times and fresh items).
-        seen: ``seen_items`` output; these items are removed.
+        seen: ``seen_items`` output; these items are removed (and are EASE's input).
         params: per-source quotas.
         user_vectors: two-tower user embeddings, one row per user (None: no two-tower source).
         tt_index: FAISS index over two-tower item embeddings.
+        ease: EASE item-item model (None: no EASE candidates).
 
     Returns:
-        Columns ``user_id``, ``item_id``, ``source`` (one of ``SOURCES``), ``retrieval_score``
-        and ``retrieval_rank`` (0-based within the source).
+        Columns ``user_id``, ``item_id``, ``source`` (one of ``SOURCES``), ``retrieval_score``,
+        ``retrieval_rank`` (0-based among the candidates the source added) and one
+        ``RANK_COLUMNS`` column per source: the item's position in that source's list of
+        eligible items, whichever source added it (NaN when the source did not list it).
     """
-    pools = candidate_pools(als, popular, catalog, as_of, params, tt_index)
-    return retrieve_candidates(users, als, index, pools, seen, params, user_vectors, tt_index)
+    pools = candidate_pools(als, popular, catalog, as_of, params, tt_index, ease)
+    return retrieve_candidates(users, als, index, pools, seen, params, user_vectors, tt_index, ease)
 
 
 def retrieve_candidates(
@@ -172,14 +219,16 @@ def retrieve_candidates(
     params: CandidateParams,
     user_vectors: np.ndarray | None = None,
     tt_index: ItemIndex | None = None,
+    ease: EaseArtifacts | None = None,
 ) -> pd.DataFrame:
     """``generate_candidates`` with the shared lookups already built (the serving path).
 
     Without ALS factors or an index (``None``) users get no ALS candidates; without user
-    vectors or a two-tower index no two-tower candidates.
+    vectors or a two-tower index no two-tower candidates; without ``ease`` no EASE candidates.
     """
     published = pools.published
     rows: list[tuple[str, str, str, float, int]] = []
+    listed: list[tuple[str, str, str, int]] = []
     user_ids = users["user_id"].astype(str).to_numpy()
     rows_als = np.array(
         [als.user_row(u) if als is not None and len(als.user_ids) else None for u in user_ids]
@@ -226,10 +275,15 @@ def retrieve_candidates(
             user_seen: AbstractSet[str] = user_seen,
         ) -> None:
             rank = 0
+            position = 0
             for item, score in zip(items, scores, strict=True):
                 if rank >= limit:
                     break
-                if not item or item in user_seen or item in taken or item not in published:
+                if not item or item in user_seen or item not in published:
+                    continue
+                listed.append((user, item, source, position))
+                position += 1
+                if item in taken:
                     continue
                 taken.add(item)
                 rows.append((user, item, source, float(score), rank))
@@ -237,12 +291,32 @@ def retrieve_candidates(
 
         if u in als_hits:
             take("als", *als_hits[u], quota["als"])
+        if ease is not None and quota["ease"] > 0 and user_seen:
+            # Seen and not-live items are skipped by ``take``: ask for that many extra.
+            want = quota["ease"] + len(user_seen) + pools.unpublished_ease
+            take("ease", *ease.top_items(user_seen, want), quota["ease"])
         if u in tt_hits:
             take("two_tower", *tt_hits[u], quota["two_tower"])
         seg = pick_segment(by_segment, level, region, quota["popular"])
         if seg is not None:
             take("popular", seg["item_id"].to_numpy(), seg["score"].to_numpy(), quota["popular"])
         take("fresh", fresh, -np.arange(len(fresh), dtype=float), quota["fresh"])
-    return pd.DataFrame(
+    out = pd.DataFrame(
         rows, columns=["user_id", "item_id", "source", "retrieval_score", "retrieval_rank"]
     )
+    if not listed:
+        for column in RANK_COLUMNS.values():
+            out[column] = np.full(len(out), np.nan)
+        return out
+    # A source lists an item once per user (its lists hold distinct items).
+    ranks = (
+        pd.DataFrame(listed, columns=["user_id", "item_id", "source", "position"])
+        .drop_duplicates(["user_id", "item_id", "source"])
+        .pivot(index=["user_id", "item_id"], columns="source", values="position")
+        .reindex(columns=list(RANK_COLUMNS))
+        .rename(columns=RANK_COLUMNS)
+        .astype(float)
+        .reset_index()
+    )
+    ranks.columns.name = None
+    return out.merge(ranks, on=["user_id", "item_id"], how="left")

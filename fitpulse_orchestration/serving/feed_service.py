@@ -1,6 +1,6 @@
 """The online home feed: one request through lookup, retrieval, features, ranking, re-ranking.
 
-The request path uses the offline functions (``retrieve_candidates``, ``score_candidates``,
+The request path uses the offline functions (``retrieve_candidates``, ``model_scores``,
 ``rerank``) on state prepared once per model load (``ServingState``), plus two online sources:
 the online feature store (user and item features, the user's history record) and the item
 catalog held in memory.
@@ -46,8 +46,7 @@ from fitpulse_orchestration.features.reference import (
     publish_time_known,
     unsafe_for_beginners,
 )
-from fitpulse_orchestration.ranking.feed import HomeFeedModel, source_codes
-from fitpulse_orchestration.ranking.ranker import score_candidates
+from fitpulse_orchestration.ranking.feed import HomeFeedModel, model_scores, source_codes
 from fitpulse_orchestration.ranking.rerank import RerankParams, rerank
 from fitpulse_orchestration.retrieval.als import als_scores
 from fitpulse_orchestration.retrieval.candidates import (
@@ -259,6 +258,7 @@ def prepare_state(
                 as_of,
                 loaded.model.candidate_params,
                 _two_tower_index(live_index, loaded),
+                loaded.model.ease,
             )
     fallback = candidate_pools(None, popular, catalog, as_of, CandidateParams())
     return ServingState(models, ItemCatalog(catalog), popular, fallback, as_of, live, live_index)
@@ -515,7 +515,7 @@ class FeedService:
             if not overran:
                 with clock.stage("ranking"):
                     try:
-                        candidates["score"] = score_candidates(model.ranker, featured)
+                        candidates["score"] = model_scores(model, featured)
                         ranked = True
                     except Exception:
                         fallbacks.append("model_unavailable")
@@ -691,6 +691,7 @@ def _retrieve(
         model.candidate_params,
         user_vectors,
         tt_index,
+        model.ease,
     )
 
 

@@ -31,12 +31,17 @@ from fitpulse_orchestration.simulation.closed_loop import ArmRun, Population
 def missing_feature_challenger(
     champion: LoadedModel, version: str, feature: str = "x_not_served"
 ) -> LoadedModel:
-    """The champion's model with a ranker that also wants ``feature``, which serving lacks."""
+    """The champion's model served by a ranker that also wants ``feature``, which serving lacks.
+
+    The challenger scores with that ranker even when the champion serves the ranker-free blend,
+    so its failure is the one rehearsed.
+    """
     if champion.model is None:
         raise ValueError("the champion is not loaded")
     ranker = champion.model.ranker
     broken = replace(ranker, feature_names=[*ranker.feature_names, feature])
-    return LoadedModel(version, replace(champion.model, ranker=broken), None, champion.pools)
+    model = replace(champion.model, ranker=broken, scorer="ranker")
+    return LoadedModel(version, model, None, champion.pools)
 
 
 @dataclass

@@ -26,7 +26,9 @@ Each day the back office also unpublishes a few items and moderation flags a few
 (hourly ``updates-HH`` catalog files, drawn from their own generator so that nothing else in
 the world changes; ``WorldSummary.status_changes`` lists them).
 It also writes the world's hidden state to ``LATENT_KEY``, so ``world.respond`` can simulate how
-its users react to feeds served later; that is ground truth the platform never reads.
+its users react to feeds served later; that is ground truth the platform never reads. Its
+``WorldParams`` go to ``SPEC_KEY`` (``read_world_params``), for the parts of the taste model the
+latent state leaves out (the shift's trending bonus).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import json
 import zipfile
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final, TypeVar
 
 import numpy as np
@@ -70,6 +72,8 @@ _BASE_TASTE_ALPHA: Final = 0.35
 
 LATENT_KEY: Final = "world/latent.npz"
 """Object-store key of the world's hidden state (see ``_write_latent``)."""
+SPEC_KEY: Final = "world/spec.json"
+"""Object-store key of the world's ``WorldParams`` as JSON (see ``read_world_params``)."""
 
 STATUS_CHANGE_RATES: Final = {"unpublished": (0.001, 1), "flagged": (0.0003, 2)}
 """Per new status: (daily share of the live items published before the day, ``every``). In a
@@ -1183,6 +1187,26 @@ def _write_latent(
     store.put_bytes(LATENT_KEY, buffer.getvalue())
 
 
+def _write_spec(p: WorldParams, store: ObjectStore) -> None:
+    """Write ``p`` to ``SPEC_KEY`` as JSON: every field, ``shift`` nested (or null)."""
+    spec = asdict(p)
+    spec["end_date"] = p.end_date.isoformat()
+    store.put_bytes(SPEC_KEY, json.dumps(spec, sort_keys=True).encode())
+
+
+def read_world_params(store: ObjectStore) -> WorldParams:
+    """The parameters of the world ``generate_world`` wrote into ``store`` (``SPEC_KEY``).
+
+    Raises:
+        FileNotFoundError: when ``store`` holds no spec (no world, or one generated before
+            worlds wrote it).
+    """
+    spec = json.loads(store.get_bytes(SPEC_KEY))
+    shift = spec.pop("shift")
+    spec["end_date"] = dt.date.fromisoformat(spec["end_date"])
+    return WorldParams(**spec, shift=None if shift is None else ShiftParams(**shift))
+
+
 def _add_shift(
     p: WorldParams,
     shift: ShiftParams,
@@ -1293,6 +1317,7 @@ def generate_world(params: WorldParams, store: ObjectStore) -> WorldSummary:
     changes = _draw_status_changes(params, items)
     _write_reference(params, users, items, changes, store)
     _write_latent(users, items, push.population, store)
+    _write_spec(params, store)
     return WorldSummary(
         params=params,
         n_users=len(users.ids),

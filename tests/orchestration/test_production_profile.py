@@ -224,7 +224,9 @@ def test_mlflow_registry_in_postgres_with_artifacts_in_s3(production: Production
     client = MlflowClient(production.env["MLFLOW_TRACKING_URI"])
 
     versions = client.search_model_versions(f"name='{HOME_RANKER_MODEL}'")
-    (run,) = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    # One run per training; the tuning's trials are nested runs under it.
+    (run,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
 
     assert [str(v.version) for v in versions] == ["1"]
     assert run.info.artifact_uri.startswith(production.env["FITPULSE_MLFLOW_ARTIFACTS"])

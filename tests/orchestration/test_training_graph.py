@@ -96,10 +96,20 @@ def test_ingestion_accounts_for_every_landed_record(graph: GraphRun) -> None:
 def test_evaluation_has_every_model_and_slice(graph: GraphRun) -> None:
     table = graph.first_table
 
+    # A generated world adds its oracle row (the true preference order through the guardrails).
     assert set(zip(table["model"], table["slice"], strict=True)) == set(
-        itertools.product(MODELS, SLICES)
+        itertools.product((*MODELS, "oracle"), SLICES)
     )
     assert (table["users"] > 0).all()
+
+
+def test_oracle_row_is_the_ceiling_of_every_model(graph: GraphRun) -> None:
+    table = graph.first_table
+    oracle = metric(table, "oracle", "ndcg_at_10")
+
+    for model in MODELS:
+        assert oracle > metric(table, model, "ndcg_at_10"), model
+    assert metric(table, "oracle", "beginner_safety_violations") == 0
 
 
 def test_candidate_beats_popularity(graph: GraphRun) -> None:
@@ -137,7 +147,11 @@ def test_blocking_checks_pass(graph: GraphRun) -> None:
         if e.asset_key == dg.AssetKey("home_feed_evaluation")
     }
 
-    assert set(checks) == {"candidate_beats_popularity", "beginner_safety"}
+    assert set(checks) == {
+        "candidate_beats_popularity",
+        "served_feed_beats_retrievers",
+        "beginner_safety",
+    }
     assert all(c.passed for c in checks.values())
 
 
@@ -206,10 +220,29 @@ def test_one_mlflow_run_per_training_run(graph: GraphRun) -> None:
     assert experiment is not None
 
     runs = client.search_runs([experiment.experiment_id])
+    top = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
 
-    assert sorted(r.data.tags["dagster_run_id"] for r in runs) == sorted(
+    assert sorted(r.data.tags["dagster_run_id"] for r in top) == sorted(
         [graph.first.run_id, graph.second.run_id]
     )
+
+
+def test_tuning_trials_are_nested_runs_of_their_training_run(graph: GraphRun) -> None:
+    client = MlflowClient(tracking_uri=graph.tracking_uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    parent = next(
+        r.info.run_id for r in runs if r.data.tags.get("dagster_run_id") == graph.first.run_id
+    )
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
+    tuning = load_asset_value(graph.world.store, "retrieval_tuning")
+
+    # TuningParams().n_trials trials per retriever (ALS and EASE), each with its score.
+    assert len(trials) == 2 * 12
+    assert {r.data.tags["fitpulse.stage"] for r in trials} == {"tuning"}
+    assert all("validation_ndcg_at_10" in r.data.metrics for r in trials)
+    assert graph.version("2").tags["tuning.ease.l2"] == str(tuning.ease.l2)
 
 
 def test_mlflow_artifacts_stay_in_the_home(graph: GraphRun) -> None:

@@ -107,6 +107,7 @@ def test_time_split_cuts_whole_days_from_the_end() -> None:
         "ranker_start": "2026-10-02T00:00:00+00:00",
         "eval_start": "2026-10-07T00:00:00+00:00",
         "end": "2026-10-12T00:00:00+00:00",
+        "protocol": "time",
     }
 
 
@@ -293,10 +294,12 @@ def test_training_snapshot_of_the_tiny_world(tiny_world) -> None:
 
     pd.testing.assert_frame_equal(snapshot.inputs.events, read_clean_events(store))
     end = pd.Timestamp(params.end_date, tz="UTC") + pd.Timedelta(days=1)
+    # Sized by events: the last 3 of 14 days hold 15% of the engagements, the 2 before them
+    # 15% of the rest.
     assert snapshot.split == TimeSplit(
         start=pd.Timestamp(params.start_date, tz="UTC"),
-        ranker_start=end - pd.Timedelta(days=10),
-        eval_start=end - pd.Timedelta(days=5),
+        ranker_start=end - pd.Timedelta(days=5),
+        eval_start=end - pd.Timedelta(days=3),
         end=end,
     )
     summary = snapshot.summary()
@@ -335,3 +338,113 @@ def test_tiny_world_ranker_examples_come_from_feed_requests(tiny_world) -> None:
     assert (
         by_key.loc[list(zip(completes["request_id"], completes["item_id"], strict=True))] == 3
     ).all()
+
+
+def _one_click_a_day(days: int) -> pd.DataFrame:
+    """One click a day, by a different user each day, from 2026-10-01."""
+    start = utc("2026-10-01T12:00")
+    return _events(
+        [_ev("click", f"p_{d:02d}", start + pd.Timedelta(days=d), f"i{d}") for d in range(days)]
+    )
+
+
+def test_time_split_sizes_each_window_by_its_share_of_engagements() -> None:
+    events = _one_click_a_day(20)
+
+    split = compute_time_split(events, SplitParams(heldout_share=0.15, min_heldout_users=1))
+
+    # 15% of 20 engagements is 3: the last 3 days; then 15% of the 17 before them: 3 days.
+    assert split == TimeSplit(
+        start=utc("2026-10-01"),
+        ranker_start=utc("2026-10-15"),
+        eval_start=utc("2026-10-18"),
+        end=utc("2026-10-21"),
+    )
+
+
+def test_time_split_grows_the_windows_to_hold_enough_users() -> None:
+    events = _one_click_a_day(20)
+
+    split = compute_time_split(events, SplitParams(heldout_share=0.15, min_heldout_users=5))
+
+    assert split.eval_start == utc("2026-10-16")
+    assert split.ranker_start == utc("2026-10-11")
+
+
+def test_time_split_without_room_for_a_history_is_refused() -> None:
+    with pytest.raises(ValueError, match="too few to hold a history"):
+        compute_time_split(_one_click_a_day(3), SplitParams(heldout_share=0.4))
+
+
+def _library() -> pd.DataFrame:
+    """p_a engaged with 8 items, p_b with 4, p_c with 1; p_a was also shown (not engaged) Z."""
+    t0 = utc("2026-10-01T08:00")
+    rows = [_ev("click", "p_a", t0 + pd.Timedelta(hours=h), f"a{h}") for h in range(8)]
+    rows += [_ev("workout_start", "p_b", t0 + pd.Timedelta(hours=h), f"b{h}") for h in range(4)]
+    rows += [_ev("click", "p_c", t0, "c0"), _ev("impression", "p_a", t0, "Z")]
+    # A late impression of an item p_b engaged with first: it leaves with its pair.
+    rows += [_ev("impression", "p_b", t0 + pd.Timedelta(days=1), "b3")]
+    return _events(rows)
+
+
+def test_user_random_holdout_takes_a_share_of_each_users_items() -> None:
+    events = _library()
+
+    split = compute_time_split(
+        events, SplitParams(holdout="user_random", heldout_share=0.25, seed=42)
+    )
+
+    held = split.heldout_pairs
+    # round(0.25 * 8) = 2 of p_a's items and 1 of p_b's; p_c has a single item and keeps it.
+    assert sorted(u for u, _ in held) == ["p_a", "p_a", "p_b"]
+    # The validation part comes from what is left, by the same rule: 2 of 6 and 1 of 3.
+    assert sorted(u for u, _ in split.validation_pairs) == ["p_a", "p_a", "p_b"]
+    assert not held & split.validation_pairs
+    assert split.ranker_start == split.eval_start == split.end == utc("2026-10-03")
+    train = split.train_events(events)
+    pairs = set(zip(train["user_id"], train["item_id"], strict=True))
+    assert not pairs & held
+    assert len(train) == len(events) - len(held) - sum(p == ("p_b", "b3") for p in held)
+    assert heldout_relevance(events, split) == {
+        u: {i: 1 if u == "p_a" else 2 for uu, i in held if uu == u} for u in ("p_a", "p_b")
+    }
+    fit = split.fit_events(events)
+    assert not set(zip(fit["user_id"], fit["item_id"], strict=True)) & split.validation_pairs
+
+
+def test_user_random_holdout_is_seeded() -> None:
+    events = _library()
+    params = SplitParams(holdout="user_random", heldout_share=0.25, seed=42)
+
+    first = compute_time_split(events, params)
+    again = compute_time_split(events, params)
+    other = compute_time_split(events, SplitParams(holdout="user_random", seed=7))
+
+    assert first.heldout_pairs == again.heldout_pairs
+    assert first.heldout_pairs != other.heldout_pairs
+
+
+def test_leave_last_holds_out_each_users_latest_item() -> None:
+    events = _library()
+
+    split = compute_time_split(events, SplitParams(holdout="leave_last"))
+
+    assert split.heldout_pairs == {("p_a", "a7"), ("p_b", "b3")}
+    assert split.validation_pairs == {("p_a", "a6"), ("p_b", "b2")}
+    assert split.describe() == (
+        "leave_last: 2 held-out and 2 validation (user, item) pairs, as of "
+        "2026-10-03 00:00:00+00:00"
+    )
+    assert split.as_dict()["protocol"] == "leave_last"
+
+
+def test_per_user_holdout_needs_users_with_several_items() -> None:
+    events = _events([_ev("click", f"p_{k}", utc("2026-10-01"), "x") for k in range(3)])
+
+    with pytest.raises(ValueError, match="no user has enough engaged items"):
+        compute_time_split(events, SplitParams(holdout="user_random"))
+
+
+def test_split_params_reject_an_unknown_protocol() -> None:
+    with pytest.raises(ValueError, match="holdout must be one of time, user_random, leave_last"):
+        SplitParams(holdout="random")

@@ -13,6 +13,7 @@ from model_registry.gate import (
     ModelScores,
     bootstrap_mean_diff,
     decide_promotion,
+    decide_stage_value,
     gate_from_dict,
 )
 
@@ -304,3 +305,34 @@ def test_check_of_unknown_name_raises_key_error() -> None:
 
     with pytest.raises(KeyError, match="no gate check 'recall'"):
         decision.check("recall")
+
+
+def test_stage_check_fails_when_the_served_order_loses_to_a_retriever() -> None:
+    users = [f"u{k}" for k in range(40)]
+    # The ranker hurts: it demotes what EASE ranked first for every user.
+    served = {u: 0.10 + 0.01 * (k % 3) for k, u in enumerate(users)}
+    retrievers = {
+        "ease_only": {u: 0.30 + 0.01 * (k % 5) for k, u in enumerate(users)},
+        "als_only": {u: 0.20 for u in users},
+    }
+
+    check = decide_stage_value(served, retrievers)
+
+    assert not check.passed
+    assert check.name == "served_feed_beats_retrievers"
+    assert "best single retriever ease_only 0.3200" in check.detail
+    assert check.value < 0
+
+
+def test_stage_check_passes_a_tie_and_a_win() -> None:
+    users = [f"u{k}" for k in range(40)]
+    best = {u: 0.30 + 0.01 * (k % 5) for k, u in enumerate(users)}
+
+    tie = decide_stage_value(dict(best), {"ease_only": best})
+    win = decide_stage_value({u: v + 0.05 for u, v in best.items()}, {"ease_only": best})
+
+    assert tie.passed
+    assert tie.value == 0.0
+    assert win.passed
+    with pytest.raises(ValueError, match="no single retriever"):
+        decide_stage_value(best, {})

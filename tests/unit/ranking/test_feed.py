@@ -21,12 +21,14 @@ from fitpulse_orchestration.ranking.feed import (
     HomeFeedModel,
     build_feeds,
     build_ranker_training_frame,
+    fit_validation_models,
     recently_completed,
 )
 from fitpulse_orchestration.ranking.ranker import RankerParams, train_ranker
 from fitpulse_orchestration.ranking.rerank import REASONS
 from fitpulse_orchestration.retrieval.als import AlsParams, build_interaction_matrix, train_als
 from fitpulse_orchestration.retrieval.candidates import seen_items
+from fitpulse_orchestration.retrieval.ease import EaseParams
 from fitpulse_orchestration.retrieval.index import build_item_index
 from fitpulse_orchestration.retrieval.popularity import PopularityParams, compute_popular_items
 
@@ -56,7 +58,10 @@ def trained(tiny_world: Any) -> Trained:
     inputs, split = snapshot.inputs, snapshot.split
     als_params = AlsParams()
     examples = build_ranker_examples(inputs.events, inputs.catalog, split)
-    frame, _ = build_ranker_training_frame(inputs, examples, split, als_params)
+    validation = fit_validation_models(
+        snapshot.fit_inputs(), split.ranker_start, als_params, EaseParams(), None
+    )
+    frame, _ = build_ranker_training_frame(snapshot.example_inputs(), examples, validation)
     als = train_als(
         build_interaction_matrix(inputs.events, als_params, before=split.eval_start), als_params
     )

@@ -108,7 +108,48 @@ def test_warm_user_gets_sources_in_priority_order() -> None:
         "source",
         "retrieval_score",
         "retrieval_rank",
+        "rank_als",
+        "rank_ease",
+        "rank_two_tower",
+        "rank_popular",
+        "rank_fresh",
     ]
+
+
+def test_rank_columns_hold_each_sources_position_whoever_added_the_item() -> None:
+    out = _generate().set_index(["user_id", "item_id"])
+
+    # a2 was ALS's first and popularity's second pick (p1 ahead of it): ALS added it.
+    a2 = out.loc[("warm", "a2")]
+    assert (a2["source"], a2["rank_als"], a2["rank_popular"]) == ("als", 0.0, 1.0)
+    assert np.isnan(a2["rank_fresh"])
+    assert np.isnan(a2["rank_ease"])
+    # f1 is popular (position 2) and the newest fresh item (position 0).
+    f1 = out.loc[("warm", "f1")]
+    assert (f1["source"], f1["rank_popular"], f1["rank_fresh"]) == ("popular", 2.0, 0.0)
+    assert np.isnan(f1["rank_als"])
+
+
+def test_ease_candidates_come_from_the_users_engaged_items() -> None:
+    from fitpulse_orchestration.retrieval.ease import EaseParams, train_ease
+
+    clicks = pd.DataFrame(
+        {
+            "user_id": [f"u{k}" for k in range(5) for _ in range(2)],
+            "item_id": ["a1", "a5"] * 5,
+            "event_type": "click",
+            "ts": OLD,
+        }
+    )
+    ease = train_ease(clicks, EaseParams(l2=1.0))
+    als = _als()
+    params = CandidateParams(n_als=0, n_ease=2, n_popular=0, n_fresh=0, cold_threshold=1)
+
+    out = generate_candidates(USERS, AS_OF, als, None, _popular(), CATALOG, SEEN, params, ease=ease)
+
+    # warm engaged with a1, which co-occurs with a5 only; cold's p1 is not in EASE's head.
+    assert _rows(out, "warm") == [("a5", "ease", 0)]
+    assert _rows(out, "cold") == []
 
 
 def test_cold_user_gets_popular_and_fresh() -> None:
@@ -230,8 +271,8 @@ def test_quotas_depend_on_warmth() -> None:
         cold_threshold=3,
     )
 
-    warm = {"als": 7, "two_tower": 11, "popular": 13, "fresh": 17}
-    cold = {"als": 7, "two_tower": 19, "popular": 23, "fresh": 17}
+    warm = {"als": 7, "ease": 120, "two_tower": 11, "popular": 13, "fresh": 17}
+    cold = {"als": 7, "ease": 120, "two_tower": 19, "popular": 23, "fresh": 17}
     assert params.quotas(3) == warm
     assert params.quotas(50) == warm
     assert params.quotas(2) == cold
@@ -370,7 +411,8 @@ def test_taken_down_items_are_never_candidates() -> None:
 
     assert not set(taken_down) & set(out["item_id"])
     assert set(taken_down) <= set(everything["item_id"])
-    assert set(out["source"]) == set(SOURCES)
+    # No EASE model here: every other source contributes.
+    assert set(out["source"]) == set(SOURCES) - {"ease"}
     assert set(out["item_id"]) == set(everything["item_id"]) - set(taken_down)
 
 

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fitpulse_orchestration.ranking.blend import (
+    BLEND_SOURCES,
+    RRF_K,
+    blend_scores,
+    describe_weights,
+    weight_grid,
+)
+
+
+def test_blend_is_a_weighted_reciprocal_rank_fusion() -> None:
+    pool = pd.DataFrame(
+        {
+            "item_id": ["x", "y", "z"],
+            "rank_als": [0.0, 1.0, np.nan],
+            "rank_ease": [np.nan, 0.0, 3.0],
+            "rank_two_tower": [np.nan, np.nan, np.nan],
+        }
+    )
+
+    got = blend_scores(pool, {"als": 0.5, "ease": 0.5, "two_tower": 0.0})
+
+    np.testing.assert_allclose(
+        got,
+        [0.5 / RRF_K, 0.5 / (RRF_K + 1) + 0.5 / RRF_K, 0.5 / (RRF_K + 3)],
+    )
+
+
+def test_blend_with_one_weight_keeps_that_sources_order() -> None:
+    pool = pd.DataFrame({"rank_ease": [2.0, 0.0, 1.0, np.nan]})
+
+    got = blend_scores(pool, {"ease": 1.0})
+
+    assert list(np.argsort(-got, kind="stable")) == [1, 2, 0, 3]
+    assert got[3] == 0.0
+
+
+def test_weight_grid_covers_the_simplex_in_quarters() -> None:
+    grid = weight_grid(4)
+
+    assert len(grid) == 35  # compositions of 4 quarters into 4 sources
+    assert all(sum(w.values()) == pytest.approx(1.0) for w in grid)
+    assert {s for w in grid for s, v in w.items() if v == 1.0} == set(BLEND_SOURCES)
+    assert describe_weights({"als": 0.5, "ease": 0.5, "popular": 0.0}) == "als 0.50 + ease 0.50"
+
+
+def test_blend_rejects_unknown_sources() -> None:
+    with pytest.raises(ValueError, match="unknown blend sources"):
+        blend_scores(pd.DataFrame({"rank_als": [0.0]}), {"fresh": 1.0})
