@@ -20,7 +20,6 @@ from fitpulse_orchestration.evaluation.metrics import (
 from fitpulse_orchestration.features.point_in_time import FeatureInputs, compute_user_features
 from fitpulse_orchestration.features.reference import (
     UNKNOWN,
-    publication_times,
     unsafe_for_beginners,
 )
 from fitpulse_orchestration.features.training import TimeSplit, heldout_relevance
@@ -28,6 +27,7 @@ from fitpulse_orchestration.ranking.blend import BLEND_SOURCES, blend_scores
 from fitpulse_orchestration.ranking.feed import (
     FeedResult,
     HomeFeedModel,
+    attach_guardrail_attributes,
     build_feeds,
     cut_feeds,
     model_scores,
@@ -384,9 +384,14 @@ def evaluate_home_feed(
     latency = {"candidate": measure_scoring_latency(model, result.scored)}
     # A model built without a choice of weights (tests, old settings) is shown with equal ones.
     weights = model.blend_weights or {s: 1.0 / len(BLEND_SOURCES) for s in BLEND_SOURCES}
+    # The served scorer's scores are already in the pool; only the other one is computed.
     alternatives = {
-        "ranker": score_candidates(model.ranker, result.scored),
-        "blend": blend_scores(result.scored, weights),
+        "ranker": result.scored["score"].to_numpy()
+        if model.scorer == "ranker"
+        else score_candidates(model.ranker, result.scored),
+        "blend": result.scored["score"].to_numpy()
+        if model.scorer == "blend"
+        else blend_scores(result.scored, weights),
     }
     for scorer, scores in alternatives.items():
         rescored = result.scored.assign(score=scores)
@@ -450,15 +455,7 @@ def _oracle_lists(
         ranked = [i for i in oracle.get(str(user), []) if i not in mine][:300]
         for pos, item in enumerate(ranked):
             rows.append((str(user), item, -float(pos)))
-    pool = pd.DataFrame(rows, columns=["user_id", "item_id", "score"])
-    catalog = inputs.catalog.set_index("item_id")
-    pool["source"] = "oracle"
-    pool["category"] = pool["item_id"].map(catalog["category"]).fillna(UNKNOWN)
-    pool["published_at"] = pool["item_id"].map(publication_times(inputs.catalog))
-    pool["unsafe_for_beginner"] = (
-        pool["item_id"]
-        .map(unsafe_for_beginners(inputs.catalog).set_axis(inputs.catalog["item_id"]))
-        .fillna(True)
-    )
+    pool = pd.DataFrame(rows, columns=["user_id", "item_id", "score"]).assign(source="oracle")
+    pool = attach_guardrail_attributes(pool, inputs.catalog)
     feeds, _ = cut_feeds(pool, inputs, users, as_of, model.rerank_params)
     return _pool_lists(pool, feeds)

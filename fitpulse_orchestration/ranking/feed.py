@@ -217,17 +217,24 @@ def score_frame(
     )
     featured["x_source"] = source_codes(featured["source"])
     featured["score"] = model_scores(model, featured)
-    catalog = inputs.catalog.set_index("item_id")
-    featured["category"] = featured["item_id"].map(catalog["category"]).fillna("unknown")
+    return attach_guardrail_attributes(featured, inputs.catalog)
+
+
+def attach_guardrail_attributes(pool: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
+    """``pool`` with the item attributes the guardrails read, from the completed catalog.
+
+    Adds ``category`` (``unknown`` when absent), ``published_at`` and ``unsafe_for_beginner``
+    (True for an item the catalog does not know: safety never guesses).
+    """
+    by_id = catalog.set_index("item_id")
+    pool["category"] = pool["item_id"].map(by_id["category"]).fillna("unknown")
     # Inferred publish times (no catalog) are no publications: such items never take the
     # freshness slot.
-    featured["published_at"] = featured["item_id"].map(publication_times(inputs.catalog))
-    featured["unsafe_for_beginner"] = (
-        featured["item_id"]
-        .map(unsafe_for_beginners(inputs.catalog).set_axis(inputs.catalog["item_id"]))
-        .fillna(True)
+    pool["published_at"] = pool["item_id"].map(publication_times(catalog))
+    pool["unsafe_for_beginner"] = (
+        pool["item_id"].map(unsafe_for_beginners(catalog).set_axis(catalog["item_id"])).fillna(True)
     )
-    return featured
+    return pool
 
 
 @dataclass

@@ -16,7 +16,7 @@ freshness, which index every live item.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -94,28 +94,6 @@ class EaseArtifacts:
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.lexsort((self.item_ids[top], -scores[top]))]
         return self.item_ids[top].astype(object), scores[top]
-
-    def pair_scores(
-        self, histories: dict[str, Collection[str]], user_ids: Sequence[str], item_ids: np.ndarray
-    ) -> np.ndarray:
-        """Score of each (user, item) pair; NaN for items outside the head.
-
-        Args:
-            histories: engaged items per user (users missing from it score 0).
-            user_ids: one user per pair.
-            item_ids: one item per pair.
-        """
-        out = np.full(len(item_ids), np.nan, dtype=np.float32)
-        if not len(self.item_ids) or not len(item_ids):
-            return out
-        items = np.asarray(item_ids).astype(str)
-        pos = np.minimum(np.searchsorted(self.item_ids, items), len(self.item_ids) - 1)
-        known = self.item_ids[pos] == items
-        users = np.asarray(user_ids).astype(str)
-        for user in pd.unique(users[known]):
-            mask = known & (users == user)
-            out[mask] = self.user_scores(histories.get(str(user), ()))[pos[mask]]
-        return out
 
 
 def engagement_pairs(events: pd.DataFrame) -> pd.DataFrame:

@@ -57,17 +57,6 @@ def test_ease_keeps_only_the_head_of_the_catalog() -> None:
     assert model.metrics["head_engagement_share"] == pytest.approx(12 / 36)
 
 
-def test_ease_pair_scores_match_user_scores_and_leave_tail_items_nan() -> None:
-    model = train_ease(TASTES, EaseParams(l2=2.0))
-    histories = {"x": {"A"}}
-
-    got = model.pair_scores(histories, ["x", "x", "y"], np.array(["B", "Q", "B"]))
-
-    assert got[0] == pytest.approx(model.user_scores({"A"})[1])
-    assert np.isnan(got[1])
-    assert got[2] == 0.0
-
-
 def test_ease_needs_engagements() -> None:
     impressions = TASTES.assign(event_type="impression")
 
