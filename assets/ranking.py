@@ -79,7 +79,11 @@ def feed_selection(
     log_stage(
         context.resources.mlflow,
         "selection",
-        {"scorer": selection.scorer, "blend_weights": describe_weights(selection.blend_weights)},
+        {
+            "scorer": selection.scorer,
+            "blend_weights": describe_weights(selection.blend_weights),
+            "cold_blend_weights": describe_weights(selection.cold_blend_weights),
+        },
         selection.metrics,
         {"feed_selection.json": selection.table.to_json(orient="records", indent=2)},
     )
@@ -88,6 +92,7 @@ def feed_selection(
         metadata={
             "scorer": selection.scorer,
             "blend_weights": describe_weights(selection.blend_weights),
+            "cold_blend_weights": describe_weights(selection.cold_blend_weights),
             "reason": selection.reason,
             "judged_users": selection.users,
             "ranker_users": selection.ranker_users,
@@ -122,6 +127,7 @@ def home_feed_model(
         ease=ease_model,
         scorer=feed_selection.scorer,
         blend_weights=feed_selection.blend_weights,
+        cold_blend_weights=feed_selection.cold_blend_weights,
     )
     return dg.Output(
         model,
@@ -132,6 +138,7 @@ def home_feed_model(
             "ranker_features": len(home_ranker.feature_names),
             "scorer": model.scorer,
             "blend_weights": describe_weights(model.blend_weights),
+            "cold_blend_weights": describe_weights(model.cold_blend_weights),
             "feed_size": model.rerank_params.n,
         },
     )
@@ -156,6 +163,7 @@ def served_home_feed_model(
         split.end,
         retrieval_tuning.als,
         retrieval_tuning.ease,
+        retrieval_tuning.popularity,
     )
     return dg.Output(
         model,

@@ -71,6 +71,7 @@ def registered_home_ranker(
     tags.update({f"tuning.{k}": v for k, v in retrieval_tuning.chosen().items()})
     tags["scorer"] = feed_selection.scorer
     tags["scorer.blend_weights"] = describe_weights(feed_selection.blend_weights)
+    tags["scorer.cold_blend_weights"] = describe_weights(feed_selection.cold_blend_weights)
     tags["scorer.reason"] = feed_selection.reason
     features = home_feed_model.ranker.feature_names
     tags["code_version"] = code_version()
@@ -139,7 +140,9 @@ def promotion_gate(
         champion = model_registry.champion_version()
         baseline = _scores(evaluation, CHAMPION, f"champion (version {champion})")
     else:
-        baseline = _scores(evaluation, "popularity", "popularity baseline (no champion yet)")
+        baseline = _scores(
+            evaluation, "popularity_guarded", "popularity baseline (no champion yet)"
+        )
     decision = replace(
         decide_promotion(candidate, baseline, config.to_policy()),
         protocol=evaluation.protocol,

@@ -28,14 +28,20 @@ def retrieval_tuning(
     config: TuningConfig,
     training_snapshot: TrainingSnapshot,
 ) -> dg.Output[TuningResult]:
-    """ALS and EASE hyper-parameters chosen by an Optuna search on the validation split."""
+    """Retrieval hyper-parameters chosen on the validation split.
+
+    ALS and EASE by an Optuna search, popularity's half-life on a grid.
+    """
     split = training_snapshot.split
+    fit = training_snapshot.fit_inputs()
     result = tune_retrievers(
-        training_snapshot.fit_inputs().events,
+        fit.events,
+        fit.profiles,
         split.ranker_start,
         validation_relevance(training_snapshot.inputs.events, split),
         config.als.to_params(),
         config.ease.to_params(),
+        PopularityParams(),
         config.to_params(),
     )
     tracker = context.resources.mlflow
@@ -107,6 +113,7 @@ def validation_models(
         retrieval_tuning.als,
         retrieval_tuning.ease,
         two_tower_model,
+        retrieval_tuning.popularity,
     )
     return dg.Output(
         models,
@@ -119,16 +126,27 @@ def validation_models(
 
 
 @dg.asset(group_name=RETRIEVAL, kinds={"pandas"})
-def popular_items(training_snapshot: TrainingSnapshot) -> dg.Output[pd.DataFrame]:
-    """Recency-decayed item popularity per segment (fitness level x region) and overall."""
+def popular_items(
+    retrieval_tuning: TuningResult, training_snapshot: TrainingSnapshot
+) -> dg.Output[pd.DataFrame]:
+    """Recency-decayed item popularity per segment (fitness level x region) and overall.
+
+    Its half-life was chosen on the validation split (``retrieval_tuning``).
+    """
+    params = retrieval_tuning.popularity
     table = compute_popular_items(
         training_snapshot.train_inputs().events,
         training_snapshot.inputs.profiles,
         training_snapshot.split.eval_start,
-        PopularityParams(),
+        params,
     )
     return dg.Output(
-        table, metadata={"segments": int(table["segment"].nunique()), "rows": len(table)}
+        table,
+        metadata={
+            "segments": int(table["segment"].nunique()),
+            "rows": len(table),
+            "half_life": params.describe(),
+        },
     )
 
 

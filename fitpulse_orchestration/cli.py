@@ -308,7 +308,10 @@ def _report(home: ProjectHome, facts: dict[str, Any]) -> pd.DataFrame:
     path.write_text(json.dumps(payload, indent=2, default=str))
     typer.echo(
         f"\ntuned on validation ({tuning.users} users): "
-        + ", ".join(f"{k} {v:.4g}" for k, v in tuning.chosen().items())
+        + ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float | int) else f"{k} {v}"
+            for k, v in tuning.chosen().items()
+        )
     )
     typer.echo(f"scorer: {selection.scorer} ({selection.reason})")
     typer.echo(f"\nHome-feed evaluation on the held-out part ({snapshot.split.describe()}):")

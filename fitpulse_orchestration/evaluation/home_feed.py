@@ -61,12 +61,15 @@ MODELS: Final = (
     "ease_only",
     "two_tower_only",
     "popularity",
+    "popularity_guarded",
 )
 """Rows of the table. ``candidate`` is the feed as it serves (the chosen scorer, guardrails);
 ``ranker`` and ``blend`` are the same pool ordered by the LightGBM ranker and by the ranker-free
 blend, both through the guardrails (one of them is the candidate); ``candidate_unguarded`` is the
 served order without guardrails (what the guardrails cost is the difference); the ``*_only`` rows
-and ``popularity`` are single retrievers' raw lists (no guardrails)."""
+and ``popularity`` are single retrievers' raw lists (no guardrails); ``popularity_guarded`` is
+the popularity list cut through the same guardrails as the candidate: what serving popularity
+to everyone would give, the baseline the candidate must beat like with like."""
 SINGLE_RETRIEVERS: Final = ("als_only", "ease_only", "two_tower_only", "popularity")
 """Single-stage baselines the served feed must not lose to (``served_feed_beats_retrievers``)."""
 CHAMPION: Final = "champion"
@@ -391,7 +394,7 @@ def evaluate_home_feed(
         else score_candidates(model.ranker, result.scored),
         "blend": result.scored["score"].to_numpy()
         if model.scorer == "blend"
-        else blend_scores(result.scored, weights),
+        else blend_scores(result.scored, weights, model.cold_blend_weights),
     }
     for scorer, scores in alternatives.items():
         rescored = result.scored.assign(score=scores)
@@ -403,7 +406,12 @@ def evaluate_home_feed(
         lists[CHAMPION] = _candidate_lists(champion_result)
         latency[CHAMPION] = measure_scoring_latency(champion, champion_result.scored)
     if oracle is not None:
-        lists["oracle"] = _oracle_lists(oracle, inputs, users, as_of, model)
+        unseen = {
+            str(u): [i for i in oracle.get(str(u), []) if i not in seen.get(str(u), set())][:300]
+            for u in users["user_id"]
+        }
+        # The oracle's own top 300 (not the retrieval pool): the ceiling of the whole pipeline.
+        lists["oracle"] = _guarded_lists(unseen, "oracle", inputs, users, as_of, model)
     lists["als_only"] = _als_lists(model.als, model.index, user_ids, seen, 100)
     lists["ease_only"] = (
         _single_source_lists(model, inputs, users, seen, as_of, "ease") if model.ease else {}
@@ -414,6 +422,17 @@ def evaluate_home_feed(
         else {}
     )
     lists["popularity"] = _popularity_lists(model.popular, users, seen, 100)
+    lists["popularity_guarded"] = _guarded_lists(
+        {
+            u: ranked.retrieval
+            for u, ranked in _popularity_lists(model.popular, users, seen, 300).items()
+        },
+        "popular",
+        inputs,
+        users,
+        as_of,
+        model,
+    )
     engaged = compute_user_features(inputs, users.assign(as_of=as_of))
     cold = frozenset(engaged.loc[engaged["u_is_cold"] > 0, "user_id"])
     ctx = EvaluationContext(
@@ -436,26 +455,21 @@ def evaluate_home_feed(
     )
 
 
-def _oracle_lists(
-    oracle: Mapping[str, list[str]],
+def _guarded_lists(
+    ranked: Mapping[str, list[str]],
+    source: str,
     inputs: FeatureInputs,
     users: pd.DataFrame,
     as_of: pd.Timestamp,
     model: HomeFeedModel,
 ) -> dict[str, RankedLists]:
-    """The oracle's order of every live, unseen item, cut through the guardrails.
-
-    The pool is the oracle's own top 300 per user (not the retrieval pool: the ceiling of the
-    whole pipeline, retrieval included).
-    """
-    seen = seen_items(inputs.events, as_of)
-    rows = []
-    for user in users["user_id"]:
-        mine = seen.get(str(user), set())
-        ranked = [i for i in oracle.get(str(user), []) if i not in mine][:300]
-        for pos, item in enumerate(ranked):
-            rows.append((str(user), item, -float(pos)))
-    pool = pd.DataFrame(rows, columns=["user_id", "item_id", "score"]).assign(source="oracle")
+    """Each user's ``ranked`` list (best first) as a pool cut through the candidate's guardrails."""
+    rows = [
+        (str(user), item, -float(pos))
+        for user in users["user_id"]
+        for pos, item in enumerate(ranked.get(str(user), []))
+    ]
+    pool = pd.DataFrame(rows, columns=["user_id", "item_id", "score"]).assign(source=source)
     pool = attach_guardrail_attributes(pool, inputs.catalog)
     feeds, _ = cut_feeds(pool, inputs, users, as_of, model.rerank_params)
     return _pool_lists(pool, feeds)

@@ -84,9 +84,12 @@ def _proportional(
     return {str(u): list(g["item_id"]) for u, g in ordered.groupby("user_id", sort=False)}
 
 
-def _fused(candidates: pd.DataFrame, weights: dict[str, float]) -> dict[str, list[str]]:
+def _fused(
+    candidates: pd.DataFrame, weights: dict[str, float], cold_weights: dict[str, float]
+) -> dict[str, list[str]]:
     """Per user, the pool ordered by the model's ranker-free blend (``ranking.blend``)."""
-    ordered = candidates.assign(_s=blend_scores(candidates, weights)).sort_values(
+    scores = blend_scores(candidates, weights, cold_weights)
+    ordered = candidates.assign(_s=scores).sort_values(
         ["user_id", "_s", "item_id"], ascending=[True, False, True], kind="stable"
     )
     return {str(u): list(g["item_id"]) for u, g in ordered.groupby("user_id", sort=False)}
@@ -136,7 +139,7 @@ def evaluate_retrieval(
             users, model.als, model.index, pools, seen, params, *queries, model.ease
         )
         if method == "blend" and model.blend_weights:
-            lists[method] = _fused(candidates, model.blend_weights)
+            lists[method] = _fused(candidates, model.blend_weights, model.cold_blend_weights)
         else:
             lists[method] = _proportional(candidates, seen, params)
     warm = {u for u in relevance if len(seen.get(u, ())) >= model.candidate_params.cold_threshold}

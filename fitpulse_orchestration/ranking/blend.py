@@ -4,6 +4,12 @@ A candidate's blend score is ``sum_s w_s / (RRF_K + rank_s)`` over the sources t
 (``rank_s`` is its 0-based position in source ``s``'s list, ``RANK_COLUMNS``). Weights on the
 simplex cover every single retriever (one weight 1) and their mixtures, so choosing weights on
 the validation split also decides whether fusing sources beats the best one alone.
+
+A member no history source (``HISTORY_SOURCES``) listed anything for is history-less (new,
+or unknown to the models): weights on those sources give them nothing, so such members are
+ordered by their own ``cold_weights`` over ``COLD_SOURCES``, chosen on the history-less
+validation members. With ALS and EASE 50/50 and no cold weights, every such member's pool
+scores 0 and its feed would be ordered by item id.
 """
 
 from __future__ import annotations
@@ -19,16 +25,50 @@ from fitpulse_orchestration.retrieval.candidates import RANK_COLUMNS
 
 BLEND_SOURCES: Final = ("als", "ease", "two_tower", "popular")
 """Sources the blend weighs (fresh items reach the feed through the freshness guardrail)."""
+HISTORY_SOURCES: Final = ("als", "ease")
+"""Sources that list items only for members with an engagement history."""
+COLD_SOURCES: Final = ("two_tower", "popular")
+"""Sources that list items for any member: what the cold weights weigh."""
+DEFAULT_COLD_WEIGHTS: Final = {"two_tower": 0.5, "popular": 0.5}
+"""Cold weights when no history-less member was there to choose them on."""
 RRF_K: Final = 10.0
 """Rank offset of the fusion: how fast a source's vote decays with the item's position."""
 
 
-def blend_scores(candidates: pd.DataFrame, weights: Mapping[str, float]) -> np.ndarray:
+def history_less(candidates: pd.DataFrame) -> np.ndarray:
+    """Per candidate row: no history source listed any item for its member."""
+    listed = np.zeros(len(candidates), dtype=bool)
+    for source in HISTORY_SOURCES:
+        column = RANK_COLUMNS[source]
+        if column in candidates.columns:
+            listed |= ~np.isnan(candidates[column].to_numpy(dtype=float))
+    by_user = pd.Series(listed).groupby(candidates["user_id"].to_numpy()).transform("any")
+    return ~by_user.to_numpy(dtype=bool)
+
+
+def blend_scores(
+    candidates: pd.DataFrame,
+    weights: Mapping[str, float],
+    cold_weights: Mapping[str, float] | None = None,
+) -> np.ndarray:
     """Blend score of each candidate row (0 for one no weighted source listed).
 
+    Rows of history-less members (``history_less``) are scored with ``cold_weights`` when given.
+
     Raises:
-        ValueError: when a weight names an unknown source.
+        ValueError: when a weight names an unknown source, or a cold weight a history source.
     """
+    score = _fused(candidates, weights)
+    if cold_weights:
+        if set(cold_weights) - set(COLD_SOURCES):
+            raise ValueError(f"cold weights weigh only {COLD_SOURCES}, got {sorted(cold_weights)}")
+        cold = history_less(candidates)
+        if cold.any():
+            score[cold] = _fused(candidates[cold], cold_weights)
+    return score
+
+
+def _fused(candidates: pd.DataFrame, weights: Mapping[str, float]) -> np.ndarray:
     unknown = set(weights) - set(BLEND_SOURCES)
     if unknown:
         raise ValueError(f"unknown blend sources {sorted(unknown)}; one of {BLEND_SOURCES}")
@@ -42,12 +82,12 @@ def blend_scores(candidates: pd.DataFrame, weights: Mapping[str, float]) -> np.n
     return score
 
 
-def weight_grid(steps: int = 4) -> list[dict[str, float]]:
-    """Every weighting of ``BLEND_SOURCES`` in multiples of ``1/steps`` that sums to 1."""
+def weight_grid(steps: int = 4, sources: tuple[str, ...] = BLEND_SOURCES) -> list[dict[str, float]]:
+    """Every weighting of ``sources`` in multiples of ``1/steps`` that sums to 1."""
     grid = []
-    for combo in itertools.product(range(steps + 1), repeat=len(BLEND_SOURCES)):
+    for combo in itertools.product(range(steps + 1), repeat=len(sources)):
         if sum(combo) == steps:
-            grid.append({s: c / steps for s, c in zip(BLEND_SOURCES, combo, strict=True)})
+            grid.append({s: c / steps for s, c in zip(sources, combo, strict=True)})
     return grid
 
 

@@ -50,8 +50,9 @@ class HomeFeedModel:
     ``retrieval.live_index``). ``ease`` is the EASE item-item model (None: no EASE source).
 
     ``scorer`` orders the candidate pool: ``ranker`` (the LightGBM ranker) or ``blend`` (the
-    ranker-free fusion of the sources with ``blend_weights``, ``ranking.blend``); training
-    picks the one that wins on the validation split (``ranking.selection``).
+    ranker-free fusion of the sources with ``blend_weights``, and ``cold_blend_weights`` for
+    members no history source listed anything for, ``ranking.blend``); training picks the one
+    that wins on the validation split (``ranking.selection``).
     """
 
     als: AlsArtifacts
@@ -65,6 +66,7 @@ class HomeFeedModel:
     ease: EaseArtifacts | None = None
     scorer: str = "ranker"
     blend_weights: dict[str, float] = field(default_factory=dict)
+    cold_blend_weights: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.scorer not in SCORERS:
@@ -83,7 +85,7 @@ def model_scores(model: HomeFeedModel, featured: pd.DataFrame) -> np.ndarray:
     ``blend``.
     """
     if model.scorer == "blend":
-        return blend_scores(featured, model.blend_weights)
+        return blend_scores(featured, model.blend_weights, model.cold_blend_weights)
     return score_candidates(model.ranker, featured)
 
 
@@ -260,6 +262,7 @@ class ValidationModels:
         rerank_params: RerankParams,
         scorer: str = "ranker",
         blend_weights: dict[str, float] | None = None,
+        cold_blend_weights: dict[str, float] | None = None,
     ) -> HomeFeedModel:
         """These models assembled into a feed model with ``ranker`` and the given settings."""
         return HomeFeedModel(
@@ -274,6 +277,7 @@ class ValidationModels:
             ease=self.ease,
             scorer=scorer,
             blend_weights=dict(blend_weights or {}),
+            cold_blend_weights=dict(cold_blend_weights or {}),
         )
 
 
@@ -283,6 +287,7 @@ def fit_validation_models(
     als_params: AlsParams,
     ease_params: EaseParams,
     two_tower: TwoTowerArtifacts | None,
+    popularity_params: PopularityParams,
 ) -> ValidationModels:
     """ALS (and its index), EASE and popularity on ``fit_inputs`` before ``as_of``.
 
@@ -296,7 +301,7 @@ def fit_validation_models(
         ease=train_ease(before, ease_params),
         two_tower=two_tower,
         tt_index=build_two_tower_index(two_tower, fit_inputs.catalog) if two_tower else None,
-        popular=compute_popular_items(before, fit_inputs.profiles, as_of, PopularityParams()),
+        popular=compute_popular_items(before, fit_inputs.profiles, as_of, popularity_params),
         as_of=as_of,
     )
 
@@ -377,6 +382,7 @@ def refit_feed_model(
     as_of: pd.Timestamp,
     als_params: AlsParams,
     ease_params: EaseParams,
+    popularity_params: PopularityParams,
 ) -> HomeFeedModel:
     """``model`` with ALS, its index, EASE and popularity refit on every event before ``as_of``.
 
@@ -395,5 +401,5 @@ def refit_feed_model(
         als=als,
         index=build_item_index(als.item_ids, als.item_factors) if len(als.item_ids) else None,
         ease=train_ease(before, ease_params) if model.ease is not None else None,
-        popular=compute_popular_items(before, inputs.profiles, as_of, PopularityParams()),
+        popular=compute_popular_items(before, inputs.profiles, as_of, popularity_params),
     )

@@ -8,6 +8,10 @@ Every option is first scored on its order alone (a vectorised top 10); the ranke
 best guarded blend replaces the default scorer, the ranker, only when it beats the ranker's
 per-user NDCG@10 beyond noise (paired bootstrap, 95%): on a small validation split the choice
 would chase noise. The held-out part is never looked at.
+
+History-less members (``ranking.blend.history_less``: new, or unknown to ALS and EASE) get
+their own weights over ``COLD_SOURCES``, chosen first on the history-less judged members alone
+(``DEFAULT_COLD_WEIGHTS`` when there are none); every blend option then carries them.
 """
 
 from __future__ import annotations
@@ -22,7 +26,14 @@ import pandas as pd
 from fitpulse_orchestration.evaluation.metrics import beats_beyond_noise, ndcg_at_k
 from fitpulse_orchestration.features.point_in_time import FeatureInputs
 from fitpulse_orchestration.features.reference import profile_attributes
-from fitpulse_orchestration.ranking.blend import blend_scores, describe_weights, weight_grid
+from fitpulse_orchestration.ranking.blend import (
+    COLD_SOURCES,
+    DEFAULT_COLD_WEIGHTS,
+    blend_scores,
+    describe_weights,
+    history_less,
+    weight_grid,
+)
 from fitpulse_orchestration.ranking.feed import ValidationModels, build_feeds, cut_feeds
 from fitpulse_orchestration.ranking.ranker import RankerArtifacts
 from fitpulse_orchestration.ranking.rerank import RerankParams
@@ -38,13 +49,17 @@ class FeedSelection:
 
     ``table``: one row per option (``option``, ``scorer``, ``weights``, ``users``,
     ``unguarded_ndcg_at_10``, ``ndcg_at_10``: through the guardrails, NaN for options that were
-    not finalists), best first.
+    not finalists), best first; every blend option orders history-less members by
+    ``cold_blend_weights``. ``cold_table``: each cold weighting (``option``, ``weights``,
+    ``users``, ``unguarded_ndcg_at_10`` over the history-less judged members), best first.
     """
 
     scorer: str
     blend_weights: dict[str, float]
     table: pd.DataFrame
     reason: str
+    cold_blend_weights: dict[str, float] = field(default_factory=dict)
+    cold_table: pd.DataFrame = field(default_factory=pd.DataFrame)
     users: int = 0
     ranker_users: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
@@ -74,6 +89,35 @@ def _unguarded_ndcg(
     order = np.lexsort((scored["item_id"].to_numpy().astype(str), -scores))
     top = scored.iloc[order][["user_id", "item_id"]].groupby("user_id", sort=False).head(10)
     return _mean_ndcg(top, relevance)
+
+
+def choose_cold_weights(
+    scored: pd.DataFrame, relevance: Mapping[str, Mapping[str, int]]
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """The ``COLD_SOURCES`` weighting that orders history-less members best, and every option.
+
+    Best: unguarded NDCG@10 over the history-less members of ``relevance``; ties go to the
+    earlier in ``weight_grid`` order.
+    """
+    cold_users = set(scored.loc[history_less(scored), "user_id"].astype(str))
+    judged = {u: rel for u, rel in relevance.items() if u in cold_users}
+    pool = scored[scored["user_id"].astype(str).isin(cold_users)]
+    rows = [
+        {
+            "option": describe_weights(weights),
+            "weights": weights,
+            "users": len(judged),
+            "unguarded_ndcg_at_10": _unguarded_ndcg(pool, blend_scores(pool, weights), judged)
+            if judged
+            else np.nan,
+        }
+        for weights in weight_grid(4, COLD_SOURCES)
+    ]
+    table = pd.DataFrame(rows)
+    if not judged:
+        return dict(DEFAULT_COLD_WEIGHTS), table
+    table = table.sort_values("unguarded_ndcg_at_10", ascending=False, kind="stable")
+    return dict(table["weights"].iloc[0]), table.reset_index(drop=True)
 
 
 def select_scorer(
@@ -112,6 +156,7 @@ def select_scorer(
     model = models.feed_model(ranker, candidate_params, rerank_params)
     result = build_feeds(model, inputs, frame, models.as_of)
     scored = result.scored
+    cold_weights, cold_table = choose_cold_weights(scored, judged)
     per_user = {"ranker": _user_ndcg(result.feeds, judged)}
     rows: list[dict[str, Any]] = [
         {
@@ -127,14 +172,16 @@ def select_scorer(
             "option": f"blend: {describe_weights(weights)}",
             "scorer": "blend",
             "weights": weights,
-            "unguarded_ndcg_at_10": _unguarded_ndcg(scored, blend_scores(scored, weights), judged),
+            "unguarded_ndcg_at_10": _unguarded_ndcg(
+                scored, blend_scores(scored, weights, cold_weights), judged
+            ),
             "ndcg_at_10": np.nan,
         }
         for weights in weight_grid()
     ]
     blends.sort(key=lambda row: -float(row["unguarded_ndcg_at_10"]))
     for row in blends[:GUARDED_FINALISTS]:
-        rescored = scored.assign(score=blend_scores(scored, row["weights"]))
+        rescored = scored.assign(score=blend_scores(scored, row["weights"], cold_weights))
         feeds, _ = cut_feeds(rescored, inputs, frame, models.as_of, rerank_params)
         per_user[row["option"]] = _user_ndcg(feeds, judged)
         row["ndcg_at_10"] = float(per_user[row["option"]].mean())
@@ -157,7 +204,8 @@ def select_scorer(
         f"{best['option']} serves: the best blend ({best_blend['option'].removeprefix('blend: ')}"
         f", NDCG@10 {best_blend['ndcg_at_10']:.4f}) {verdict} the ranker ({ranker_ndcg:.4f}) "
         f"beyond noise over {len(judged)} validation users (95% CI lower bound of the lift "
-        f"{low:+.4f})"
+        f"{low:+.4f}); history-less members: {describe_weights(cold_weights)} "
+        f"({int(cold_table['users'].iloc[0])} judged)"
     )
     singles = {
         source: float(
@@ -175,6 +223,8 @@ def select_scorer(
         blend_weights=dict(best_blend["weights"]),
         table=table,
         reason=reason,
+        cold_blend_weights=cold_weights,
+        cold_table=cold_table,
         users=len(judged),
         metrics={
             "blend_lift_ci_low": low,
@@ -191,4 +241,8 @@ def format_selection_markdown(selection: FeedSelection, top: int = 10) -> str:
     for row in selection.table.head(top).itertuples():
         guarded = "-" if pd.isna(row.ndcg_at_10) else f"{row.ndcg_at_10:.4f}"
         lines.append(f"| {row.option} | {guarded} | {row.unguarded_ndcg_at_10:.4f} |")
+    cold = selection.cold_table
+    if not cold.empty and cold["unguarded_ndcg_at_10"].notna().any():
+        lines += ["", "| history-less members: weights | NDCG@10 (order alone) |", "|---|---|"]
+        lines += [f"| {row.option} | {row.unguarded_ndcg_at_10:.4f} |" for row in cold.itertuples()]
     return "\n".join([*lines, "", f"chosen: {selection.reason}"])

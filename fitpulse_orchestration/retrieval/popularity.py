@@ -19,10 +19,25 @@ ANY = "*"
 
 @dataclass(frozen=True)
 class PopularityParams:
-    """Half-life of an engagement's weight and list length per segment."""
+    """Half-life of an engagement's weight and list length per segment.
 
-    half_life_days: float = 7.0
+    ``half_life_days`` None counts every engagement alike (all-time popularity). Which half-life
+    suits a log depends on it: trends of a week on a busy app, the classics on a sparse one
+    (``retrieval.tuning`` picks it on the validation split).
+    """
+
+    half_life_days: float | None = 7.0
     top_n: int = 200
+
+    def __post_init__(self) -> None:
+        if self.half_life_days is not None and not self.half_life_days > 0:
+            raise ValueError(f"half_life_days must be > 0 or None, got {self.half_life_days}")
+
+    def describe(self) -> str:
+        """``7 days`` or ``none (all-time)``."""
+        if self.half_life_days is None:
+            return "none (all-time)"
+        return f"{self.half_life_days:g} days"
 
 
 def segment_keys(fitness_level: str, region: str) -> list[str]:
@@ -54,7 +69,8 @@ def compute_popular_items(
             }
         )
     age_days = (as_of - ev["ts"]).dt.total_seconds().to_numpy() / 86400.0
-    weight = ev["event_type"].map(grades).to_numpy() * np.exp2(-age_days / params.half_life_days)
+    decay = 1.0 if params.half_life_days is None else np.exp2(-age_days / params.half_life_days)
+    weight = ev["event_type"].map(grades).to_numpy() * decay
     prof = profiles.set_index("user_id")
     level = ev["user_id"].map(prof["fitness_level"]).fillna(UNKNOWN).to_numpy()
     region = ev["user_id"].map(prof["region"]).fillna(UNKNOWN).to_numpy()

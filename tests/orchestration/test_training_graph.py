@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.evaluation.home_feed import METRICS, MODELS, SLICES, metric
 from fitpulse_orchestration.features.point_in_time import USER_FEATURES
+from fitpulse_orchestration.retrieval.tuning import POPULARITY_HALF_LIVES
 from fitpulse_orchestration.serving.online_store import SQLiteOnlineStore
 from fitpulse_orchestration.storage.asset_values import load_asset_value
 from model_registry.client import EXPERIMENT, HOME_RANKER_MODEL, RegisteredVersion, RegistryClient
@@ -115,7 +116,9 @@ def test_oracle_row_is_the_ceiling_of_every_model(graph: GraphRun) -> None:
 def test_candidate_beats_popularity(graph: GraphRun) -> None:
     table = graph.first_table
 
-    assert metric(table, "candidate", "ndcg_at_10") > metric(table, "popularity", "ndcg_at_10")
+    assert metric(table, "candidate", "ndcg_at_10") > metric(
+        table, "popularity_guarded", "ndcg_at_10"
+    )
 
 
 def test_candidate_is_safe_for_beginners(graph: GraphRun) -> None:
@@ -238,11 +241,14 @@ def test_tuning_trials_are_nested_runs_of_their_training_run(graph: GraphRun) ->
     trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent]
     tuning = load_asset_value(graph.world.store, "retrieval_tuning")
 
-    # TuningParams().n_trials trials per retriever (ALS and EASE), each with its score.
-    assert len(trials) == 2 * 12
+    # TuningParams().n_trials trials per searched retriever (ALS and EASE), each with its
+    # score, and one per popularity half-life of the grid.
+    assert len(trials) == 2 * 12 + len(POPULARITY_HALF_LIVES)
     assert {r.data.tags["fitpulse.stage"] for r in trials} == {"tuning"}
     assert all("validation_ndcg_at_10" in r.data.metrics for r in trials)
     assert graph.version("2").tags["tuning.ease.l2"] == str(tuning.ease.l2)
+    half_life = graph.version("2").tags["tuning.popularity.half_life_days"]
+    assert half_life == tuning.popularity.describe()
 
 
 def test_mlflow_artifacts_stay_in_the_home(graph: GraphRun) -> None:

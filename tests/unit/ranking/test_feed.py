@@ -59,7 +59,12 @@ def trained(tiny_world: Any) -> Trained:
     als_params = AlsParams()
     examples = build_ranker_examples(inputs.events, inputs.catalog, split)
     validation = fit_validation_models(
-        snapshot.fit_inputs(), split.ranker_start, als_params, EaseParams(), None
+        snapshot.fit_inputs(),
+        split.ranker_start,
+        als_params,
+        EaseParams(),
+        None,
+        PopularityParams(),
     )
     frame, _ = build_ranker_training_frame(snapshot.example_inputs(), examples, validation)
     als = train_als(

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from fitpulse_orchestration.retrieval.popularity import PopularityParams, compute_popular_items
+from fitpulse_orchestration.retrieval.tuning import POPULARITY_HALF_LIVES, tune_popularity
+
+AS_OF = pd.Timestamp("2026-11-01", tz="UTC")
+PROFILES = pd.DataFrame(
+    {"user_id": pd.Series(dtype=str), "fitness_level": pd.Series(dtype=str), "region": []}
+)
+
+
+def _log(classic_age_days: float, trend_age_days: float) -> pd.DataFrame:
+    """60 old members completed the 10 classics; 3 recent members clicked 10 trend items."""
+    rows = [
+        (f"old{u}", f"classic{i}", "workout_complete", classic_age_days)
+        for u in range(60)
+        for i in range(10)
+    ]
+    rows += [(f"new{u}", f"trend{i}", "click", trend_age_days) for u in range(3) for i in range(10)]
+    return pd.DataFrame(
+        {
+            "user_id": [r[0] for r in rows],
+            "item_id": [r[1] for r in rows],
+            "event_type": [r[2] for r in rows],
+            "ts": [AS_OF - pd.Timedelta(days=r[3]) for r in rows],
+        }
+    )
+
+
+def test_no_half_life_is_all_time_popularity() -> None:
+    events = _log(classic_age_days=4000.0, trend_age_days=1.0)
+
+    table = compute_popular_items(events, PROFILES, AS_OF, PopularityParams(half_life_days=None))
+
+    top = table[table["segment"] == "*|*"]["item_id"].head(10)
+    assert set(top) == {f"classic{i}" for i in range(10)}
+    assert PopularityParams(half_life_days=None).describe() == "none (all-time)"
+    with pytest.raises(ValueError, match="half_life_days"):
+        PopularityParams(half_life_days=0.0)
+
+
+def test_a_sparse_log_of_classics_picks_all_time_popularity_on_validation() -> None:
+    # Validation members come new and engage with the classics, rated 11 years ago.
+    events = _log(classic_age_days=4000.0, trend_age_days=1.0)
+    relevance = {f"val{u}": {f"classic{u % 10}": 1, f"classic{(u + 3) % 10}": 1} for u in range(40)}
+
+    chosen, trials, best, default = tune_popularity(
+        events, PROFILES, AS_OF, PopularityParams(), relevance
+    )
+
+    assert chosen.half_life_days is None
+    assert len(trials) == len(POPULARITY_HALF_LIVES)
+    assert trials[0]["params"] == {"half_life_days": "7 days"}  # the default is scored first
+    assert default == 0.0  # a week's half-life ranks the 3 recent clickers' items first
+    assert best > 0.5
+
+
+def test_a_trend_the_validation_members_follow_keeps_the_default() -> None:
+    events = _log(classic_age_days=4000.0, trend_age_days=1.0)
+    relevance = {f"val{u}": {f"trend{u % 10}": 1} for u in range(40)}
+
+    chosen, _, best, default = tune_popularity(
+        events, PROFILES, AS_OF, PopularityParams(), relevance
+    )
+
+    assert chosen.half_life_days == 7.0
+    assert best == default > 0.0
