@@ -101,6 +101,9 @@ ENV_HOME = "FITPULSE_SERVE_BENCH_HOME"
 ENV_LARGE = "FITPULSE_SERVE_BENCH_LARGE"
 ENV_LOG = "FITPULSE_SERVE_BENCH_LOG"
 ENV_THREADS = "FITPULSE_SERVE_BENCH_THREADS"
+BENCH_TOKEN = "serve-bench-token-0123456789"
+"""The benchmark server's one caller token (the service needs one on every feed call)."""
+AUTH = {"Authorization": f"Bearer {BENCH_TOKEN}"}
 
 
 def say(message: str) -> None:
@@ -592,6 +595,7 @@ def create_bench_app() -> Any:
     and, when ``$FITPULSE_SERVE_BENCH_LARGE`` names a cache folder, the synthetic index swapped in.
     """
     from fitpulse_orchestration.serving.app import create_app
+    from fitpulse_orchestration.serving.auth import ApiTokens
 
     service, served_log = load_service(Path(os.environ[ENV_HOME]), Path(os.environ[ENV_LOG]))
     large = os.environ.get(ENV_LARGE)
@@ -600,7 +604,13 @@ def create_bench_app() -> Any:
         service = large_service(
             service, open_large(Path(large), model, IndexParams(large_kind="hnsw"))
         )
-    return create_app(service, None, served_log, threads=int(os.environ[ENV_THREADS]))
+    return create_app(
+        service,
+        None,
+        served_log,
+        threads=int(os.environ[ENV_THREADS]),
+        tokens=ApiTokens.of({"bench": BENCH_TOKEN}),
+    )
 
 
 def _free_port() -> int:
@@ -771,7 +781,7 @@ def http_level(
         mine = users[slot::clients] or users
         out = results[slot]
         with httpx.Client(
-            base_url=base_url, timeout=30.0, headers={"Accept-Encoding": "gzip"}
+            base_url=base_url, timeout=30.0, headers={"Accept-Encoding": "gzip", **AUTH}
         ) as client:
             for user in mine[:3]:
                 client.get(f"/v1/home-feed/{user}")
@@ -887,7 +897,7 @@ def http_open_loop(
 
     def sender(slot: int) -> None:
         with httpx.Client(
-            base_url=base_url, timeout=30.0, headers={"Accept-Encoding": "gzip"}
+            base_url=base_url, timeout=30.0, headers={"Accept-Encoding": "gzip", **AUTH}
         ) as client:
             client.get(f"/v1/home-feed/{users[slot % len(users)]}")
             barrier.wait()
@@ -934,7 +944,7 @@ def payload_sizes(base_url: str, users: list[str], n: int = 50) -> dict[str, flo
     import httpx
 
     sizes: dict[str, list[int]] = {"identity": [], "gzip": []}
-    with httpx.Client(base_url=base_url, timeout=30.0) as client:
+    with httpx.Client(base_url=base_url, timeout=30.0, headers=AUTH) as client:
         for user in users[:n]:
             for encoding, values in sizes.items():
                 r = client.get(f"/v1/home-feed/{user}", headers={"Accept-Encoding": encoding})

@@ -486,6 +486,14 @@ def demo(
             f"next: a reviewer approves it with `fitpulse registry approve {HOME_RANKER_MODEL} "
             f"{facts['version']} --reviewer NAME --note TEXT --home {project.root}`"
         )
+    from fitpulse_orchestration.serving.auth import local_tokens
+
+    local_tokens(project.api_tokens_file, project.local_token_file)
+    typer.echo(
+        f"serve it: `fitpulse serve --home {project.root}`, then call it with "
+        f'`curl -H "Authorization: Bearer $(cat {project.local_token_file})" '
+        "http://127.0.0.1:8000/v1/home-feed/USER_ID`"
+    )
     _say(
         f"demo finished in {time.perf_counter() - started:.0f} s. Explore it with: "
         f"DAGSTER_HOME={project.dagster} FITPULSE_HOME={project.root} dagster dev"
@@ -852,10 +860,16 @@ def serve(
             "rollback or `fitpulse rollout kill` reaches the service within --poll-s."
         ),
     ] = None,
+    docs: Annotated[
+        bool, typer.Option(help="Serve /docs and /openapi.json (off: they describe the API).")
+    ] = False,
     profile: ProfileOpt = None,
     home: HomeOpt = None,
 ) -> None:
-    """Serve home feeds over HTTP from the champion model (reloaded when the alias moves)."""
+    """Serve home feeds over HTTP from the champion model (reloaded when the alias moves).
+
+    Every endpoint but /healthz, /readyz and /metrics needs 'Authorization: Bearer TOKEN'.
+    """
     # One single-threaded worker per core: the OpenMP pools of FAISS and LightGBM must start
     # at one thread, so the variable is set before anything loads them, here or in a spawned
     # worker (a library's own setter reaches only the calling thread, not the request thread).
@@ -864,10 +878,25 @@ def serve(
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import uvicorn
 
-    from fitpulse_orchestration.serving.runtime import SERVE_ENV
+    from fitpulse_orchestration.serving.runtime import SERVE_ENV, service_tokens
     from fitpulse_orchestration.settings import current_profile
 
     # Fail here, with a readable message, rather than inside a worker process.
+    project = ProjectHome.resolve(home)
+    try:
+        tokens, created = service_tokens(project, profile or current_profile())
+    except (ValueError, OSError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--profile") from exc
+    if created:
+        _say(f"created the local caller token: {project.local_token_file} (mode 0600)")
+    _say(
+        f"{len(tokens.digests)} caller token(s) accepted; send 'Authorization: Bearer TOKEN'"
+        + (
+            f" (yours: $(cat {project.local_token_file}))"
+            if project.local_token_file.exists()
+            else ""
+        )
+    )
     runtime = _runtime(home, profile, clock, experiment, poll_s, shadow_share, rollout)
     state = runtime.service.state
     for alias, loaded in state.models.items():
@@ -889,6 +918,7 @@ def serve(
         "threads": str(threads),
         "shadow_share": str(shadow_share),
         "rollout": rollout or "",
+        "docs": "1" if docs else "",
     }
     for key, value in options.items():
         os.environ[SERVE_ENV[key]] = value
@@ -1388,3 +1418,38 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+token_app = typer.Typer(
+    help="Caller tokens of the feed service (only their SHA-256 digests are stored).",
+    no_args_is_help=True,
+)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("issue")
+def token_issue(
+    name: Annotated[str, typer.Argument(help="The caller's name (letters, digits, _.@-).")],
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Token digest file to append to (default: the home's secrets/api_tokens; in "
+            "production the file FITPULSE_API_TOKENS_FILE names)."
+        ),
+    ] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Create a token for NAME: print it once, append its digest to the token file.
+
+    Rotation: issue a new token, move the caller over, then delete the old line from the file
+    (the service reads the file at start; restart or roll the workers).
+    """
+    from fitpulse_orchestration.serving.auth import issue_token
+
+    target = file or ProjectHome.resolve(home).api_tokens_file
+    try:
+        token = issue_token(target, name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="NAME") from exc
+    _say(f"appended the digest of {name}'s token to {target}; the token (shown once):")
+    typer.echo(token)

@@ -93,6 +93,16 @@ class ProjectHome:
         """Pseudonymization secret of this home."""
         return self.root / "secrets" / "pseudonym.key"
 
+    @property
+    def api_tokens_file(self) -> Path:
+        """Digests of the bearer tokens the local service accepts (``serving.auth``)."""
+        return self.root / "secrets" / "api_tokens"
+
+    @property
+    def local_token_file(self) -> Path:
+        """Plaintext of the local operator's own token (mode 0600)."""
+        return self.root / "secrets" / "local_api_token"
+
     def create(self) -> ProjectHome:
         """Create the directories (idempotent) and return self."""
         for path in (self.store, self.dagster, self.mlflow_artifacts, self.reports):

@@ -31,6 +31,7 @@ from fitpulse_orchestration.events.schema import (
     CLEAN_EVENT_COLUMNS,
     CLEAN_EVENTS_SCHEMA,
     EVENT_TYPES,
+    EXPOSURE_SOURCE,
     ITEM_EVENT_TYPES,
     QUARANTINE_COLUMNS,
     RAW_FIELDS,
@@ -126,6 +127,21 @@ def _ts_parses(df: pd.DataFrame) -> pd.Series:
     return df["ts"].isna() | ~df["ts"].map(lambda v: isinstance(v, str)) | df["_ts"].notna()
 
 
+def _known_user_exposure(df: pd.DataFrame) -> pd.Series:
+    """False for an impression the feed service logged for a user it did not know.
+
+    The service serves any well-formed id (cold start), so a caller can make up ids; their
+    exposures are logged, flagged ``known_user: false``, and never become training data.
+    """
+    return ~df["payload"].map(
+        lambda p: (
+            isinstance(p, dict)
+            and p.get("source") == EXPOSURE_SOURCE
+            and p.get("known_user") is False
+        )
+    )
+
+
 def _needs(column: str, event_types: Iterable[str]) -> Any:
     types = list(event_types)
 
@@ -173,6 +189,7 @@ RAW_SCHEMA: Final = pa.DataFrameSchema(
         pa.Check(_future_ok, name="future_timestamp:ts"),
         pa.Check(_needs("item_id", ITEM_EVENT_TYPES), name="missing_field:item_id"),
         pa.Check(_needs("request_id", ["impression"]), name="missing_field:request_id"),
+        pa.Check(_known_user_exposure, name="unknown_user:user_id"),
     ],
     name="raw_events",
 )

@@ -40,6 +40,8 @@ EVENT_TYPES: Final = (
     "push_disable",
 )
 ITEM_EVENT_TYPES: Final = frozenset(EVENT_TYPES) - {"app_open", "push_disable"}
+EXPOSURE_SOURCE: Final = "feed_service"
+"""``payload.source`` of the impressions the feed service logs (``serving.logs``)."""
 PUSH_EVENT_TYPES: Final = frozenset(
     {"push_decision", "push_sent", "push_open", "push_dismiss", "push_disable"}
 )

@@ -24,6 +24,10 @@ Two implementations, as for the online feature store (``serving.online_store``):
   seconds); a reservation is one Lua script, which Redis runs without interleaving. The script
   also trims the user's records older than 8 days and keeps the key alive for 8 days.
 
+Decisions made under a client's idempotency key are remembered per (user, key) for
+``KEEP_S``: the first answer stored wins, and a replay (or a concurrent twin) gets it back
+instead of a new decision, so a key can never buy a second send.
+
 Sends that were delivered without a reservation (seeded from logged ``push_sent`` events) are
 recorded idempotently by their send id, so a reserved send that comes back through the logs is
 not counted twice. A reservation whose push was not delivered is released. An unreachable or
@@ -155,8 +159,16 @@ class PushCapStore(abc.ABC):
         """Drop a reservation whose push was not delivered; True if it existed."""
 
     @abc.abstractmethod
+    def remember_decision(self, user_id: str, key: str, answer: str, at: dt.datetime) -> str:
+        """Store ``answer`` for (``user_id``, ``key``) unless one is stored; return the stored."""
+
+    @abc.abstractmethod
+    def recall_decision(self, user_id: str, key: str) -> str | None:
+        """The answer stored for (``user_id``, ``key``), None when there is none."""
+
+    @abc.abstractmethod
     def forget_user(self, user_id: str) -> int:
-        """Erase the user's records (data erasure); return how many were removed."""
+        """Erase the user's records and remembered decisions; return how many were removed."""
 
     @abc.abstractmethod
     def prune(self, before: dt.datetime) -> int:
@@ -192,6 +204,11 @@ class SQLitePushCapStore(PushCapStore):
                 "send_id TEXT NOT NULL, ts REAL NOT NULL, PRIMARY KEY (user_id, send_id))"
             )
             conn.execute("CREATE INDEX IF NOT EXISTS push_sends_ts ON push_sends (user_id, ts)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS push_decisions (user_id TEXT NOT NULL, "
+                "key TEXT NOT NULL, answer TEXT NOT NULL, ts REAL NOT NULL, "
+                "PRIMARY KEY (user_id, key))"
+            )
 
         # journal_mode is persistent in the file and cannot change inside a transaction.
         self._read(lambda conn: conn.execute("PRAGMA journal_mode=WAL").fetchall())
@@ -329,20 +346,54 @@ class SQLitePushCapStore(PushCapStore):
         )
         return removed > 0
 
-    def forget_user(self, user_id: str) -> int:
-        """Erase the user's records; return how many were removed."""
-        return self._write(
-            lambda conn: (
-                conn.execute("DELETE FROM push_sends WHERE user_id = ?", (user_id,)).rowcount
+    def remember_decision(self, user_id: str, key: str, answer: str, at: dt.datetime) -> str:
+        """Store the first answer for (user, key) (one transaction); return the stored one."""
+        t = _epoch(at)
+
+        def work(conn: sqlite3.Connection) -> str:
+            conn.execute(
+                "INSERT OR IGNORE INTO push_decisions (user_id, key, answer, ts) "
+                "VALUES (?, ?, ?, ?)",
+                (user_id, key, answer, t),
             )
+            row = conn.execute(
+                "SELECT answer FROM push_decisions WHERE user_id = ? AND key = ?", (user_id, key)
+            ).fetchone()
+            return str(row[0])
+
+        return self._write(work)
+
+    def recall_decision(self, user_id: str, key: str) -> str | None:
+        """The stored answer for (user, key), if any."""
+        row = self._read(
+            lambda conn: conn.execute(
+                "SELECT answer FROM push_decisions WHERE user_id = ? AND key = ?", (user_id, key)
+            ).fetchone()
         )
+        return None if row is None else str(row[0])
+
+    def forget_user(self, user_id: str) -> int:
+        """Erase the user's records and decisions; return how many were removed."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            sends = conn.execute("DELETE FROM push_sends WHERE user_id = ?", (user_id,)).rowcount
+            answers = conn.execute(
+                "DELETE FROM push_decisions WHERE user_id = ?", (user_id,)
+            ).rowcount
+            return int(sends) + int(answers)
+
+        return self._write(work)
 
     def prune(self, before: dt.datetime) -> int:
         """Drop records older than ``before``; return how many were removed."""
         t = _epoch(before)
-        return self._write(
-            lambda conn: conn.execute("DELETE FROM push_sends WHERE ts < ?", (t,)).rowcount
-        )
+
+        def work(conn: sqlite3.Connection) -> int:
+            sends = conn.execute("DELETE FROM push_sends WHERE ts < ?", (t,)).rowcount
+            conn.execute("DELETE FROM push_decisions WHERE ts < ?", (t,))
+            return int(sends)
+
+        return self._write(work)
 
 
 # KEYS[1]: the user's sorted set. ARGV: at, send_id, per_day, per_week (numbers as text).
@@ -413,6 +464,10 @@ class RedisPushCapStore(PushCapStore):
     def _key(self, user_id: str) -> str:
         return f"{self.prefix}:{user_id}"
 
+    def _decisions_key(self, user_id: str) -> str:
+        # Outside the sends' ``{prefix}:*`` pattern, so pruning never scans it.
+        return f"{self.prefix}-decisions:{user_id}"
+
     def _call(self, work: Callable[[], _T]) -> _T:
         try:
             return work()
@@ -481,16 +536,40 @@ class RedisPushCapStore(PushCapStore):
         removed: Any = self._call(lambda: self._redis.zrem(self._key(user_id), send_id))
         return bool(removed)
 
+    def remember_decision(self, user_id: str, key: str, answer: str, at: dt.datetime) -> str:
+        """``HSETNX`` in the user's decision hash (kept ``KEEP_S``); return the stored answer."""
+        _epoch(at)
+        name = self._decisions_key(user_id)
+
+        def work() -> str:
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hsetnx(name, key, answer)
+            pipe.hget(name, key)
+            pipe.pexpire(name, int(KEEP_S * 1000))
+            _, stored, _ = pipe.execute()
+            return stored.decode() if isinstance(stored, bytes) else str(stored)
+
+        return self._call(work)
+
+    def recall_decision(self, user_id: str, key: str) -> str | None:
+        """The stored answer for (user, key), if any."""
+        stored: Any = self._call(lambda: self._redis.hget(self._decisions_key(user_id), key))
+        if stored is None:
+            return None
+        return stored.decode() if isinstance(stored, bytes) else str(stored)
+
     def forget_user(self, user_id: str) -> int:
-        """Erase the user's records (deletes the key); return how many were removed."""
+        """Erase the user's records and decisions (deletes both keys); return how many."""
         key = self._key(user_id)
+        decisions = self._decisions_key(user_id)
 
         def work() -> int:
             pipe = self._redis.pipeline(transaction=True)
             pipe.zcard(key)
-            pipe.delete(key)
-            count, _ = pipe.execute()
-            return int(count)
+            pipe.hlen(decisions)
+            pipe.delete(key, decisions)
+            sends, answers, _ = pipe.execute()
+            return int(sends) + int(answers)
 
         return self._call(work)
 

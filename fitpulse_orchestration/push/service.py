@@ -6,13 +6,23 @@ WHEN come from the push policy (``push.policy``): guardrails first, then the exp
 each beginner-safe candidate; the best one is sent when its value clears the threshold, and
 only after the cap store atomically reserved the send. Failures fail safe: no push model, no
 push history (online store unreachable) or no cap store means *don't send*, labelled.
+
+The clock is the server's (``clock``): wall time when serving live, the snapshot's time
+otherwise; only trusted in-process callers (simulations) pass their own ``at``. Reservation
+ids are made here, never taken from a caller. A caller's idempotency key binds the decision to
+(user, key) in the cap store: a replay, or a concurrent twin, gets the first answer back
+(``replayed``), never a second send. Fail-safe answers are not remembered, so a retry after an
+outage decides afresh.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -43,6 +53,8 @@ from fitpulse_orchestration.serving.online_store import OnlineStoreUnavailableEr
 
 MAX_CANDIDATES: Final = 20
 FALLBACKS: Final = ("model_unavailable", "features_unavailable", "caps_unavailable")
+IDEMPOTENCY_KEY: Final = re.compile(r"[A-Za-z0-9_.:-]{8,128}")
+"""What an idempotency key may look like."""
 
 
 @dataclass
@@ -69,6 +81,13 @@ class PushDecision:
     fallback: str | None
     model_version: str | None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    replayed: bool = False
+
+    @classmethod
+    def from_payload(cls, body: dict[str, Any], replayed: bool = True) -> PushDecision:
+        """A remembered answer (``payload`` of the original) as a decision."""
+        fields = {k: body[k] for k in cls.__dataclass_fields__ if k in body}
+        return cls(**{**fields, "replayed": replayed})
 
     def payload(self) -> dict[str, Any]:
         """The JSON body."""
@@ -83,6 +102,7 @@ class PushDecision:
             "scores": self.scores,
             "fallback": self.fallback,
             "model_version": self.model_version,
+            "replayed": self.replayed,
         }
 
 
@@ -99,11 +119,13 @@ class PushDecisionService:
         policy: LoadedPushPolicy,
         caps: PushCapStore | None,
         max_candidates: int = MAX_CANDIDATES,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.feed = feed
         self._policy = policy
         self.caps = caps
         self.max_candidates = max_candidates
+        self._clock = clock
         self._items_for: tuple[int, dict[str, PushItem]] = (0, {})
 
     @property
@@ -121,6 +143,17 @@ class PushDecisionService:
             self._items_for = (id(catalog), push_items(catalog))
         return self._items_for[1]
 
+    def clock(self) -> float:
+        """The server's time (epoch seconds) decisions run on."""
+        if self._clock is not None:
+            return self._clock()
+        state = self.feed.state
+        return time.time() if state.live else float(state.as_of.timestamp())
+
+    def set_clock(self, clock: Callable[[], float] | None) -> None:
+        """Run decisions on ``clock`` (None: the server's own); for replays and tests."""
+        self._clock = clock
+
     def _now(self, at: str | None) -> float:
         if at is not None:
             try:
@@ -130,8 +163,7 @@ class PushDecisionService:
             if stamp.tzinfo is None:
                 raise InvalidRequestError("'at' needs a UTC offset, e.g. 2026-11-01T18:00:00Z")
             return float(stamp.timestamp())
-        state = self.feed.state
-        return time.time() if state.live else float(state.as_of.timestamp())
+        return self.clock()
 
     def _candidates(self, pid: str, history: PushHistory) -> list[str]:
         state = self.feed.state
@@ -164,15 +196,51 @@ class PushDecisionService:
         item_id: str | None = None,
         at: str | None = None,
         request_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> PushDecision:
         """Decide a push for the app user ``user_id`` (see the module docstring).
 
+        ``at`` (trusted callers only) replaces the server's clock; ``request_id`` is echoed in
+        the answer; ``idempotency_key`` binds the answer to (user, key).
+
         Raises:
-            InvalidRequestError: malformed user id, unknown item, or a bad ``at``.
+            InvalidRequestError: malformed user id or key, unknown item, or a bad ``at``.
         """
         validate_request(user_id, 1, 1)
-        started = time.perf_counter()
+        if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+            raise InvalidRequestError(f"idempotency key must match {IDEMPOTENCY_KEY.pattern}")
         request_id = request_id or uuid.uuid4().hex
+        if idempotency_key is None:
+            return self._decide(user_id, item_id, at, request_id, uuid.uuid4().hex)
+        pid = self.feed.pseudonymizer.pseudonymize(user_id)
+        try:
+            prior = self.caps.recall_decision(pid, idempotency_key) if self.caps else None
+        except OnlineStoreUnavailableError:
+            prior = None  # the decision below fails safe on the same store
+        if prior is not None:
+            return PushDecision.from_payload(json.loads(prior))
+        decision = self._decide(user_id, item_id, at, request_id, f"idem:{idempotency_key}")
+        if decision.fallback is not None or self.caps is None:
+            return decision
+        mine = json.dumps(decision.payload(), separators=(",", ":"))
+        try:
+            stored = self.caps.remember_decision(
+                pid, idempotency_key, mine, dt.datetime.fromtimestamp(self._now(at), dt.UTC)
+            )
+        except OnlineStoreUnavailableError:
+            return decision
+        return decision if stored == mine else PushDecision.from_payload(json.loads(stored))
+
+    def _decide(
+        self,
+        user_id: str,
+        item_id: str | None,
+        at: str | None,
+        request_id: str,
+        send_id: str,
+    ) -> PushDecision:
+        """One decision; a send is reserved under ``send_id``."""
+        started = time.perf_counter()
         now = self._now(at)
         items = self._items()
         if item_id is not None and item_id not in items:
@@ -299,7 +367,7 @@ class PushDecisionService:
             decision.scores, decision.item = scores, payload_item
             return decision
         try:
-            reserved = self.caps.try_reserve(pid, request_id, moment, params.caps)  # type: ignore[union-attr]
+            reserved = self.caps.try_reserve(pid, send_id, moment, params.caps)  # type: ignore[union-attr]
         except OnlineStoreUnavailableError as exc:
             return answer(
                 None, [f"fail safe: cap counters unavailable ({exc})"], "caps_unavailable", history

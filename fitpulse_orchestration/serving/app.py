@@ -1,11 +1,21 @@
 """The HTTP face of the feed service (FastAPI): the feed endpoint, health and metrics.
 
+Every endpoint but ``/healthz``, ``/readyz`` and ``/metrics`` needs ``Authorization: Bearer
+TOKEN`` (``serving.auth``; 401 without an accepted one). ``/docs`` and ``/openapi.json`` are off
+unless enabled. Bodies over ``MAX_BODY_BYTES`` get 413, unknown fields and non-JSON values
+(``NaN``, ``Infinity``) 422; every handled error is a 4xx with ``{"error": reason}``, and a 5xx
+(a real fault) is counted in ``fitpulse_http_server_errors_total``.
+
 - ``GET /v1/home-feed/{user_id}?n=20``: the compact feed (gzip when the client accepts it);
-  ``X-Request-ID`` (echoed when the client sends a valid one) and ``X-Model-Version`` headers.
-  400 for a malformed id or ``n``; 503 only when nothing at all can be served.
+  ``X-Request-ID`` (echoed when the client sends a valid one; it is logged, never used as an
+  id) and ``X-Model-Version`` headers. 400 for a malformed id or ``n``; 503 only when nothing
+  at all can be served.
 - ``POST /v1/push/decision`` with ``{"user_id": ..., "item_id": optional, "at": optional ISO}``:
   send or not, the item, the send time and the earliest allowed time in the user's timezone,
-  the blocking guardrail or the scores; ``fallback`` labels a fail-safe "don't send".
+  the blocking guardrail or the scores; ``fallback`` labels a fail-safe "don't send". Caps and
+  quiet hours run on the server's clock: ``at`` is only checked against it (422 beyond
+  ``MAX_CLOCK_SKEW_S``). An ``Idempotency-Key`` header binds the decision to (user, key): a
+  replay returns the original answer and never sends again.
 - ``GET /healthz``: the process is up. ``GET /readyz``: 200 once the champion model and its
   index are loaded, 503 (with what is missing) before that; the feed still answers from the
   fallbacks while not ready.
@@ -15,15 +25,18 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Any, Final
 
 import anyio.to_thread
-from fastapi import FastAPI, Header, Response
+import pandas as pd
+from fastapi import APIRouter, FastAPI, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client import (
@@ -34,9 +47,12 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fitpulse_orchestration.push.service import PushDecisionService
+from fitpulse_orchestration.push.service import IDEMPOTENCY_KEY, PushDecisionService
+from fitpulse_orchestration.serving.auth import ApiTokens
 from fitpulse_orchestration.serving.feed_service import (
     STAGES,
     FeedService,
@@ -47,22 +63,147 @@ from fitpulse_orchestration.serving.loading import ModelWatcher
 from fitpulse_orchestration.serving.logs import ServedLog
 from fitpulse_orchestration.serving.shadow import ShadowLog
 
+log = logging.getLogger(__name__)
+
 
 class PushDecisionRequest(BaseModel):
-    """Body of ``POST /v1/push/decision``."""
+    """Body of ``POST /v1/push/decision`` (unknown fields are refused)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     user_id: str = Field(max_length=200)
     item_id: str | None = Field(default=None, max_length=200)
     at: str | None = Field(default=None, max_length=40)
 
 
+MAX_BODY_BYTES: Final = 64 * 1024
+"""Largest request body accepted (413 beyond)."""
+MAX_CLOCK_SKEW_S: Final = 300.0
+"""How far a push request's ``at`` may lie from the server's clock (422 beyond)."""
+OPEN_PATHS: Final = ("/healthz", "/readyz", "/metrics")
+"""Endpoints that need no credential (probes and the scraper)."""
 _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9_.:-]{8,64}")
 _BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.18, 0.3, 0.5, 1.0)
 
 
+def _client_request_id(sent: str | None) -> str | None:
+    """The client's ``X-Request-ID`` when it is well formed (echoed and logged, never an id)."""
+    return sent if sent and _REQUEST_ID.fullmatch(sent) else None
+
+
 def _request_id(sent: str | None) -> str:
-    """The client's ``X-Request-ID`` when it is well formed, else a new id."""
-    return sent if sent and _REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+    """The client's well-formed ``X-Request-ID``, else a new id (for echo and logs)."""
+    return _client_request_id(sent) or uuid.uuid4().hex
+
+
+def _error(status: int, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status, headers=headers)
+
+
+class BearerAuth:
+    """ASGI middleware: 401 for a request to a protected path without a token it knows."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        tokens: ApiTokens,
+        open_paths: frozenset[str],
+        on_refused: Callable[[], None],
+    ) -> None:
+        self.app = app
+        self.tokens = tokens
+        self.open_paths = open_paths
+        self.on_refused = on_refused
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass a request on with ``scope["state"]["caller"]`` set, or answer 401."""
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        sent = dict(scope["headers"]).get(b"authorization")
+        caller = self.tokens.caller(sent.decode("latin-1") if sent is not None else None)
+        if caller is None:
+            self.on_refused()
+            refused = _error(
+                401,
+                "a valid 'Authorization: Bearer TOKEN' header is required",
+                {"WWW-Authenticate": 'Bearer realm="fitpulse"'},
+            )
+            await refused(scope, receive, send)
+            return
+        scope.setdefault("state", {})["caller"] = caller
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over ``limit`` bytes, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, or answer 413."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        too_big = _error(413, f"request body over {self.limit} bytes")
+        if declared is not None:
+            if not declared.isdigit() or int(declared) > self.limit:
+                await too_big(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        # No declared length (chunked): read up to the limit first, then replay the body.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                await too_big(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _problems(exc: RequestValidationError) -> list[dict[str, Any]]:
+    """What was wrong, without echoing the input (it may hold NaN or megabytes)."""
+    return [
+        {"loc": [str(part) for part in err.get("loc", ())], "msg": str(err.get("msg", ""))}
+        for err in exc.errors()[:20]
+    ]
+
+
+def _clock_skew(at: str, now: float) -> float | str:
+    """Seconds between ``at`` and the server's ``now``, or why ``at`` is refused."""
+    try:
+        stamp = pd.Timestamp(at)
+    except (ValueError, OverflowError):
+        return f"'at' is not an ISO timestamp: {at!r}"
+    if stamp is pd.NaT or stamp.tzinfo is None:
+        return "'at' needs a UTC offset, e.g. 2026-11-01T18:00:00Z"
+    skew = float(stamp.timestamp()) - now
+    if abs(skew) > MAX_CLOCK_SKEW_S:
+        return (
+            f"'at' lies {skew:+.0f} s from the server's clock; caps and quiet hours run on the "
+            f"server's clock, and 'at' may differ by at most {MAX_CLOCK_SKEW_S:.0f} s"
+        )
+    return skew
 
 
 class _Metrics:
@@ -116,6 +257,17 @@ class _Metrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self.server_errors = Counter(
+            "fitpulse_http_server_errors",
+            "Requests that ended in a 5xx from an unhandled fault, by path template",
+            ["path"],
+            registry=self.registry,
+        )
+        self.unauthorized = Counter(
+            "fitpulse_http_unauthorized",
+            "Requests refused for a missing or unknown credential",
+            registry=self.registry,
+        )
         self.log_errors = Gauge(
             "fitpulse_served_log_write_errors",
             "Failed flushes of exposures and served features (retried)",
@@ -130,12 +282,17 @@ def create_app(
     threads: int | None = None,
     push: PushDecisionService | None = None,
     shadow_log: ShadowLog | None = None,
+    *,
+    tokens: ApiTokens,
+    docs: bool = False,
 ) -> FastAPI:
     """The app around ``service``; the watcher and the logs run for the app's lifetime.
 
     ``threads`` caps the worker threads that run requests (the feed path is CPU-bound: more
     threads than cores only queue inside the interpreter). ``push`` serves
-    ``POST /v1/push/decision`` (404 without it).
+    ``POST /v1/push/decision`` (404 without it). ``tokens`` are the callers' credentials;
+    ``docs`` serves ``/docs`` and ``/openapi.json`` (off by default: they describe the API to
+    anyone who asks).
     """
     metrics = _Metrics()
 
@@ -157,21 +314,57 @@ def create_app(
                 if log_ is not None:
                     log_.close()
 
-    app = FastAPI(title="FitPulse feed and push service", lifespan=lifespan)
+    app = FastAPI(
+        title="FitPulse feed and push service",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.add_middleware(GZipMiddleware, minimum_size=500)
+    app.add_middleware(BodyLimit)
+    # Outermost: a request without a known token is refused before anything reads its body.
+    open_paths = set(OPEN_PATHS) | (
+        {"/docs", "/docs/oauth2-redirect", "/openapi.json"} if docs else set()
+    )
+    app.add_middleware(
+        BearerAuth,
+        tokens=tokens,
+        open_paths=frozenset(open_paths),
+        on_refused=metrics.unauthorized.inc,
+    )
     for stage in STAGES:
         metrics.stage.labels(stage)
+    api = APIRouter(responses={401: {"description": "missing or unknown credential"}})
 
-    @app.get("/v1/home-feed/{user_id}")
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(
+            {"error": "invalid request", "problems": _problems(exc)}, status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def fault(request: Request, exc: Exception) -> JSONResponse:
+        route = request.scope.get("route")
+        metrics.server_errors.labels(getattr(route, "path", "unmatched")).inc()
+        log.error("unhandled fault on %s", request.url.path, exc_info=exc)
+        return _error(500, "internal error")
+
+    @api.get("/v1/home-feed/{user_id}")
     def home_feed(
         user_id: str, n: str = "20", x_request_id: str | None = Header(default=None)
     ) -> Response:
         t0 = time.perf_counter()
-        request_id = _request_id(x_request_id)
+        client_id = _client_request_id(x_request_id)
+        request_id = client_id or uuid.uuid4().hex
         try:
             if not re.fullmatch(r"\d{1,4}", n):
                 raise InvalidRequestError(f"n must be a whole number, got {n[:20]!r}")
-            response = service.home_feed(user_id, int(n), request_id)
+            response = service.home_feed(user_id, int(n), client_request_id=client_id)
         except InvalidRequestError as exc:
             metrics.requests.labels("none", "400").inc()
             return JSONResponse(
@@ -196,12 +389,17 @@ def create_app(
         metrics.request.observe(time.perf_counter() - t0)
         return JSONResponse(
             response.payload(),
-            headers={"X-Request-ID": request_id, "X-Model-Version": response.model_version},
+            headers={
+                "X-Request-ID": client_id or response.request_id,
+                "X-Model-Version": response.model_version,
+            },
         )
 
-    @app.post("/v1/push/decision")
+    @api.post("/v1/push/decision")
     def push_decision(
-        body: PushDecisionRequest, x_request_id: str | None = Header(default=None)
+        body: PushDecisionRequest,
+        x_request_id: str | None = Header(default=None),
+        idempotency_key: str | None = Header(default=None, max_length=200),
     ) -> Response:
         t0 = time.perf_counter()
         request_id = _request_id(x_request_id)
@@ -212,8 +410,16 @@ def create_app(
                 status_code=404,
                 headers=headers,
             )
+        if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+            return _error(422, f"Idempotency-Key must match {IDEMPOTENCY_KEY.pattern}", headers)
+        if body.at is not None:
+            skew = _clock_skew(body.at, push.clock())
+            if isinstance(skew, str):
+                return _error(422, skew, headers)
         try:
-            decision = push.decide(body.user_id, body.item_id, body.at, request_id)
+            decision = push.decide(
+                body.user_id, body.item_id, None, request_id, idempotency_key=idempotency_key
+            )
         except InvalidRequestError as exc:
             metrics.push.labels("invalid").inc()
             return JSONResponse(
@@ -225,6 +431,8 @@ def create_app(
         if decision.model_version:
             headers["X-Model-Version"] = decision.model_version
         return JSONResponse(decision.payload(), headers=headers)
+
+    app.include_router(api)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

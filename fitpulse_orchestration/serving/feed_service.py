@@ -296,6 +296,7 @@ class FeedResponse:
     fitness_level: str
     pseudo_id: str
     ranked: bool
+    client_request_id: str | None = None
 
     def payload(self) -> dict[str, Any]:
         """The compact JSON body sent to the app."""
@@ -400,8 +401,17 @@ class FeedService:
             return Assignment(experiment=None, variant="default", model_alias="champion")
         return self.experiment.assign(user_id)
 
-    def home_feed(self, user_id: str, n: int = 20, request_id: str | None = None) -> FeedResponse:
+    def home_feed(
+        self,
+        user_id: str,
+        n: int = 20,
+        request_id: str | None = None,
+        client_request_id: str | None = None,
+    ) -> FeedResponse:
         """Serve ``n`` items to the app user ``user_id`` (the app's raw id).
+
+        ``request_id`` (trusted in-process callers only; new when None) keys the exposures and
+        the sampling; a client's ``client_request_id`` is only carried into the logs.
 
         Raises:
             InvalidRequestError: malformed id or ``n`` out of range.
@@ -413,6 +423,7 @@ class FeedService:
         assignment = self.assign(user_id)
         loaded = state.models.get(assignment.model_alias) or state.models["champion"]
         response = self._serve(state, loaded, assignment, user_id, n, request_id)
+        response.client_request_id = client_request_id
         if self.on_served is not None:
             try:
                 self.on_served(response)

@@ -3,8 +3,10 @@
 - **Exposures** are ``impression`` events in the collector's landing format (one JSON object per
   line, gzip, hourly batches under ``landing/events/date=D/hour=H/``), so ingestion reads them
   like any app event and served impressions flow back into training. Each carries the
-  request id and position, and a payload with the experiment, variant, model version and
-  fallback.
+  service's own request id (event ids derive from it; a client's ``X-Request-ID`` is kept as
+  ``client_request_id`` only) and position, and a payload with the experiment, variant, model
+  version, fallback and ``known_user``: false for an id the online store does not know, whose
+  exposures ingestion quarantines as ``unknown_user:user_id`` (made-up ids never train).
 - **Served features**: for a sampled share of requests (a hash of the request id, so replicas
   agree), one row per served item in the served-log format of
   ``monitoring.serving`` (keys, score, source, every ranker feature as served), as Parquet
@@ -32,6 +34,7 @@ from typing import Any, Final
 import pandas as pd
 
 from fitpulse_orchestration import layout
+from fitpulse_orchestration.events.schema import EXPOSURE_SOURCE
 from fitpulse_orchestration.serving.feed_service import FeedResponse, sampled
 from fitpulse_orchestration.serving.periodic import Periodic
 from fitpulse_orchestration.storage import ObjectStore, write_parquet
@@ -39,7 +42,6 @@ from fitpulse_orchestration.storage import ObjectStore, write_parquet
 log = logging.getLogger(__name__)
 
 SERVED_FEATURES: Final = layout.SERVED_FEATURES
-EXPOSURE_SOURCE: Final = "feed_service"
 
 
 def served_features_key(day: str, batch: str) -> str:
@@ -56,7 +58,9 @@ def exposure_records(response: FeedResponse) -> list[dict[str, Any]]:
         "variant": response.variant,
         "model_version": response.model_version,
         "fallback": response.fallbacks[0] if response.fallbacks else None,
+        "known_user": not response.cold,
     }
+    extra = {"client_request_id": response.client_request_id} if response.client_request_id else {}
     return [
         {
             "event_id": f"{response.request_id}-{pos}",
@@ -67,6 +71,7 @@ def exposure_records(response: FeedResponse) -> list[dict[str, Any]]:
             "request_id": response.request_id,
             "position": pos,
             "payload": payload,
+            **extra,
         }
         for pos, item in enumerate(response.items)
     ]

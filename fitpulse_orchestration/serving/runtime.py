@@ -3,7 +3,9 @@
 ``local`` (default): the project home's object store, SQLite online store, MLflow registry and
 key file. ``production``: the same environment variables as the Dagster definitions
 (``FITPULSE_S3_BUCKET``, ``FITPULSE_S3_PREFIX``, ``FITPULSE_S3_ENDPOINT_URL``,
-``FITPULSE_REDIS_URL``, ``MLFLOW_TRACKING_URI``, ``FITPULSE_PSEUDONYM_SECRET``).
+``FITPULSE_REDIS_URL``, ``MLFLOW_TRACKING_URI``, ``FITPULSE_PSEUDONYM_SECRET``), plus the
+callers' token digests (``FITPULSE_API_TOKENS_FILE`` or ``FITPULSE_API_TOKEN_HASHES``,
+``serving.auth``), which the local profile keeps in the home.
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ from fitpulse_orchestration.events.pseudonymize import Pseudonymizer, load_or_cr
 from fitpulse_orchestration.push.caps import PushCapStore, RedisPushCapStore, SQLitePushCapStore
 from fitpulse_orchestration.push.policy import PushPolicyBundle
 from fitpulse_orchestration.push.service import LoadedPushPolicy, PushDecisionService
+from fitpulse_orchestration.serving.auth import (
+    TOKEN_HASHES_ENV,
+    TOKENS_FILE_ENV,
+    ApiTokens,
+    local_tokens,
+    tokens_from_env,
+)
 from fitpulse_orchestration.serving.experiments import Experiment, load_experiment
 from fitpulse_orchestration.serving.feed_service import FeedService, ServingConfig
 from fitpulse_orchestration.serving.loading import (
@@ -91,6 +100,26 @@ def profile_backends(home: ProjectHome, profile: str) -> Backends:
             caps=RedisPushCapStore(_env("FITPULSE_REDIS_URL"), timeout_s=0.05),
         )
     raise ValueError(f"unknown profile {profile!r}; use 'local' or 'production'")
+
+
+def service_tokens(home: ProjectHome, profile: str) -> tuple[ApiTokens, bool]:
+    """The callers' tokens of ``profile``, and whether the local token was created now.
+
+    The environment's token source wins; without one the local profile uses (and on first use
+    creates) the home's token files, and the production profile refuses.
+
+    Raises:
+        ValueError: production without a token source, or a malformed source.
+    """
+    configured = tokens_from_env()
+    if configured is not None:
+        return configured, False
+    if profile == "production":
+        raise ValueError(
+            f"the production profile needs {TOKENS_FILE_ENV} or {TOKEN_HASHES_ENV} (the "
+            "callers' token digests; see README 'Service credentials')"
+        )
+    return local_tokens(home.api_tokens_file, home.local_token_file)
 
 
 def build_runtime(
@@ -205,6 +234,7 @@ SERVE_ENV: Final = {
     "threads": "FITPULSE_SERVE_THREADS",
     "shadow_share": "FITPULSE_SERVE_SHADOW_SHARE",
     "rollout": "FITPULSE_SERVE_ROLLOUT",
+    "docs": "FITPULSE_SERVE_DOCS",
 }
 """How ``fitpulse serve`` passes its options to each uvicorn worker process."""
 
@@ -215,6 +245,7 @@ def app_from_env() -> Any:
 
     env = {key: os.environ.get(name, "") for key, name in SERVE_ENV.items()}
     home = ProjectHome.resolve(env["home"] or None)
+    tokens, _ = service_tokens(home, env["profile"] or "local")
     runtime = build_runtime(
         profile_backends(home, env["profile"] or "local"),
         home.model_cache,
@@ -231,4 +262,6 @@ def app_from_env() -> Any:
         threads=int(env["threads"] or 1),
         push=runtime.push,
         shadow_log=runtime.shadow_log,
+        tokens=tokens,
+        docs=env["docs"] == "1",
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from api_client import TOKENS, authed
 from typer.testing import CliRunner, Result
 
 from fitpulse_orchestration import layout
@@ -482,15 +483,13 @@ def test_train_until_a_day_with_a_strict_gate_then_monitor(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_movielens_version_serves_a_feed_over_http(movielens: MovieLensRun, tmp_path: Path) -> None:
-    from fastapi.testclient import TestClient
-
     from fitpulse_orchestration.serving.app import create_app
     from fitpulse_orchestration.serving.runtime import build_runtime, profile_backends
 
     runtime = build_runtime(
         profile_backends(ProjectHome(movielens.home), "local"), tmp_path, clock="snapshot"
     )
-    client = TestClient(create_app(runtime.service, runtime.watcher, runtime.served_log))
+    client = authed(create_app(runtime.service, runtime.watcher, runtime.served_log, tokens=TOKENS))
     user = str(movielens.window["user"].iloc[0])
     rated = set(movielens.window.loc[movielens.window["user"] == user, "item"])
 

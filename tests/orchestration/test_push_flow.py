@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
+from api_client import TOKENS, authed
 
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.cli import run_training
@@ -107,7 +107,7 @@ def test_decisions_through_the_app(trained: PushHome, tmp_path: Path) -> None:
     runtime = _runtime(trained, tmp_path)
     assert runtime.push is not None
     assert runtime.push.policy.version == "1"
-    client = TestClient(create_app(runtime.service, push=runtime.push))
+    client = authed(create_app(runtime.service, push=runtime.push, tokens=TOKENS))
     outcomes: Counter[str] = Counter()
     for user in trained.profiles["user_id"].head(60):
         response = client.post("/v1/push/decision", json={"user_id": user})
@@ -129,7 +129,7 @@ def test_decisions_through_the_app(trained: PushHome, tmp_path: Path) -> None:
 
 def test_opted_out_user_is_never_pushed(trained: PushHome, tmp_path: Path) -> None:
     runtime = _runtime(trained, tmp_path)
-    client = TestClient(create_app(runtime.service, push=runtime.push))
+    client = authed(create_app(runtime.service, push=runtime.push, tokens=TOKENS))
     opted = trained.profiles[trained.profiles["push_opt_out"]]["user_id"].head(5)
     assert len(opted) > 0
     for user in opted:
@@ -141,7 +141,7 @@ def test_opted_out_user_is_never_pushed(trained: PushHome, tmp_path: Path) -> No
 def test_quiet_hours_block_and_say_when(trained: PushHome, tmp_path: Path) -> None:
     runtime = _runtime(trained, tmp_path)
     assert runtime.push is not None
-    client = TestClient(create_app(runtime.service, push=runtime.push))
+    client = authed(create_app(runtime.service, push=runtime.push, tokens=TOKENS))
     user = trained.profiles[
         ~trained.profiles["push_opt_out"] & (trained.profiles["fitness_level"] == "advanced")
     ]["user_id"].iloc[0]
@@ -149,6 +149,7 @@ def test_quiet_hours_block_and_say_when(trained: PushHome, tmp_path: Path) -> No
     as_of = runtime.service.state.as_of
     local = local_time(float(as_of.timestamp()), history.timezone)
     night = local.replace(hour=23, minute=30, second=0, microsecond=0)
+    runtime.push.set_clock(night.timestamp)  # the server's clock, not the caller's
     body = client.post("/v1/push/decision", json={"user_id": user, "at": night.isoformat()}).json()
     assert (body["send"], body["blocked_by"]) == (False, "quiet_hours")
     earliest = dt.datetime.fromisoformat(body["earliest_send_at"])
@@ -162,26 +163,34 @@ def test_fail_safe_without_a_push_model(trained: PushHome, tmp_path: Path) -> No
         trained.home.mlflow_tracking_uri, tmp_path / "models", "no-such-push-model"
     )
     runtime = _runtime(trained, tmp_path, push_source=source)
-    client = TestClient(create_app(runtime.service, push=runtime.push))
+    client = authed(create_app(runtime.service, push=runtime.push, tokens=TOKENS))
     user = trained.profiles["user_id"].iloc[0]
     body = client.post("/v1/push/decision", json={"user_id": user}).json()
     assert (body["send"], body["fallback"]) == (False, "model_unavailable")
 
 
-def test_bad_inputs_get_400(trained: PushHome, tmp_path: Path) -> None:
+def test_bad_inputs_get_4xx_with_a_reason(trained: PushHome, tmp_path: Path) -> None:
     runtime = _runtime(trained, tmp_path)
-    client = TestClient(create_app(runtime.service, push=runtime.push))
+    client = authed(create_app(runtime.service, push=runtime.push, tokens=TOKENS))
     user = trained.profiles["user_id"].iloc[0]
-    for body in (
-        {"user_id": "bad id with spaces"},
-        {"user_id": user, "item_id": "wk_does_not_exist"},
-        {"user_id": user, "at": "yesterday"},
-        {"user_id": user, "at": "2026-11-01T10:00:00"},
+    now = dt.datetime.fromtimestamp(runtime.push.clock(), dt.UTC)  # type: ignore[union-attr]
+    for body, status in (
+        ({"user_id": "bad id with spaces"}, 400),
+        ({"user_id": user, "item_id": "wk_does_not_exist"}, 400),
+        ({"user_id": user, "at": "yesterday"}, 422),
+        ({"user_id": user, "at": "2026-11-01T10:00:00"}, 422),
+        ({"user_id": user, "at": "9999-12-31T23:59:59+05:30"}, 422),
+        ({"user_id": user, "at": "0001-01-01T00:00:00+05:30"}, 422),
+        ({"user_id": user, "at": (now + dt.timedelta(hours=6)).isoformat()}, 422),
+        ({"user_id": user, "at": (now - dt.timedelta(minutes=6)).isoformat()}, 422),
+        ({"user_id": user, "send": True}, 422),
+        ({}, 422),
     ):
         response = client.post("/v1/push/decision", json=body)
-        assert response.status_code == 400, body
+        assert response.status_code == status, (body, response.text)
         assert response.json()["error"]
-    assert client.post("/v1/push/decision", json={}).status_code == 422
+    within = {"user_id": user, "at": (now + dt.timedelta(minutes=4)).isoformat()}
+    assert client.post("/v1/push/decision", json=within).status_code == 200
 
 
 def _always_send(runtime: ServiceRuntime) -> None:
@@ -222,11 +231,14 @@ def test_daily_cap_blocks_the_second_send(trained: PushHome, tmp_path: Path) -> 
     runtime = _runtime(trained, tmp_path)
     _always_send(runtime)
     user, noon = _sendable_user(trained, runtime)
-    client = TestClient(create_app(runtime.service, push=runtime.push))
-    first = client.post("/v1/push/decision", json={"user_id": user, "at": noon}).json()
+    client = authed(create_app(runtime.service, push=runtime.push, tokens=TOKENS))
+    assert runtime.push is not None
+    runtime.push.set_clock(dt.datetime.fromisoformat(noon).timestamp)
+    first = client.post("/v1/push/decision", json={"user_id": user}).json()
     assert first["send"] is True, first
-    later = (dt.datetime.fromisoformat(noon) + dt.timedelta(hours=2)).isoformat()
-    second = client.post("/v1/push/decision", json={"user_id": user, "at": later}).json()
+    later = dt.datetime.fromisoformat(noon) + dt.timedelta(hours=2)
+    runtime.push.set_clock(later.timestamp)
+    second = client.post("/v1/push/decision", json={"user_id": user}).json()
     assert (second["send"], second["blocked_by"]) == (False, "daily_cap")
     earliest = dt.datetime.fromisoformat(second["earliest_send_at"])
     assert earliest >= dt.datetime.fromisoformat(noon) + dt.timedelta(hours=24)
@@ -259,10 +271,74 @@ def test_concurrent_decisions_send_once(trained: PushHome, tmp_path: Path) -> No
     assert caps.counts(trained.pseudonymizer.pseudonymize(user), stamp)[0] == 1
 
 
+def test_a_replayed_idempotency_key_returns_the_original_answer(
+    trained: PushHome, tmp_path: Path
+) -> None:
+    runtime = _runtime(trained, tmp_path)
+    _always_send(runtime)
+    assert runtime.push is not None
+    assert runtime.push.caps is not None
+    user, noon = _sendable_user(trained, runtime)
+    client = authed(create_app(runtime.service, push=runtime.push, tokens=TOKENS))
+    start = dt.datetime.fromisoformat(noon)
+    runtime.push.set_clock(start.timestamp)
+    key = {"Idempotency-Key": "order-0001-abcdef"}
+
+    first = client.post("/v1/push/decision", json={"user_id": user}, headers=key).json()
+    replays = []
+    for hours in (1, 6, 30):  # later, even past the day's cap window
+        runtime.push.set_clock((start + dt.timedelta(hours=hours)).timestamp)
+        replays.append(client.post("/v1/push/decision", json={"user_id": user}, headers=key).json())
+    runtime.push.set_clock((start + dt.timedelta(hours=2)).timestamp)
+    other_key = {"Idempotency-Key": "order-0002-abcdef"}
+    fresh = client.post("/v1/push/decision", json={"user_id": user}, headers=other_key).json()
+
+    assert (first["send"], first["replayed"]) == (True, False)
+    assert replays == [{**first, "replayed": True}] * 3
+    pid = trained.pseudonymizer.pseudonymize(user)
+    assert runtime.push.caps.counts(pid, start + dt.timedelta(hours=30)) == (0, 1)
+    assert (fresh["send"], fresh["blocked_by"]) == (False, "daily_cap")
+    bad = client.post("/v1/push/decision", json={"user_id": user}, headers={"Idempotency-Key": "x"})
+    assert bad.status_code == 422
+
+
+def test_concurrent_twins_of_one_key_share_one_answer_and_one_send(
+    trained: PushHome, tmp_path: Path
+) -> None:
+    runtime = _runtime(trained, tmp_path)
+    _always_send(runtime)
+    push = runtime.push
+    assert push is not None
+    assert push.caps is not None
+    user, noon = _sendable_user(trained, runtime)
+    moment = (dt.datetime.fromisoformat(noon) + dt.timedelta(days=1)).isoformat()
+    barrier = threading.Barrier(8)
+    answers: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def decide() -> None:
+        barrier.wait()
+        decision = push.decide(user, at=moment, idempotency_key="twin-key-0001")
+        with lock:
+            answers.append({k: v for k, v in decision.payload().items() if k != "replayed"})
+
+    threads = [threading.Thread(target=decide) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert len(answers) == 8
+    assert all(a == answers[0] for a in answers)
+    assert answers[0]["send"] is True
+    pid = trained.pseudonymizer.pseudonymize(user)
+    assert push.caps.counts(pid, dt.datetime.fromisoformat(moment))[0] == 1
+
+
 def test_beginners_only_get_safe_items(trained: PushHome, tmp_path: Path) -> None:
     runtime = _runtime(trained, tmp_path)
     _always_send(runtime)
-    client = TestClient(create_app(runtime.service, push=runtime.push))
+    client = authed(create_app(runtime.service, push=runtime.push, tokens=TOKENS))
     unsafe = set(trained.catalog.loc[unsafe_for_beginners(trained.catalog), "item_id"])
     beginners = trained.profiles[
         ~trained.profiles["push_opt_out"] & (trained.profiles["fitness_level"] == "beginner")

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pytest
+from api_client import API_TOKEN, TOKENS, authed
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -46,6 +47,7 @@ from fitpulse_orchestration.features.point_in_time import (
 from fitpulse_orchestration.features.reference import load_catalog, unsafe_for_beginners
 from fitpulse_orchestration.monitoring.serving import compute_skew
 from fitpulse_orchestration.serving.app import create_app
+from fitpulse_orchestration.serving.auth import ApiTokens
 from fitpulse_orchestration.serving.feed_service import STAGES, ServingConfig, StageBudgets
 from fitpulse_orchestration.serving.logs import read_served_features
 from fitpulse_orchestration.serving.online_store import RedisOnlineStore, SQLiteOnlineStore
@@ -200,7 +202,7 @@ def _runtime(
 
 
 def _client(rt: ServiceRuntime) -> TestClient:
-    return TestClient(create_app(rt.service, rt.watcher, rt.served_log))
+    return authed(create_app(rt.service, rt.watcher, rt.served_log, tokens=TOKENS))
 
 
 def _feed(client: TestClient, user: str, **headers: str) -> dict[str, Any]:
@@ -219,7 +221,8 @@ def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:
 
 
 def _served_records(trained: TrainedHome, request_ids: set[str]) -> list[dict[str, Any]]:
-    """Exposure records of ``request_ids`` in the landing zone's ``serve-*`` batches."""
+    """Exposure records of the clients' ``request_ids`` in the landing zone's ``serve-*``
+    batches."""
     records = []
     for key in trained.store.iter_keys(f"{layout.LANDING_EVENTS}/"):
         if not Path(key).name.startswith("serve-"):
@@ -227,7 +230,7 @@ def _served_records(trained: TrainedHome, request_ids: set[str]) -> list[dict[st
         assert key.endswith(".ndjson.gz"), key
         for line in gzip.decompress(trained.store.get_bytes(key)).decode().splitlines():
             record = json.loads(line)
-            if record["request_id"] in request_ids:
+            if record.get("client_request_id") in request_ids:
                 records.append(record | {"_key": key})
     return records
 
@@ -264,7 +267,8 @@ def test_warm_user_gets_a_compact_personal_feed(trained: TrainedHome, tmp_path: 
     assert "content-encoding" not in plain.headers
     assert len(plain.content) < PAYLOAD_LIMIT
     body = plain.json()
-    assert body["request_id"] == "req-warm-plain-0001"
+    # The client's id is echoed; the service's own id keys the exposures.
+    assert re.fullmatch(r"[0-9a-f]{32}", body["request_id"])
     assert body["model_version"] == "1"
     assert body["fallback"] is None
     assert body["fallbacks"] == []
@@ -282,7 +286,8 @@ def test_warm_user_gets_a_compact_personal_feed(trained: TrainedHome, tmp_path: 
     assert zipped.headers["x-request-id"] == "req-warm-gzip-0001"
     assert len(raw) < len(plain.content)
     unzipped = json.loads(gzip.decompress(raw))
-    assert unzipped == body | {"request_id": "req-warm-gzip-0001"}
+    assert unzipped["request_id"] != body["request_id"]
+    assert unzipped == body | {"request_id": unzipped["request_id"]}
 
 
 def test_unknown_user_gets_a_beginner_safe_feed(trained: TrainedHome, tmp_path: Path) -> None:
@@ -582,6 +587,101 @@ def test_edge_ids_sizes_and_request_ids(trained: TrainedHome, tmp_path: Path) ->
     assert bad_request_id.json()["request_id"] == generated
 
 
+def test_every_api_call_needs_a_token_it_knows(trained: TrainedHome, tmp_path: Path) -> None:
+    rt = _runtime(trained, tmp_path / "models")
+    user = trained.warm_user()
+    with TestClient(create_app(rt.service, tokens=TOKENS)) as anonymous:
+        refused = [
+            anonymous.get(f"/v1/home-feed/{user}"),
+            anonymous.get(
+                f"/v1/home-feed/{user}", headers={"Authorization": "Bearer wrong-0123456789abcdef"}
+            ),
+            anonymous.get(f"/v1/home-feed/{user}", headers={"Authorization": "Basic dXNlcjpwdw=="}),
+            anonymous.post("/v1/push/decision", json={"user_id": user}),
+        ]
+        probes = [anonymous.get(path).status_code for path in ("/healthz", "/readyz", "/metrics")]
+        docs = [anonymous.get(path).status_code for path in ("/docs", "/openapi.json", "/redoc")]
+        metrics = _samples(anonymous.get("/metrics").text)
+
+    for response in refused:
+        assert response.status_code == 401
+        assert "Authorization: Bearer" in response.json()["error"]
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    assert probes == [200, 200, 200]
+    assert docs == [401, 401, 401]  # off, and nothing answers a caller without a token
+    assert ("fitpulse_http_unauthorized_total", {}, 7.0) in metrics
+
+
+def test_tokens_rotate_and_docs_open_only_when_asked(trained: TrainedHome, tmp_path: Path) -> None:
+    rt = _runtime(trained, tmp_path / "models")
+    user = trained.warm_user()
+    both = ApiTokens({**TOKENS.digests, **ApiTokens.of({"next": "next-token-0123456789"}).digests})
+    with TestClient(create_app(rt.service, tokens=both, docs=True)) as client:
+        statuses = [
+            client.get(f"/v1/home-feed/{user}", headers={"Authorization": f"Bearer {token}"})
+            for token in (API_TOKEN, "next-token-0123456789")
+        ]
+        spec = client.get("/openapi.json")
+    with TestClient(
+        create_app(rt.service, tokens=ApiTokens.of({"next": "next-token-0123456789"}))
+    ) as client:
+        retired = client.get(
+            f"/v1/home-feed/{user}", headers={"Authorization": f"Bearer {API_TOKEN}"}
+        )
+
+    assert [s.status_code for s in statuses] == [200, 200]
+    assert spec.status_code == 200
+    assert "/v1/home-feed/{user_id}" in spec.json()["paths"]
+    assert retired.status_code == 401
+
+
+def test_hostile_bodies_get_4xx_with_a_reason(trained: TrainedHome, tmp_path: Path) -> None:
+    rt = _runtime(trained, tmp_path / "models")
+    json_type = {"Content-Type": "application/json"}
+    with authed(create_app(rt.service, push=None, tokens=TOKENS)) as client:
+        cases = {
+            "too big": client.post(
+                "/v1/push/decision", content=b" " * (64 * 1024 + 1), headers=json_type
+            ),
+            "NaN": client.post("/v1/push/decision", content=b'{"user_id": NaN}', headers=json_type),
+            "Infinity": client.post(
+                "/v1/push/decision", content=b'{"user_id": "u", "at": Infinity}', headers=json_type
+            ),
+            "unknown field": client.post("/v1/push/decision", json={"user_id": "u", "send": True}),
+            "not JSON": client.post("/v1/push/decision", content=b"{user_id", headers=json_type),
+            "empty": client.post("/v1/push/decision", content=b"", headers=json_type),
+        }
+
+    expected = {"too big": 413}
+    for name, response in cases.items():
+        assert response.status_code == expected.get(name, 422), (name, response.text)
+        assert response.json()["error"], name
+
+
+def test_a_fault_is_a_counted_500_without_details(
+    trained: TrainedHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt = _runtime(trained, tmp_path / "models")
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(rt.service, "home_feed", broken)
+    app = create_app(rt.service, tokens=TOKENS)
+    with TestClient(app, raise_server_exceptions=False, headers=authed(app).headers) as client:
+        response = client.get(f"/v1/home-feed/{trained.warm_user()}")
+        metrics = _samples(client.get("/metrics").text)
+
+    assert response.status_code == 500
+    assert response.json() == {"error": "internal error"}
+    assert "secret" not in response.text
+    assert (
+        "fitpulse_http_server_errors_total",
+        {"path": "/v1/home-feed/{user_id}"},
+        1.0,
+    ) in metrics
+
+
 def test_unknown_routes_are_404(trained: TrainedHome, tmp_path: Path) -> None:
     rt = _runtime(trained, tmp_path / "models")
     with _client(rt) as client:
@@ -728,31 +828,43 @@ def test_exposures_and_served_features_are_logged(trained: TrainedHome, tmp_path
     assert len(records) == sum(len(b["items"]) for b in bodies.values())
     day = trained.as_of.date()
     for rec in records:
+        client_id = rec["client_request_id"]
         assert rec["_key"].startswith(f"{layout.landing_events_prefix(day)}")
         assert rec["event_type"] == "impression"
-        assert rec["user_id"] == request_ids[rec["request_id"]]
-        assert rec["item_id"] == bodies[rec["request_id"]]["items"][rec["position"]]["id"]
+        assert rec["user_id"] == request_ids[client_id]
+        assert rec["request_id"] == bodies[client_id]["request_id"]  # the service's own id
+        assert rec["event_id"] == f"{rec['request_id']}-{rec['position']}"
+        assert rec["item_id"] == bodies[client_id]["items"][rec["position"]]["id"]
         assert rec["payload"]["variant"] == "default"
         assert rec["payload"]["experiment"] is None
         assert rec["payload"]["model_version"] == "1"
+        assert rec["payload"]["known_user"] is (rec["user_id"] != COLD_USER)
         assert pd.Timestamp(rec["ts"]) == trained.as_of
     for rid, body in bodies.items():
-        positions = sorted(r["position"] for r in records if r["request_id"] == rid)
+        positions = sorted(r["position"] for r in records if r["client_request_id"] == rid)
         assert positions == list(range(len(body["items"])))
 
     ingested = ingest_day(trained.store, day, trained.pseudonymizer)
+    served_ids = {body["request_id"]: rid for rid, body in bodies.items()}
+    unknown = [r for r in records if r["user_id"] == COLD_USER]
+    assert unknown
     assert ingested.read >= len(records)
-    assert ingested.quarantined == 0, ingested.reasons
+    # A made-up id is served (cold start), but its exposures never become training data (other
+    # tests of this module served it on the same day too).
+    assert set(ingested.reasons) == {"unknown_user:user_id"}
+    cold_id = bodies[next(rid for rid, u in request_ids.items() if u == COLD_USER)]["request_id"]
+    quarantined = ingested.quarantine["raw"].str.contains(cold_id, regex=False)
+    assert int(quarantined.sum()) == len(unknown)
     assert ingested.duplicates == 0
-    assert ingested.accepted == ingested.read
-    mine = ingested.events[ingested.events["request_id"].isin(list(request_ids))]
-    assert len(mine) == len(records)
+    assert ingested.accepted == ingested.read - ingested.quarantined
+    mine = ingested.events[ingested.events["request_id"].isin(list(served_ids))]
+    assert len(mine) == len(records) - len(unknown)
     assert set(mine["event_type"]) == {"impression"}
     expected_pseudo = {trained.pseudo(u) for u in users}
-    assert set(mine["user_id"]) == expected_pseudo
+    assert set(mine["user_id"]) == expected_pseudo - {trained.pseudo(COLD_USER)}
 
     rows = read_served_features(trained.store, trained.as_of, trained.as_of + pd.Timedelta(days=1))
-    rows = rows[rows["request_id"].isin(list(request_ids))].reset_index(drop=True)
+    rows = rows[rows["request_id"].isin(list(served_ids))].reset_index(drop=True)
     assert len(rows) == len(records)
     for col in ("request_id", "user_id", "fitness_level", "as_of", "item_id", "rank", "score"):
         assert col in rows.columns
@@ -764,7 +876,7 @@ def test_exposures_and_served_features_are_logged(trained: TrainedHome, tmp_path
     levels = dict(zip(trained.profiles["user_id"], trained.profiles["fitness_level"], strict=True))
     by_request = rows.groupby("request_id")["fitness_level"].first()
     for rid, level in by_request.items():
-        assert level == levels.get(request_ids[str(rid)], "unknown")
+        assert level == levels.get(request_ids[served_ids[str(rid)]], "unknown")
     assert (pd.to_datetime(rows["as_of"], utc=True) == trained.as_of).all()
 
     snapshot = load_asset_value(trained.store, "training_snapshot")
@@ -831,7 +943,7 @@ def test_experiment_variants_are_sticky_and_apply_their_rerank(
     assert len(records) == sum(len(b["items"]) for b in bodies.values())
     for rec in records:
         assert rec["payload"]["experiment"] == "rerank-diversity"
-        assert rec["payload"]["variant"] == bodies[rec["request_id"]]["variant"]
+        assert rec["payload"]["variant"] == bodies[rec["client_request_id"]]["variant"]
 
 
 @pytest.mark.parametrize(

@@ -37,8 +37,9 @@ def redis_prefix(require_redis: None) -> Iterator[str]:
     import redis
 
     client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(match=f"{prefix}:*"):
-        client.delete(key)
+    for pattern in (f"{prefix}:*", f"{prefix}-decisions:*"):
+        for key in client.scan_iter(match=pattern):
+            client.delete(key)
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -181,6 +182,49 @@ def test_release_frees_the_slot(store: PushCapStore) -> None:
     assert not store.release("nobody", "s1")
     assert store.counts("u", T0) == (0, 0)
     assert store.try_reserve("u", "s2", T0, CAPS).allowed
+
+
+def test_the_first_remembered_answer_wins(store: PushCapStore) -> None:
+    assert store.recall_decision("u", "key-0001") is None
+
+    assert store.remember_decision("u", "key-0001", '{"send":true}', T0) == '{"send":true}'
+    assert store.remember_decision("u", "key-0001", '{"send":false}', T0 + DAY) == '{"send":true}'
+    assert store.recall_decision("u", "key-0001") == '{"send":true}'
+    # A key is bound to its user: the same key of another user is another decision.
+    assert store.recall_decision("v", "key-0001") is None
+
+
+def test_concurrent_twins_all_get_the_first_answer(
+    make_store: Callable[[], PushCapStore],
+) -> None:
+    barrier = threading.Barrier(N_THREADS)
+    answers: list[str] = []
+    lock = threading.Lock()
+
+    def remember(k: int) -> None:
+        mine = make_store()
+        barrier.wait()
+        stored = mine.remember_decision("u", "twin-key", f"answer-{k}", T0)
+        with lock:
+            answers.append(stored)
+
+    threads = [threading.Thread(target=remember, args=(k,)) for k in range(N_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert len(answers) == N_THREADS
+    assert len(set(answers)) == 1
+    assert make_store().recall_decision("u", "twin-key") == answers[0]
+
+
+def test_erasure_forgets_remembered_answers(store: PushCapStore) -> None:
+    store.remember_decision("u", "key-0001", "a", T0)
+    store.record_sends([("u", "s", T0)])
+
+    assert store.forget_user("u") == 2
+    assert store.recall_decision("u", "key-0001") is None
 
 
 def test_forget_user_erases_only_that_user(store: PushCapStore) -> None:
