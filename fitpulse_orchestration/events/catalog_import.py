@@ -70,6 +70,7 @@ from fitpulse_orchestration.events.importer import (
     split_rejects,
     write_rejects,
 )
+from fitpulse_orchestration.events.schema import ID_PATTERN
 from fitpulse_orchestration.features.reference import (
     CATALOG_SCHEMA,
     DIFFICULTY_ORDINAL,
@@ -403,6 +404,10 @@ def _prepare(source: CatalogSource, options: CatalogImportOptions) -> _Prepared:
     item = _ids(raw[options.id_col])
     problems["undecodable_text"] = pd.Series(source.status == _UNDECODABLE, index=raw.index)
     problems["missing_item_id"] = item.isna()
+    fits = item.map(lambda v: ID_PATTERN.fullmatch(str(v)) is not None, na_action="ignore")
+    problems["invalid_item_id"] = (
+        item.notna() & ~fits.fillna(False).astype(bool) & ~problems["undecodable_text"]
+    )
     problems["duplicate_item_id"] = item.notna() & item.duplicated(keep="first")
 
     difficulty, bad_difficulty = _vocabulary(

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from fitpulse_orchestration import layout
-from fitpulse_orchestration.events.schema import EVENT_TYPES
+from fitpulse_orchestration.events.schema import EVENT_TYPES, ID_PATTERN, USER_ID_PATTERN
 from fitpulse_orchestration.storage import ObjectStore
 
 IMPORT_REJECTS: Final = "landing/import_rejects"
@@ -401,6 +401,16 @@ def _prepare(raw: pd.DataFrame, options: ImportOptions, request_prefix: str) -> 
     item = _ids(raw[options.item_col])
     problems["missing_user_id"] = user.isna()
     problems["missing_item_id"] = item.isna()
+    # The ingestion contract's id rules (events.schema), checked here so a bad id is a reject
+    # of the import with its row, not a quarantined line later (an undecodable row is already
+    # rejected for that).
+    decoded = ~problems["undecodable_text"] if "undecodable_text" in problems else True
+    for name, ids, pattern in (
+        ("invalid_user_id", user, USER_ID_PATTERN),
+        ("invalid_item_id", item, ID_PATTERN),
+    ):
+        fits = ids.map(lambda v, p=pattern: p.fullmatch(str(v)) is not None, na_action="ignore")
+        problems[name] = ids.notna() & ~fits.fillna(False).astype(bool) & decoded
 
     ts_raw = raw[options.ts_col]
     ts = _parse_ts(ts_raw, options.ts_unit, options.ts_col)

@@ -5,8 +5,14 @@ Row accounting always balances: every line read ends up in exactly one of *accep
 whose first copy was accepted) or *erased* (an event of a user on the erasure list, see
 ``privacy.erasure``).
 
-Health fields (``privacy.health.HEALTH_FIELDS``) are removed from payloads here: they stay in
-the landing zone and never reach the clean warehouse.
+Health fields (``privacy.health.is_health_field``: any spelling of a health measurement) are
+removed from payloads here: they stay in the landing zone and never reach the clean warehouse.
+
+Every physical line counts (lines are split on newline bytes only) and each is judged alone: a
+line too long, not UTF-8, nested too deep, not JSON, with a non-finite number, an id outside
+the contract, a number out of its column's range, or a timestamp beyond the future bound or
+older than the retention horizon is quarantined with its reason, escaped text and line number;
+the rest of its file is kept. De-duplication covers the retention window.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
+import re
 import zlib
 from collections import Counter
 from collections.abc import Iterable
@@ -32,9 +39,11 @@ from fitpulse_orchestration.events.schema import (
     CLEAN_EVENTS_SCHEMA,
     EVENT_TYPES,
     EXPOSURE_SOURCE,
+    ID_PATTERN,
     ITEM_EVENT_TYPES,
     QUARANTINE_COLUMNS,
     RAW_FIELDS,
+    USER_ID_PATTERN,
     empty_clean_events,
 )
 from fitpulse_orchestration.privacy.health import strip_health_fields
@@ -44,6 +53,17 @@ from fitpulse_orchestration.storage import ObjectStore, read_parquet, write_parq
 
 FUTURE_TOLERANCE: Final = pd.Timedelta(minutes=10)
 """Clock skew allowed between a device's timestamp and the end of the batch's landing hour."""
+STALE_AFTER: Final = pd.Timedelta(days=30)
+"""How late an event may land: older than this before its landing day is ``stale_timestamp``
+(the raw-event retention horizon; a phone offline for weeks still gets its events in)."""
+MAX_LINE_BYTES: Final = 64 * 1024
+"""Longest landed line; a longer one is quarantined as ``line_too_long``."""
+MAX_DEPTH: Final = 16
+"""Deepest nesting of a record (the record itself is depth 1); deeper is ``too_deep``."""
+MAX_POSITION: Final = 2**31 - 1
+"""Largest feed position (an int32 column)."""
+RAW_PREVIEW_BYTES: Final = 4096
+"""How much of an oversized line the quarantine keeps (escaped), with its length."""
 
 
 @dataclass
@@ -90,6 +110,18 @@ def _is_nonempty_str(value: Any) -> bool:
     return value is None or (isinstance(value, str) and len(value) > 0)
 
 
+def _id_ok(pattern: re.Pattern[str]) -> Any:
+    def check(value: Any) -> bool:
+        # Non-strings and "" are ``wrong_type`` already; don't count them twice.
+        return not isinstance(value, str) or not value or pattern.fullmatch(value) is not None
+
+    return check
+
+
+def _position_ok(value: Any) -> bool:
+    return not _is_int(value) or value is None or value <= MAX_POSITION
+
+
 def _is_int(value: Any) -> bool:
     return value is None or (isinstance(value, int) and not isinstance(value, bool))
 
@@ -120,6 +152,10 @@ def _element(check: Any, name: str) -> pa.Check:
 
 def _future_ok(df: pd.DataFrame) -> pd.Series:
     return df["_ts"].isna() | (df["_ts"] <= df["_batch_end"] + FUTURE_TOLERANCE)
+
+
+def _not_stale(df: pd.DataFrame) -> pd.Series:
+    return df["_ts"].isna() | (df["_ts"] >= df["_oldest"])
 
 
 def _ts_parses(df: pd.DataFrame) -> pd.Series:
@@ -153,7 +189,14 @@ def _needs(column: str, event_types: Iterable[str]) -> Any:
 
 RAW_SCHEMA: Final = pa.DataFrameSchema(
     {
-        "event_id": pa.Column(object, _element(_is_nonempty_str, "wrong_type"), nullable=False),
+        "event_id": pa.Column(
+            object,
+            [
+                _element(_is_nonempty_str, "wrong_type"),
+                _element(_id_ok(ID_PATTERN), "invalid_id"),
+            ],
+            nullable=False,
+        ),
         "event_type": pa.Column(
             object,
             [
@@ -162,31 +205,53 @@ RAW_SCHEMA: Final = pa.DataFrameSchema(
             ],
             nullable=False,
         ),
-        "user_id": pa.Column(object, _element(_is_nonempty_str, "wrong_type"), nullable=False),
+        "user_id": pa.Column(
+            object,
+            [
+                _element(_is_nonempty_str, "wrong_type"),
+                _element(_id_ok(USER_ID_PATTERN), "invalid_id"),
+            ],
+            nullable=False,
+        ),
         "ts": pa.Column(
             object,
             _element(lambda v: v is None or isinstance(v, str), "wrong_type"),
             nullable=False,
         ),
-        "item_id": pa.Column(object, _element(_is_nonempty_str, "wrong_type"), nullable=True),
-        "request_id": pa.Column(object, _element(_is_nonempty_str, "wrong_type"), nullable=True),
+        "item_id": pa.Column(
+            object,
+            [_element(_is_nonempty_str, "wrong_type"), _element(_id_ok(ID_PATTERN), "invalid_id")],
+            nullable=True,
+        ),
+        "request_id": pa.Column(
+            object,
+            [_element(_is_nonempty_str, "wrong_type"), _element(_id_ok(ID_PATTERN), "invalid_id")],
+            nullable=True,
+        ),
         "position": pa.Column(
             object,
             [
                 _element(_is_int, "wrong_type"),
                 _element(lambda v: not _is_int(v) or v is None or v >= 0, "negative"),
+                _element(_position_ok, "out_of_range"),
             ],
             nullable=True,
         ),
-        "session_id": pa.Column(object, _element(_is_nonempty_str, "wrong_type"), nullable=True),
+        "session_id": pa.Column(
+            object,
+            [_element(_is_nonempty_str, "wrong_type"), _element(_id_ok(ID_PATTERN), "invalid_id")],
+            nullable=True,
+        ),
         "platform": pa.Column(object, _element(_is_nonempty_str, "wrong_type"), nullable=True),
         "payload": pa.Column(object, _element(_is_object, "wrong_type"), nullable=True),
         "_batch_end": pa.Column(pd.DatetimeTZDtype(tz="UTC")),
         "_ts": pa.Column(pd.DatetimeTZDtype(tz="UTC"), nullable=True),
+        "_oldest": pa.Column(pd.DatetimeTZDtype(tz="UTC")),
     },
     checks=[
         pa.Check(_ts_parses, name="wrong_type:ts"),
         pa.Check(_future_ok, name="future_timestamp:ts"),
+        pa.Check(_not_stale, name="stale_timestamp:ts"),
         pa.Check(_needs("item_id", ITEM_EVENT_TYPES), name="missing_field:item_id"),
         pa.Check(_needs("request_id", ["impression"]), name="missing_field:request_id"),
         pa.Check(_known_user_exposure, name="unknown_user:user_id"),
@@ -213,12 +278,73 @@ def _batch_end(key: str, day: dt.date) -> pd.Timestamp:
     return end
 
 
-def _read_lines(key: str, data: bytes) -> tuple[list[str] | None, str | None]:
+def _read_lines(key: str, data: bytes) -> tuple[list[bytes] | None, str | None]:
+    """The file's physical lines (split on newline bytes only; a final newline ends the last line).
+
+    Only the container is checked here (a broken gzip stream is ``unreadable_file``); each line
+    is decoded and parsed on its own (``_parse_line``), so one bad line costs only itself.
+    """
     try:
-        text = gzip.decompress(data) if key.endswith(".gz") else data
-        return text.decode("utf-8").splitlines(), None
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        raw = gzip.decompress(data) if key.endswith(".gz") else data
+    except (OSError, EOFError, zlib.error) as exc:
         return None, f"unreadable_file:{type(exc).__name__}"
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return [line.removesuffix(b"\r") for line in lines], None
+
+
+def _escaped(line: bytes) -> str:
+    """``line`` as text for the quarantine: invalid UTF-8 escaped, oversized lines cut."""
+    if len(line) > MAX_LINE_BYTES:
+        head = line[:RAW_PREVIEW_BYTES].decode("utf-8", "backslashreplace")
+        return f"{head}... [{len(line)} bytes]"
+    return line.decode("utf-8", "backslashreplace")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"non-finite number {name}")
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a parsed JSON value (1 for a flat object), counted up to ``limit + 1``."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if not isinstance(node, dict | list):
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _parse_line(line: bytes) -> tuple[Any, str | None]:
+    """The record of one line, or why the line is quarantined."""
+    if len(line) > MAX_LINE_BYTES:
+        return None, "line_too_long"
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "not_utf8"
+    if not text.strip():
+        return None, "empty_record"
+    try:
+        record = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        return None, "too_deep"
+    except ValueError as exc:  # JSONDecodeError is a ValueError too
+        if str(exc).startswith("non-finite number"):
+            return None, "non_finite_number"
+        return None, "malformed_json"
+    if not isinstance(record, dict):
+        return None, "not_an_object"
+    if _depth(record, MAX_DEPTH) > MAX_DEPTH:
+        return None, "too_deep"
+    return record, None
 
 
 def ingest_batches(
@@ -258,23 +384,16 @@ def ingest_batches(
         end = _batch_end(key, day)
         for line_no, line in enumerate(lines, start=1):
             read += 1
-            if not line.strip():
-                quarantine.append((key, line_no, "empty_record", line))
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                quarantine.append((key, line_no, "malformed_json", line))
-                continue
-            if not isinstance(rec, dict):
-                quarantine.append((key, line_no, "not_an_object", line))
+            rec, problem = _parse_line(line)
+            if problem is not None:
+                quarantine.append((key, line_no, problem, _escaped(line)))
                 continue
             row = {name: rec.get(name) for name in RAW_FIELDS}
             row["_batch_end"] = end
             row["_source_file"] = key
             row["_line_no"] = line_no
             records.append(row)
-            raw_lines.append(line)
+            raw_lines.append(line.decode("utf-8"))
 
     # Object columns keep each JSON value as parsed, so type errors stay visible to the schema.
     frame = pd.DataFrame(
@@ -287,6 +406,9 @@ def ingest_batches(
         pd.Series([rec["_batch_end"] for rec in records], dtype=object), utc=True
     )
     frame["_ts"] = parse_timestamps(frame["ts"])
+    frame["_oldest"] = pd.Series(
+        pd.Timestamp(day, tz="UTC") - STALE_AFTER, index=frame.index, dtype="datetime64[ns, UTC]"
+    )
     bad_reasons = validate_raw(frame)
     for idx, reason in bad_reasons.items():
         quarantine.append(
@@ -386,23 +508,32 @@ def _to_clean(frame: pd.DataFrame, pseudonymizer: Pseudonymizer) -> tuple[pd.Dat
 def ingest_day(store: ObjectStore, day: dt.date, pseudonymizer: Pseudonymizer) -> IngestResult:
     """Read every batch that landed on ``day`` from ``store`` and ingest it (nothing written).
 
-    Event ids accepted in the previous day's clean partition, when it exists, count as seen:
-    the collector's retries can cross midnight. Partitions should therefore be ingested in date
-    order (the daily schedule does); a backfill run out of order can miss such a re-send.
-    Users on the erasure list are skipped (counted as ``erased``).
+    Event ids accepted in the clean partitions of the ``STALE_AFTER`` days before ``day`` count
+    as seen: a re-send is a duplicate for as long as its event could land at all (older events
+    are ``stale_timestamp``). Partitions should therefore be ingested in date order (the daily
+    schedule does); a backfill run out of order can miss such a re-send. Users on the erasure
+    list are skipped (counted as ``erased``).
     """
     keys = list(store.iter_keys(layout.landing_events_prefix(day)))
-    previous = layout.warehouse_key(layout.WAREHOUSE_EVENTS, day - dt.timedelta(days=1), "events")
-    seen: frozenset[str] = frozenset()
-    if store.exists(previous):
-        seen = frozenset(read_parquet(store, previous)["event_id"])
     return ingest_batches(
         ((key, store.get_bytes(key)) for key in keys),
         day,
         pseudonymizer,
-        seen,
+        accepted_event_ids(store, day - STALE_AFTER.to_pytimedelta(), day),
         erased_pseudonyms(store),
     )
+
+
+def accepted_event_ids(store: ObjectStore, start: dt.date, end: dt.date) -> frozenset[str]:
+    """Event ids of the clean partitions dated ``start`` (inclusive) to ``end`` (exclusive)."""
+    ids: set[str] = set()
+    for offset in range((end - start).days):
+        key = layout.warehouse_key(
+            layout.WAREHOUSE_EVENTS, start + dt.timedelta(days=offset), "events"
+        )
+        if store.exists(key):
+            ids.update(read_parquet(store, key, columns=["event_id"])["event_id"])
+    return frozenset(ids)
 
 
 def write_ingested(store: ObjectStore, day: dt.date, result: IngestResult) -> dict[str, str]:

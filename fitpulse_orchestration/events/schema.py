@@ -16,10 +16,17 @@ session_id no       app session
 platform   no       ios / android / web
 payload    no       event-specific object (workout duration, push action and propensity, ...)
 ========== ======== ===========================================================
+
+Ids follow ``USER_ID_PATTERN`` / ``ID_PATTERN``; ``position`` is below 2**31; ``ts`` lies between
+the retention horizon (``STALE_AFTER`` before the landing day) and the end of the landing hour
+(plus ``FUTURE_TOLERANCE``); a line is at most ``MAX_LINE_BYTES`` of UTF-8 JSON, nested at most
+``MAX_DEPTH`` deep, with finite numbers only. Anything else is quarantined with its reason
+(``events.ingest``).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 import pandas as pd
@@ -69,6 +76,13 @@ workout starts, so non-workout consumption is not rated as highly as a completed
 """
 
 COLD_THRESHOLD: Final = 5
+
+USER_ID_PATTERN: Final = re.compile(r"[^\W_][\w.:@-]{0,63}")
+"""A user id: 1-64 letters and digits (of any script) and ``_ . : @ -``, starting with a
+letter or digit: no path separators, whitespace or control characters. The feed service
+accepts the same."""
+ID_PATTERN: Final = re.compile(r"[^\W_][\w.:@-]{0,127}")
+"""Any other id (event, item, request, session): the same characters, 1-128 of them."""
 
 RAW_FIELDS: Final = (
     "event_id",

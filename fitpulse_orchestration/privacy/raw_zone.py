@@ -82,7 +82,7 @@ def line_user(line: str) -> str | None:
     """The ``user_id`` of one raw NDJSON line, None when the line is not an object with one."""
     try:
         record = json.loads(line)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # malformed, or nested past the parser's limit
         return None
     if not isinstance(record, dict):
         return None
@@ -108,27 +108,38 @@ def filter_landing_batch(
 ) -> ZoneCounts:
     """Rewrite one gzipped (or plain) NDJSON batch without the selected lines.
 
-    A batch that cannot be decompressed or decoded is not touched and is listed in
-    ``unreadable_objects``: its users cannot be known, so the caller decides.
+    Lines are split on newline bytes only, as ingestion reads them, and the kept lines are
+    written back byte for byte (other users' lines never change). A line that is not UTF-8 is
+    judged on its escaped text (the raw id can still be found in it). A batch that cannot be
+    decompressed is not touched and is listed in ``unreadable_objects``: its users cannot be
+    known, so the caller decides.
     """
     counts = ZoneCounts(objects_scanned=1)
     data = store.get_bytes(key)
     gzipped = key.endswith(".gz")
     try:
-        text = (gzip.decompress(data) if gzipped else data).decode("utf-8")
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError):
+        raw = gzip.decompress(data) if gzipped else data
+    except (OSError, EOFError, zlib.error):
         counts.unreadable_objects.append(key)
         return counts
-    kept: list[str] = []
-    for line in text.splitlines():
-        if delete(line_user(line), line):
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    kept: list[bytes] = []
+    for line in lines:
+        try:
+            text = line.decode("utf-8")
+            user = line_user(text)
+        except UnicodeDecodeError:
+            text, user = line.decode("utf-8", "backslashreplace"), None
+        if delete(user, text):
             counts.records_deleted += 1
         else:
             kept.append(line)
     counts.records_kept = len(kept)
 
     def write() -> None:
-        body = ("\n".join(kept) + "\n").encode("utf-8")
+        body = b"\n".join(kept) + b"\n"
         store.put_bytes(key, gzip.compress(body) if gzipped else body)
 
     _replace_or_delete(store, key, counts, write, dry_run)

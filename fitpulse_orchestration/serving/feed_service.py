@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
+from fitpulse_orchestration.events.schema import USER_ID_PATTERN
 from fitpulse_orchestration.features.online import COLD_USER_FEATURES, UserHistory, cross_features
 from fitpulse_orchestration.features.point_in_time import ITEM_FEATURES, USER_FEATURES
 from fitpulse_orchestration.features.reference import (
@@ -73,7 +73,6 @@ FALLBACKS: Final = (
     "index_unavailable",
     "deadline_exceeded",
 )
-USER_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")
 MAX_ITEMS: Final = 50
 
 
@@ -340,7 +339,7 @@ def validate_request(user_id: str, n: int, max_items: int) -> None:
     if not USER_ID_PATTERN.fullmatch(user_id):
         raise InvalidRequestError(
             f"malformed user id {user_id[:80]!r}: expected 1-64 characters of letters, digits "
-            "and _ . : @ -, starting with a letter or digit"
+            "(any script) and _ . : @ -, starting with a letter or digit"
         )
     if not 1 <= n <= max_items:
         raise InvalidRequestError(f"n must be between 1 and {max_items}, got {n}")

@@ -16,9 +16,9 @@ def write_parquet(store: ObjectStore, key: str, frame: pd.DataFrame) -> None:
     store.put_bytes(key, buffer.getvalue())
 
 
-def read_parquet(store: ObjectStore, key: str) -> pd.DataFrame:
-    """Read the Parquet object under ``key``."""
-    return pd.read_parquet(io.BytesIO(store.get_bytes(key)))
+def read_parquet(store: ObjectStore, key: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read the Parquet object under ``key`` (only ``columns`` when given)."""
+    return pd.read_parquet(io.BytesIO(store.get_bytes(key)), columns=columns)
 
 
 def read_parquet_prefix(store: ObjectStore, prefix: str) -> list[pd.DataFrame]:

@@ -141,18 +141,20 @@ def test_bad_rows_are_rejected_with_their_reasons(tmp_path: Path) -> None:
         + b"w3,Hard Thing,HIIT,expert\n"
         + b"w4,,Pilates,\n"
         + b"w5,Caf\x81 Flow,Yoga,beginner\n"
-        + b",Nothing,Yoga,expert\n",
+        + b",Nothing,Yoga,expert\n"
+        + b"w/6,Slashed,Yoga,beginner\n",
     )
     store = LocalObjectStore(tmp_path / "home")
 
     options = CatalogImportOptions(genres_col="genres", difficulty_col="difficulty")
     summary = import_catalog(source, store, options)
 
-    assert (summary.rows_read, summary.rows_landed, summary.rows_rejected) == (8, 3, 5)
+    assert (summary.rows_read, summary.rows_landed, summary.rows_rejected) == (9, 3, 6)
     assert summary.balanced
     assert summary.reject_reasons == {
         "duplicate_item_id": 1,
         "invalid_difficulty": 2,
+        "invalid_item_id": 1,
         "missing_item_id": 2,
         "undecodable_text": 1,
     }
@@ -164,6 +166,7 @@ def test_bad_rows_are_rejected_with_their_reasons(tmp_path: Path) -> None:
         ["5", "invalid_difficulty"],
         ["7", "undecodable_text"],
         ["8", "invalid_difficulty;missing_item_id"],
+        ["9", "invalid_item_id"],
     ]
     assert rejects.loc[3, "title"] == "Caf\\x81 Flow"
     catalog = load_catalog(store)

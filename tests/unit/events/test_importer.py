@@ -322,6 +322,26 @@ def test_rejected_rows_are_counted_written_and_balanced(tmp_path: Path) -> None:
     assert len(_all_records(store)) == summary.rows_landed
 
 
+def test_ids_outside_the_contract_are_rejected_at_import(tmp_path: Path) -> None:
+    path = tmp_path / "ids.csv"
+    long_id = "u" * 65
+    path.write_text(
+        "user_id,item_id,timestamp,event_type\n"
+        "u1,i1,2024-01-01T00:00:00Z,click\n"
+        "../etc,i1,2024-01-01T00:00:00Z,click\n"
+        "u 2,i1,2024-01-01T00:00:00Z,click\n"
+        f"{long_id},i1,2024-01-01T00:00:00Z,click\n"
+        "u3,wk/1,2024-01-01T00:00:00Z,click\n"
+    )
+    store = LocalObjectStore(tmp_path / "home")
+
+    summary = import_interactions(path, store)
+
+    assert (summary.rows_landed, summary.rows_rejected) == (1, 4)
+    assert summary.reject_reasons == {"invalid_user_id": 3, "invalid_item_id": 1}
+    assert summary.balanced
+
+
 def test_weight_rejections(tmp_path: Path) -> None:
     path = tmp_path / "ratings.csv"
     path.write_text(

@@ -7,10 +7,17 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.events.ingest import ingest_batches, ingest_day, write_ingested
 from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
-from fitpulse_orchestration.privacy.health import HEALTH_FIELDS, strip_health_fields
+from fitpulse_orchestration.privacy.health import (
+    HEALTH_FIELDS,
+    is_health_field,
+    key_words,
+    strip_health_fields,
+)
 from fitpulse_orchestration.storage import LocalObjectStore, read_parquet
 
 if TYPE_CHECKING:
@@ -171,3 +178,38 @@ def test_tiny_world_clean_events_carry_no_health_field(
     for key in store.list_keys(f"{layout.WAREHOUSE_EVENTS}/"):
         payloads = read_parquet(store, key)["payload"].dropna()
         assert not [p for p in payloads if _health_keys(json.loads(p))], key
+
+
+SPELLINGS = [
+    # the spellings that reached the clean warehouse before (issue 20)
+    "heartRate", "HR", "avg_hr", "blood_glucose", "calorie_burn",
+    # more of each: camel, snake, kebab, upper, abbreviations, units
+    "avgHR", "restingHR", "HeartRateBPM", "heart-rate", "HEART_RATE", "hrv_ms", "pulse",
+    "Calories", "activeCalories", "kcal", "calorieBurn", "glucose_mg_dl", "bloodPressure",
+    "systolic", "SpO2", "spo2_pct", "vo2Max", "bodyFat", "body-fat", "weightKg", "weight_kg",
+    "BMI", "sleepMinutes", "cycle_day", "menstrualPhase", "ecg_trace",
+]  # fmt: skip
+NOT_HEALTH = [
+    "weight", "duration_s", "duration", "action", "propensity", "source", "variant",
+    "model_version", "known_user", "experiment", "fallback", "hour", "note", "item_type",
+    "platform", "trial_period", "three", "x",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("key", SPELLINGS)
+def test_every_spelling_of_a_health_field_is_caught(key: str) -> None:
+    assert is_health_field(key), key_words(key)
+    assert strip_health_fields({key: 1, "duration_s": 60}) == ({"duration_s": 60}, 1)
+
+
+@pytest.mark.parametrize("key", NOT_HEALTH)
+def test_fields_the_platform_reads_are_kept(key: str) -> None:
+    assert not is_health_field(key), key_words(key)
+
+
+def test_key_words_split_camel_snake_kebab_and_digits() -> None:
+    assert key_words("avgHR") == ["avg", "hr"]
+    assert key_words("HeartRateBPM") == ["heart", "rate", "bpm"]
+    assert key_words("glucose_mg-dl") == ["glucose", "mg", "dl"]
+    assert key_words("spo2Pct") == ["spo", "2", "pct"]
+    assert key_words("") == []
