@@ -814,7 +814,7 @@ def _runtime(
 
     project = ProjectHome.resolve(home)
     try:
-        backends = profile_backends(project, profile or current_profile())
+        backends = profile_backends(project, profile or current_profile(), serving=True)
         return build_runtime(
             backends,
             project.model_cache,

@@ -34,6 +34,8 @@ import re
 LANDING_EVENTS = "landing/events"
 LANDING_CATALOG = "landing/catalog"
 LANDING_USERS = "landing/users"
+IMPORT_REJECTS = "landing/import_rejects"
+"""The rows an import could not land (CSV, the source's own columns: raw ids)."""
 WAREHOUSE_EVENTS = "warehouse/events"
 WAREHOUSE_QUARANTINE = "warehouse/quarantine"
 ASSETS = "assets"

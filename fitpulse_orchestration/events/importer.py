@@ -37,7 +37,7 @@ from fitpulse_orchestration import layout
 from fitpulse_orchestration.events.schema import EVENT_TYPES, ID_PATTERN, USER_ID_PATTERN
 from fitpulse_orchestration.storage import ObjectStore
 
-IMPORT_REJECTS: Final = "landing/import_rejects"
+IMPORT_REJECTS: Final = layout.IMPORT_REJECTS
 """Prefix of the per-file CSVs of rows an import could not land."""
 
 DEFAULT_GRADES: Final = ((5.0, "workout_complete"), (4.0, "workout_start"), (3.0, "click"))

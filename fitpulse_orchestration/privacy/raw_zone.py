@@ -6,7 +6,9 @@ The raw zone is everything that holds one row per event or per user action:
 - ``clean``: the pseudonymized warehouse partitions;
 - ``quarantine``: rejected lines, kept verbatim (raw ids, health fields);
 - ``served``: the feed service's sampled served-feature logs (pseudonyms);
-- ``shadow``: shadow mode's champion and challenger lists of sampled requests (pseudonyms).
+- ``shadow``: shadow mode's champion and challenger lists of sampled requests (pseudonyms);
+- ``import_rejects``: the rows an import could not land, as CSV with the source's own
+  columns (raw ids, in whichever column held them).
 
 Each function rewrites one object without the records a predicate selects and deletes the
 object when nothing is left. A record whose user cannot be read (a malformed line) is passed to
@@ -16,6 +18,7 @@ the predicate with ``None``: the caller decides whether an unknown user is delet
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import zlib
 from collections.abc import Callable
@@ -36,11 +39,12 @@ ZONE_PREFIXES: Final = {
     "served": f"{layout.SERVED_FEATURES}/",
     "shadow": f"{layout.SHADOW_LOGS}/",
     "profiles": f"{layout.LANDING_USERS}/",
+    "import_rejects": f"{layout.IMPORT_REJECTS}/",
 }
 """Where each zone lives. The user is a raw id in ``landing``, ``quarantine`` (inside the raw
 line) and ``profiles`` (landed sign-ups, erased on request), a pseudonym in ``clean``,
 ``served`` and ``shadow``."""
-RAW_ID_ZONES: Final = frozenset({"landing", "quarantine", "profiles"})
+RAW_ID_ZONES: Final = frozenset({"landing", "quarantine", "profiles", "import_rejects"})
 
 Predicate = Callable[[str | None, str], bool]
 """Whether a record is deleted, from its user id (None: unreadable) and its raw text (the
@@ -74,7 +78,7 @@ def zone_keys(store: ObjectStore, zone: str) -> list[str]:
     Landing: every key, as ingestion reads every batch under a day (gzipped or plain). The
     tables: the ``.parquet`` objects, as their readers do.
     """
-    suffix = "" if zone == "landing" else ".parquet"
+    suffix = {"landing": "", "import_rejects": ".csv"}.get(zone, ".parquet")
     return list(store.iter_keys(ZONE_PREFIXES[zone], suffix))
 
 
@@ -185,4 +189,35 @@ def filter_object(
     """
     if zone == "landing":
         return filter_landing_batch(store, key, delete, dry_run)
+    if zone == "import_rejects":
+        return filter_csv(store, key, delete, dry_run)
     return filter_table(store, key, delete, dry_run)
+
+
+def filter_csv(
+    store: ObjectStore, key: str, delete: Predicate, dry_run: bool = False
+) -> ZoneCounts:
+    """Rewrite one rejects CSV without the rows ``delete`` selects.
+
+    Which column holds the user is the source's business, so every cell is offered as the
+    user (a row goes when any cell is the user); the row's text goes along for the rest.
+    """
+    counts = ZoneCounts(objects_scanned=1)
+    try:
+        frame = pd.read_csv(io.BytesIO(store.get_bytes(key)), dtype=str, keep_default_na=False)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError):
+        counts.unreadable_objects.append(key)
+        return counts
+    mask = [
+        any(delete(cell, ",".join(row)) for cell in row)
+        for row in frame.itertuples(index=False, name=None)
+    ]
+    counts.records_deleted = int(sum(mask))
+    counts.records_kept = len(frame) - counts.records_deleted
+
+    def write() -> None:
+        kept = frame.loc[[not m for m in mask]]
+        store.put_bytes(key, kept.to_csv(index=False).encode("utf-8"))
+
+    _replace_or_delete(store, key, counts, write, dry_run)
+    return counts

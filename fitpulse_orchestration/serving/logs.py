@@ -16,6 +16,11 @@
 Writes are buffered and flushed by a background thread (every ``flush_s`` seconds, and on
 ``close``); a failed write is retried at the next flush and counted, never raised into a
 request.
+
+Nothing is written for an erased user: every flush re-reads the erasure list
+(``privacy.suppression``) and drops the buffered exposures and feature rows of the pseudonyms
+on it, and ``record`` skips them as soon as the list is known (``skipped_erased`` counts the
+exposures left out).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import pandas as pd
 
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.events.schema import EXPOSURE_SOURCE
+from fitpulse_orchestration.privacy.suppression import erased_pseudonyms
 from fitpulse_orchestration.serving.feed_service import FeedResponse, sampled
 from fitpulse_orchestration.serving.periodic import Periodic
 from fitpulse_orchestration.storage import ObjectStore, write_parquet
@@ -118,16 +124,22 @@ class ServedLog:
         self.flush_s = flush_s
         self._lock = threading.Lock()
         # Exposures are serialized when recorded (a few microseconds per item in the request)
-        # and grouped by landing hour, so a flush only compresses and writes.
-        self._exposures: dict[tuple[str, int], list[str]] = defaultdict(list)
+        # and grouped by landing hour, so a flush only compresses and writes. Each line keeps
+        # its user's pseudonym beside it, for the erasure list.
+        self._exposures: dict[tuple[str, int], list[tuple[str, str]]] = defaultdict(list)
         self._features: list[pd.DataFrame] = []
+        self._erased: frozenset[str] = frozenset()
         self._flusher = Periodic("served-log", flush_s, self.flush)
         self.written_exposures = 0
         self.written_feature_rows = 0
         self.write_errors = 0
+        self.skipped_erased = 0
 
     def record(self, response: FeedResponse) -> None:
         """Buffer one served feed (an ``on_served`` callback of ``FeedService``)."""
+        if response.pseudo_id in self._erased:
+            self.skipped_erased += len(response.items)
+            return
         ts = response.as_of.tz_convert("UTC")
         hour_key = (ts.date().isoformat(), ts.hour)
         lines = [json.dumps(rec, separators=(",", ":")) for rec in exposure_records(response)]
@@ -137,22 +149,35 @@ class ServedLog:
             else None
         )
         with self._lock:
-            self._exposures[hour_key].extend(lines)
+            self._exposures[hour_key].extend((response.pseudo_id, line) for line in lines)
             if features is not None and len(features):
                 self._features.append(features)
 
     def flush(self) -> None:
         """Write everything buffered; what fails to write stays buffered for the next flush."""
+        try:
+            self._erased = erased_pseudonyms(self.store)
+        except Exception as exc:  # the last known list stays in force
+            log.warning("served log: erasure list unreadable (keeping the last one): %s", exc)
         with self._lock:
-            exposures, self._exposures = self._exposures, defaultdict(list)
+            buffered, self._exposures = self._exposures, defaultdict(list)
             features, self._features = self._features, []
+        exposures: dict[tuple[str, int], list[tuple[str, str]]] = {}
+        for hour_key, pairs in buffered.items():
+            kept = [(pseudo, line) for pseudo, line in pairs if pseudo not in self._erased]
+            self.skipped_erased += len(pairs) - len(kept)
+            if kept:
+                exposures[hour_key] = kept
+        if self._erased:
+            features = [f[~f["user_id"].isin(self._erased)] for f in features]
         batch = f"serve-{uuid.uuid4().hex[:12]}"
         try:
             while exposures:
-                (day, hour), lines = next(iter(exposures.items()))
+                (day, hour), pairs = next(iter(exposures.items()))
                 key = layout.landing_events_key(dt.date.fromisoformat(day), hour, batch)
-                self.store.put_bytes(key, gzip.compress(("\n".join(lines) + "\n").encode()))
-                self.written_exposures += len(lines)
+                body = "".join(line + "\n" for _, line in pairs)
+                self.store.put_bytes(key, gzip.compress(body.encode()))
+                self.written_exposures += len(pairs)
                 del exposures[(day, hour)]
             if features:
                 self._write_features(features, batch)
@@ -162,8 +187,8 @@ class ServedLog:
             self.write_errors += 1
             log.warning("served log flush failed (will retry): %s", exc)
             with self._lock:
-                for hour_key, lines in exposures.items():
-                    self._exposures[hour_key][:0] = lines
+                for hour_key, pairs in exposures.items():
+                    self._exposures[hour_key][:0] = pairs
                 self._features = features + self._features
 
     def _write_features(self, frames: list[pd.DataFrame], batch: str) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import abc
 import json
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -217,14 +218,22 @@ def _meta_json(meta: TableMeta) -> str:
 class SQLiteOnlineStore(OnlineFeatureStore):
     """One SQLite file (WAL journal); a materialization is one transaction.
 
-    Readers keep one read-only connection per thread, so a lookup costs a query, not an open.
+    Readers keep one read-only connection per thread, so a lookup costs a query (and a
+    ``stat``), not an open. A connection follows its file: when the path is gone or names
+    another file (deleted, renamed, replaced), the lookup fails as unavailable or reopens the
+    new file, instead of reading the old one through the open handle.
+
+    ``create`` False (serving) never creates the file or its tables: a missing store is
+    unavailable (the service's labelled fallback) until the real one appears.
     """
 
-    def __init__(self, path: str | Path, timeout_s: float = 2.0) -> None:
+    def __init__(self, path: str | Path, timeout_s: float = 2.0, create: bool = True) -> None:
         super().__init__()
         self.path = Path(path)
         self.timeout_s = timeout_s
         self._local = threading.local()
+        if not create:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as conn, conn:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -242,17 +251,33 @@ class SQLiteOnlineStore(OnlineFeatureStore):
             raise OnlineStoreUnavailableError(f"cannot open {self.path}: {exc}") from exc
 
     def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        conn = getattr(self._local, "conn", None)
+        held: tuple[sqlite3.Connection, int] | None = getattr(self._local, "conn", None)
         try:
-            if conn is None:
+            inode = os.stat(self.path).st_ino
+        except OSError as exc:
+            self._drop_reader()
+            raise OnlineStoreUnavailableError(f"cannot read {self.path}: {exc}") from exc
+        try:
+            if held is None or held[1] != inode:
+                self._drop_reader()
                 conn = sqlite3.connect(
                     f"file:{self.path}?mode=ro", uri=True, timeout=self.timeout_s
                 )
-                self._local.conn = conn
-            return conn.execute(sql, params).fetchall()
+                held = (conn, inode)
+                self._local.conn = held
+            return held[0].execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            self._local.conn = None
+            self._drop_reader()
             raise OnlineStoreUnavailableError(f"cannot read {self.path}: {exc}") from exc
+
+    def _drop_reader(self) -> None:
+        held: tuple[sqlite3.Connection, int] | None = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if held is not None:
+            try:
+                held[0].close()
+            except sqlite3.Error:
+                pass
 
     def meta(self, kind: str) -> TableMeta | None:
         """Metadata of the ``kind`` table."""

@@ -76,13 +76,17 @@ def _env(name: str) -> str:
     return value
 
 
-def profile_backends(home: ProjectHome, profile: str) -> Backends:
-    """The backends of ``profile`` (``local`` or ``production``)."""
+def profile_backends(home: ProjectHome, profile: str, serving: bool = False) -> Backends:
+    """The backends of ``profile`` (``local`` or ``production``).
+
+    ``serving``: the feed service's view, which never creates the local online store (a
+    missing one is a labelled fallback until training materializes it).
+    """
     if profile == "local":
         home.create()
         return Backends(
             store=LocalObjectStore(home.store),
-            online=SQLiteOnlineStore(home.online_store),
+            online=SQLiteOnlineStore(home.online_store, create=not serving),
             tracking_uri=home.mlflow_tracking_uri,
             pseudonymizer=Pseudonymizer.from_secret(load_or_create_key(home.pseudonym_key_file)),
             caps=SQLitePushCapStore(home.online_store.with_name("push_caps.sqlite")),
@@ -247,7 +251,7 @@ def app_from_env() -> Any:
     home = ProjectHome.resolve(env["home"] or None)
     tokens, _ = service_tokens(home, env["profile"] or "local")
     runtime = build_runtime(
-        profile_backends(home, env["profile"] or "local"),
+        profile_backends(home, env["profile"] or "local", serving=True),
         home.model_cache,
         clock=env["clock"] or "snapshot",
         experiment_file=Path(env["experiment"]) if env["experiment"] else None,

@@ -6,6 +6,8 @@ import gzip
 import json
 from pathlib import Path
 
+from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
+from fitpulse_orchestration.privacy.erasure import erase_user
 from fitpulse_orchestration.privacy.raw_zone import filter_landing_batch, line_user
 from fitpulse_orchestration.storage import LocalObjectStore
 
@@ -44,3 +46,25 @@ def test_line_user_never_raises() -> None:
     assert line_user('{"user_id": "u1"}') == "u1"
     for hostile in ("", "[1]", "{", '{"user_id": 5}', '{"x":' * 5_000 + "1" + "}" * 5_000, "NaN"):
         assert line_user(hostile) is None
+
+
+def test_erasure_reaches_the_rejects_of_an_import(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    key = "landing/import_rejects/ratings-0123abcd.csv"
+    store.put_bytes(
+        key,
+        b"row_number,reason,userId,movieId,timestamp\n"
+        b"2,unparseable_timestamp,usr_gone,10,yesterday\n"
+        b"3,missing_item_id,usr_kept,,881250949\n"
+        b"4,invalid_item_id,usr_gone,wk/1,881250949\n",
+    )
+
+    report = erase_user(
+        store, Pseudonymizer.from_secret("raw-zone-test-key-0123456789"), GONE, requested_by="dpo"
+    )
+
+    assert report.zones["import_rejects"].records_deleted == 2
+    assert store.get_bytes(key) == (
+        b"row_number,reason,userId,movieId,timestamp\n3,missing_item_id,usr_kept,,881250949\n"
+    )
+    assert GONE.encode() not in store.get_bytes(key)

@@ -121,3 +121,37 @@ def test_forget_deletes_the_users_rows_from_every_user_table(store: OnlineFeatur
     assert store.forget("p_1") == 2
     assert store.forget("nobody") == 0
     assert store.lookup("user", ["p_2"])["u_engaged_7d"].tolist() == [3.0]
+
+
+def test_a_serving_store_never_creates_the_file_and_recovers_when_it_appears(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "online" / "features.sqlite"
+    serving = SQLiteOnlineStore(path, create=False)
+
+    with pytest.raises(OnlineStoreUnavailableError, match="cannot read"):
+        serving.lookup("user", ["p_0"])
+    assert not path.exists()
+    assert not path.parent.exists()
+
+    SQLiteOnlineStore(path).materialize("user", _users([4.0]), FEATURES, AS_OF)
+
+    assert serving.lookup("user", ["p_0"])["u_engaged_7d"].tolist() == [4.0]
+
+
+def test_a_replaced_or_deleted_file_is_noticed_by_an_open_reader(tmp_path: Path) -> None:
+    path = tmp_path / "features.sqlite"
+    SQLiteOnlineStore(path).materialize("user", _users([1.0]), FEATURES, AS_OF)
+    reader = SQLiteOnlineStore(path, create=False)
+    assert reader.lookup("user", ["p_0"])["u_engaged_7d"].tolist() == [1.0]
+
+    # A new store is built beside and moved over the old one (a redeploy, a restore).
+    staged = tmp_path / "staged.sqlite"
+    SQLiteOnlineStore(staged).materialize("user", _users([7.0]), FEATURES, AS_OF)
+    staged.replace(path)
+    replaced = reader.lookup("user", ["p_0"])["u_engaged_7d"].tolist()
+    path.rename(tmp_path / "moved-away.sqlite")
+
+    assert replaced == [7.0]
+    with pytest.raises(OnlineStoreUnavailableError):
+        reader.lookup("user", ["p_0"])

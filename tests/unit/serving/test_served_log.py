@@ -1,0 +1,64 @@
+"""The served log writes nothing for an erased user, even one erased while the service runs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from fitpulse_orchestration.privacy.suppression import add_erased
+from fitpulse_orchestration.serving.feed_service import FeedItem, FeedResponse
+from fitpulse_orchestration.serving.logs import ServedLog, read_served_features
+from fitpulse_orchestration.storage import LocalObjectStore
+
+AS_OF = pd.Timestamp("2026-11-02T10:00:00Z")
+
+
+def _response(user: str, request_id: str) -> FeedResponse:
+    items = [FeedItem(f"wk_{i}", "workout", "Core", "for_you") for i in range(3)]
+    served = pd.DataFrame({"item_id": [i.id for i in items], "rank": [0, 1, 2], "score": 1.0})
+    return FeedResponse(
+        request_id=request_id,
+        user_id=user,
+        variant="default",
+        experiment=None,
+        model_version="1",
+        items=items,
+        fallbacks=[],
+        cold=False,
+        as_of=AS_OF,
+        stage_ms={"lookup": 1.0},
+        served=served,
+        fitness_level="beginner",
+        pseudo_id=f"p_{user}",
+        ranked=True,
+    )
+
+
+def _exposed_users(store: LocalObjectStore) -> list[str]:
+    users = []
+    for key in store.iter_keys("landing/events/"):
+        for line in gzip.decompress(store.get_bytes(key)).decode().splitlines():
+            users.append(json.loads(line)["user_id"])
+    return users
+
+
+def test_nothing_is_logged_for_a_user_erased_before_or_while_serving(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    log = ServedLog(store, feature_share=1.0)
+    add_erased(store, "p_gone_before", "2026-11-01T00:00:00Z")
+    log.flush()  # the service learns the list at its first flush
+    log.record(_response("gone_before", "r1"))
+    log.record(_response("kept", "r2"))
+    log.record(_response("gone_while", "r3"))
+    add_erased(store, "p_gone_while", "2026-11-02T10:00:01Z")  # erased before the next flush
+
+    log.flush()
+
+    assert sorted(set(_exposed_users(store))) == ["kept"]
+    rows = read_served_features(store, AS_OF, AS_OF + pd.Timedelta(hours=1))
+    assert set(rows["user_id"]) == {"p_kept"}
+    assert log.skipped_erased == 3 + 3  # the two erased users' exposures
+    assert log.written_exposures == 3
