@@ -405,9 +405,7 @@ def _prepare(source: CatalogSource, options: CatalogImportOptions) -> _Prepared:
     problems["undecodable_text"] = pd.Series(source.status == _UNDECODABLE, index=raw.index)
     problems["missing_item_id"] = item.isna()
     fits = item.map(lambda v: ID_PATTERN.fullmatch(str(v)) is not None, na_action="ignore")
-    problems["invalid_item_id"] = (
-        item.notna() & ~fits.fillna(False).astype(bool) & ~problems["undecodable_text"]
-    )
+    problems["invalid_item_id"] = item.notna() & ~fits.eq(True) & ~problems["undecodable_text"]
     problems["duplicate_item_id"] = item.notna() & item.duplicated(keep="first")
 
     difficulty, bad_difficulty = _vocabulary(

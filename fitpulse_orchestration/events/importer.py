@@ -410,7 +410,7 @@ def _prepare(raw: pd.DataFrame, options: ImportOptions, request_prefix: str) -> 
         ("invalid_item_id", item, ID_PATTERN),
     ):
         fits = ids.map(lambda v, p=pattern: p.fullmatch(str(v)) is not None, na_action="ignore")
-        problems[name] = ids.notna() & ~fits.fillna(False).astype(bool) & decoded
+        problems[name] = ids.notna() & ~fits.eq(True) & decoded
 
     ts_raw = raw[options.ts_col]
     ts = _parse_ts(ts_raw, options.ts_unit, options.ts_col)
