@@ -6,6 +6,8 @@ time, model version, position, score and the side's latency, and flushes them as
 ``serving/shadow/date=D/`` (part of the raw zone: retention and erasure cover it).
 ``compare_shadow`` reads them back and compares the two lists request by request: overlap of
 the lists, agreement on the top item, and the score and latency distributions of each side.
+Like the served log, it re-reads the erasure list at every flush and writes no row of an
+erased user.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from fitpulse_orchestration import layout
+from fitpulse_orchestration.privacy.suppression import erased_pseudonyms
 from fitpulse_orchestration.serving.feed_service import FeedResponse
 from fitpulse_orchestration.serving.logs import write_by_day
 from fitpulse_orchestration.serving.periodic import Periodic
@@ -83,22 +86,30 @@ class ShadowLog:
         self._lock = threading.Lock()
         self._frames: list[pd.DataFrame] = []
         self._flusher = Periodic("shadow-log", flush_s, self.flush)
+        self._erased: frozenset[str] = frozenset()
         self.written_rows = 0
         self.write_errors = 0
 
     def record(self, served: FeedResponse, shadow: FeedResponse) -> None:
         """Buffer one shadowed request (the ``on_shadow`` callback of ``FeedService``)."""
+        if served.pseudo_id in self._erased:
+            return
         rows = shadow_rows(served, shadow)
         with self._lock:
             self._frames.append(rows)
 
     def flush(self) -> None:
         """Write what is buffered; a failed write stays buffered for the next flush."""
+        try:
+            self._erased = erased_pseudonyms(self.store)
+        except Exception as exc:  # the last known list stays in force
+            log.warning("shadow log: erasure list unreadable (keeping the last one): %s", exc)
         with self._lock:
             frames, self._frames = self._frames, []
         if not frames:
             return
         table = pd.concat(frames, ignore_index=True)
+        table = table[~table["user_id"].isin(self._erased)]
         batch = f"shadow-{uuid.uuid4().hex[:12]}"
         try:
             write_by_day(self.store, table, lambda day: shadow_key(day, batch))

@@ -1,4 +1,4 @@
-"""The served log writes nothing for an erased user, even one erased while the service runs."""
+"""The served and shadow logs write nothing for an erased user, even one erased while serving."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pandas as pd
 from fitpulse_orchestration.privacy.suppression import add_erased
 from fitpulse_orchestration.serving.feed_service import FeedItem, FeedResponse
 from fitpulse_orchestration.serving.logs import ServedLog, read_served_features
+from fitpulse_orchestration.serving.shadow import ShadowLog, read_shadow_rows
 from fitpulse_orchestration.storage import LocalObjectStore
 
 AS_OF = pd.Timestamp("2026-11-02T10:00:00Z")
@@ -62,3 +63,19 @@ def test_nothing_is_logged_for_a_user_erased_before_or_while_serving(tmp_path: P
     assert set(rows["user_id"]) == {"p_kept"}
     assert log.skipped_erased == 3 + 3  # the two erased users' exposures
     assert log.written_exposures == 3
+
+
+def test_the_shadow_log_writes_no_row_of_an_erased_user(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    log = ShadowLog(store)
+    add_erased(store, "p_gone_before", "2026-11-01T00:00:00Z")
+    log.flush()
+    for user in ("gone_before", "kept", "gone_while"):
+        log.record(_response(user, f"r-{user}"), _response(user, f"r-{user}-shadow"))
+    add_erased(store, "p_gone_while", "2026-11-02T10:00:01Z")
+
+    log.flush()
+
+    rows = read_shadow_rows(store)
+    assert set(rows["user_id"]) == {"p_kept"}
+    assert len(rows) == 6  # three items on each side
