@@ -67,6 +67,7 @@ from fitpulse_orchestration.events.importer import (
     _parse_ts,
     import_name,
     import_rejects_key,
+    misfit_ids,
     split_rejects,
     write_rejects,
 )
@@ -404,8 +405,7 @@ def _prepare(source: CatalogSource, options: CatalogImportOptions) -> _Prepared:
     item = _ids(raw[options.id_col])
     problems["undecodable_text"] = pd.Series(source.status == _UNDECODABLE, index=raw.index)
     problems["missing_item_id"] = item.isna()
-    fits = item.map(lambda v: ID_PATTERN.fullmatch(str(v)) is not None, na_action="ignore")
-    problems["invalid_item_id"] = item.notna() & ~fits.eq(True) & ~problems["undecodable_text"]
+    problems["invalid_item_id"] = misfit_ids(item, ID_PATTERN) & ~problems["undecodable_text"]
     problems["duplicate_item_id"] = item.notna() & item.duplicated(keep="first")
 
     difficulty, bad_difficulty = _vocabulary(

@@ -302,6 +302,12 @@ def _ids(values: pd.Series) -> pd.Series:
     return out
 
 
+def misfit_ids(ids: pd.Series, pattern: re.Pattern[str]) -> pd.Series:
+    """Per row: an id is present and breaks the contract's ``pattern`` (``events.schema``)."""
+    fits = ids.map(lambda v: pattern.fullmatch(str(v)) is not None, na_action="ignore")
+    return ids.notna() & ~fits.eq(True)
+
+
 def _strip(values: pd.Series) -> pd.Series:
     return values.map(lambda v: v.strip() if isinstance(v, str) else v)
 
@@ -405,12 +411,8 @@ def _prepare(raw: pd.DataFrame, options: ImportOptions, request_prefix: str) -> 
     # of the import with its row, not a quarantined line later (an undecodable row is already
     # rejected for that).
     decoded = ~problems["undecodable_text"] if "undecodable_text" in problems else True
-    for name, ids, pattern in (
-        ("invalid_user_id", user, USER_ID_PATTERN),
-        ("invalid_item_id", item, ID_PATTERN),
-    ):
-        fits = ids.map(lambda v, p=pattern: p.fullmatch(str(v)) is not None, na_action="ignore")
-        problems[name] = ids.notna() & ~fits.eq(True) & decoded
+    problems["invalid_user_id"] = misfit_ids(user, USER_ID_PATTERN) & decoded
+    problems["invalid_item_id"] = misfit_ids(item, ID_PATTERN) & decoded
 
     ts_raw = raw[options.ts_col]
     ts = _parse_ts(ts_raw, options.ts_unit, options.ts_col)

@@ -110,12 +110,15 @@ def _is_nonempty_str(value: Any) -> bool:
     return value is None or (isinstance(value, str) and len(value) > 0)
 
 
-def _id_ok(pattern: re.Pattern[str]) -> Any:
-    def check(value: Any) -> bool:
+def _id_column(pattern: re.Pattern[str], nullable: bool) -> pa.Column:
+    """An id column: a non-empty string (``wrong_type``) matching ``pattern`` (``invalid_id``)."""
+
+    def fits(value: Any) -> bool:
         # Non-strings and "" are ``wrong_type`` already; don't count them twice.
         return not isinstance(value, str) or not value or pattern.fullmatch(value) is not None
 
-    return check
+    checks = [_element(_is_nonempty_str, "wrong_type"), _element(fits, "invalid_id")]
+    return pa.Column(object, checks, nullable=nullable)
 
 
 def _position_ok(value: Any) -> bool:
@@ -189,14 +192,7 @@ def _needs(column: str, event_types: Iterable[str]) -> Any:
 
 RAW_SCHEMA: Final = pa.DataFrameSchema(
     {
-        "event_id": pa.Column(
-            object,
-            [
-                _element(_is_nonempty_str, "wrong_type"),
-                _element(_id_ok(ID_PATTERN), "invalid_id"),
-            ],
-            nullable=False,
-        ),
+        "event_id": _id_column(ID_PATTERN, nullable=False),
         "event_type": pa.Column(
             object,
             [
@@ -205,29 +201,14 @@ RAW_SCHEMA: Final = pa.DataFrameSchema(
             ],
             nullable=False,
         ),
-        "user_id": pa.Column(
-            object,
-            [
-                _element(_is_nonempty_str, "wrong_type"),
-                _element(_id_ok(USER_ID_PATTERN), "invalid_id"),
-            ],
-            nullable=False,
-        ),
+        "user_id": _id_column(USER_ID_PATTERN, nullable=False),
         "ts": pa.Column(
             object,
             _element(lambda v: v is None or isinstance(v, str), "wrong_type"),
             nullable=False,
         ),
-        "item_id": pa.Column(
-            object,
-            [_element(_is_nonempty_str, "wrong_type"), _element(_id_ok(ID_PATTERN), "invalid_id")],
-            nullable=True,
-        ),
-        "request_id": pa.Column(
-            object,
-            [_element(_is_nonempty_str, "wrong_type"), _element(_id_ok(ID_PATTERN), "invalid_id")],
-            nullable=True,
-        ),
+        "item_id": _id_column(ID_PATTERN, nullable=True),
+        "request_id": _id_column(ID_PATTERN, nullable=True),
         "position": pa.Column(
             object,
             [
@@ -237,11 +218,7 @@ RAW_SCHEMA: Final = pa.DataFrameSchema(
             ],
             nullable=True,
         ),
-        "session_id": pa.Column(
-            object,
-            [_element(_is_nonempty_str, "wrong_type"), _element(_id_ok(ID_PATTERN), "invalid_id")],
-            nullable=True,
-        ),
+        "session_id": _id_column(ID_PATTERN, nullable=True),
         "platform": pa.Column(object, _element(_is_nonempty_str, "wrong_type"), nullable=True),
         "payload": pa.Column(object, _element(_is_object, "wrong_type"), nullable=True),
         "_batch_end": pa.Column(pd.DatetimeTZDtype(tz="UTC")),

@@ -50,6 +50,15 @@ log = logging.getLogger(__name__)
 SERVED_FEATURES: Final = layout.SERVED_FEATURES
 
 
+def current_erasures(store: ObjectStore, last: frozenset[str], log_name: str) -> frozenset[str]:
+    """The erasure list as it is now; ``last`` when it cannot be read (it stays in force)."""
+    try:
+        return erased_pseudonyms(store)
+    except Exception as exc:
+        log.warning("%s: erasure list unreadable (keeping the last one): %s", log_name, exc)
+        return last
+
+
 def served_features_key(day: str, batch: str) -> str:
     """Key of one flushed batch of served-feature rows."""
     return f"{SERVED_FEATURES}/date={day}/{batch}.parquet"
@@ -155,10 +164,7 @@ class ServedLog:
 
     def flush(self) -> None:
         """Write everything buffered; what fails to write stays buffered for the next flush."""
-        try:
-            self._erased = erased_pseudonyms(self.store)
-        except Exception as exc:  # the last known list stays in force
-            log.warning("served log: erasure list unreadable (keeping the last one): %s", exc)
+        self._erased = current_erasures(self.store, self._erased, "served log")
         with self._lock:
             buffered, self._exposures = self._exposures, defaultdict(list)
             features, self._features = self._features, []

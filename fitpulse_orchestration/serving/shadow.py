@@ -22,9 +22,8 @@ import numpy as np
 import pandas as pd
 
 from fitpulse_orchestration import layout
-from fitpulse_orchestration.privacy.suppression import erased_pseudonyms
 from fitpulse_orchestration.serving.feed_service import FeedResponse
-from fitpulse_orchestration.serving.logs import write_by_day
+from fitpulse_orchestration.serving.logs import current_erasures, write_by_day
 from fitpulse_orchestration.serving.periodic import Periodic
 from fitpulse_orchestration.storage import ObjectStore
 from fitpulse_orchestration.storage.tables import read_parquet_prefix
@@ -100,10 +99,7 @@ class ShadowLog:
 
     def flush(self) -> None:
         """Write what is buffered; a failed write stays buffered for the next flush."""
-        try:
-            self._erased = erased_pseudonyms(self.store)
-        except Exception as exc:  # the last known list stays in force
-            log.warning("shadow log: erasure list unreadable (keeping the last one): %s", exc)
+        self._erased = current_erasures(self.store, self._erased, "shadow log")
         with self._lock:
             frames, self._frames = self._frames, []
         if not frames:
