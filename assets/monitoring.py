@@ -24,8 +24,10 @@ from fitpulse_orchestration.monitoring.serving import (
     compute_skew,
     logged_served_feeds,
     notifications_per_user_week,
+    prediction_columns,
     recent_feed_requests,
     replay_served_feeds,
+    served_predictions,
     ux_metrics,
 )
 from fitpulse_orchestration.ranking.bundle import FeedBundle
@@ -180,11 +182,11 @@ def prediction_drift_report(
     served_feed_log: pd.DataFrame,
     monitored_model: MonitoredModel,
 ) -> dg.Output[DriftResult]:
-    """Evidently drift of served feed scores against the model's held-out feed scores."""
-    current = served_feed_log.loc[served_feed_log["item_id"].notna(), ["score"]]
-    report = compute_drift(
-        monitored_model.bundle.reference_scores, current, ["score"], (), config.drift_params()
-    )
+    """Evidently drift of served feed scores and sources against the model's held-out feeds."""
+    reference = monitored_model.bundle.reference_scores
+    numerical, categorical = prediction_columns(reference)
+    current = served_predictions(served_feed_log, [*numerical, *categorical])
+    report = compute_drift(reference, current, numerical, categorical, config.drift_params())
     paths = _save_report(object_store.get_store(), "prediction_drift", report)
     return _drift_output(report.result, paths, monitored_model)
 

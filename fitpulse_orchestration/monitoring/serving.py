@@ -158,20 +158,46 @@ def logged_served_feeds(
     return picked.sort_values(["as_of", "request_id", "rank"]).reset_index(drop=True)
 
 
+PREDICTION_NUMERICAL: Final = ("score",)
+PREDICTION_CATEGORICAL: Final = ("source",)
+"""What prediction drift compares: the served score, and the retrieval source of each served
+item. A blend's scores are rank fusions whose distribution barely moves with the traffic: in the
+MLOps loop test's world, an influx of new members moved it by a normed Wasserstein distance of
+0.077 (threshold 0.1), while the source mix moved by a Jensen-Shannon distance of 0.41, since
+new members are served from two-tower and popularity rather than ALS."""
+
+
 def reference_served_scores(
     model: HomeFeedModel, inputs: FeatureInputs, end: pd.Timestamp
 ) -> pd.DataFrame:
-    """Scores ``model`` serves on the ``RECENT_DAYS`` of requests before ``end``.
+    """Predictions ``model`` serves on the ``RECENT_DAYS`` of requests before ``end``.
 
     Taken at training time over the held-out days, with the same replay monitoring uses later,
     so prediction drift compares like with like: the same code path, only the traffic differs.
 
     Returns:
-        One ``score`` column, one row per served item.
+        The ``PREDICTION_NUMERICAL`` and ``PREDICTION_CATEGORICAL`` columns, one row per served
+        item.
     """
     requests = recent_feed_requests(inputs.events, end, RECENT_DAYS, MAX_REQUESTS)
     served = replay_served_feeds(model, inputs, requests)
-    return served.loc[served["item_id"].notna(), ["score"]].reset_index(drop=True)
+    return served_predictions(served, [*PREDICTION_NUMERICAL, *PREDICTION_CATEGORICAL])
+
+
+def prediction_columns(reference: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The numerical and categorical prediction columns ``reference`` holds.
+
+    Bundles registered before the source was recorded hold ``score`` only; their drift
+    compares that.
+    """
+    numerical = [c for c in PREDICTION_NUMERICAL if c in reference.columns]
+    categorical = [c for c in PREDICTION_CATEGORICAL if c in reference.columns]
+    return numerical, categorical
+
+
+def served_predictions(served: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """The ``columns`` of a served log's served items (rows without an item left out)."""
+    return served.loc[served["item_id"].notna(), list(columns)].reset_index(drop=True)
 
 
 @dataclass(frozen=True)

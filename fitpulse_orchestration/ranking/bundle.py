@@ -7,7 +7,8 @@ as one pickled ``HomeFeedModel``, the ALS FAISS index and the two-tower index as
 training time:
 
 - ``reference_features``: ranker features of training examples (what the model learned from);
-- ``reference_scores``: scores it served on the last held-out days (what it predicted).
+- ``reference_scores``: scores and sources it served on the last held-out days (what it
+  predicted).
 
 Pickles are tied to the code that wrote them: the registry tags each version with the code
 version, and a bundle is only loaded by the same project.

@@ -17,6 +17,8 @@ from fitpulse_orchestration.monitoring.serving import (
     arrival_times,
     compute_skew,
     notifications_per_user_week,
+    prediction_columns,
+    served_predictions,
     ux_metrics,
 )
 
@@ -192,6 +194,23 @@ def test_empty_feed_is_not_a_fallback() -> None:
 def test_ux_metrics_of_an_empty_log_raises() -> None:
     with pytest.raises(ValueError, match="empty"):
         ux_metrics(_log([]))
+
+
+def test_served_predictions_keep_served_items_only() -> None:
+    served = _log([("r1", "beginner", "y1", "als", False), ("r2", "beginner", None, None, False)])
+    served["score"] = [0.3, np.nan]
+
+    predictions = served_predictions(served, ["score", "source"])
+
+    assert predictions.to_dict("list") == {"score": [0.3], "source": ["als"]}
+
+
+def test_prediction_columns_follow_the_reference() -> None:
+    recorded = pd.DataFrame({"score": [0.1], "source": ["als"]})
+    score_only = pd.DataFrame({"score": [0.1]})
+
+    assert prediction_columns(recorded) == (["score"], ["source"])
+    assert prediction_columns(score_only) == (["score"], [])
 
 
 # ---- notifications_per_user_week --------------------------------------------------------
