@@ -49,7 +49,9 @@ def live_item_index(
     """
     store = object_store.get_store()
     with tempfile.TemporaryDirectory() as tmp:
-        source = RegistryModelSource(model_registry.tracking_uri, Path(tmp))
+        source = RegistryModelSource(
+            model_registry.tracking_uri, Path(tmp), model_registry.get_audit()
+        )
         version = source.version_for("champion")
         if version is None:
             raise dg.Failure(

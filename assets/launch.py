@@ -51,9 +51,11 @@ def simulated_ab(
     """
     settings = config.to_settings()
     store = context.resources.object_store.get_store()
-    tracking_uri = context.resources.model_registry.tracking_uri
+    registry = context.resources.model_registry
     with tempfile.TemporaryDirectory(prefix="fitpulse-sim-models-") as cache:
-        feed_source, push_source = registry_sources(tracking_uri, Path(cache))
+        feed_source, push_source = registry_sources(
+            registry.tracking_uri, Path(cache), store, registry.get_audit_key()
+        )
         with prepare_simulation(
             store,
             context.resources.online_store.get_store(),
@@ -159,7 +161,7 @@ def shadow_comparison(context: dg.AssetExecutionContext) -> dg.Output[ShadowComp
     group_name=LAUNCH,
     deps=["raw_events"],
     kinds={"pandas"},
-    required_resource_keys={"object_store"},
+    required_resource_keys={"object_store", "model_registry"},
 )
 def canary_review(
     context: dg.AssetExecutionContext, config: CanaryReviewConfig
@@ -171,7 +173,7 @@ def canary_review(
     (notification disables); the controller advances, holds, completes or rolls back, audited.
     """
     store = context.resources.object_store.get_store()
-    controller = RolloutController(store)
+    controller = RolloutController(store, context.resources.model_registry.get_audit_key())
     try:
         state = controller.state(config.rollout)
     except KeyError as exc:

@@ -36,6 +36,7 @@ from model_registry.client import (
     register_lightgbm,
 )
 from model_registry.gate import GateCheck, GateDecision
+from model_registry.promotion import training_identity
 from model_registry.resource import ModelRegistryResource
 
 GATE_ACTOR = "push_policy_gate"
@@ -189,7 +190,9 @@ def registered_push_policy(
         push_open_model.booster, PUSH_POLICY_MODEL, tags, bundle.files(), artifact_name="push_open"
     )
     promotion = model_registry.get_promotion()
-    promotion.mark_candidate(version.name, version.version, GATE_ACTOR)
+    promotion.mark_candidate(
+        version.name, version.version, GATE_ACTOR, trained_by=training_identity()
+    )
     decision = GateDecision(
         candidate=f"version {version.version}",
         baseline="logged push policy (off-policy estimates)",

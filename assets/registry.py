@@ -30,6 +30,7 @@ from model_registry.client import (
     register_lightgbm,
 )
 from model_registry.gate import CHECK_NAMES, GateDecision, ModelScores, decide_promotion
+from model_registry.promotion import training_identity
 from model_registry.resource import ModelRegistryResource
 
 GATE_ACTOR = "promotion_gate"
@@ -89,7 +90,9 @@ def registered_home_ranker(
     version = register_lightgbm(
         home_feed_model.ranker.model.booster_, HOME_RANKER_MODEL, tags, bundle_files(bundle)
     )
-    model_registry.get_promotion().mark_candidate(version.name, version.version, GATE_ACTOR)
+    model_registry.get_promotion().mark_candidate(
+        version.name, version.version, GATE_ACTOR, trained_by=training_identity()
+    )
     return dg.Output(
         version,
         metadata={
@@ -99,6 +102,24 @@ def registered_home_ranker(
             "mlflow_run_id": version.run_id,
             "code_version": str(tags["code_version"]),
             "feature_schema_hash": str(tags["feature_schema_hash"]),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=registered_home_ranker,
+    description="The registry's audit chain verifies, no tamper was caught in the last 7 days, "
+    "and the champion and challenger aliases stand where the audit log puts them.",
+)
+def registry_audit_intact(model_registry: ModelRegistryResource) -> dg.AssetCheckResult:
+    """Fails with the findings when the registry was tampered with (run by the sensor too)."""
+    promotion = model_registry.get_promotion()
+    findings = promotion.integrity_findings(HOME_RANKER_MODEL)
+    return dg.AssetCheckResult(
+        passed=not findings,
+        metadata={
+            "findings": dg.MetadataValue.json(findings),
+            "audit_log": promotion.audit.location(),
         },
     )
 

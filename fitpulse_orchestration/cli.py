@@ -332,12 +332,13 @@ def _report(home: ProjectHome, facts: dict[str, Any]) -> pd.DataFrame:
 
 
 def _registry(home: ProjectHome) -> Any:
-    from model_registry.audit import AuditLog
+    from model_registry.audit import AuditLog, load_audit_key
     from model_registry.client import RegistryClient
     from model_registry.promotion import ModelPromotion
 
     home.create()
-    return ModelPromotion(RegistryClient(home.mlflow_tracking_uri), AuditLog(_store(home)))
+    audit = AuditLog(_store(home), load_audit_key(home.audit_key_file))
+    return ModelPromotion(RegistryClient(home.mlflow_tracking_uri), audit)
 
 
 def _print_status(home: ProjectHome, model: str) -> None:
@@ -1050,7 +1051,9 @@ def simulate_ab_cmd(
     started = time.perf_counter()
     try:
         settings = SimulationSettings(arms=names, days=days, users_per_arm=users_per_arm, seed=seed)
-        feed_source, push_source = registry_sources(backends.tracking_uri, project.model_cache)
+        feed_source, push_source = registry_sources(
+            backends.tracking_uri, project.model_cache, backends.store, backends.audit_key
+        )
         with prepare_simulation(
             backends.store,
             backends.online,
@@ -1272,7 +1275,8 @@ ActorOpt = Annotated[str, typer.Option("--by", help="Who acts (for the audit).")
 def _rollouts(home: Path | None, profile: str | None) -> Any:
     from fitpulse_orchestration.serving.rollout import RolloutController
 
-    return RolloutController(_privacy_backends(home, profile).store)
+    backends = _privacy_backends(home, profile)
+    return RolloutController(backends.store, backends.audit_key)
 
 
 def _print_rollout(controller: Any, name: str) -> None:
@@ -1373,10 +1377,12 @@ def simulate_rollout_cmd(
     project = ProjectHome.resolve(home)
     backends = profile_backends(project, "local")
     parsed = _exit_2_on((ValueError,), lambda: load_rollout_config(config))
-    controller = RolloutController(backends.store, namespace="simulations/")
+    controller = RolloutController(backends.store, backends.audit_key, namespace="simulations/")
     days = days_per_step * len(parsed.steps)
     try:
-        feed, push = registry_sources(backends.tracking_uri, project.model_cache)
+        feed, push = registry_sources(
+            backends.tracking_uri, project.model_cache, backends.store, backends.audit_key
+        )
         aliases = ("champion", "challenger") if challenger == "registry" else ("champion",)
         with prepare_simulation(
             backends.store, backends.online, backends.pseudonymizer, feed, push, aliases

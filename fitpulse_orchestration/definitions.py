@@ -52,6 +52,7 @@ from jobs import (
     monitoring_job_schedule,
     promote_champion_job,
     push_training_job,
+    registry_integrity_job,
     retention_job,
     review_model_job,
     rollback_champion_job,
@@ -102,13 +103,24 @@ def _resources(profile: str, home: ProjectHome) -> dict[str, object]:
     registry_uri = (
         home.mlflow_tracking_uri if profile == "local" else dg.EnvVar("MLFLOW_TRACKING_URI")
     )
+    registry = (
+        ModelRegistryResource(
+            tracking_uri=registry_uri, object_store=store, audit_key_file=str(home.audit_key_file)
+        )
+        if profile == "local"
+        else ModelRegistryResource(
+            tracking_uri=registry_uri,
+            object_store=store,
+            audit_key=dg.EnvVar("FITPULSE_AUDIT_KEY"),
+        )
+    )
     return {
         "object_store": store,
         "pseudonymizer": pseudonymizer,
         "online_store": online,
         "io_manager": ObjectStoreIOManager(object_store=store),
         "mlflow": mlflow,
-        "model_registry": ModelRegistryResource(tracking_uri=registry_uri, object_store=store),
+        "model_registry": registry,
     }
 
 
@@ -142,7 +154,9 @@ def build_definitions(
     ]
     return dg.Definitions(
         assets=all_assets,
-        asset_checks=dg.load_asset_checks_from_modules([evaluation, push, privacy, launch]),
+        asset_checks=dg.load_asset_checks_from_modules(
+            [evaluation, registry, push, privacy, launch]
+        ),
         jobs=[
             ingestion_job,
             training_job,
@@ -154,6 +168,7 @@ def build_definitions(
             erasure_job,
             review_model_job,
             promote_champion_job,
+            registry_integrity_job,
             rollback_champion_job,
             launch_simulation_job,
             shadow_comparison_job,
@@ -168,7 +183,7 @@ def build_definitions(
         sensors=[
             build_landing_sensor(ingestion_job, partitions),
             build_drift_sensor(training_job),
-            build_promotion_sensor(promote_champion_job),
+            build_promotion_sensor(promote_champion_job, registry_integrity_job),
             build_catalog_sensor(catalog_refresh_job),
             build_erasure_sensor(erasure_job),
             build_canary_sensor(canary_review_job),

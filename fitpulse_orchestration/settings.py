@@ -26,6 +26,7 @@ PRODUCTION_ENV = (
     "FITPULSE_S3_ENDPOINT_URL",
     "FITPULSE_REDIS_URL",
     "FITPULSE_PSEUDONYM_SECRET",
+    "FITPULSE_AUDIT_KEY",
     "MLFLOW_TRACKING_URI",
     "FITPULSE_MLFLOW_ARTIFACTS",
 )
@@ -36,7 +37,8 @@ MLflow reaches the same endpoint through its own ``MLFLOW_S3_ENDPOINT_URL``. Cre
 from boto3's default chain (instance role, or ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``).
 ``MLFLOW_TRACKING_URI`` is a PostgreSQL URL (tracking and registry); ``FITPULSE_MLFLOW_ARTIFACTS``
 an ``s3://bucket/prefix`` artifact root. ``FITPULSE_PSEUDONYM_SECRET`` is the keyed-hash secret
-(README, "Rotating the pseudonymization key"). The Dagster instance itself reads
+(README, "Rotating the pseudonymization key"); ``FITPULSE_AUDIT_KEY`` signs the registry's audit
+log (``model_registry.audit``). The Dagster instance itself reads
 ``FITPULSE_DAGSTER_PG_URL`` through ``deploy/dagster.yaml``.
 """
 
@@ -92,6 +94,11 @@ class ProjectHome:
     def pseudonym_key_file(self) -> Path:
         """Pseudonymization secret of this home."""
         return self.root / "secrets" / "pseudonym.key"
+
+    @property
+    def audit_key_file(self) -> Path:
+        """Signing key of this home's registry audit log (``model_registry.audit``)."""
+        return self.root / "secrets" / "audit.key"
 
     @property
     def api_tokens_file(self) -> Path:

@@ -19,6 +19,15 @@ from jobs.privacy import build_retention_schedule, erasure_job, retention_job
 from jobs.registry import promote_champion_job, review_model_job, rollback_champion_job
 from jobs.tags import STAGE_TAG
 
+registry_integrity_job = dg.define_asset_job(
+    "registry_integrity_job",
+    selection=dg.AssetSelection.checks(
+        dg.AssetCheckKey(dg.AssetKey("registered_home_ranker"), "registry_audit_intact")
+    ),
+    description="Check the registry's audit chain and aliases (the promotion sensor launches it "
+    "when it restores an alias or finds a broken chain).",
+)
+
 ingestion_job = dg.define_asset_job(
     "ingestion_job",
     selection=dg.AssetSelection.assets("raw_events"),
@@ -140,6 +149,7 @@ __all__ = [
     "monitoring_job",
     "monitoring_job_schedule",
     "promote_champion_job",
+    "registry_integrity_job",
     "retention_job",
     "review_model_job",
     "rollback_champion_job",

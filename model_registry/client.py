@@ -256,3 +256,17 @@ class RegistryClient:
             artifact_uri=uri, dst_path=str(dst), tracking_uri=self.tracking_uri
         )
         return Path(path)
+
+    def download_artifacts(self, model_name: str, version: str, dst: Path) -> Path:
+        """Download what the version serves from: its bundle, else its model source.
+
+        This is what the audit log's ``artifact_digest`` covers.
+        """
+        registered = self.version(model_name, version)
+        if registered.tags.get(BUNDLE_TAG):
+            return self.download_bundle(model_name, version, dst)
+        dst.mkdir(parents=True, exist_ok=True)
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=registered.model_uri, dst_path=str(dst), tracking_uri=self.tracking_uri
+        )
+        return Path(path)

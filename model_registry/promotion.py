@@ -6,22 +6,38 @@ Aliases (MLflow's stages are deprecated):
 - ``challenger``: the newest version whose gate passed, waiting for (or under) review;
 - ``champion``: the version that serves.
 
-A version's state lives in its tags (``gate.*``, ``review.*``, ``promotion.*``); every
-decision is also appended to the audit log. The rules: only a gate-passed version can be
-approved, only an approved gate-passed version can become champion, and approving twice or
-promoting the current champion again changes nothing.
+A version's state lives in the signed, hash-chained audit log (``model_registry.audit``) and is
+mirrored to its tags (``gate.*``, ``review.*``, ``promotion.*``) for people to read. The rules:
+only a gate-passed version can be approved, by someone other than whoever trained it; only an
+approved gate-passed version whose artifacts still match their registered digest can become
+champion; approving twice or promoting the current champion again changes nothing. A forged
+tag, a moved alias or a swapped artifact is refused and recorded.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
+import logging
+import re
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
-from model_registry.audit import AuditLog
+from model_registry.audit import AuditIntegrityError, AuditLog
 from model_registry.client import RegisteredVersion, RegistryClient
 from model_registry.gate import GateDecision, gate_from_dict
+from model_registry.ledger import (
+    AuditedState,
+    AuditedVersion,
+    artifact_digest,
+    audited_state,
+    evaluation_digest,
+)
+
+log = logging.getLogger(__name__)
 
 CANDIDATE: Final = "candidate"
 CHALLENGER: Final = "challenger"
@@ -38,6 +54,13 @@ REVIEW_GATE_SEEN: Final = "review.gate_seen"
 PROMOTION_STATUS: Final = "promotion.status"
 PROMOTION_PREVIOUS: Final = "promotion.previous_champion"
 PROMOTION_AT: Final = "promotion.at"
+ARTIFACT_DIGEST: Final = "audit.artifact_digest"
+ALERT_ACTIONS: Final = frozenset({"tamper_detected", "alias_restored"})
+"""Audit actions an operator must look at."""
+INTEGRITY_WINDOW: Final = dt.timedelta(days=7)
+"""How long a caught tamper keeps the registry's integrity check failing."""
+REGISTRY_ACTOR: Final = "registry"
+"""The actor of entries the registry writes itself (tamper detection)."""
 
 MAX_TAG_CHARS: Final = 5000
 """MLflow's limit on a model-version tag value."""
@@ -69,38 +92,144 @@ def _window(tags: dict[str, str]) -> str:
     return f"{tags.get('data.start', '?')[:10]}..{tags.get('data.end', '?')[:10]}"
 
 
-def _require_reviewer(reviewer: str | None) -> str:
-    name = (reviewer or "").strip()
-    if not name:
-        raise ValueError("a reviewer name is required: pass --reviewer NAME")
-    return name
+PERSON: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+"""A reviewer's or operator's name: 1-64 letters, digits, ``_ . @ -``, starting alnum."""
+
+
+def valid_person(name: str | None, what: str = "reviewer") -> str:
+    """``name`` stripped, when it is a valid person name.
+
+    Raises:
+        ValueError: when it is blank, too long or has characters outside ``PERSON``.
+    """
+    text = (name or "").strip()
+    if not text:
+        raise ValueError(f"a {what} name is required: pass --{what} NAME")
+    if not PERSON.fullmatch(text):
+        raise ValueError(
+            f"{what} name {text[:70]!r} must be 1-64 letters, digits or _ . @ - "
+            "(starting with a letter or digit)"
+        )
+    return text
+
+
+def training_identity() -> str:
+    """Who trains: the operating-system account running the registration step.
+
+    Not a run tag: anyone who launches a run can set tags, so a tag would let the trainer name
+    someone else and approve their own model. The account is what the platform can vouch for
+    (the CLI user locally; the run launcher's service account in production, which then may
+    not approve anything).
+    """
+    return getpass.getuser()
 
 
 class ModelPromotion:
-    """Gate, review, promotion and rollback of one registry, audited."""
+    """Gate, review, promotion and rollback of one registry, decided from the audit log.
+
+    Every rule reads the model's *verified* audit chain (``ledger.audited_state``), never the
+    MLflow tags, which are written as a mirror. A broken chain, a mirror that disagrees with
+    the chain, or artifacts whose digest differs from the one registered are refused with a
+    ``PromotionError`` and recorded as a ``tamper_detected`` entry.
+    """
 
     def __init__(self, client: RegistryClient, audit: AuditLog) -> None:
         self.client = client
         self.audit = audit
 
-    def mark_candidate(self, model: str, version: str, actor: str) -> None:
-        """Point ``candidate`` at a newly registered version."""
+    # ---- the verified state ---------------------------------------------------------------
+
+    def audited(self, model: str) -> AuditedState:
+        """``model``'s state replayed from its verified audit chain.
+
+        Raises:
+            PromotionError: when the chain fails verification (recorded in the log).
+        """
+        try:
+            return audited_state(self.audit.verify(model))
+        except AuditIntegrityError as exc:
+            self._tamper(model, None, f"audit chain failed verification: {exc}")
+            raise PromotionError(
+                f"the audit log of {model} failed verification ({exc}); no registry decision "
+                "is taken until it is repaired"
+            ) from exc
+
+    def _tamper(self, model: str, version: str | None, what: str) -> None:
+        log.error("registry tamper detected on %s version %s: %s", model, version, what)
+        self.audit.append("tamper_detected", model, version, REGISTRY_ACTOR, what)
+
+    def _refuse(self, model: str, version: str, what: str) -> PromotionError:
+        self._tamper(model, version, what)
+        return PromotionError(f"{model} version {version} refused: {what}")
+
+    def _check_mirror(self, model: str, registered: RegisteredVersion, v: AuditedVersion) -> None:
+        """Raise (and record) when the version's tags say something its audit record does not."""
+        tags = registered.tags
+        mirrored = {
+            GATE_STATUS: v.gate,
+            REVIEW_STATUS: v.review,
+            PROMOTION_STATUS: v.promotion,
+        }
+        wrong = [
+            f"tag {key}={tags.get(key, '')!r} but the audit log says {audited or 'nothing'!r}"
+            for key, audited in mirrored.items()
+            if tags.get(key, "") != audited
+        ]
+        if wrong:
+            raise self._refuse(model, registered.version, "; ".join(wrong))
+
+    def _require(self, model: str, version: str) -> tuple[RegisteredVersion, AuditedVersion]:
+        registered = self.client.version(model, version)
+        v = self.audited(model).of(registered.version)
+        if v is None:
+            raise self._refuse(
+                model, registered.version, "it was never registered through the platform"
+            )
+        self._check_mirror(model, registered, v)
+        return registered, v
+
+    def _digest_now(self, model: str, version: str) -> str:
+        with tempfile.TemporaryDirectory() as tmp:
+            return artifact_digest(self.client.download_artifacts(model, version, Path(tmp)))
+
+    # ---- the workflow ---------------------------------------------------------------------
+
+    def mark_candidate(self, model: str, version: str, actor: str, trained_by: str = "") -> None:
+        """Record a newly registered version with its artifact digest; point ``candidate`` at it.
+
+        ``trained_by``: who launched the training (that identity may not approve it).
+        """
+        digest = self._digest_now(model, version)
         self.client.set_alias(model, CANDIDATE, version)
-        self.audit.append("registered", model, version, actor)
+        self.client.set_tags(model, version, {ARTIFACT_DIGEST: digest})
+        self.audit.append(
+            "registered",
+            model,
+            version,
+            actor,
+            details={"artifact_digest": digest, "trained_by": trained_by},
+        )
 
     def record_gate(self, model: str, version: str, decision: GateDecision, actor: str) -> None:
         """Store the gate's verdict on the version; a pass makes it the ``challenger``.
 
         A newer passing candidate supersedes an older challenger still waiting for review.
+
+        Raises:
+            PromotionError: when the version was never registered through the platform.
         """
-        detail = json.dumps(decision.as_dict(), sort_keys=True)
+        v = self.audited(model).of(version)
+        if v is None:
+            raise self._refuse(model, version, "it was never registered through the platform")
+        detail = decision.as_dict()
+        text = json.dumps(detail, sort_keys=True)
         self.client.set_tags(
             model,
             version,
             {
                 GATE_STATUS: "passed" if decision.passed else "failed",
                 GATE_SUMMARY: decision.summary()[:MAX_TAG_CHARS],
-                GATE_DECISION: detail[:MAX_TAG_CHARS],
+                GATE_DECISION: text[:MAX_TAG_CHARS],
             },
         )
         if decision.passed:
@@ -110,7 +239,11 @@ class ModelPromotion:
             model,
             version,
             actor,
-            details=decision.as_dict(),
+            details={
+                "decision": detail,
+                "evaluation_digest": evaluation_digest(detail),
+                "artifact_digest": v.artifact_digest,
+            },
         )
 
     def gate_of(self, registered: RegisteredVersion) -> GateDecision | None:
@@ -124,31 +257,34 @@ class ModelPromotion:
         """Approve a gate-passed version for promotion; False when it was already approved.
 
         Raises:
-            ValueError: without a reviewer name.
+            ValueError: without a valid reviewer name.
             LookupError: for an unknown model or version.
-            PromotionError: when the gate did not pass (or never ran), or the version was
-                rejected or rolled back.
+            PromotionError: when the gate did not pass (or never ran), the version was
+                rejected or rolled back, the reviewer trained it, or the registry was tampered
+                with.
         """
-        name = _require_reviewer(reviewer)
-        registered = self.client.version(model, version)
-        tags = registered.tags
-        status = tags.get(GATE_STATUS)
-        if status != "passed":
-            why = tags.get(GATE_SUMMARY, "the promotion gate has not evaluated it")
+        name = valid_person(reviewer)
+        registered, v = self._require(model, version)
+        if v.gate != "passed":
+            why = registered.tags.get(GATE_SUMMARY, "the promotion gate has not evaluated it")
             raise PromotionError(
-                f"{model} version {version} cannot be approved: gate {status or 'not run'} ({why})"
+                f"{model} version {version} cannot be approved: gate {v.gate or 'not run'} ({why})"
             )
-        if tags.get(PROMOTION_STATUS) == "rolled_back":
+        if v.promotion == "rolled_back":
             raise PromotionError(f"{model} version {version} was rolled back; it stays retired")
-        review = tags.get(REVIEW_STATUS)
-        if review == "approved":
+        if v.review == "approved":
             return False
-        if review == "rejected":
+        if v.review == "rejected":
             raise PromotionError(
-                f"{model} version {version} was rejected by {tags.get(REVIEW_REVIEWER)} at "
-                f"{tags.get(REVIEW_AT)}; train a new candidate instead"
+                f"{model} version {version} was rejected by {v.reviewer}; train a new candidate "
+                "instead"
             )
-        gate_seen = tags.get(GATE_SUMMARY, "")
+        if v.trained_by and name.casefold() == v.trained_by.casefold():
+            raise PromotionError(
+                f"{model} version {version} was trained by {v.trained_by}: another reviewer "
+                "must approve it (four eyes)"
+            )
+        gate_seen = registered.tags.get(GATE_SUMMARY, "")
         self.client.set_tags(
             model,
             version,
@@ -163,7 +299,17 @@ class ModelPromotion:
         if self.client.alias_version(model, CHALLENGER) != str(version):
             self.client.set_alias(model, CHALLENGER, version)
         self.audit.append(
-            "approved", model, version, name, note, {"gate_seen": gate_seen, "gate": status}
+            "approved",
+            model,
+            version,
+            name,
+            note,
+            {
+                "gate_seen": gate_seen,
+                "gate": v.gate,
+                "evaluation_digest": v.evaluation_digest,
+                "artifact_digest": v.artifact_digest,
+            },
         )
         return True
 
@@ -171,17 +317,18 @@ class ModelPromotion:
         """Reject a version; False when it was already rejected.
 
         Raises:
-            ValueError: without a reviewer name.
+            ValueError: without a valid reviewer name.
             LookupError: for an unknown model or version.
-            PromotionError: for the serving champion (roll back instead).
+            PromotionError: for the serving champion (roll back instead), or a tampered
+                registry.
         """
-        name = _require_reviewer(reviewer)
-        registered = self.client.version(model, version)
-        if CHAMPION in registered.aliases:
+        name = valid_person(reviewer)
+        registered, v = self._require(model, version)
+        if self.audited(model).champion == registered.version:
             raise PromotionError(
                 f"{model} version {version} is the champion: roll back instead of rejecting"
             )
-        if registered.tags.get(REVIEW_STATUS) == "rejected":
+        if v.review == "rejected":
             return False
         gate_seen = registered.tags.get(GATE_SUMMARY, "gate not run")
         self.client.set_tags(
@@ -201,39 +348,44 @@ class ModelPromotion:
         return True
 
     def pending_promotion(self, model: str) -> str | None:
-        """The approved challenger waiting to become champion, if any."""
-        aliases = self.client.aliases(model)
-        version = aliases.get(CHALLENGER)
-        if version is None or version == aliases.get(CHAMPION):
+        """The approved challenger waiting to become champion, as the audit log says."""
+        state = self.audited(model)
+        version = state.challenger
+        if version is None or version == state.champion:
             return None
-        tags = self.client.version(model, version).tags
-        if tags.get(GATE_STATUS) == "passed" and tags.get(REVIEW_STATUS) == "approved":
-            return version
-        return None
+        v = state.of(version)
+        return version if v is not None and v.servable else None
 
     def promote(self, model: str, version: str, actor: str) -> bool:
         """Make ``version`` the champion; False when it already is.
 
         Raises:
-            PromotionError: unless the version's gate passed and a reviewer approved it.
+            PromotionError: unless the audit log shows the version's gate passed and a
+                reviewer approved it, its tags agree and its artifacts are the registered ones.
         """
-        registered = self.client.version(model, version)
-        tags = registered.tags
-        if tags.get(GATE_STATUS) != "passed":
+        registered, v = self._require(model, version)
+        if v.gate != "passed":
             raise PromotionError(
-                f"{model} version {version} can never become champion: gate "
-                f"{tags.get(GATE_STATUS, 'not run')}"
+                f"{model} version {version} can never become champion: gate {v.gate or 'not run'}"
             )
-        if tags.get(REVIEW_STATUS) != "approved":
+        if v.review != "approved":
             raise PromotionError(
-                f"{model} version {version} is not approved (review: "
-                f"{tags.get(REVIEW_STATUS, 'pending')}); a reviewer must approve it first"
+                f"{model} version {version} is not approved (review: {v.review or 'pending'}); "
+                "a reviewer must approve it first"
             )
-        if tags.get(PROMOTION_STATUS) == "rolled_back":
+        if v.promotion == "rolled_back":
             raise PromotionError(f"{model} version {version} was rolled back; it stays retired")
-        previous = self.client.alias_version(model, CHAMPION)
-        if previous == str(version):
+        previous = self.audited(model).champion
+        if previous == registered.version:
             return False
+        digest = self._digest_now(model, version)
+        if digest != v.artifact_digest:
+            raise self._refuse(
+                model,
+                version,
+                f"its artifacts changed since registration (digest {digest[:12]}, registered "
+                f"{v.artifact_digest[:12]})",
+            )
         self.client.set_alias(model, CHAMPION, version)
         self.client.set_tags(
             model,
@@ -248,7 +400,13 @@ class ModelPromotion:
             self.client.set_tags(model, previous, {PROMOTION_STATUS: "retired"})
         if self.client.alias_version(model, CHALLENGER) == str(version):
             self.client.delete_alias(model, CHALLENGER)
-        self.audit.append("promoted", model, version, actor, details={"previous": previous})
+        self.audit.append(
+            "promoted",
+            model,
+            version,
+            actor,
+            details={"previous": previous, "artifact_digest": digest},
+        )
         return True
 
     def rollback(self, model: str, actor: str, note: str = "") -> tuple[str, str]:
@@ -260,10 +418,12 @@ class ModelPromotion:
         Raises:
             PromotionError: when there is no champion, or it has no predecessor.
         """
-        current = self.client.alias_version(model, CHAMPION)
+        state = self.audited(model)
+        current = state.champion
         if current is None:
             raise PromotionError(f"{model} has no champion to roll back")
-        previous = self.client.version(model, current).tags.get(PROMOTION_PREVIOUS, "")
+        record = state.of(current)
+        previous = record.previous_champion if record is not None else ""
         if not previous:
             raise PromotionError(
                 f"{model} version {current} was the first champion: there is nothing to roll "
@@ -276,6 +436,68 @@ class ModelPromotion:
             "rolled_back", model, current, actor, note, {"restored": previous, "from": current}
         )
         return current, previous
+
+    def integrity_findings(self, model: str, window: dt.timedelta = INTEGRITY_WINDOW) -> list[str]:
+        """What is wrong with ``model``'s registry now, or was caught within ``window``.
+
+        A broken audit chain; ``tamper_detected`` and ``alias_restored`` entries newer than
+        ``window``; an alias that points elsewhere than the audit log says. Read-only.
+        """
+        try:
+            entries = self.audit.verify(model)
+        except AuditIntegrityError as exc:
+            return [f"audit chain failed verification: {exc}"]
+        since = dt.datetime.now(dt.UTC) - window
+        findings = [
+            f"{e.at} {e.action} (version {e.version}, by {e.actor}): {e.note}"
+            for e in entries
+            if e.action in ALERT_ACTIONS and dt.datetime.fromisoformat(e.at) >= since
+        ]
+        state = audited_state(entries)
+        found = self.client.aliases(model)
+        for alias in (CHAMPION, CHALLENGER):
+            if found.get(alias) != state.alias(alias):
+                findings.append(
+                    f"alias {alias} points at {found.get(alias)}; the audit log says "
+                    f"{state.alias(alias)}"
+                )
+        return findings
+
+    def check_aliases(self, model: str, actor: str) -> list[str]:
+        """Put ``champion`` and ``challenger`` back where the audit log says they belong.
+
+        An alias moved outside the platform (MLflow's UI, a script) is restored, and the move is
+        recorded as ``alias_restored``.
+
+        Returns:
+            One line per restored alias (empty when every alias was in place).
+        """
+        state = self.audited(model)
+        found = self.client.aliases(model)
+        restored = []
+        for alias in (CHAMPION, CHALLENGER):
+            expected, actual = state.alias(alias), found.get(alias)
+            if expected == actual:
+                continue
+            if expected is None:
+                self.client.delete_alias(model, alias)
+            else:
+                self.client.set_alias(model, alias, expected)
+            line = (
+                f"{model}: alias {alias} pointed at version {actual} outside the platform; "
+                f"restored to {expected or 'none'} as the audit log records"
+            )
+            log.error(line)
+            self.audit.append(
+                "alias_restored",
+                model,
+                actual,
+                actor,
+                line,
+                {"alias": alias, "found": actual, "restored": expected},
+            )
+            restored.append(line)
+        return restored
 
     def status(self, model: str) -> list[VersionStatus]:
         """Every version with its aliases, gate, review and promotion state, newest first."""

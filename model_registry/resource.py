@@ -9,9 +9,9 @@ from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
 
 from assets.resources import ObjectStoreResource
 from fitpulse_orchestration.ranking.bundle import FeedBundle, read_bundle
-from model_registry.audit import AuditLog
+from model_registry.audit import AuditLog, load_audit_key
 from model_registry.client import HOME_RANKER_MODEL, RegistryClient, ensure_experiment
-from model_registry.promotion import CHAMPION, ModelPromotion
+from model_registry.promotion import ModelPromotion
 
 
 @dg.resource(
@@ -45,14 +45,30 @@ class ModelRegistryResource(dg.ConfigurableResource):
 
     tracking_uri: str
     object_store: ObjectStoreResource
+    audit_key: str = ""
+    """Production: the audit signing key (``dg.EnvVar("FITPULSE_AUDIT_KEY")``)."""
+    audit_key_file: str = ""
+    """Local: the key file, created on first use."""
 
     def get_client(self) -> RegistryClient:
         """A client bound to this registry."""
         return RegistryClient(self.tracking_uri)
 
+    def get_audit_key(self) -> str:
+        """The audit log's signing key, from the secret or the key file."""
+        if self.audit_key:
+            return self.audit_key
+        if self.audit_key_file:
+            return load_audit_key(Path(self.audit_key_file))
+        raise ValueError("the model registry needs an audit_key or an audit_key_file")
+
+    def get_audit(self) -> AuditLog:
+        """The registry's signed audit log in the object store."""
+        return AuditLog(self.object_store.get_store(), self.get_audit_key())
+
     def get_promotion(self) -> ModelPromotion:
         """The promotion workflow, auditing into the object store."""
-        return ModelPromotion(self.get_client(), AuditLog(self.object_store.get_store()))
+        return ModelPromotion(self.get_client(), self.get_audit())
 
     def load_bundle(self, version: str, model: str = HOME_RANKER_MODEL) -> FeedBundle:
         """Download and load one version's feed bundle."""
@@ -61,5 +77,5 @@ class ModelRegistryResource(dg.ConfigurableResource):
             return read_bundle(folder)
 
     def champion_version(self, model: str = HOME_RANKER_MODEL) -> str | None:
-        """The version the ``champion`` alias points at, if any."""
-        return self.get_client().alias_version(model, CHAMPION)
+        """The champion as the verified audit log says (not the MLflow alias), if any."""
+        return self.get_promotion().audited(model).champion

@@ -1,50 +1,131 @@
-"""The registry as the feed service's model source: versions by alias, bundles cached locally."""
+"""The registry as the services' model source: verified versions by alias, bundles cached locally.
+
+Serving trusts the signed audit log (``model_registry.audit``), not MLflow's aliases and tags:
+
+- ``champion`` and ``challenger`` resolve to where the verified audit log puts them. An alias
+  moved outside the platform is logged and not followed (the promotion sensor restores it);
+- until a first promotion, ``champion`` is the newest version registered through the platform
+  that no reviewer rejected and nobody rolled back;
+- any other alias (an experiment's variant) is followed only to a version registered through the
+  platform and neither rejected nor rolled back;
+- a bundle is used only when its digest equals the one recorded at registration; a damaged
+  cached copy is evicted and downloaded again, a registry copy that differs is refused.
+
+A broken audit chain raises ``AuditIntegrityError``: the watcher keeps serving what it serves.
+Bundles are cached under ``cache_dir/<model>/<version>/``; a download lands in a temporary
+folder and is renamed into place when complete and verified, so a crash never leaves a half
+bundle that looks complete.
+"""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
 
+from model_registry.audit import AuditLog
 from model_registry.client import HOME_RANKER_MODEL, RegistryClient
-from model_registry.promotion import CHAMPION
+from model_registry.ledger import AuditedState, artifact_digest, audited_state
+from model_registry.promotion import CHALLENGER, CHAMPION
+
+log = logging.getLogger(__name__)
 
 _DONE = ".complete"
 
 
-class RegistryModelSource:
-    """Resolves aliases in the MLflow registry and downloads each version's bundle once.
+class ArtifactMismatchError(RuntimeError):
+    """A version's artifacts are not the ones recorded when it was registered."""
 
-    Until a champion exists, ``champion`` resolves to the newest registered version (the
-    platform can serve before its first promotion). Bundles are cached under
-    ``cache_dir/<model>/<version>/``; a download lands in a temporary folder and is renamed
-    into place when complete, so a crash never leaves a half bundle that looks complete.
-    """
+
+class RegistryModelSource:
+    """Resolves aliases through the verified audit log and downloads each bundle once."""
 
     def __init__(
-        self, tracking_uri: str, cache_dir: Path, model_name: str = HOME_RANKER_MODEL
+        self,
+        tracking_uri: str,
+        cache_dir: Path,
+        audit: AuditLog,
+        model_name: str = HOME_RANKER_MODEL,
     ) -> None:
         self.client = RegistryClient(tracking_uri)
         self.cache_dir = cache_dir
+        self.audit = audit
         self.model_name = model_name
 
+    def state(self) -> AuditedState:
+        """The model's state as its verified audit log says (raises when it is broken)."""
+        return audited_state(self.audit.verify(self.model_name))
+
     def version_for(self, alias: str) -> str | None:
-        """The version ``alias`` points at (``champion``: else the newest version)."""
-        version = self.client.alias_version(self.model_name, alias)
-        if version is None and alias == CHAMPION:
-            latest = self.client.latest(self.model_name)
-            return latest.version if latest is not None else None
-        return version
+        """The verified version ``alias`` stands for (module docstring), or None."""
+        state = self.state()
+        found = self.client.alias_version(self.model_name, alias)
+        if alias in (CHAMPION, CHALLENGER):
+            version = state.alias(alias)
+            if found is not None and found != version:
+                log.error(
+                    "%s alias %s points at version %s outside the platform; serving the audited "
+                    "%s instead",
+                    self.model_name,
+                    alias,
+                    found,
+                    version or "fallback",
+                )
+            if version is None and alias == CHAMPION:
+                usable = [v for v in state.versions.values() if _usable(v.review, v.promotion)]
+                version = max(usable, key=lambda v: int(v.version)).version if usable else None
+            return version
+        if found is None:
+            return None
+        record = state.of(found)
+        if record is None or not _usable(record.review, record.promotion):
+            log.error(
+                "%s alias %s points at version %s, which the audit log does not allow serving",
+                self.model_name,
+                alias,
+                found,
+            )
+            return None
+        return found
 
     def discard(self, version: str) -> None:
         """Remove the cached copy of ``version`` (it failed to load)."""
         shutil.rmtree(self.cache_dir / self.model_name / str(version), ignore_errors=True)
 
     def fetch(self, version: str) -> Path:
-        """The local bundle folder of ``version`` (downloaded on first use)."""
+        """The local bundle folder of ``version``, checked against its registered digest.
+
+        Raises:
+            ArtifactMismatchError: when the version was never registered through the platform
+                or the registry's bundle differs from the registered one (the copy is removed).
+        """
+        record = self.state().of(version)
+        if record is None or not record.artifact_digest:
+            raise ArtifactMismatchError(
+                f"{self.model_name} version {version} was never registered through the platform"
+            )
         target = self.cache_dir / self.model_name / str(version)
         if (target / _DONE).exists():
-            return target
+            if artifact_digest(target) == record.artifact_digest:
+                return target
+            log.warning(
+                "the cached bundle of %s version %s is damaged; downloading it again",
+                self.model_name,
+                version,
+            )
+            self.discard(version)
+        self._download(version, target)
+        digest = artifact_digest(target)
+        if digest != record.artifact_digest:
+            self.discard(version)
+            raise ArtifactMismatchError(
+                f"{self.model_name} version {version}: bundle digest {digest[:12]} differs from "
+                f"the registered {record.artifact_digest[:12]}; refusing to serve it"
+            )
+        return target
+
+    def _download(self, version: str, target: Path) -> None:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.cache_dir) as tmp:
             folder = self.client.download_bundle(self.model_name, version, Path(tmp) / "dl")
@@ -55,4 +136,7 @@ class RegistryModelSource:
                 shutil.rmtree(target)
             target.parent.mkdir(parents=True, exist_ok=True)
             staged.rename(target)
-        return target
+
+
+def _usable(review: str, promotion: str) -> bool:
+    return review != "rejected" and promotion != "rolled_back"

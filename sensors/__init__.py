@@ -22,6 +22,7 @@ from fitpulse_orchestration.privacy.erasure import pending_requests
 from fitpulse_orchestration.retrieval.catalog_watch import CatalogCursor, new_catalog_files
 from fitpulse_orchestration.serving.rollout import RolloutController
 from model_registry.client import HOME_RANKER_MODEL
+from model_registry.promotion import PromotionError
 from model_registry.resource import ModelRegistryResource
 
 FEATURE_DRIFT_REPORT = dg.AssetKey("feature_drift_report")
@@ -119,38 +120,62 @@ def build_drift_sensor(
 
 
 def build_promotion_sensor(
-    job: dg.JobDefinition | Any, model: str = HOME_RANKER_MODEL
+    job: dg.JobDefinition | Any,
+    integrity_job: dg.JobDefinition | Any,
+    model: str = HOME_RANKER_MODEL,
 ) -> dg.SensorDefinition:
-    """``promote_champion_job_on_approval``: promote an approved challenger, exactly once."""
+    """``promote_champion_job_on_approval``: guard the aliases, promote an approved challenger.
+
+    Every tick first puts ``champion`` and ``challenger`` back where the verified audit log says
+    they belong (an alias moved from MLflow's UI or a script is restored, never served), logs
+    each restore as an error and launches ``integrity_job``, whose failing asset check is the
+    alert. A broken audit chain stops promotions and launches the same check.
+    """
 
     @dg.sensor(
         name="promote_champion_job_on_approval",
-        job=job,
+        jobs=[job, integrity_job],
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Make an approved, gate-passed challenger the champion.",
+        description="Restore aliases moved outside the platform (and alert), then make an "
+        "approved, gate-passed challenger the champion.",
     )
     def promote_champion_job_on_approval(
         context: dg.SensorEvaluationContext, model_registry: ModelRegistryResource
     ) -> dg.SensorResult | dg.SkipReason:
         """Request one promotion run per approved challenger version."""
-        version = model_registry.get_promotion().pending_promotion(model)
-        if version is None:
-            return dg.SkipReason(f"{model}: no approved challenger waiting")
-        if context.cursor == version:
-            return dg.SkipReason(f"{model} version {version}: promotion already requested")
+        promotion = model_registry.get_promotion()
+        hour = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H")
+        alert = dg.RunRequest(job_name=integrity_job.name, run_key=f"integrity:{model}:{hour}")
+        try:
+            restored = promotion.check_aliases(model, "promote_champion_job_on_approval")
+            version = promotion.pending_promotion(model)
+        except PromotionError as exc:
+            context.log.error(str(exc))
+            return dg.SensorResult(run_requests=[alert], cursor=context.cursor)
+        for line in restored:
+            context.log.error(line)
+        requests = [alert] if restored else []
+        if version is None or context.cursor == version:
+            why = (
+                f"{model}: no approved challenger waiting"
+                if version is None
+                else f"{model} version {version}: promotion already requested"
+            )
+            if not requests:
+                return dg.SkipReason(why)
+            return dg.SensorResult(run_requests=requests, cursor=context.cursor)
         config = {"version": version, "model": model}
-        return dg.SensorResult(
-            run_requests=[
-                dg.RunRequest(
-                    # The run key makes the request idempotent across restarts and replays.
-                    run_key=f"promote:{model}:{version}",
-                    run_config={"ops": {"promote_champion": {"config": config}}},
-                    tags={"fitpulse/model": model, "fitpulse/version": version},
-                )
-            ],
-            cursor=version,
+        requests.append(
+            dg.RunRequest(
+                job_name=job.name,
+                # The run key makes the request idempotent across restarts and replays.
+                run_key=f"promote:{model}:{version}",
+                run_config={"ops": {"promote_champion": {"config": config}}},
+                tags={"fitpulse/model": model, "fitpulse/version": version},
+            )
         )
+        return dg.SensorResult(run_requests=requests, cursor=version)
 
     return promote_champion_job_on_approval
 
@@ -241,10 +266,12 @@ def build_canary_sensor(job: dg.JobDefinition | Any) -> dg.SensorDefinition:
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def canary_rollout_sensor(
-        context: dg.SensorEvaluationContext, object_store: ObjectStoreResource
+        context: dg.SensorEvaluationContext,
+        object_store: ObjectStoreResource,
+        model_registry: ModelRegistryResource,
     ) -> dg.SensorResult | dg.SkipReason:
         """One review run per running rollout and hour."""
-        controller = RolloutController(object_store.get_store())
+        controller = RolloutController(object_store.get_store(), model_registry.get_audit_key())
         running = controller.running()
         if not running:
             return dg.SkipReason("no canary rollout is running")

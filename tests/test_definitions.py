@@ -17,6 +17,7 @@ from fitpulse_orchestration.settings import ProjectHome
 
 DEFINITIONS_MODULE = "fitpulse_orchestration.definitions"
 EXPECTED_JOBS = {
+    "registry_integrity_job",
     "ingestion_job",
     "training_job",
     "monitoring_job",
@@ -89,6 +90,7 @@ EXPECTED_ASSETS = (
     | LAUNCH_ASSETS
 )
 EXPECTED_CHECKS = {
+    ("registered_home_ranker", "registry_audit_intact"),
     ("raw_events", "rows_balance"),
     ("raw_events", "quarantine_rate"),
     ("home_feed_evaluation", "candidate_beats_popularity"),
@@ -117,6 +119,7 @@ ENV_VARS = (
     "FITPULSE_S3_PREFIX",
     "FITPULSE_S3_ENDPOINT_URL",
     "FITPULSE_PSEUDONYM_SECRET",
+    "FITPULSE_AUDIT_KEY",
     "MLFLOW_TRACKING_URI",
     "FITPULSE_MLFLOW_ARTIFACTS",
     "FITPULSE_REDIS_URL",
@@ -213,7 +216,7 @@ def test_drift_and_promotion_sensors_target_their_jobs(defs: dg.Definitions) -> 
     promotion = defs.resolve_sensor_def("promote_champion_job_on_approval")
 
     assert drift.job_name == "training_job"
-    assert promotion.job_name == "promote_champion_job"
+    assert {j.name for j in promotion.jobs} == {"promote_champion_job", "registry_integrity_job"}
     assert defs.resolve_schedule_def("monitoring_job_schedule").job_name == "monitoring_job"
 
 

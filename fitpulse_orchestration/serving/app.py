@@ -16,11 +16,13 @@ unless enabled. Bodies over ``MAX_BODY_BYTES`` get 413, unknown fields and non-J
   quiet hours run on the server's clock: ``at`` is only checked against it (422 beyond
   ``MAX_CLOCK_SKEW_S``). An ``Idempotency-Key`` header binds the decision to (user, key): a
   replay returns the original answer and never sends again.
-- ``GET /healthz``: the process is up. ``GET /readyz``: 200 once the champion model and its
-  index are loaded, 503 (with what is missing) before that; the feed still answers from the
-  fallbacks while not ready.
+- ``GET /healthz``: the process is up. ``GET /readyz``: 200 when the champion model loaded
+  whole (model and indexes) and the online store answers; 503 otherwise, with each degraded
+  component and why (``components``). The feed still answers from the labelled fallbacks while
+  not ready.
 - ``GET /metrics``: Prometheus text format: request and per-stage latency histograms,
-  fallback and request counters, served model versions.
+  fallback and request counters, served model versions, ``fitpulse_component_up`` per
+  component.
 """
 
 from __future__ import annotations
@@ -268,6 +270,12 @@ class _Metrics:
             "Requests refused for a missing or unknown credential",
             registry=self.registry,
         )
+        self.component = Gauge(
+            "fitpulse_component_up",
+            "1 when a component serves whole, 0 when it is degraded (see /readyz for why)",
+            ["component"],
+            registry=self.registry,
+        )
         self.log_errors = Gauge(
             "fitpulse_served_log_write_errors",
             "Failed flushes of exposures and served features (retried)",
@@ -438,11 +446,24 @@ def create_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    def components() -> dict[str, str | None]:
+        """Each component's problem (None: healthy)."""
+        champion = service.state.models.get("champion")
+        model_problem = None
+        if champion is None or champion.model is None or champion.problem:
+            model_problem = champion.problem if champion else "no champion"
+        elif champion.model.index is None:
+            model_problem = "no item index"
+        return {"champion_model": model_problem, "online_store": service.store_health()}
+
     @app.get("/readyz")
     def readyz() -> JSONResponse:
         state = service.state
+        problems = components()
+        ready = state.ready and not any(problems.values())
         body = {
-            "ready": state.ready,
+            "ready": ready,
+            "components": problems,
             "as_of": state.as_of.isoformat(),
             "catalog_items": len(state.catalog),
             "models": {
@@ -456,13 +477,15 @@ def create_app(
             },
             "reload_error": watcher.last_error if watcher is not None else None,
         }
-        return JSONResponse(body, status_code=200 if state.ready else 503)
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics")
     def metrics_endpoint() -> Response:
         metrics.model.clear()
         for alias, loaded in service.state.models.items():
             metrics.model.labels(alias, loaded.version).set(1.0 if loaded.model else 0.0)
+        for component, problem in components().items():
+            metrics.component.labels(component).set(0.0 if problem else 1.0)
         if served_log is not None:
             metrics.log_errors.set(served_log.write_errors)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -12,7 +12,8 @@ labelled fallback in the response, and the remaining optional stages are skipped
 ``model_unavailable``        the model file is missing or scoring failed: segment popularity
 ``features_unavailable``     the online store is unreachable: default (missing) features, and
                              the beginner-safety rule for a user whose level is unknown
-``index_unavailable``        no FAISS index: popular and fresh candidates, still ranked
+``index_unavailable``        the ALS or the two-tower FAISS index is missing or unreadable:
+                             the other sources' candidates, still ranked
 ``deadline_exceeded``        a stage overran: the best list so far (retrieval order)
 ============================ ====================================================
 
@@ -65,6 +66,9 @@ from fitpulse_orchestration.serving.online_store import (
 )
 
 log = logging.getLogger(__name__)
+
+STORE_LOG_EVERY_S: Final = 60.0
+"""A failing online store is logged once a minute, not once per request."""
 
 STAGES: Final = ("lookup", "retrieval", "features", "ranking", "rerank")
 FALLBACKS: Final = (
@@ -223,9 +227,14 @@ class ServingState:
 
     @property
     def ready(self) -> bool:
-        """The champion is loaded with its index."""
+        """The champion loaded whole: its model and every index, with no problem."""
         champ = self.models.get("champion")
-        return bool(champ and champ.model is not None and champ.model.index is not None)
+        return bool(
+            champ
+            and champ.model is not None
+            and champ.model.index is not None
+            and champ.problem is None
+        )
 
 
 def _two_tower_index(live_index: LiveIndex | None, loaded: LoadedModel) -> ItemIndex | None:
@@ -384,6 +393,9 @@ class FeedService:
         self.experiment = experiment
         self.on_served = on_served
         self.log_errors = 0
+        self.store_problem: str | None = None
+        """Why the last online-store lookup failed (None once one succeeds again)."""
+        self._store_logged_at = -STORE_LOG_EVERY_S
 
     @property
     def state(self) -> ServingState:
@@ -495,7 +507,8 @@ class FeedService:
         with clock.stage("retrieval"):
             candidates = None
             if model is not None:
-                if model.index is None:
+                no_two_tower = model.two_tower is not None and state.two_tower_index(loaded) is None
+                if model.index is None or no_two_tower:
                     fallbacks.append("index_unavailable")
                 try:
                     candidates = _retrieve(state, loaded, users, history)
@@ -621,12 +634,30 @@ class FeedService:
         try:
             record = self.store.lookup_records("history", [pid]).get(pid)
             row = self.store.lookup("user", [pid])
-        except (OnlineStoreUnavailableError, LookupError):
+        except (OnlineStoreUnavailableError, LookupError) as exc:
+            self._store_failed(exc)
             return None, dict.fromkeys(USER_FEATURES, np.nan), False
+        self.store_problem = None
         history = UserHistory.from_record(record) if record is not None else None
         if row.empty:
             return history, dict(COLD_USER_FEATURES), True
         return history, {c: float(row[c].iloc[0]) for c in USER_FEATURES}, True
+
+    def _store_failed(self, exc: Exception) -> None:
+        """Remember why the store failed; log it at most every ``STORE_LOG_EVERY_S``."""
+        self.store_problem = f"{type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        if now - self._store_logged_at >= STORE_LOG_EVERY_S:
+            self._store_logged_at = now
+            log.error("online store lookup failed, serving features_unavailable: %s", exc)
+
+    def store_health(self) -> str | None:
+        """None when the online store answers now; else why it does not."""
+        try:
+            self.store.meta("user")
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return self.store_problem
 
     def _features(
         self,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import pickle
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,10 +70,13 @@ class ModelSource(Protocol):
 
 
 def load_version(source: ModelSource, version: str) -> LoadedModel:
-    """Load one version; a missing or broken model or index is recorded, not raised.
+    """Load one version; a missing or broken model or index is recorded, never raised.
 
-    A local copy that fails to load is discarded, so the watcher's next attempt fetches it
-    again (a damaged cache heals; a damaged registry artifact keeps failing, visibly).
+    Anything a bundle can hold that this code cannot load (a damaged file, a pickle naming a
+    module this code does not have) is a labelled problem: the service starts and serves the
+    fallback. A local copy that fails to load is discarded, so the watcher's next attempt
+    fetches it again (a damaged cache heals; a damaged registry artifact keeps failing,
+    visibly).
     """
     try:
         folder = source.fetch(version)
@@ -82,16 +84,30 @@ def load_version(source: ModelSource, version: str) -> LoadedModel:
         return LoadedModel(version, None, f"cannot fetch version {version}: {exc}")
     try:
         model = read_feed_model(folder, with_index=False)
-    except (OSError, TypeError, pickle.UnpicklingError, EOFError, AttributeError) as exc:
+    except Exception as exc:
         source.discard(version)
-        return LoadedModel(version, None, f"cannot load the model of version {version}: {exc}")
+        return LoadedModel(
+            version, None, f"cannot load the model of version {version}: {_why(exc)}"
+        )
+    problems = []
     try:
         model.index = read_item_index(folder)
+    except Exception as exc:
+        model.index = None
+        problems.append(f"no item index for version {version}: {_why(exc)}")
+    try:
         model.tt_index = read_two_tower_index(folder)
-    except (OSError, TypeError, pickle.UnpicklingError, EOFError) as exc:
+    except Exception as exc:
+        model.tt_index = None
+        problems.append(f"no two-tower index for version {version}: {_why(exc)}")
+    if problems:
         source.discard(version)
-        return LoadedModel(version, model, f"no item index for version {version}: {exc}")
+        return LoadedModel(version, model, "; ".join(problems))
     return LoadedModel(version, model)
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def resolve_as_of(clock: str, online: OnlineFeatureStore) -> pd.Timestamp:

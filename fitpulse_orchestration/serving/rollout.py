@@ -372,10 +372,10 @@ class RolloutController:
     ``namespace`` prefixes both (``simulations/`` keeps rehearsals apart from real rollouts).
     """
 
-    def __init__(self, store: ObjectStore, namespace: str = "") -> None:
+    def __init__(self, store: ObjectStore, audit_key: str, namespace: str = "") -> None:
         self.store = store
         self.namespace = namespace
-        self.audit = AuditLog(store, f"{namespace}{AUDIT_PREFIX}")
+        self.audit = AuditLog(store, audit_key, f"{namespace}{AUDIT_PREFIX}")
 
     def key(self, name: str) -> str:
         """Object-store key of a rollout's state."""

@@ -44,6 +44,7 @@ from fitpulse_orchestration.serving.rollout import RolloutController, served_spl
 from fitpulse_orchestration.serving.shadow import ShadowLog
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore, ObjectStore, S3ObjectStore
+from model_registry.audit import AUDIT_KEY_ENV, AuditLog, load_audit_key
 
 
 @dataclass
@@ -66,7 +67,14 @@ class Backends:
     online: OnlineFeatureStore
     tracking_uri: str
     pseudonymizer: Pseudonymizer
+    audit_key: str
+    """Signing key of the audit logs (``model_registry.audit``)."""
     caps: PushCapStore | None = None
+
+
+PUSH_CAPS_DEADLINE_S: Final = 0.05
+"""How long a push decision waits for the cap store (a lock, a slow Redis) before it fails safe
+with no send (``caps_unavailable``)."""
 
 
 def _env(name: str) -> str:
@@ -79,8 +87,9 @@ def _env(name: str) -> str:
 def profile_backends(home: ProjectHome, profile: str, serving: bool = False) -> Backends:
     """The backends of ``profile`` (``local`` or ``production``).
 
-    ``serving``: the feed service's view, which never creates the local online store (a
-    missing one is a labelled fallback until training materializes it).
+    ``serving``: the services' view, which never creates the local online store (a missing one
+    is a labelled fallback until training materializes it) and waits at most
+    ``PUSH_CAPS_DEADLINE_S`` for the push cap store.
     """
     if profile == "local":
         home.create()
@@ -89,7 +98,11 @@ def profile_backends(home: ProjectHome, profile: str, serving: bool = False) -> 
             online=SQLiteOnlineStore(home.online_store, create=not serving),
             tracking_uri=home.mlflow_tracking_uri,
             pseudonymizer=Pseudonymizer.from_secret(load_or_create_key(home.pseudonym_key_file)),
-            caps=SQLitePushCapStore(home.online_store.with_name("push_caps.sqlite")),
+            caps=SQLitePushCapStore(
+                home.online_store.with_name("push_caps.sqlite"),
+                timeout_s=PUSH_CAPS_DEADLINE_S if serving else 2.0,
+            ),
+            audit_key=load_audit_key(home.audit_key_file),
         )
     if profile == "production":
         return Backends(
@@ -101,7 +114,8 @@ def profile_backends(home: ProjectHome, profile: str, serving: bool = False) -> 
             online=RedisOnlineStore(_env("FITPULSE_REDIS_URL"), timeout_s=0.05),
             tracking_uri=_env("MLFLOW_TRACKING_URI"),
             pseudonymizer=Pseudonymizer.from_secret(_env("FITPULSE_PSEUDONYM_SECRET")),
-            caps=RedisPushCapStore(_env("FITPULSE_REDIS_URL"), timeout_s=0.05),
+            caps=RedisPushCapStore(_env("FITPULSE_REDIS_URL"), timeout_s=PUSH_CAPS_DEADLINE_S),
+            audit_key=_env(AUDIT_KEY_ENV),
         )
     raise ValueError(f"unknown profile {profile!r}; use 'local' or 'production'")
 
@@ -169,7 +183,9 @@ def build_runtime(
     if source is None:
         from model_registry.serving import RegistryModelSource
 
-        source = RegistryModelSource(backends.tracking_uri, model_cache)
+        source = RegistryModelSource(
+            backends.tracking_uri, model_cache, AuditLog(backends.store, backends.audit_key)
+        )
     loader = ServingLoader(source, backends.store, backends.online, clock, aliases)
     config = config or ServingConfig()
     served_log = ServedLog(backends.store, feature_share=config.feature_log_share)
@@ -186,7 +202,7 @@ def build_runtime(
     )
     rollout_split = None
     if rollout is not None:
-        controller = RolloutController(backends.store)
+        controller = RolloutController(backends.store, backends.audit_key)
 
         def rollout_split() -> Experiment | None:
             challenger = service.state.models.get("challenger")
@@ -204,7 +220,12 @@ def build_runtime(
         from model_registry.names import PUSH_POLICY_MODEL
         from model_registry.serving import RegistryModelSource
 
-        push_source = RegistryModelSource(backends.tracking_uri, model_cache, PUSH_POLICY_MODEL)
+        push_source = RegistryModelSource(
+            backends.tracking_uri,
+            model_cache,
+            AuditLog(backends.store, backends.audit_key),
+            PUSH_POLICY_MODEL,
+        )
     push = PushDecisionService(service, load_push_policy(push_source), backends.caps)
     freeze_heap()
     return ServiceRuntime(service, watcher, served_log, loader, push, shadow_log)

@@ -203,14 +203,21 @@ def simulate_ab(env: Environment, settings: SimulationSettings) -> SimulationRes
     )
 
 
-def registry_sources(tracking_uri: str, cache: Path) -> tuple[ModelSource, ModelSource]:
-    """The registry's feed-model and push-policy sources (as ``fitpulse serve`` uses them)."""
+def registry_sources(
+    tracking_uri: str, cache: Path, store: ObjectStore, audit_key: str
+) -> tuple[ModelSource, ModelSource]:
+    """The registry's feed-model and push-policy sources (as ``fitpulse serve`` uses them).
+
+    ``store`` and ``audit_key``: where the registry's audit log lives and its signing key.
+    """
+    from model_registry.audit import AuditLog
     from model_registry.names import PUSH_POLICY_MODEL
     from model_registry.serving import RegistryModelSource
 
+    audit = AuditLog(store, audit_key)
     return (
-        RegistryModelSource(tracking_uri, cache),
-        RegistryModelSource(tracking_uri, cache, PUSH_POLICY_MODEL),
+        RegistryModelSource(tracking_uri, cache, audit),
+        RegistryModelSource(tracking_uri, cache, audit, PUSH_POLICY_MODEL),
     )
 
 

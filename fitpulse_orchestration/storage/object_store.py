@@ -45,6 +45,14 @@ class ObjectStore(abc.ABC):
         """Store ``data`` under ``key``, replacing any previous value."""
 
     @abc.abstractmethod
+    def put_new(self, key: str, data: bytes) -> bool:
+        """Store ``data`` under ``key`` only if ``key`` holds nothing; False when it did.
+
+        Atomic: of two writers racing for one key, exactly one succeeds (append-only logs
+        rely on it).
+        """
+
+    @abc.abstractmethod
     def get_bytes(self, key: str) -> bytes:
         """Return the bytes under ``key``; raise ``ObjectNotFoundError`` if absent."""
 
@@ -99,6 +107,21 @@ class LocalObjectStore(ObjectStore):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def put_new(self, key: str, data: bytes) -> bool:
+        """Write a temporary file and hard-link it into place (``link`` fails if it exists)."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return True
 
     def get_bytes(self, key: str) -> bytes:
         """Read the file for ``key``."""
@@ -165,6 +188,21 @@ class S3ObjectStore(ObjectStore):
     def put_bytes(self, key: str, data: bytes) -> None:
         """Upload ``data`` with a single ``PutObject``."""
         self._client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data)
+
+    def put_new(self, key: str, data: bytes) -> bool:
+        """A conditional ``PutObject`` (``If-None-Match: *``); S3 answers 412 when it exists."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._client.put_object(
+                Bucket=self.bucket, Key=self._full(key), Body=data, IfNoneMatch="*"
+            )
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+                return False
+            raise
+        return True
 
     def get_bytes(self, key: str) -> bytes:
         """Download the object, mapping S3's NoSuchKey to ``ObjectNotFoundError``."""

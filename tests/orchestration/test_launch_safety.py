@@ -15,6 +15,8 @@ import dagster as dg
 import mlflow
 import pandas as pd
 import pytest
+from audit_keys import AUDIT_KEY
+from gate_samples import PASSED
 from typer.testing import CliRunner
 
 from assets.resources import ObjectStoreResource
@@ -39,7 +41,9 @@ from fitpulse_orchestration.simulation.ab import (
 )
 from fitpulse_orchestration.simulation.canary import missing_feature_challenger, simulate_rollout
 from fitpulse_orchestration.storage import LocalObjectStore
+from model_registry.audit import AuditLog, load_audit_key
 from model_registry.client import EXPERIMENT, HOME_RANKER_MODEL, RegistryClient
+from model_registry.promotion import ModelPromotion
 
 if TYPE_CHECKING:
     from conftest import WorldHome
@@ -63,7 +67,12 @@ def trained(world_home: WorldHome) -> WorldHome:
 @pytest.fixture(scope="module")
 def env(trained: WorldHome, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Environment]:
     backends = profile_backends(trained.home, "local")
-    feed, push = registry_sources(backends.tracking_uri, tmp_path_factory.mktemp("models"))
+    feed, push = registry_sources(
+        backends.tracking_uri,
+        tmp_path_factory.mktemp("models"),
+        backends.store,
+        backends.audit_key,
+    )
     with prepare_simulation(
         backends.store, backends.online, backends.pseudonymizer, feed, push
     ) as environment:
@@ -123,7 +132,7 @@ def test_a_harmful_policy_loses_retention(env: Environment) -> None:
 
 
 def _controller(tmp_path: Path) -> RolloutController:
-    return RolloutController(LocalObjectStore(tmp_path / "rollouts"))
+    return RolloutController(LocalObjectStore(tmp_path / "rollouts"), AUDIT_KEY)
 
 
 def test_a_bad_canary_is_halted_and_rolled_back(env: Environment, tmp_path: Path) -> None:
@@ -298,9 +307,13 @@ def test_a_served_rollout_is_reviewed_from_its_logs_and_killed(
     trained: WorldHome, env: Environment, tmp_path: Path
 ) -> None:
     home = trained.home
+    key = load_audit_key(home.audit_key_file)
+    # Version 1 becomes the challenger the way a passed gate makes it one.
     registry = RegistryClient(home.mlflow_tracking_uri)
-    registry.set_alias(HOME_RANKER_MODEL, "challenger", "1")
-    controller = RolloutController(trained.store)
+    ModelPromotion(registry, AuditLog(trained.store, key)).record_gate(
+        HOME_RANKER_MODEL, "1", PASSED, "promotion_gate"
+    )
+    controller = RolloutController(trained.store, key)
     config = RolloutConfig(
         "served-ranker",
         "1",
@@ -324,10 +337,12 @@ def test_a_served_rollout_is_reviewed_from_its_logs_and_killed(
 
         defs = build_definitions(home)
         sensor = defs.resolve_sensor_def("canary_rollout_sensor")
-        context = dg.build_sensor_context(
-            resources={"object_store": ObjectStoreResource(kind="local", root=str(home.store))}
-        )
-        (request,) = sensor(context).run_requests  # type: ignore[union-attr]
+        resources = {
+            "object_store": ObjectStoreResource(kind="local", root=str(home.store)),
+            "model_registry": defs.resources["model_registry"],
+        }
+        with dg.build_sensor_context(resources=resources) as context:
+            (request,) = sensor(context).run_requests  # type: ignore[union-attr]
         assert request.run_key.startswith("canary:served-ranker:0:")
         result = defs.resolve_job_def("canary_review_job").execute_in_process(
             instance=dg.DagsterInstance.ephemeral(), run_config=request.run_config
@@ -343,7 +358,8 @@ def test_a_served_rollout_is_reviewed_from_its_logs_and_killed(
         runtime.watcher.check_once()
         assert runtime.service.experiment is None
         assert {runtime.service.home_feed(u).variant for u in env.weekly_active[:5]} == {"default"}
-        assert isinstance(sensor(context), dg.SkipReason)
+        with dg.build_sensor_context(resources=resources) as context:
+            assert isinstance(sensor(context), dg.SkipReason)
     finally:
         registry.delete_alias(HOME_RANKER_MODEL, "challenger")
 

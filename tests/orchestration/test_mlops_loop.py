@@ -21,7 +21,7 @@ from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
 from fitpulse_orchestration.storage.asset_values import load_asset_value
 from fitpulse_orchestration.world.generator import ShiftParams, generate_world, world_params
-from model_registry.audit import AuditLog
+from model_registry.audit import AuditLog, load_audit_key
 from model_registry.client import HOME_RANKER_MODEL, RegistryClient
 from model_registry.promotion import (
     CHALLENGER,
@@ -57,7 +57,7 @@ class Loop:
     def promotion(self) -> ModelPromotion:
         return ModelPromotion(
             RegistryClient(self.home.mlflow_tracking_uri),
-            AuditLog(LocalObjectStore(self.home.store)),
+            AuditLog(LocalObjectStore(self.home.store), load_audit_key(self.home.audit_key_file)),
         )
 
     def job(self, name: str, **kwargs: Any) -> dg.ExecuteInProcessResult:
@@ -175,6 +175,13 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
                 },
             )
             r["champion_after_rollback"] = loop.alias(CHAMPION)
+        # Someone moves the champion alias in MLflow's UI to version 2.
+        r["integrity_clean"] = loop.job("registry_integrity_job")
+        r["champion_before_tamper"] = loop.alias(CHAMPION)
+        RegistryClient(home.mlflow_tracking_uri).set_alias(HOME_RANKER_MODEL, CHAMPION, "2")
+        r["tamper_tick"] = loop.tick("promote_champion_job_on_approval", None)
+        r["champion_after_tamper"] = loop.alias(CHAMPION)
+        r["integrity_after_tamper"] = loop.job("registry_integrity_job")
     return loop
 
 
@@ -298,8 +305,23 @@ def test_audit_log_holds_every_step(loop: Loop) -> None:
         expected += [("rolled_back", "2")]
     else:
         expected += [("gate_failed", "2")]
+    # The module ends by moving the champion alias to version 2 outside the platform.
+    expected += [("alias_restored", "2")]
     assert steps == expected
+    assert loop.promotion.audit.verify(HOME_RANKER_MODEL) == entries
     approved = next(e for e in entries if e.action == "approved")
     assert approved.actor == "ada"
     assert approved.note == "first model, beats popularity"
     assert approved.details["gate_seen"].startswith("passed vs popularity")
+
+
+def test_a_champion_alias_moved_outside_the_platform_is_restored_and_alerted(loop: Loop) -> None:
+    r = loop.results
+
+    assert r["champion_before_tamper"] == "1"
+    assert _checks(r["integrity_clean"]) == {"registry_audit_intact": True}
+    assert r["champion_after_tamper"] == "1"
+    assert [q.job_name for q in r["tamper_tick"].run_requests] == ["registry_integrity_job"]
+    assert _checks(r["integrity_after_tamper"]) == {"registry_audit_intact": False}
+    actions = [e.action for e in loop.promotion.audit.verify(HOME_RANKER_MODEL)]
+    assert actions[-1] == "alias_restored"

@@ -124,6 +124,7 @@ def production(
         "FITPULSE_S3_ENDPOINT_URL": s3_endpoint.endpoint_url,
         "FITPULSE_REDIS_URL": REDIS_DB_URL,
         "FITPULSE_PSEUDONYM_SECRET": "production-test-secret-" + uuid.uuid4().hex,
+        "FITPULSE_AUDIT_KEY": "production-test-audit-key-" + uuid.uuid4().hex,
         "MLFLOW_TRACKING_URI": _schema_url(pg_schemas["mlflow"]),
         "FITPULSE_MLFLOW_ARTIFACTS": f"s3://{s3_endpoint.bucket}/{prefix}/mlflow",
         "MLFLOW_S3_ENDPOINT_URL": s3_endpoint.endpoint_url,

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from assets.resources import ObjectStoreResource
 from fitpulse_orchestration.settings import ProjectHome
+from jobs import registry_integrity_job
 from jobs.registry import promote_champion_job
 from model_registry.gate import GateDecision
 from model_registry.promotion import (
@@ -42,6 +43,7 @@ class Registry:
         self.resource = ModelRegistryResource(
             tracking_uri=self.uri,
             object_store=ObjectStoreResource(kind="local", root=str(home.store)),
+            audit_key_file=str(home.audit_key_file),
         )
         self.promotion: ModelPromotion = self.resource.get_promotion()
         self._sources = itertools.count(1)
@@ -55,6 +57,7 @@ class Registry:
         source = self.home.root / "sources" / f"v{next(self._sources)}"
         source.mkdir(parents=True)
         version = str(self.mlflow.create_model_version(model, source.as_uri(), run_id=None).version)
+        self.promotion.mark_candidate(model, version, "test")
         self.promotion.record_gate(model, version, decision, "test")
         return version
 
@@ -71,7 +74,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 
 
 def _tick(registry: Registry, model: str, cursor: str | None) -> dg.SensorExecutionData:
-    sensor = build_promotion_sensor(promote_champion_job, model=model)
+    sensor = build_promotion_sensor(promote_champion_job, registry_integrity_job, model=model)
     with dg.build_sensor_context(
         resources={"model_registry": registry.resource}, cursor=cursor
     ) as context:
@@ -97,12 +100,12 @@ def test_nothing_registered_skips(registry: Registry) -> None:
 
 
 def test_the_default_model_is_the_home_ranker(registry: Registry) -> None:
-    sensor = build_promotion_sensor(promote_champion_job)
+    sensor = build_promotion_sensor(promote_champion_job, registry_integrity_job)
     with dg.build_sensor_context(resources={"model_registry": registry.resource}) as context:
         data = sensor.evaluate_tick(context)
 
     assert sensor.name == "promote_champion_job_on_approval"
-    assert sensor.job_name == "promote_champion_job"
+    assert {j.name for j in sensor.jobs} == {"promote_champion_job", "registry_integrity_job"}
     assert data.run_requests == []
     assert data.skip_message == "fitpulse-home-ranker: no approved challenger waiting"
 
@@ -214,8 +217,10 @@ def test_a_gate_failed_version_never_produces_a_request(registry: Registry) -> N
     aliased = _tick(registry, model, None)
 
     assert tagged_only.run_requests == []
-    assert aliased.run_requests == []
-    assert "no approved challenger waiting" in (aliased.skip_message or "")
+    # The moved alias is put back (removed: the audit log has no challenger) and checked.
+    assert [r.job_name for r in aliased.run_requests] == ["registry_integrity_job"]
+    assert registry.promotion.client.alias_version(model, CHALLENGER) is None
+    assert registry.promotion.audit.entries(model)[-1].action == "alias_restored"
     assert registry.promotion.pending_promotion(model) is None
 
 
@@ -234,5 +239,25 @@ def test_the_promotion_job_refuses_a_gate_failed_version(registry: Registry) -> 
     failure = result.get_step_failure_events()[0].step_failure_data.error
     assert failure is not None
     assert failure.cause is not None
-    assert "can never become champion: gate failed" in failure.cause.message
+    assert "tag review.status='approved' but the audit log says" in failure.cause.message
     assert registry.promotion.client.alias_version(model, CHAMPION) is None
+
+
+def test_a_moved_champion_is_restored_and_alerts_through_the_integrity_check(
+    registry: Registry,
+) -> None:
+    model = registry.new_model()
+    first = registry.approved_version(model)
+    assert _promote(registry, _tick(registry, model, None).run_requests[0]).success
+    failed = registry.add_version(model, FAILED)
+    registry.mlflow.set_registered_model_alias(model, CHAMPION, failed)
+
+    data = _tick(registry, model, first)
+
+    assert registry.promotion.client.alias_version(model, CHAMPION) == first
+    (request,) = data.run_requests
+    assert request.job_name == "registry_integrity_job"
+    findings = registry.promotion.integrity_findings(model)
+    assert len(findings) == 1
+    assert "alias_restored" in findings[0]
+    assert f"pointed at version {failed}" in findings[0]

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import sqlite3
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,8 +31,10 @@ from fitpulse_orchestration.serving.app import create_app
 from fitpulse_orchestration.serving.online_store import SQLiteOnlineStore
 from fitpulse_orchestration.serving.runtime import ServiceRuntime, build_runtime, profile_backends
 from fitpulse_orchestration.settings import ProjectHome
+from fitpulse_orchestration.storage import LocalObjectStore
 from fitpulse_orchestration.storage.asset_values import load_asset_value
 from fitpulse_orchestration.storage.tables import read_parquet_prefix
+from model_registry.audit import AuditLog, load_audit_key
 from model_registry.client import RegistryClient
 from model_registry.names import PUSH_POLICY_MODEL
 from model_registry.serving import RegistryModelSource
@@ -159,8 +163,11 @@ def test_quiet_hours_block_and_say_when(trained: PushHome, tmp_path: Path) -> No
 
 
 def test_fail_safe_without_a_push_model(trained: PushHome, tmp_path: Path) -> None:
+    audit = AuditLog(
+        LocalObjectStore(trained.home.store), load_audit_key(trained.home.audit_key_file)
+    )
     source = RegistryModelSource(
-        trained.home.mlflow_tracking_uri, tmp_path / "models", "no-such-push-model"
+        trained.home.mlflow_tracking_uri, tmp_path / "models", audit, "no-such-push-model"
     )
     runtime = _runtime(trained, tmp_path, push_source=source)
     client = authed(create_app(runtime.service, push=runtime.push, tokens=TOKENS))
@@ -242,6 +249,31 @@ def test_daily_cap_blocks_the_second_send(trained: PushHome, tmp_path: Path) -> 
     assert (second["send"], second["blocked_by"]) == (False, "daily_cap")
     earliest = dt.datetime.fromisoformat(second["earliest_send_at"])
     assert earliest >= dt.datetime.fromisoformat(noon) + dt.timedelta(hours=24)
+
+
+def test_a_locked_cap_store_fails_safe_within_the_push_deadline(
+    trained: PushHome, tmp_path: Path
+) -> None:
+    runtime = build_runtime(
+        profile_backends(trained.home, "local", serving=True), tmp_path / "models", poll_s=3600.0
+    )
+    _always_send(runtime)
+    assert runtime.push is not None
+    user, noon = _sendable_user(trained, runtime)
+    runtime.push.set_clock((dt.datetime.fromisoformat(noon) + dt.timedelta(days=3)).timestamp)
+    locker = sqlite3.connect(trained.home.online_store.with_name("push_caps.sqlite"))
+    locker.execute("BEGIN IMMEDIATE")  # another writer holds the cap store's write lock
+    try:
+        started = time.perf_counter()
+        decision = runtime.push.decide(user)
+        elapsed = time.perf_counter() - started
+    finally:
+        locker.rollback()
+        locker.close()
+
+    assert (decision.send, decision.fallback) == (False, "caps_unavailable")
+    # 50 ms for the lock; the rest is the decision itself (generous for a loaded CI machine).
+    assert elapsed < 1.0
 
 
 def test_concurrent_decisions_send_once(trained: PushHome, tmp_path: Path) -> None:

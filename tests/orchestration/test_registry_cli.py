@@ -17,7 +17,7 @@ from typer.testing import CliRunner, Result
 from fitpulse_orchestration.cli import app
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
-from model_registry.audit import AuditLog
+from model_registry.audit import AuditLog, load_audit_key
 from model_registry.client import RegistryClient
 from model_registry.gate import GateDecision
 from model_registry.promotion import ModelPromotion
@@ -36,7 +36,8 @@ class Registry:
         self.uri = home.mlflow_tracking_uri
         self.mlflow = MlflowClient(self.uri, registry_uri=self.uri)
         self.promotion = ModelPromotion(
-            RegistryClient(self.uri), AuditLog(LocalObjectStore(home.store))
+            RegistryClient(self.uri),
+            AuditLog(LocalObjectStore(home.store), load_audit_key(home.audit_key_file)),
         )
         self._sources = itertools.count(1)
 
@@ -49,6 +50,7 @@ class Registry:
         source = self.home.root / "sources" / f"v{next(self._sources)}"
         source.mkdir(parents=True)
         version = str(self.mlflow.create_model_version(model, source.as_uri(), run_id=None).version)
+        self.promotion.mark_candidate(model, version, "test")
         if decision is not None:
             self.promotion.record_gate(model, version, decision, "test")
         return version
@@ -66,6 +68,11 @@ def _invoke(registry: Registry, *args: str | Path) -> Result:
 
 def _approve(registry: Registry, model: str, version: str, reviewer: str = "ana") -> Result:
     return _invoke(registry, "approve", model, version, "--reviewer", reviewer, "--note", "ok")
+
+
+def _roles(aliases: str) -> str:
+    """An aliases cell without ``candidate`` (it follows every registration)."""
+    return ",".join(a for a in aliases.split(",") if a not in ("candidate", "-")) or "-"
 
 
 def _status(result: Result) -> dict[str, dict[str, str]]:
@@ -159,7 +166,7 @@ def test_reject_then_approve_exits_2(registry: Registry) -> None:
     assert "was rejected by ana" in approved.stderr
     row = _status_of(registry, model)[version]
     assert row["review"] == "rejected by ana"
-    assert row["aliases"] == "-"
+    assert _roles(row["aliases"]) == "-"
 
 
 def test_promoting_an_unapproved_version_exits_2(registry: Registry) -> None:
@@ -171,7 +178,11 @@ def test_promoting_an_unapproved_version_exits_2(registry: Registry) -> None:
     assert result.exit_code == 2, result.output
     assert "is not approved" in result.stderr
     row = _status_of(registry, model)[version]
-    assert (row["aliases"], row["review"], row["promotion"]) == ("challenger", "pending", "-")
+    assert (_roles(row["aliases"]), row["review"], row["promotion"]) == (
+        "challenger",
+        "pending",
+        "-",
+    )
 
 
 def test_promote_makes_the_approved_version_champion(registry: Registry) -> None:
@@ -187,7 +198,7 @@ def test_promote_makes_the_approved_version_champion(registry: Registry) -> None
     assert again.exit_code == 0, again.output
     assert "already is the champion" in again.stdout
     row = _status_of(registry, model)[version]
-    assert (row["aliases"], row["promotion"]) == ("champion", "champion")
+    assert (_roles(row["aliases"]), row["promotion"]) == ("champion", "champion")
 
 
 def test_rolling_back_the_first_champion_exits_2(registry: Registry) -> None:
@@ -201,7 +212,7 @@ def test_rolling_back_the_first_champion_exits_2(registry: Registry) -> None:
     assert result.exit_code == 2, result.output
     assert "nothing to roll back" in result.stderr
     row = _status_of(registry, model)[version]
-    assert (row["aliases"], row["promotion"]) == ("champion", "champion")
+    assert (_roles(row["aliases"]), row["promotion"]) == ("champion", "champion")
 
 
 def test_rollback_without_a_champion_exits_2(registry: Registry) -> None:
@@ -223,16 +234,19 @@ def test_rollback_restores_the_previous_champion(registry: Registry) -> None:
     assert _approve(registry, model, second).exit_code == 0
     assert _invoke(registry, "promote", model, second).exit_code == 0
     before = _status_of(registry, model)
-    assert (before[second]["aliases"], before[second]["promotion"]) == ("champion", "champion")
-    assert (before[first]["aliases"], before[first]["promotion"]) == ("-", "retired")
+    assert (_roles(before[second]["aliases"]), before[second]["promotion"]) == (
+        "champion",
+        "champion",
+    )
+    assert (_roles(before[first]["aliases"]), before[first]["promotion"]) == ("-", "retired")
 
     result = _invoke(registry, "rollback", model, "--by", "oncall", "--note", "x")
 
     assert result.exit_code == 0, result.output
     assert f"rolled back version {second}; champion is version {first} again" in result.stdout
     after = _status_of(registry, model)
-    assert (after[first]["aliases"], after[first]["promotion"]) == ("champion", "champion")
-    assert (after[second]["aliases"], after[second]["promotion"]) == ("-", "rolled_back")
+    assert (_roles(after[first]["aliases"]), after[first]["promotion"]) == ("champion", "champion")
+    assert (_roles(after[second]["aliases"]), after[second]["promotion"]) == ("-", "rolled_back")
     rollback = registry.promotion.audit.entries(model)[-1]
     assert (rollback.action, rollback.actor, rollback.note) == ("rolled_back", "oncall", "x")
     assert rollback.details == {"restored": first, "from": second}
@@ -251,9 +265,9 @@ def test_status_lists_versions_and_the_audit_log(registry: Registry) -> None:
 
     rows = _status(result)
     assert list(rows) == [failed, passed]
-    assert (rows[passed]["aliases"], rows[passed]["review"]) == ("challenger", "pending")
+    assert (_roles(rows[passed]["aliases"]), rows[passed]["review"]) == ("challenger", "pending")
     assert rows[passed]["gate"] == "passed vs popularity"
-    assert rows[failed]["aliases"] == "-"
+    assert _roles(rows[failed]["aliases"]) == "-"
     assert rows[failed]["gate"].startswith("failed vs popularity (beginner_safety: ")
     audit = result.stdout.splitlines()[-1]
     assert audit == f"audit log: {registry.promotion.audit.location()}"

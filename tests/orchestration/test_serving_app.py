@@ -14,11 +14,12 @@ import gzip
 import itertools
 import json
 import re
+import shutil
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ import pandas as pd
 import pytest
 from api_client import API_TOKEN, TOKENS, authed
 from fastapi.testclient import TestClient
+from gate_samples import PASSED
 from prometheus_client.parser import text_string_to_metric_families
 
 from fitpulse_orchestration import layout
@@ -60,8 +62,10 @@ from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
 from fitpulse_orchestration.storage.asset_values import load_asset_value
 from fitpulse_orchestration.storage.tables import read_parquet_prefix
+from model_registry.audit import AuditLog, load_audit_key
 from model_registry.client import RegistryClient
 from model_registry.names import HOME_RANKER_MODEL
+from model_registry.promotion import ModelPromotion
 from model_registry.serving import RegistryModelSource
 
 if TYPE_CHECKING:
@@ -76,6 +80,7 @@ DEAD_REDIS_URL = "redis://127.0.0.1:1/0"
 COLD_USER = "new-user-0001"
 MODEL_FILE = "home_feed_model.pkl"
 INDEX_FILE = "item_index.pkl"
+TWO_TOWER_INDEX_FILE = "two_tower_index.pkl"
 PAYLOAD_LIMIT = 4096
 ITEM_KEYS = {"id", "type", "title", "reason"}
 ROOMY = ServingConfig(
@@ -319,24 +324,61 @@ def test_beginners_never_get_unsafe_items(trained: TrainedHome, tmp_path: Path) 
         trained.assert_beginner_safe(body["items"])
 
 
-def test_missing_model_file_falls_back_to_popularity(trained: TrainedHome, tmp_path: Path) -> None:
-    cache = tmp_path / "models"
-    first = _runtime(trained, cache)
-    assert first.service.state.ready
-    bundle = cache / HOME_RANKER_MODEL / "1"
-    (bundle / MODEL_FILE).unlink()
-    rt = _runtime(trained, cache)
-    beginner = trained.warm_user("beginner")
-    with _client(rt) as client:
-        ready = client.get("/readyz")
-        response = client.get(f"/v1/home-feed/{beginner}")
+def _audit(home: ProjectHome) -> AuditLog:
+    return AuditLog(LocalObjectStore(home.store), load_audit_key(home.audit_key_file))
+
+
+class _DamagedCopySource(RegistryModelSource):
+    """The real registry, except that each fetched bundle is a copy ``damage`` edits.
+
+    Stands for an artifact this code cannot load that still got past the registry (a bundle
+    written by other code, a file damaged after download).
+    """
+
+    def __init__(self, home: ProjectHome, cache: Path, damage: Callable[[Path], None]) -> None:
+        super().__init__(home.mlflow_tracking_uri, cache, _audit(home))
+        self.damage = damage
+
+    def fetch(self, version: str) -> Path:
+        folder = super().fetch(version)
+        copy = self.cache_dir / "damaged" / version
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(folder, copy)
+        self.damage(copy)
+        return copy
+
+
+def _registry_file(home: ProjectHome, version: str, name: str) -> Path:
+    """A file of ``version``'s bundle in the registry's own artifact store."""
+    run_id = RegistryClient(home.mlflow_tracking_uri).version(HOME_RANKER_MODEL, version).run_id
+    (path,) = [p for p in home.mlflow_artifacts.rglob(f"feed_bundle/{name}") if run_id in p.parts]
+    return path
+
+
+def test_a_swapped_registry_artifact_is_refused_and_popularity_serves(
+    trained: TrainedHome, tmp_path: Path
+) -> None:
+    path = _registry_file(trained.home, "1", MODEL_FILE)
+    original = path.read_bytes()
+    path.write_bytes(original + b"swapped")
+    try:
+        rt = _runtime(trained, tmp_path / "models")
+        beginner = trained.warm_user("beginner")
+        with _client(rt) as client:
+            ready = client.get("/readyz")
+            response = client.get(f"/v1/home-feed/{beginner}")
+            metrics = _samples(client.get("/metrics").text)
+    finally:
+        path.write_bytes(original)
 
     assert ready.status_code == 503
     champion = ready.json()["models"]["champion"]
     assert champion["version"] == "1"
     assert champion["loaded"] is False
-    assert "cannot load the model of version 1" in champion["problem"]
-    assert MODEL_FILE in champion["problem"]
+    assert "differs from the registered" in champion["problem"]
+    assert ready.json()["components"]["champion_model"] == champion["problem"]
+    assert ("fitpulse_component_up", {"component": "champion_model"}, 0.0) in metrics
+    assert ("fitpulse_component_up", {"component": "online_store"}, 1.0) in metrics
     assert response.status_code == 200
     body = response.json()
     assert body["fallback"] == "model_unavailable"
@@ -346,20 +388,64 @@ def test_missing_model_file_falls_back_to_popularity(trained: TrainedHome, tmp_p
     trained.assert_beginner_safe(body["items"])
 
 
-def test_a_damaged_cache_heals_at_the_next_poll(trained: TrainedHome, tmp_path: Path) -> None:
+def test_a_damaged_cached_bundle_is_downloaded_again(trained: TrainedHome, tmp_path: Path) -> None:
     cache = tmp_path / "models"
     _runtime(trained, cache)
     (cache / HOME_RANKER_MODEL / "1" / MODEL_FILE).unlink()
-    rt = _runtime(trained, cache)
-    assert rt.service.state.models["champion"].model is None
 
-    assert rt.watcher.check_once()
+    rt = _runtime(trained, cache)
 
     champion = rt.service.state.models["champion"]
     assert champion.model is not None
     assert champion.problem is None
+    assert (cache / HOME_RANKER_MODEL / "1" / MODEL_FILE).is_file()
     assert rt.service.state.ready
     assert not rt.service.home_feed(trained.warm_user()).fallbacks
+
+
+def test_a_pickle_naming_a_missing_module_starts_on_the_fallback_and_heals(
+    trained: TrainedHome, tmp_path: Path
+) -> None:
+    def foreign(folder: Path) -> None:
+        (folder / MODEL_FILE).write_bytes(b"cno_such_fitpulse_module\nFeedModel\n.")
+
+    cache = tmp_path / "models"
+    rt = _runtime(trained, cache, source=_DamagedCopySource(trained.home, cache, foreign))
+
+    champion = rt.service.state.models["champion"]
+    assert champion.model is None
+    assert "ModuleNotFoundError" in (champion.problem or "")
+    assert rt.service.home_feed(trained.warm_user()).fallbacks == ["model_unavailable"]
+    # The artifact is fixed (here: the source stops damaging it); the next poll loads it.
+    rt.watcher.loader.source = RegistryModelSource(
+        trained.home.mlflow_tracking_uri, cache, _audit(trained.home)
+    )
+    assert rt.watcher.check_once()
+    assert rt.service.state.ready
+    assert rt.service.home_feed(trained.warm_user()).fallbacks == []
+
+
+def test_a_corrupt_two_tower_index_is_labelled_and_not_ready(
+    trained: TrainedHome, tmp_path: Path
+) -> None:
+    def corrupt(folder: Path) -> None:
+        (folder / TWO_TOWER_INDEX_FILE).write_bytes(b"\x80\x05not a faiss index")
+
+    cache = tmp_path / "models"
+    rt = _runtime(trained, cache, source=_DamagedCopySource(trained.home, cache, corrupt))
+    user = trained.warm_user()
+    with _client(rt) as client:
+        ready = client.get("/readyz")
+        body = _feed(client, user)
+
+    assert ready.status_code == 503
+    champion = ready.json()["models"]["champion"]
+    assert champion["loaded"] is True
+    assert "no two-tower index for version 1" in champion["problem"]
+    assert body["fallback"] == "index_unavailable"
+    assert body["model_version"] == "1"
+    assert len(body["items"]) == 20
+    assert "two_tower" not in set(rt.service.home_feed(user).served["source"])
 
 
 class _BrokenVersionSource(RegistryModelSource):
@@ -380,7 +466,7 @@ def test_a_broken_new_version_never_replaces_a_working_one(
     rt = _runtime(trained, tmp_path / "models")
     assert rt.service.state.models["champion"].version == "1"
     rt.watcher.loader.source = _BrokenVersionSource(
-        trained.home.mlflow_tracking_uri, tmp_path / "models"
+        trained.home.mlflow_tracking_uri, tmp_path / "models", _audit(trained.home)
     )
 
     assert not rt.watcher.check_once()
@@ -395,10 +481,11 @@ def test_a_broken_new_version_never_replaces_a_working_one(
 def test_missing_index_serves_popular_and_fresh_candidates_ranked(
     trained: TrainedHome, tmp_path: Path
 ) -> None:
+    def unindexed(folder: Path) -> None:
+        (folder / INDEX_FILE).unlink()
+
     cache = tmp_path / "models"
-    _runtime(trained, cache)
-    (cache / HOME_RANKER_MODEL / "1" / INDEX_FILE).unlink()
-    rt = _runtime(trained, cache)
+    rt = _runtime(trained, cache, source=_DamagedCopySource(trained.home, cache, unindexed))
     user = trained.warm_user()
     with _client(rt) as client:
         ready = client.get("/readyz")
@@ -414,9 +501,10 @@ def test_missing_index_serves_popular_and_fresh_candidates_ranked(
     assert len(body["items"]) == 20
     response = rt.service.home_feed(user)
     assert response.ranked
-    # EASE needs no index: it and popularity and freshness still retrieve; ALS does not.
+    # EASE needs no index and the two-tower has its own: they, popularity and freshness still
+    # retrieve; ALS does not.
     assert "als" not in set(response.served["source"])
-    assert set(response.served["source"]) <= {"ease", "popular", "fresh"}
+    assert set(response.served["source"]) <= {"ease", "two_tower", "popular", "fresh"}
 
 
 def test_unreachable_online_store_serves_beginner_safe_defaults(
@@ -434,7 +522,10 @@ def test_unreachable_online_store_serves_beginner_safe_defaults(
         ready = client.get("/readyz")
         body = _feed(client, advanced)
 
-    assert ready.status_code == 200
+    assert ready.status_code == 503
+    components = ready.json()["components"]
+    assert components["champion_model"] is None
+    assert "OnlineStoreUnavailableError" in components["online_store"]
     assert body["fallback"] == "features_unavailable"
     assert body["model_version"] == "1"
     assert body["items"]
@@ -738,10 +829,29 @@ def test_health_readiness_and_metrics(trained: TrainedHome, tmp_path: Path) -> N
     assert not [s for s in metrics if s[0] == "fitpulse_feed_fallbacks_total"]
 
 
-def test_alias_moves_are_picked_up_live(trained: TrainedHome, tmp_path: Path) -> None:
+def _promote(home: ProjectHome, version: str) -> None:
+    """Take ``version`` through the platform: a passed gate, an approval, the promotion."""
+    promotion = ModelPromotion(
+        RegistryClient(home.mlflow_tracking_uri),
+        AuditLog(LocalObjectStore(home.store), load_audit_key(home.audit_key_file)),
+    )
+    promotion.record_gate(HOME_RANKER_MODEL, version, PASSED, "promotion_gate")
+    promotion.approve(HOME_RANKER_MODEL, version, "ada", "serving test")
+    promotion.promote(HOME_RANKER_MODEL, version, "promote_champion_job")
+
+
+def _rollback(home: ProjectHome) -> None:
+    ModelPromotion(
+        RegistryClient(home.mlflow_tracking_uri),
+        AuditLog(LocalObjectStore(home.store), load_audit_key(home.audit_key_file)),
+    ).rollback(HOME_RANKER_MODEL, "oncall", "serving test")
+
+
+def test_champion_moves_are_picked_up_live(trained: TrainedHome, tmp_path: Path) -> None:
     registry = RegistryClient(trained.home.mlflow_tracking_uri)
     rt = _runtime(trained, tmp_path / "models", poll_s=3600.0)
     assert rt.watcher.served_versions() == {"champion": "1"}
+    _promote(trained.home, "1")
     # Training on the already-ingested days again registers version 2 (re-ingesting only the
     # first day keeps this quick; the snapshot reads every clean partition).
     facts = _train(trained.home, trained.workdir, until=trained.first_day)
@@ -750,10 +860,12 @@ def test_alias_moves_are_picked_up_live(trained: TrainedHome, tmp_path: Path) ->
     try:
         with _client(rt) as client:
             assert _feed(client, user)["model_version"] == "1"
-            registry.set_alias(HOME_RANKER_MODEL, "champion", "1")
+            # An alias moved in MLflow is not followed: version 1 is the audited champion.
+            registry.set_alias(HOME_RANKER_MODEL, "champion", "2")
             assert rt.watcher.check_once() is False
             assert _feed(client, user)["model_version"] == "1"
-            registry.set_alias(HOME_RANKER_MODEL, "champion", "2")
+            registry.set_alias(HOME_RANKER_MODEL, "champion", "1")
+            _promote(trained.home, "2")
             assert rt.watcher.check_once() is True
             body = _feed(client, user)
             ready = client.get("/readyz").json()
@@ -781,7 +893,7 @@ def test_alias_moves_are_picked_up_live(trained: TrainedHome, tmp_path: Path) ->
             warmup = time.monotonic() + 10.0
             while len(seen) < 3 and not errors and time.monotonic() < warmup:
                 time.sleep(0.02)
-            registry.set_alias(HOME_RANKER_MODEL, "champion", "1")
+            _rollback(trained.home)
             deadline = time.monotonic() + 10.0
             version = "2"
             while version != "1" and time.monotonic() < deadline:
@@ -791,9 +903,10 @@ def test_alias_moves_are_picked_up_live(trained: TrainedHome, tmp_path: Path) ->
             stop.set()
             thread.join(timeout=10.0)
     finally:
-        registry.set_alias(HOME_RANKER_MODEL, "champion", "1")
+        if registry.alias_version(HOME_RANKER_MODEL, "champion") != "1":
+            _rollback(trained.home)
 
-    assert version == "1", "the watcher did not pick up the alias move within 10 s"
+    assert version == "1", "the watcher did not pick up the rollback within 10 s"
     assert not errors
     assert seen
     assert all(status == 200 for status, _ in seen)

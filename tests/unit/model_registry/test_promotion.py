@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from audit_keys import AUDIT_KEY
 from gate_samples import FAILED, PASSED
 from mlflow.tracking import MlflowClient
 
@@ -16,6 +17,7 @@ from fitpulse_orchestration.storage import LocalObjectStore
 from model_registry.audit import AuditLog
 from model_registry.client import RegistryClient
 from model_registry.gate import GateDecision
+from model_registry.ledger import evaluation_digest
 from model_registry.promotion import (
     CANDIDATE,
     CHALLENGER,
@@ -105,7 +107,7 @@ def reg(tracking_uri: str, tmp_path: Path, request: pytest.FixtureRequest) -> Re
     MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).create_registered_model(
         model
     )
-    audit = AuditLog(LocalObjectStore(tmp_path / "store"))
+    audit = AuditLog(LocalObjectStore(tmp_path / "store"), AUDIT_KEY)
     promotion = ModelPromotion(RegistryClient(tracking_uri), audit)
     return Registry(model, tracking_uri, tmp_path / "sources", promotion, audit)
 
@@ -124,6 +126,7 @@ def test_mark_candidate_sets_the_candidate_alias(reg: Registry) -> None:
 
 def test_record_gate_passed_sets_challenger_and_tags(reg: Registry) -> None:
     version = reg.new_version()
+    reg.promotion.mark_candidate(reg.model, version, "training-job")
 
     reg.promotion.record_gate(reg.model, version, PASSED, "training-job")
 
@@ -134,13 +137,18 @@ def test_record_gate_passed_sets_challenger_and_tags(reg: Registry) -> None:
     assert reg.alias(CHALLENGER) == version
     stored = reg.promotion.gate_of(reg.promotion.client.version(reg.model, version))
     assert stored == PASSED
-    (entry,) = reg.audit.entries(reg.model)
+    registered, entry = reg.audit.entries(reg.model)
     assert (entry.action, entry.version, entry.actor) == ("gate_passed", version, "training-job")
-    assert entry.details == PASSED.as_dict()
+    assert entry.details == {
+        "decision": PASSED.as_dict(),
+        "evaluation_digest": evaluation_digest(PASSED.as_dict()),
+        "artifact_digest": registered.details["artifact_digest"],
+    }
 
 
 def test_record_gate_failed_sets_tags_but_no_challenger(reg: Registry) -> None:
     version = reg.new_version()
+    reg.promotion.mark_candidate(reg.model, version, "training-job")
 
     reg.promotion.record_gate(reg.model, version, FAILED, "training-job")
 
@@ -148,7 +156,7 @@ def test_record_gate_failed_sets_tags_but_no_challenger(reg: Registry) -> None:
     assert tags[GATE_STATUS] == "failed"
     assert "beginner_safety" in tags[GATE_SUMMARY]
     assert reg.alias(CHALLENGER) is None
-    assert reg.actions() == ["gate_failed"]
+    assert reg.actions() == ["registered", "gate_failed"]
 
 
 def test_newer_passing_version_supersedes_the_waiting_challenger(reg: Registry) -> None:
@@ -195,11 +203,12 @@ def test_approve_of_a_failed_gate_raises(reg: Registry) -> None:
 
 def test_approve_of_a_never_gated_version_raises(reg: Registry) -> None:
     version = reg.new_version()
+    reg.promotion.mark_candidate(reg.model, version, "training-job")
 
     with pytest.raises(PromotionError, match="not run"):
         reg.promotion.approve(reg.model, version, "alice", "")
 
-    assert reg.actions() == []
+    assert reg.actions() == ["registered"]
 
 
 def test_approve_of_an_unknown_version_raises_lookup_error(reg: Registry) -> None:
@@ -224,7 +233,12 @@ def test_approve_sets_review_tags_and_is_idempotent(reg: Registry) -> None:
     approvals = [e for e in reg.audit.entries(reg.model) if e.action == "approved"]
     assert len(approvals) == 1
     assert (approvals[0].actor, approvals[0].note) == ("alice", "ship it")
-    assert approvals[0].details == {"gate_seen": PASSED.summary(), "gate": "passed"}
+    assert approvals[0].details == {
+        "gate_seen": PASSED.summary(),
+        "gate": "passed",
+        "evaluation_digest": evaluation_digest(PASSED.as_dict()),
+        "artifact_digest": reg.audit.entries(reg.model)[0].details["artifact_digest"],
+    }
 
 
 def test_approving_an_older_passed_version_makes_it_challenger_again(reg: Registry) -> None:
@@ -272,6 +286,7 @@ def test_promote_requires_a_passed_gate_and_an_approval(reg: Registry) -> None:
     failed = reg.gated(FAILED)
     passed = reg.gated()
     never = reg.new_version()
+    reg.promotion.mark_candidate(reg.model, never, "training-job")
 
     with pytest.raises(PromotionError, match="gate failed"):
         reg.promotion.promote(reg.model, failed, "sensor")
@@ -296,10 +311,14 @@ def test_first_promotion_moves_champion_and_removes_challenger(reg: Registry) ->
     assert tags[PROMOTION_STATUS] == "champion"
     assert tags[PROMOTION_PREVIOUS] == ""
     promoted = reg.audit.entries(reg.model)[-1]
-    assert (promoted.action, promoted.actor, promoted.details) == (
+    assert (promoted.action, promoted.actor, promoted.details["previous"]) == (
         "promoted",
         "sensor",
-        {"previous": None},
+        None,
+    )
+    assert (
+        promoted.details["artifact_digest"]
+        == reg.audit.entries(reg.model)[0].details["artifact_digest"]
     )
 
 
@@ -315,7 +334,7 @@ def test_promotion_records_and_retires_the_previous_champion(reg: Registry) -> N
     assert reg.tags(v2)[PROMOTION_PREVIOUS] == v1
     assert reg.tags(v2)[PROMOTION_STATUS] == "champion"
     assert reg.tags(v1)[PROMOTION_STATUS] == "retired"
-    assert reg.audit.entries(reg.model)[-1].details == {"previous": v1}
+    assert reg.audit.entries(reg.model)[-1].details["previous"] == v1
 
 
 def test_promoting_the_champion_again_changes_nothing(reg: Registry) -> None:
@@ -510,3 +529,132 @@ def test_audit_log_holds_every_step_in_order(reg: Registry) -> None:
     ]
     assert [e.actor for e in entries][-3:] == ["alice", "sensor", "oncall"]
     assert all(e.model == reg.model for e in entries)
+
+
+# ---- trust: the audit log decides, tags and aliases only mirror it ----------------------------
+
+
+def _forge(reg: Registry, version: str, tags: dict[str, str]) -> None:
+    client = MlflowClient(tracking_uri=reg.uri, registry_uri=reg.uri)
+    for key, value in tags.items():
+        client.set_model_version_tag(reg.model, version, key, value)
+
+
+def test_forged_gate_and_review_tags_cannot_promote_a_failed_version(reg: Registry) -> None:
+    version = reg.gated(FAILED)
+    _forge(reg, version, {GATE_STATUS: "passed", REVIEW_STATUS: "approved"})
+    MlflowClient(tracking_uri=reg.uri, registry_uri=reg.uri).set_registered_model_alias(
+        reg.model, CHALLENGER, version
+    )
+
+    with pytest.raises(PromotionError, match=r"tag gate\.status='passed' but the audit log says"):
+        reg.promotion.promote(reg.model, version, "sensor")
+
+    assert reg.alias(CHAMPION) is None
+    assert reg.promotion.pending_promotion(reg.model) is None
+    assert reg.actions()[-1] == "tamper_detected"
+    assert "gate.status" in reg.audit.entries(reg.model)[-1].note
+
+
+def test_forged_gate_tag_cannot_be_approved(reg: Registry) -> None:
+    version = reg.gated(FAILED)
+    _forge(reg, version, {GATE_STATUS: "passed"})
+
+    with pytest.raises(PromotionError, match="refused"):
+        reg.promotion.approve(reg.model, version, "alice", "")
+
+    assert "approved" not in reg.actions()
+    assert reg.actions()[-1] == "tamper_detected"
+
+
+def test_a_version_registered_outside_the_platform_is_refused(reg: Registry) -> None:
+    version = reg.new_version()
+    _forge(reg, version, {GATE_STATUS: "passed", REVIEW_STATUS: "approved"})
+
+    with pytest.raises(PromotionError, match="never registered through the platform"):
+        reg.promotion.promote(reg.model, version, "sensor")
+
+    assert reg.alias(CHAMPION) is None
+    assert reg.actions() == ["tamper_detected"]
+
+
+def test_swapped_artifacts_are_refused_at_promotion(reg: Registry) -> None:
+    version = reg.gated()
+    reg.promotion.approve(reg.model, version, "alice", "")
+    source = Path(
+        reg.promotion.client.version(reg.model, version).model_uri.removeprefix("file://")
+    )
+    (source / "model.pkl").write_bytes(b"something else")
+
+    with pytest.raises(PromotionError, match="artifacts changed since registration"):
+        reg.promotion.promote(reg.model, version, "sensor")
+
+    assert reg.alias(CHAMPION) is None
+    assert reg.actions()[-1] == "tamper_detected"
+
+
+def test_an_edited_audit_entry_stops_every_decision(reg: Registry, tmp_path: Path) -> None:
+    version = reg.gated(FAILED)
+    store = LocalObjectStore(tmp_path / "store")
+    (gate_key,) = [k for k in store.list_keys("audit/registry/") if k.endswith("gate_failed.json")]
+    body = json.loads(store.get_bytes(gate_key))
+    body["action"] = "gate_passed"
+    store.put_bytes(gate_key, json.dumps(body).encode())
+
+    with pytest.raises(PromotionError, match="failed verification"):
+        reg.promotion.approve(reg.model, version, "alice", "")
+
+    assert reg.actions()[-1] == "tamper_detected"
+
+
+def test_a_moved_champion_alias_is_restored_and_recorded(reg: Registry) -> None:
+    v1 = reg.champion()
+    v2 = reg.gated(FAILED)
+    MlflowClient(tracking_uri=reg.uri, registry_uri=reg.uri).set_registered_model_alias(
+        reg.model, CHAMPION, v2
+    )
+
+    restored = reg.promotion.check_aliases(reg.model, "sensor")
+
+    assert reg.alias(CHAMPION) == v1
+    assert len(restored) == 1
+    assert f"pointed at version {v2}" in restored[0]
+    entry = reg.audit.entries(reg.model)[-1]
+    assert (entry.action, entry.details) == (
+        "alias_restored",
+        {"alias": CHAMPION, "found": v2, "restored": v1},
+    )
+    assert reg.promotion.check_aliases(reg.model, "sensor") == []
+
+
+def test_an_alias_set_with_no_audited_champion_is_removed(reg: Registry) -> None:
+    version = reg.gated(FAILED)
+    MlflowClient(tracking_uri=reg.uri, registry_uri=reg.uri).set_registered_model_alias(
+        reg.model, CHAMPION, version
+    )
+
+    reg.promotion.check_aliases(reg.model, "sensor")
+
+    assert reg.alias(CHAMPION) is None
+    assert reg.actions()[-1] == "alias_restored"
+
+
+def test_the_trainer_cannot_approve_their_own_version(reg: Registry) -> None:
+    version = reg.new_version()
+    reg.promotion.mark_candidate(reg.model, version, "training-job", trained_by="Alice")
+    reg.promotion.record_gate(reg.model, version, PASSED, "training-job")
+
+    with pytest.raises(PromotionError, match="four eyes"):
+        reg.promotion.approve(reg.model, version, "alice", "mine, looks great")
+
+    assert reg.promotion.approve(reg.model, version, "bob", "checked") is True
+
+
+@pytest.mark.parametrize("name", ["a" * 65, "alice\nbob", "<script>", "-leading-dash", "ali ce"])
+def test_reviewer_names_are_validated(reg: Registry, name: str) -> None:
+    version = reg.gated()
+
+    with pytest.raises(ValueError, match="1-64 letters"):
+        reg.promotion.approve(reg.model, version, name, "")
+
+    assert "approved" not in reg.actions()

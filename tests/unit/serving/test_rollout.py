@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from audit_keys import AUDIT_KEY
 
 from fitpulse_orchestration.serving.rollout import (
     ArmMetrics,
@@ -56,7 +57,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 def _controller(tmp_path: Path) -> tuple[LocalObjectStore, RolloutController]:
     store = LocalObjectStore(tmp_path / "store")
-    return store, RolloutController(store)
+    return store, RolloutController(store, AUDIT_KEY)
 
 
 def test_default_config_is_valid() -> None:
@@ -361,8 +362,8 @@ def test_start_stores_the_first_step(tmp_path: Path) -> None:
 
     assert (state.status, state.step, state.share) == ("running", 0, 0.01)
     assert controller.state("ranker-v7") == state
-    assert store.exists(RolloutController(store).key("ranker-v7"))
-    assert RolloutController(store).key("ranker-v7") == "serving/rollouts/ranker-v7.json"
+    assert store.exists(RolloutController(store, AUDIT_KEY).key("ranker-v7"))
+    assert RolloutController(store, AUDIT_KEY).key("ranker-v7") == "serving/rollouts/ranker-v7.json"
 
 
 def test_good_reviews_advance_step_by_step_to_completion(tmp_path: Path) -> None:
@@ -559,7 +560,7 @@ def test_histories_of_two_rollouts_are_separate(tmp_path: Path) -> None:
 
 
 def test_a_step_holds_until_it_has_lasted_min_step_hours(tmp_path: Path) -> None:
-    controller = RolloutController(LocalObjectStore(tmp_path))
+    controller = RolloutController(LocalObjectStore(tmp_path), AUDIT_KEY)
     start = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
     controller.start(_config(min_step_hours=24.0), "alice", now=start)
     good = GOOD
@@ -575,7 +576,7 @@ def test_a_step_holds_until_it_has_lasted_min_step_hours(tmp_path: Path) -> None
 
 
 def test_a_breach_rolls_back_even_before_min_step_hours(tmp_path: Path) -> None:
-    controller = RolloutController(LocalObjectStore(tmp_path))
+    controller = RolloutController(LocalObjectStore(tmp_path), AUDIT_KEY)
     start = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
     controller.start(_config(min_step_hours=24.0), "alice", now=start)
 

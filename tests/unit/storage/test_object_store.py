@@ -86,6 +86,24 @@ def test_overwrite_replaces_value(store: ObjectStore) -> None:
     assert store.list_keys() == ["k.bin"]
 
 
+def test_put_new_writes_once_and_never_replaces(store: ObjectStore) -> None:
+    assert store.put_new("log/0001.json", b"first") is True
+    assert store.put_new("log/0001.json", b"second") is False
+
+    assert store.get_bytes("log/0001.json") == b"first"
+    assert store.list_keys("log/") == ["log/0001.json"]
+
+
+def test_put_new_races_have_one_winner(store: ObjectStore) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        won = list(pool.map(lambda i: store.put_new("race", str(i).encode()), range(16)))
+
+    assert won.count(True) == 1
+    assert store.get_bytes("race") == str(won.index(True)).encode()
+
+
 def test_delete(store: ObjectStore) -> None:
     store.put_bytes("a/keep.txt", b"1")
     store.put_bytes("a/drop.txt", b"2")
