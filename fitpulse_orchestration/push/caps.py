@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from fitpulse_orchestration.serving.online_store import OnlineStoreUnavailableError
+from fitpulse_orchestration.serving.online_store import OnlineStoreUnavailableError, scrub_wal
 
 DAY_S: Final = 86400.0
 WEEK_S: Final = 7 * DAY_S
@@ -373,7 +373,11 @@ class SQLitePushCapStore(PushCapStore):
         return None if row is None else str(row[0])
 
     def forget_user(self, user_id: str) -> int:
-        """Erase the user's records and decisions; return how many were removed."""
+        """Erase the user's records and decisions; return how many were removed.
+
+        Freed cells are zeroed (``secure_delete``) and the WAL is checkpointed and truncated,
+        so no byte of the user's rows stays in the file or its WAL.
+        """
 
         def work(conn: sqlite3.Connection) -> int:
             sends = conn.execute("DELETE FROM push_sends WHERE user_id = ?", (user_id,)).rowcount
@@ -382,7 +386,20 @@ class SQLitePushCapStore(PushCapStore):
             ).rowcount
             return int(sends) + int(answers)
 
-        return self._write(work)
+        conn = self._conn()
+        try:
+            conn.execute("PRAGMA secure_delete=ON")
+            removed = self._write(work)
+            scrub_wal(conn, self.path)
+        except sqlite3.Error as exc:
+            self._drop_conn()
+            raise OnlineStoreUnavailableError(f"push cap store {self.path}: {exc}") from exc
+        finally:
+            try:
+                conn.execute("PRAGMA secure_delete=OFF")
+            except sqlite3.Error:
+                pass
+        return removed
 
     def prune(self, before: dt.datetime) -> int:
         """Drop records older than ``before``; return how many were removed."""

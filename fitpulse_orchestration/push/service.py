@@ -12,7 +12,8 @@ otherwise; only trusted in-process callers (simulations) pass their own ``at``. 
 ids are made here, never taken from a caller. A caller's idempotency key binds the decision to
 (user, key) in the cap store: a replay, or a concurrent twin, gets the first answer back
 (``replayed``), never a second send. Fail-safe answers are not remembered, so a retry after an
-outage decides afresh.
+outage decides afresh. Nothing is read or written for a user on the erasure list (``is_erased``:
+``erased_user``, no send), and nothing is remembered for a user the online store does not know.
 """
 
 from __future__ import annotations
@@ -120,8 +121,10 @@ class PushDecisionService:
         caps: PushCapStore | None,
         max_candidates: int = MAX_CANDIDATES,
         clock: Callable[[], float] | None = None,
+        is_erased: Callable[[str], bool] | None = None,
     ) -> None:
         self.feed = feed
+        self.is_erased = is_erased
         self._policy = policy
         self.caps = caps
         self.max_candidates = max_candidates
@@ -210,9 +213,11 @@ class PushDecisionService:
         if idempotency_key is not None and not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
             raise InvalidRequestError(f"idempotency key must match {IDEMPOTENCY_KEY.pattern}")
         request_id = request_id or uuid.uuid4().hex
+        pid = self.feed.pseudonymizer.pseudonymize(user_id)
+        if self.is_erased is not None and self.is_erased(pid):
+            return self._erased_answer(request_id)
         if idempotency_key is None:
             return self._decide(user_id, item_id, at, request_id, uuid.uuid4().hex)
-        pid = self.feed.pseudonymizer.pseudonymize(user_id)
         try:
             prior = self.caps.recall_decision(pid, idempotency_key) if self.caps else None
         except OnlineStoreUnavailableError:
@@ -222,6 +227,8 @@ class PushDecisionService:
         decision = self._decide(user_id, item_id, at, request_id, f"idem:{idempotency_key}")
         if decision.fallback is not None or self.caps is None:
             return decision
+        if decision.blocked_by == "unknown_user":
+            return decision  # nothing is kept about a user the platform does not know
         mine = json.dumps(decision.payload(), separators=(",", ":"))
         try:
             stored = self.caps.remember_decision(
@@ -230,6 +237,22 @@ class PushDecisionService:
         except OnlineStoreUnavailableError:
             return decision
         return decision if stored == mine else PushDecision.from_payload(json.loads(stored))
+
+    def _erased_answer(self, request_id: str) -> PushDecision:
+        """No send, and nothing read or written: the user is on the erasure list."""
+        return PushDecision(
+            request_id=request_id,
+            send=False,
+            item=None,
+            send_at=None,
+            earliest_send_at=None,
+            blocked_by="erased_user",
+            reasons=["the user was erased: nothing is decided or kept for them"],
+            scores=None,
+            fallback=None,
+            model_version=self._policy.version,
+            timings_ms={"total": 0.0},
+        )
 
     def _decide(
         self,

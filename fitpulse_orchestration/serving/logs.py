@@ -144,6 +144,10 @@ class ServedLog:
         self.write_errors = 0
         self.skipped_erased = 0
 
+    def is_erased(self, pseudo_id: str) -> bool:
+        """Whether the user is on the erasure list as of the last flush (for the push path)."""
+        return pseudo_id in self._erased
+
     def record(self, response: FeedResponse) -> None:
         """Buffer one served feed (an ``on_served`` callback of ``FeedService``)."""
         if response.pseudo_id in self._erased:

@@ -215,6 +215,17 @@ def _meta_json(meta: TableMeta) -> str:
     )
 
 
+def scrub_wal(conn: sqlite3.Connection, path: Path) -> None:
+    """Checkpoint the WAL into the database and truncate it (after an erasure's delete).
+
+    Raises:
+        sqlite3.OperationalError: when a reader kept the checkpoint from finishing.
+    """
+    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if busy:
+        raise sqlite3.OperationalError(f"{path}: a reader kept the WAL checkpoint from finishing")
+
+
 class SQLiteOnlineStore(OnlineFeatureStore):
     """One SQLite file (WAL journal); a materialization is one transaction.
 
@@ -301,6 +312,30 @@ class SQLiteOnlineStore(OnlineFeatureStore):
                 cursor = conn.execute(
                     "DELETE FROM features WHERE kind = ? AND id = ?", (kind, row_id)
                 )
+                return int(cursor.rowcount)
+        except sqlite3.Error as exc:
+            raise OnlineStoreUnavailableError(f"cannot write {self.path}: {exc}") from exc
+
+    def forget(self, user_id: str) -> int:
+        """Delete the user's rows, zero the freed space and empty the WAL (erasure).
+
+        ``secure_delete`` overwrites the deleted cells, and a ``TRUNCATE`` checkpoint copies
+        the pages back into the file and cuts the WAL to nothing, so neither the database
+        file nor its WAL keeps the user's bytes.
+
+        Raises:
+            OnlineStoreUnavailableError: when the store cannot be written.
+        """
+        marks = ",".join("?" * len(USER_KINDS))
+        try:
+            with closing(self._connect()) as conn:
+                conn.execute("PRAGMA secure_delete=ON")
+                with conn:
+                    cursor = conn.execute(
+                        f"DELETE FROM features WHERE kind IN ({marks}) AND id = ?",
+                        (*USER_KINDS, user_id),
+                    )
+                scrub_wal(conn, self.path)
                 return int(cursor.rowcount)
         except sqlite3.Error as exc:
             raise OnlineStoreUnavailableError(f"cannot write {self.path}: {exc}") from exc

@@ -226,7 +226,9 @@ def build_runtime(
             AuditLog(backends.store, backends.audit_key),
             PUSH_POLICY_MODEL,
         )
-    push = PushDecisionService(service, load_push_policy(push_source), backends.caps)
+    push = PushDecisionService(
+        service, load_push_policy(push_source), backends.caps, is_erased=served_log.is_erased
+    )
     freeze_heap()
     return ServiceRuntime(service, watcher, served_log, loader, push, shadow_log)
 

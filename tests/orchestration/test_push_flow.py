@@ -23,6 +23,7 @@ from fitpulse_orchestration import layout
 from fitpulse_orchestration.cli import run_training
 from fitpulse_orchestration.events.pseudonymize import Pseudonymizer, load_or_create_key
 from fitpulse_orchestration.features.reference import unsafe_for_beginners
+from fitpulse_orchestration.privacy.suppression import add_erased, erased_key
 from fitpulse_orchestration.push.caps import SQLitePushCapStore
 from fitpulse_orchestration.push.features import PushHistory, local_time
 from fitpulse_orchestration.push.policy import GUARDRAILS, PushPolicyBundle
@@ -387,3 +388,35 @@ def test_beginners_only_get_safe_items(trained: PushHome, tmp_path: Path) -> Non
         assert given["send"] is False
         assert given["blocked_by"] in ("opted_out", "unsafe_for_beginner")
     assert sent > 0
+
+
+def test_nothing_is_decided_or_kept_for_an_erased_or_unknown_user(
+    trained: PushHome, tmp_path: Path
+) -> None:
+    runtime = _runtime(trained, tmp_path)
+    _always_send(runtime)
+    assert runtime.push is not None
+    assert runtime.push.caps is not None
+    user, noon = _sendable_user(trained, runtime)
+    moment = dt.datetime.fromisoformat(noon) + dt.timedelta(days=5)
+    runtime.push.set_clock(moment.timestamp)
+    client = authed(create_app(runtime.service, push=runtime.push, tokens=TOKENS))
+    key = {"Idempotency-Key": "erased-0001-abcdef"}
+    pid = trained.pseudonymizer.pseudonymize(user)
+    store = LocalObjectStore(trained.home.store)
+    add_erased(store, pid, moment.isoformat())
+    try:
+        runtime.served_log.flush()  # the service re-reads the erasure list at each flush
+        erased = client.post("/v1/push/decision", json={"user_id": user}, headers=key).json()
+        stranger = client.post(
+            "/v1/push/decision", json={"user_id": "never-seen-9f3a"}, headers=key
+        ).json()
+    finally:
+        store.delete(erased_key(pid))
+
+    assert (erased["send"], erased["blocked_by"]) == (False, "erased_user")
+    assert runtime.push.caps.counts(pid, moment) == (0, 0)
+    assert runtime.push.caps.recall_decision(pid, key["Idempotency-Key"]) is None
+    assert (stranger["send"], stranger["blocked_by"]) == (False, "unknown_user")
+    unknown = trained.pseudonymizer.pseudonymize("never-seen-9f3a")
+    assert runtime.push.caps.recall_decision(unknown, key["Idempotency-Key"]) is None

@@ -438,3 +438,24 @@ def test_unreachable_redis_is_unavailable() -> None:
     for call in calls:
         with pytest.raises(OnlineStoreUnavailableError, match="redis unreachable"):
             call()
+
+
+def test_a_forgotten_user_leaves_no_byte_in_the_sqlite_file_or_its_wal(tmp_path: Path) -> None:
+    path = tmp_path / "caps.sqlite"
+    store = SQLitePushCapStore(path)
+    secret = "p_erase_me_5d2e"
+    at = dt.datetime(2026, 11, 2, 12, tzinfo=dt.UTC)
+    assert store.try_reserve(secret, "send-1", at, CapPolicy()).allowed
+    store.remember_decision(secret, "key-00000001", '{"send":true}', at)
+    assert store.try_reserve("p_other", "send-2", at, CapPolicy()).allowed
+
+    def on_disk() -> bytes:
+        wal = path.with_name(path.name + "-wal")
+        return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+    assert secret.encode() in on_disk()  # the positive control
+
+    assert store.forget_user(secret) == 2
+
+    assert secret.encode() not in on_disk()
+    assert store.counts("p_other", at) == (1, 1)

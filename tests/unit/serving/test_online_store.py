@@ -155,3 +155,25 @@ def test_a_replaced_or_deleted_file_is_noticed_by_an_open_reader(tmp_path: Path)
     assert replaced == [7.0]
     with pytest.raises(OnlineStoreUnavailableError):
         reader.lookup("user", ["p_0"])
+
+
+def _file_bytes(path: Path) -> bytes:
+    """The database file and its WAL, as they lie on disk."""
+    wal = path.with_name(path.name + "-wal")
+    return path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+def test_a_forgotten_user_leaves_no_byte_in_the_sqlite_file_or_its_wal(tmp_path: Path) -> None:
+    path = tmp_path / "features.sqlite"
+    store = SQLiteOnlineStore(path)
+    store.materialize("user", _users([1.0, 2.0, 3.0]), FEATURES, AS_OF)
+    secret = "p_erase_me_7c41"
+    store.materialize_records("history", {secret: {"n": 4}, "p_1": {"n": 1}}, AS_OF)
+    reader = SQLiteOnlineStore(path, create=False)
+    assert reader.lookup_records("history", [secret]) == {secret: {"n": 4}}
+    assert secret.encode() in _file_bytes(path)  # the positive control
+
+    assert store.forget(secret) == 1
+
+    assert secret.encode() not in _file_bytes(path)
+    assert reader.lookup_records("history", [secret, "p_1"]) == {"p_1": {"n": 1}}
