@@ -13,7 +13,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 
@@ -477,23 +477,26 @@ def demo(
         )
         typer.echo(sample["feed"].to_string(index=False))
     monitoring = run_monitoring(project)
+    typer.echo("")
+    _demo_review(project, facts)
     typer.echo("\nModel registry:")
     _print_status(project, HOME_RANKER_MODEL)
     drift = monitoring["reports"].get("feature_drift_report")
     if drift is not None:
         typer.echo(f"feature drift report: {drift['html_report']}")
-    if facts["gate"] is not None and facts["gate"].passed:
-        typer.echo(
-            f"next: a reviewer approves it with `fitpulse registry approve {HOME_RANKER_MODEL} "
-            f"{facts['version']} --reviewer NAME --note TEXT --home {project.root}`"
-        )
     from fitpulse_orchestration.serving.auth import local_tokens
 
     local_tokens(project.api_tokens_file, project.local_token_file)
+    champion = _registry(project).audited(HOME_RANKER_MODEL).champion
     typer.echo(
         f"serve it: `fitpulse serve --home {project.root}`, then call it with "
         f'`curl -H "Authorization: Bearer $(cat {project.local_token_file})" '
         "http://127.0.0.1:8000/v1/home-feed/USER_ID`"
+        + (
+            f" (champion: version {champion})"
+            if champion
+            else " (no champion: it answers from the labelled popularity fallback)"
+        )
     )
     _say(
         f"demo finished in {time.perf_counter() - started:.0f} s. Explore it with: "
@@ -501,6 +504,61 @@ def demo(
     )
     if facts["failed_checks"] or not monitoring["success"]:
         raise typer.Exit(code=1)
+
+
+DEMO_REVIEWER: Final = "demo-reviewer"
+"""The demo's stand-in reviewer: it approves what passed its gate so the demo serves a model."""
+
+
+def _demo_review(project: ProjectHome, facts: dict[str, Any]) -> None:
+    """Approve and promote each gate-passed version as ``DEMO_REVIEWER`` (demo only).
+
+    The services load only a promoted version (gate passed, approved). A real deployment has a
+    person approve (``fitpulse registry approve`` or ``review_model_job``); the one-command demo
+    stands in for them, says so, and records it in the audit log like any review.
+    """
+    from fitpulse_orchestration.events.pseudonymize import load_or_create_key
+    from model_registry.names import PUSH_POLICY_MODEL
+    from model_registry.reviewers import add_reviewer, approval_code, load_roster
+
+    registry = _registry(project)
+    key_file = project.root / "secrets" / "demo_reviewer_key"
+    roster = load_roster(project.reviewers_file)
+    if DEMO_REVIEWER not in roster.digests:
+        key_file.unlink(missing_ok=True)
+        key = add_reviewer(project.reviewers_file, DEMO_REVIEWER)
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+        roster = load_roster(project.reviewers_file)
+    key = load_or_create_key(key_file)
+    push = facts.get("push") or {}
+    for model, version, passed in (
+        (HOME_RANKER_MODEL, facts["version"], facts["gate"] is not None and facts["gate"].passed),
+        (PUSH_POLICY_MODEL, push.get("version"), bool(push.get("gate_passed"))),
+    ):
+        if version is None:
+            continue
+        if not passed:
+            typer.echo(
+                f"{model} version {version} failed its gate: the services serve their "
+                "labelled fallbacks (popularity; push: no send) until a version passes"
+            )
+            continue
+        code = approval_code(key, DEMO_REVIEWER, model, version, "approve")
+        roster.authorise(DEMO_REVIEWER, code, model, version, "approve")
+        registry.approve(model, version, DEMO_REVIEWER, "fitpulse demo: its stand-in reviewer")
+        registry.promote(model, version, "fitpulse demo")
+        typer.echo(
+            f"{model} version {version}: approved by {DEMO_REVIEWER} (the demo's stand-in; in "
+            f"real use a person runs `fitpulse registry approve {model} {version} --reviewer "
+            f"NAME --note TEXT`) and promoted to champion"
+        )
+    typer.echo(
+        f"reviewer roster: {project.reviewers_file} (add yourself: `fitpulse reviewer add NAME "
+        f"--home {project.root}`); demo-reviewer's key: {key_file}"
+    )
 
 
 @app.command()
@@ -1104,10 +1162,34 @@ def _registry_action(action: Any) -> Any:
     return _exit_2_on((PromotionError, LookupError, ValueError), action)
 
 
+def _reviewer_code(reviewer: str | None, model: str, version: str, decision: str) -> str:
+    """The approval code of ``reviewer``'s decision, from the key in ``$FITPULSE_REVIEWER_KEY``."""
+    from model_registry.reviewers import KEY_ENV, approval_code
+
+    key = os.environ.get(KEY_ENV, "").strip()
+    if not reviewer or not key:
+        typer.echo(
+            f"error: pass --reviewer NAME and set {KEY_ENV} to that reviewer's key (from "
+            "`fitpulse reviewer add NAME`)",
+            err=True,
+        )
+        raise typer.Exit(code=2)
+    return approval_code(key, reviewer, model, version, decision)
+
+
 def _review(
     decision: str, model: str, version: str, reviewer: str | None, note: str, home: Path | None
 ) -> None:
-    promotion = _registry(ProjectHome.resolve(home))
+    from model_registry.reviewers import ReviewNotAuthorisedError, load_roster
+
+    project = ProjectHome.resolve(home)
+    code = _reviewer_code(reviewer, model, version, decision)
+    roster = load_roster(project.reviewers_file)
+    _exit_2_on(
+        (ReviewNotAuthorisedError,),
+        lambda: roster.authorise(reviewer or "", code, model, version, decision),
+    )
+    promotion = _registry(project)
     act = promotion.approve if decision == "approve" else promotion.reject
     changed = _registry_action(lambda: act(model, version, reviewer, note))
     verb = "approved" if decision == "approve" else "rejected"
@@ -1140,6 +1222,25 @@ def reject(
 ) -> None:
     """Reject a version: it loses the challenger alias and can never be approved."""
     _review("reject", model, version, reviewer, note, home)
+
+
+@registry_app.command("approval-code")
+def approval_code_command(
+    model: ModelArg,
+    version: Annotated[str, typer.Argument(help="Version number.")],
+    reviewer: ReviewerOpt = None,
+    decision: Annotated[str, typer.Option(help="approve or reject.")] = "approve",
+) -> None:
+    """Print the code that authorises one review in the Dagster launchpad (review_model_job).
+
+    Computed here from $FITPULSE_REVIEWER_KEY: the key never leaves this machine, and the code
+    is good for this one decision on this one version by this reviewer only.
+    """
+    from model_registry.reviewers import DECISIONS
+
+    if decision not in DECISIONS:
+        raise typer.BadParameter(f"use one of {DECISIONS}", param_hint="--decision")
+    typer.echo(_reviewer_code(reviewer, model, version, decision))
 
 
 @registry_app.command()
@@ -1303,15 +1404,21 @@ def rollout_start(
 ) -> None:
     """Start a rollout at its first step; canary_rollout_sensor reviews it hourly."""
     from fitpulse_orchestration.serving.rollout import load_rollout_config
+    from model_registry.audit import AuditLog
     from model_registry.client import RegistryClient
+    from model_registry.promotion import ModelPromotion, PromotionError
 
     controller = _rollouts(home, profile)
     parsed = _exit_2_on((ValueError,), lambda: load_rollout_config(config))
     backends = _privacy_backends(home, profile)
-    alias = RegistryClient(backends.tracking_uri).alias_version(HOME_RANKER_MODEL, "challenger")
+    registry = ModelPromotion(
+        RegistryClient(backends.tracking_uri), AuditLog(backends.store, backends.audit_key)
+    )
+    # The audited challenger (what serving's canary share will load), not the MLflow alias.
+    alias = _exit_2_on((PromotionError,), lambda: registry.audited(HOME_RANKER_MODEL).challenger)
     if alias != parsed.challenger_version:
         typer.echo(
-            f"error: the challenger alias of {HOME_RANKER_MODEL} points at {alias or 'nothing'}, "
+            f"error: the challenger of {HOME_RANKER_MODEL} is {alias or 'nothing'}, "
             f"the rollout names version {parsed.challenger_version} (a version becomes the "
             "challenger by passing the promotion gate)",
             err=True,
@@ -1424,6 +1531,41 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+reviewer_app = typer.Typer(
+    help="The reviewer roster: who may approve or reject a model version.", no_args_is_help=True
+)
+app.add_typer(reviewer_app, name="reviewer")
+
+
+@reviewer_app.command("add")
+def reviewer_add(
+    name: Annotated[str, typer.Argument(help="The reviewer's name (letters, digits, _.@-).")],
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Roster file to append to (default: the home's secrets/reviewers; in "
+            "production the file FITPULSE_REVIEWERS_FILE names)."
+        ),
+    ] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Add NAME to the roster: print their key once, append its digest.
+
+    The reviewer keeps the key (e.g. in FITPULSE_REVIEWER_KEY) and approves with `fitpulse
+    registry approve`, or prints a launchpad code with `fitpulse registry approval-code`.
+    Remove a reviewer by deleting their line.
+    """
+    from model_registry.reviewers import add_reviewer, roster_path
+
+    target = file or roster_path(ProjectHome.resolve(home).reviewers_file)
+    try:
+        key = add_reviewer(target, name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="NAME") from exc
+    _say(f"added {name} to the reviewer roster {target}; their key (shown once):")
+    typer.echo(key)
 
 
 token_app = typer.Typer(

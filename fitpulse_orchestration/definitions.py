@@ -105,13 +105,17 @@ def _resources(profile: str, home: ProjectHome) -> dict[str, object]:
     )
     registry = (
         ModelRegistryResource(
-            tracking_uri=registry_uri, object_store=store, audit_key_file=str(home.audit_key_file)
+            tracking_uri=registry_uri,
+            object_store=store,
+            audit_key_file=str(home.audit_key_file),
+            reviewers_file=str(home.reviewers_file),
         )
         if profile == "local"
         else ModelRegistryResource(
             tracking_uri=registry_uri,
             object_store=store,
             audit_key=dg.EnvVar("FITPULSE_AUDIT_KEY"),
+            reviewers_file=dg.EnvVar("FITPULSE_REVIEWERS_FILE"),
         )
     )
     return {

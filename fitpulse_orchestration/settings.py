@@ -27,6 +27,7 @@ PRODUCTION_ENV = (
     "FITPULSE_REDIS_URL",
     "FITPULSE_PSEUDONYM_SECRET",
     "FITPULSE_AUDIT_KEY",
+    "FITPULSE_REVIEWERS_FILE",
     "MLFLOW_TRACKING_URI",
     "FITPULSE_MLFLOW_ARTIFACTS",
 )
@@ -99,6 +100,11 @@ class ProjectHome:
     def audit_key_file(self) -> Path:
         """Signing key of this home's registry audit log (``model_registry.audit``)."""
         return self.root / "secrets" / "audit.key"
+
+    @property
+    def reviewers_file(self) -> Path:
+        """The reviewer roster: names and key digests (``model_registry.reviewers``)."""
+        return self.root / "secrets" / "reviewers"
 
     @property
     def api_tokens_file(self) -> Path:

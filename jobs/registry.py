@@ -7,6 +7,7 @@ the decision and who made it, exactly like ``fitpulse registry approve|reject|ro
 from typing import Literal
 
 import dagster as dg
+from pydantic import Field
 
 from model_registry.client import HOME_RANKER_MODEL
 from model_registry.resource import ModelRegistryResource
@@ -18,6 +19,11 @@ class ReviewConfig(dg.Config):
     version: str
     decision: Literal["approve", "reject"]
     reviewer: str
+    approval_code: str = Field(
+        description="The reviewer's code for this decision on this version: `fitpulse registry "
+        "approval-code MODEL VERSION --reviewer NAME --decision DECISION` (from their key; "
+        "useless for any other decision, so safe in the run config)."
+    )
     note: str = ""
     model: str = HOME_RANKER_MODEL
 
@@ -27,6 +33,9 @@ def review_model_version(
     context: dg.OpExecutionContext, config: ReviewConfig, model_registry: ModelRegistryResource
 ) -> None:
     """Record a reviewer's approval or rejection (fails if the rules forbid it)."""
+    model_registry.get_roster().authorise(
+        config.reviewer, config.approval_code, config.model, config.version, config.decision
+    )
     promotion = model_registry.get_promotion()
     if config.decision == "approve":
         changed = promotion.approve(config.model, config.version, config.reviewer, config.note)

@@ -12,6 +12,7 @@ from fitpulse_orchestration.ranking.bundle import FeedBundle, read_bundle
 from model_registry.audit import AuditLog, load_audit_key
 from model_registry.client import HOME_RANKER_MODEL, RegistryClient, ensure_experiment
 from model_registry.promotion import ModelPromotion
+from model_registry.reviewers import ReviewerRoster
 
 
 @dg.resource(
@@ -49,6 +50,8 @@ class ModelRegistryResource(dg.ConfigurableResource):
     """Production: the audit signing key (``dg.EnvVar("FITPULSE_AUDIT_KEY")``)."""
     audit_key_file: str = ""
     """Local: the key file, created on first use."""
+    reviewers_file: str = ""
+    """The reviewer roster (``model_registry.reviewers``); production: the mounted file."""
 
     def get_client(self) -> RegistryClient:
         """A client bound to this registry."""
@@ -65,6 +68,10 @@ class ModelRegistryResource(dg.ConfigurableResource):
     def get_audit(self) -> AuditLog:
         """The registry's signed audit log in the object store."""
         return AuditLog(self.object_store.get_store(), self.get_audit_key())
+
+    def get_roster(self) -> ReviewerRoster:
+        """The reviewer roster (an empty one refuses every review)."""
+        return ReviewerRoster.from_file(Path(self.reviewers_file or "/nonexistent/reviewers"))
 
     def get_promotion(self) -> ModelPromotion:
         """The promotion workflow, auditing into the object store."""

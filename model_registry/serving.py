@@ -2,12 +2,15 @@
 
 Serving trusts the signed audit log (``model_registry.audit``), not MLflow's aliases and tags:
 
-- ``champion`` and ``challenger`` resolve to where the verified audit log puts them. An alias
-  moved outside the platform is logged and not followed (the promotion sensor restores it);
-- until a first promotion, ``champion`` is the newest version registered through the platform
-  that no reviewer rejected and nobody rolled back;
-- any other alias (an experiment's variant) is followed only to a version registered through the
-  platform and neither rejected nor rolled back;
+- ``champion`` resolves to the champion the verified audit log records: a version that passed
+  its gate, was approved and was promoted. Until the first promotion there is none, and the
+  services serve their labelled fallbacks (the feed: popularity; push: no send);
+- ``challenger`` resolves to the audited challenger (its gate passed; shadow traffic and canary
+  shares serve it while the reviewer decides);
+- an alias moved outside the platform is logged and not followed (the promotion sensor puts it
+  back);
+- any other alias (an experiment's variant) is followed only to a version whose gate passed and
+  that a reviewer approved, and nobody rolled back;
 - a bundle is used only when its digest equals the one recorded at registration; a damaged
   cached copy is evicted and downloaded again, a registry copy that differs is refused.
 
@@ -72,16 +75,13 @@ class RegistryModelSource:
                     found,
                     version or "fallback",
                 )
-            if version is None and alias == CHAMPION:
-                usable = [v for v in state.versions.values() if _usable(v.review, v.promotion)]
-                version = max(usable, key=lambda v: int(v.version)).version if usable else None
             return version
         if found is None:
             return None
         record = state.of(found)
-        if record is None or not _usable(record.review, record.promotion):
+        if record is None or not record.servable:
             log.error(
-                "%s alias %s points at version %s, which the audit log does not allow serving",
+                "%s alias %s points at version %s, which has not passed its gate and review",
                 self.model_name,
                 alias,
                 found,
@@ -136,7 +136,3 @@ class RegistryModelSource:
                 shutil.rmtree(target)
             target.parent.mkdir(parents=True, exist_ok=True)
             staged.rename(target)
-
-
-def _usable(review: str, promotion: str) -> bool:
-    return review != "rejected" and promotion != "rolled_back"

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
 
 import pandas as pd
 
@@ -50,6 +50,10 @@ from fitpulse_orchestration.storage import ObjectStore
 from fitpulse_orchestration.storage.asset_values import load_asset_value
 
 log = logging.getLogger(__name__)
+
+NO_CHAMPION: Final = (
+    "no champion: no version has passed its gate, been approved by a reviewer and been promoted"
+)
 
 CLOCKS = ("snapshot", "now")
 """``snapshot``: serve as of the online features' ``as_of`` (a replay of the synthetic world);
@@ -198,7 +202,7 @@ class ServingLoader:
         for alias, version in versions.items():
             if version is None:
                 if alias == "champion":
-                    models[alias] = LoadedModel("none", None, "no version is registered")
+                    models[alias] = LoadedModel("none", None, NO_CHAMPION)
                 continue
             if version not in cache:
                 cache[version] = load_version(self.source, version)

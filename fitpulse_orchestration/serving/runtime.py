@@ -234,7 +234,7 @@ def build_runtime(
 
 
 def load_push_policy(source: ModelSource, alias: str = "champion") -> LoadedPushPolicy:
-    """The push policy ``alias`` points at (the newest version before any promotion).
+    """The push policy ``alias`` stands for (the audited champion: gate passed, approved, promoted).
 
     A missing or unreadable version loads as a labelled failure: the service then fails safe
     (never sends) instead of refusing to start.
@@ -244,7 +244,9 @@ def load_push_policy(source: ModelSource, alias: str = "champion") -> LoadedPush
     except Exception as exc:
         return LoadedPushPolicy(None, None, f"registry unreachable: {exc}")
     if version is None:
-        return LoadedPushPolicy(None, None, "no push policy is registered")
+        return LoadedPushPolicy(
+            None, None, "no push policy has passed its gate, been approved and been promoted"
+        )
     try:
         return LoadedPushPolicy(version, PushPolicyBundle.load(source.fetch(version)))
     except Exception as exc:

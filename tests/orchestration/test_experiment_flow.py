@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 import pytest
+from serving_setup import make_first_champions
 from typer.testing import CliRunner
 
 from fitpulse_orchestration.cli import app, run_monitoring, run_training
@@ -45,6 +46,7 @@ def trained(world_home: WorldHome, tmp_path_factory: pytest.TempPathFactory) -> 
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(tmp_path_factory.mktemp("cwd"))
         run_training(world.home, eval_days=5, ranker_days=5)
+    make_first_champions(world.home)
     return world
 
 

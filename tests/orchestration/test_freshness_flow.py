@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 import pandas as pd
 import pytest
+from serving_setup import make_first_champions
 
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.cli import run_training
@@ -42,6 +43,7 @@ def trained(world_home: WorldHome, tmp_path_factory: pytest.TempPathFactory) -> 
         patch.chdir(workdir)
         facts = run_training(world_home.home, eval_days=5, ranker_days=5)
     assert facts["version"] == "1"
+    make_first_champions(world_home.home)
     return world_home
 
 

@@ -29,6 +29,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from schemathesis import BaseSchema
 from schemathesis.python.asgi import shutdown_lifespans
+from serving_setup import make_first_champions
 from starlette.types import Message, Scope
 
 from fitpulse_orchestration.cli import run_training
@@ -56,6 +57,7 @@ PROTECTED = r"^/v1/"
 def runtime(world_home: WorldHome, tmp_path_factory: pytest.TempPathFactory) -> ServiceRuntime:
     """A runtime over a home trained once for the module (feed models and push policy)."""
     run_training(world_home.home, eval_days=5, ranker_days=5)
+    make_first_champions(world_home.home)
     runtime = build_runtime(
         profile_backends(world_home.home, "local"),
         tmp_path_factory.mktemp("hostile") / "models",

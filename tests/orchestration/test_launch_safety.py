@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from audit_keys import AUDIT_KEY
 from gate_samples import PASSED
+from serving_setup import make_first_champions
 from typer.testing import CliRunner
 
 from assets.resources import ObjectStoreResource
@@ -61,6 +62,7 @@ GUARDRAILS = Guardrails(min_requests=10, p99_slack_ms=60_000.0)
 @pytest.fixture(scope="module")
 def trained(world_home: WorldHome) -> WorldHome:
     run_training(world_home.home, eval_days=5, ranker_days=5)
+    make_first_champions(world_home.home)
     return world_home
 
 
@@ -375,6 +377,6 @@ def test_rollout_commands_refuse_a_wrong_challenger_and_unknown_rollouts(
     status = CliRunner().invoke(app, ["rollout", "status", "cli-ranker", *home])
 
     assert start.exit_code == 2
-    assert "points at nothing, the rollout names version 9" in start.output
+    assert "the rollout names version 9" in start.output
     assert status.exit_code == 2
     assert "no rollout named 'cli-ranker' was started" in status.output

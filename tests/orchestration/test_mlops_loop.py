@@ -29,6 +29,7 @@ from model_registry.promotion import (
     ModelPromotion,
     PromotionError,
 )
+from model_registry.reviewers import add_reviewer, approval_code
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::dagster.BetaWarning")]
 
@@ -118,6 +119,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
         r["ingest_before"] = [loop.job("ingestion_job", partition_key=d) for d in before]
         r["train_1"] = loop.train()
         r["gate_1"] = load_asset_value(store, "promotion_gate")
+        ada = add_reviewer(home.reviewers_file, "ada")
         r["review_1"] = loop.job(
             "review_model_job",
             run_config={
@@ -127,6 +129,9 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
                             "version": "1",
                             "decision": "approve",
                             "reviewer": "ada",
+                            "approval_code": approval_code(
+                                ada, "ada", HOME_RANKER_MODEL, "1", "approve"
+                            ),
                             "note": "first model, beats popularity",
                         }
                     }

@@ -125,6 +125,7 @@ def production(
         "FITPULSE_REDIS_URL": REDIS_DB_URL,
         "FITPULSE_PSEUDONYM_SECRET": "production-test-secret-" + uuid.uuid4().hex,
         "FITPULSE_AUDIT_KEY": "production-test-audit-key-" + uuid.uuid4().hex,
+        "FITPULSE_REVIEWERS_FILE": str(root / "reviewers"),
         "MLFLOW_TRACKING_URI": _schema_url(pg_schemas["mlflow"]),
         "FITPULSE_MLFLOW_ARTIFACTS": f"s3://{s3_endpoint.bucket}/{prefix}/mlflow",
         "MLFLOW_S3_ENDPOINT_URL": s3_endpoint.endpoint_url,

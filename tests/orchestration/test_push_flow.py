@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pytest
 from api_client import TOKENS, authed
+from serving_setup import make_first_champions
 
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.cli import run_training
@@ -59,6 +60,7 @@ class PushHome:
 def trained(world_home: WorldHome, tmp_path_factory: pytest.TempPathFactory) -> PushHome:
     home, store = world_home.home, world_home.store
     facts = run_training(home, eval_days=5, ranker_days=5)
+    make_first_champions(home)
     profiles = (
         pd.concat(read_parquet_prefix(store, f"{layout.LANDING_USERS}/"), ignore_index=True)
         .drop_duplicates("user_id", keep="last")
@@ -405,6 +407,7 @@ def test_nothing_is_decided_or_kept_for_an_erased_or_unknown_user(
     pid = trained.pseudonymizer.pseudonymize(user)
     store = LocalObjectStore(trained.home.store)
     add_erased(store, pid, moment.isoformat())
+    counts_before = runtime.push.caps.counts(pid, moment)  # earlier tests sent to this user
     try:
         runtime.served_log.flush()  # the service re-reads the erasure list at each flush
         erased = client.post("/v1/push/decision", json={"user_id": user}, headers=key).json()
@@ -415,7 +418,7 @@ def test_nothing_is_decided_or_kept_for_an_erased_or_unknown_user(
         store.delete(erased_key(pid))
 
     assert (erased["send"], erased["blocked_by"]) == (False, "erased_user")
-    assert runtime.push.caps.counts(pid, moment) == (0, 0)
+    assert runtime.push.caps.counts(pid, moment) == counts_before
     assert runtime.push.caps.recall_decision(pid, key["Idempotency-Key"]) is None
     assert (stranger["send"], stranger["blocked_by"]) == (False, "unknown_user")
     unknown = trained.pseudonymizer.pseudonymize("never-seen-9f3a")

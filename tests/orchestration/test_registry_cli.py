@@ -14,18 +14,21 @@ from gate_samples import FAILED, PASSED
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner, Result
 
-from fitpulse_orchestration.cli import app
+from fitpulse_orchestration.cli import DEMO_REVIEWER, _demo_review, app
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
 from model_registry.audit import AuditLog, load_audit_key
 from model_registry.client import RegistryClient
 from model_registry.gate import GateDecision
+from model_registry.names import HOME_RANKER_MODEL, PUSH_POLICY_MODEL
 from model_registry.promotion import ModelPromotion
+from model_registry.reviewers import KEY_ENV, ReviewerRoster, add_reviewer, approval_code
 
 _MODEL_IDS = itertools.count(1)
 STATUS_COLUMNS = ("version", "aliases", "created", "ndcg@10", "data", "review", "promotion", "gate")
 
 runner = CliRunner()
+REVIEWERS = ("ana", "bo")
 
 
 class Registry:
@@ -40,6 +43,7 @@ class Registry:
             AuditLog(LocalObjectStore(home.store), load_audit_key(home.audit_key_file)),
         )
         self._sources = itertools.count(1)
+        self.keys = {name: add_reviewer(home.reviewers_file, name) for name in REVIEWERS}
 
     def new_model(self) -> str:
         name = f"cli-model-{next(_MODEL_IDS)}"
@@ -62,8 +66,14 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     return Registry(ProjectHome(tmp_path_factory.mktemp("registry_cli")).create())
 
 
-def _invoke(registry: Registry, *args: str | Path) -> Result:
-    return runner.invoke(app, ["registry", *(str(a) for a in args), "--home", registry.home.root])
+def _invoke(registry: Registry, *args: str | Path, key: str | None = None) -> Result:
+    """Run ``fitpulse registry ARGS``; a ``--reviewer NAME`` gets NAME's key in the environment
+    (or ``key`` when given)."""
+    words = [str(a) for a in args]
+    if key is None and "--reviewer" in words:
+        key = registry.keys.get(words[words.index("--reviewer") + 1].strip(), "")
+    env = {KEY_ENV: key} if key is not None else {}
+    return runner.invoke(app, ["registry", *words, "--home", registry.home.root], env=env)
 
 
 def _approve(registry: Registry, model: str, version: str, reviewer: str = "ana") -> Result:
@@ -103,7 +113,7 @@ def test_approve_without_reviewer_exits_2(registry: Registry) -> None:
 
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: ")
-    assert "a reviewer name is required" in result.stderr
+    assert "pass --reviewer NAME and set FITPULSE_REVIEWER_KEY" in result.stderr
 
 
 def test_blank_reviewer_is_no_reviewer(registry: Registry) -> None:
@@ -113,7 +123,37 @@ def test_blank_reviewer_is_no_reviewer(registry: Registry) -> None:
     result = _invoke(registry, "approve", model, version, "--reviewer", "   ")
 
     assert result.exit_code == 2, result.output
-    assert "a reviewer name is required" in result.stderr
+    assert "pass --reviewer NAME and set FITPULSE_REVIEWER_KEY" in result.stderr
+
+
+def test_a_reviewer_off_the_roster_or_with_a_wrong_key_is_refused(registry: Registry) -> None:
+    model = registry.new_model()
+    version = registry.add_version(model)
+
+    stranger = _invoke(registry, "approve", model, version, "--reviewer", "mallory", key="k" * 43)
+    forged = _invoke(registry, "approve", model, version, "--reviewer", "ana", key="k" * 43)
+    borrowed = _invoke(
+        registry, "approve", model, version, "--reviewer", "ana", key=registry.keys["bo"]
+    )
+
+    assert (stranger.exit_code, forged.exit_code, borrowed.exit_code) == (2, 2, 2)
+    assert "'mallory' is not on the reviewer roster" in stranger.stderr
+    assert "the approval code is not ana's for 'approve'" in forged.stderr
+    assert "the approval code is not ana's for 'approve'" in borrowed.stderr
+    assert _status_of(registry, model)[version]["review"] == "pending"
+
+
+def test_the_approval_code_is_the_one_the_roster_accepts(registry: Registry) -> None:
+    key = registry.keys["ana"]
+    args = ["registry", "approval-code", "some-model", "7", "--reviewer", "ana"]
+
+    result = runner.invoke(app, [*args, "--decision", "reject"], env={KEY_ENV: key})
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == approval_code(key, "ana", "some-model", "7", "reject")
+    ReviewerRoster.from_file(registry.home.reviewers_file).authorise(
+        "ana", result.stdout.strip(), "some-model", "7", "reject"
+    )
 
 
 def test_approving_a_gate_failed_version_exits_2(registry: Registry) -> None:
@@ -293,3 +333,27 @@ def test_unknown_version_exits_2_naming_the_versions(registry: Registry, command
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: ")
     assert f"has no version '99' (versions: {two}, {one})" in result.stderr
+
+
+def test_the_demo_stands_in_for_the_reviewer_only_on_a_passed_gate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = ProjectHome(tmp_path / "demo_home").create()
+    registry = Registry(home)
+    for model in (HOME_RANKER_MODEL, PUSH_POLICY_MODEL):
+        registry.mlflow.create_registered_model(model)
+    passed = registry.add_version(HOME_RANKER_MODEL, PASSED)
+    failed = registry.add_version(PUSH_POLICY_MODEL, FAILED)
+
+    _demo_review(
+        home, {"version": passed, "gate": PASSED, "push": {"version": failed, "gate_passed": False}}
+    )
+
+    out = capsys.readouterr().out
+    audited = registry.promotion.audited(HOME_RANKER_MODEL)
+    assert audited.champion == passed
+    assert audited.versions[passed].reviewer == DEMO_REVIEWER
+    assert registry.promotion.audited(PUSH_POLICY_MODEL).champion is None
+    assert f"{PUSH_POLICY_MODEL} version {failed} failed its gate" in out
+    assert f"approved by {DEMO_REVIEWER}" in out
+    assert DEMO_REVIEWER in ReviewerRoster.from_file(home.reviewers_file).digests

@@ -28,8 +28,8 @@ import pandas as pd
 import pytest
 from api_client import API_TOKEN, TOKENS, authed
 from fastapi.testclient import TestClient
-from gate_samples import PASSED
 from prometheus_client.parser import text_string_to_metric_families
+from serving_setup import make_champion, make_first_champions, registry_workflow
 
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.cli import run_training
@@ -65,7 +65,6 @@ from fitpulse_orchestration.storage.tables import read_parquet_prefix
 from model_registry.audit import AuditLog, load_audit_key
 from model_registry.client import RegistryClient
 from model_registry.names import HOME_RANKER_MODEL
-from model_registry.promotion import ModelPromotion
 from model_registry.serving import RegistryModelSource
 
 if TYPE_CHECKING:
@@ -168,6 +167,7 @@ def trained(world_home: WorldHome, tmp_path_factory: pytest.TempPathFactory) -> 
     workdir = tmp_path_factory.mktemp("serving_workdir")
     home, store = world_home.home, world_home.store
     facts = _train(home, workdir)
+    make_first_champions(home)
     assert facts["version"] == "1"
     assert facts["failed_checks"] == []
     pseudonymizer = Pseudonymizer.from_secret(load_or_create_key(home.pseudonym_key_file))
@@ -829,29 +829,14 @@ def test_health_readiness_and_metrics(trained: TrainedHome, tmp_path: Path) -> N
     assert not [s for s in metrics if s[0] == "fitpulse_feed_fallbacks_total"]
 
 
-def _promote(home: ProjectHome, version: str) -> None:
-    """Take ``version`` through the platform: a passed gate, an approval, the promotion."""
-    promotion = ModelPromotion(
-        RegistryClient(home.mlflow_tracking_uri),
-        AuditLog(LocalObjectStore(home.store), load_audit_key(home.audit_key_file)),
-    )
-    promotion.record_gate(HOME_RANKER_MODEL, version, PASSED, "promotion_gate")
-    promotion.approve(HOME_RANKER_MODEL, version, "ada", "serving test")
-    promotion.promote(HOME_RANKER_MODEL, version, "promote_champion_job")
-
-
 def _rollback(home: ProjectHome) -> None:
-    ModelPromotion(
-        RegistryClient(home.mlflow_tracking_uri),
-        AuditLog(LocalObjectStore(home.store), load_audit_key(home.audit_key_file)),
-    ).rollback(HOME_RANKER_MODEL, "oncall", "serving test")
+    registry_workflow(home).rollback(HOME_RANKER_MODEL, "oncall", "serving test")
 
 
 def test_champion_moves_are_picked_up_live(trained: TrainedHome, tmp_path: Path) -> None:
     registry = RegistryClient(trained.home.mlflow_tracking_uri)
     rt = _runtime(trained, tmp_path / "models", poll_s=3600.0)
     assert rt.watcher.served_versions() == {"champion": "1"}
-    _promote(trained.home, "1")
     # Training on the already-ingested days again registers version 2 (re-ingesting only the
     # first day keeps this quick; the snapshot reads every clean partition).
     facts = _train(trained.home, trained.workdir, until=trained.first_day)
@@ -865,7 +850,7 @@ def test_champion_moves_are_picked_up_live(trained: TrainedHome, tmp_path: Path)
             assert rt.watcher.check_once() is False
             assert _feed(client, user)["model_version"] == "1"
             registry.set_alias(HOME_RANKER_MODEL, "champion", "1")
-            _promote(trained.home, "2")
+            make_champion(trained.home, "2")
             assert rt.watcher.check_once() is True
             body = _feed(client, user)
             ready = client.get("/readyz").json()
