@@ -95,32 +95,37 @@ class LocalObjectStore(ObjectStore):
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)
 
-    def put_bytes(self, key: str, data: bytes) -> None:
-        """Write through a temporary file and rename, so readers never see partial objects."""
+    def _staged(self, key: str, data: bytes) -> tuple[Path, Path]:
+        """``data`` written to a temporary file beside ``key``'s file: (path, temporary)."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-            os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
+            raise
+        return path, Path(tmp)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write through a temporary file and rename, so readers never see partial objects."""
+        path, tmp = self._staged(key, data)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
             raise
 
     def put_new(self, key: str, data: bytes) -> bool:
         """Write a temporary file and hard-link it into place (``link`` fails if it exists)."""
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name)
+        path, tmp = self._staged(key, data)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
             os.link(tmp, path)
         except FileExistsError:
             return False
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
         return True
 
     def get_bytes(self, key: str) -> bytes:

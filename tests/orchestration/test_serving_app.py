@@ -348,6 +348,19 @@ class _DamagedCopySource(RegistryModelSource):
         return copy
 
 
+def _served_damaged(
+    trained: TrainedHome, tmp_path: Path, damage: Callable[[Path], None]
+) -> tuple[ServiceRuntime, Any, dict[str, Any], str]:
+    """A runtime over bundles ``damage`` edited, its /readyz and a warm user's feed."""
+    cache = tmp_path / "models"
+    rt = _runtime(trained, cache, source=_DamagedCopySource(trained.home, cache, damage))
+    user = trained.warm_user()
+    with _client(rt) as client:
+        ready = client.get("/readyz")
+        body = _feed(client, user)
+    return rt, ready, body, user
+
+
 def _registry_file(home: ProjectHome, version: str, name: str) -> Path:
     """A file of ``version``'s bundle in the registry's own artifact store."""
     run_id = RegistryClient(home.mlflow_tracking_uri).version(HOME_RANKER_MODEL, version).run_id
@@ -431,12 +444,7 @@ def test_a_corrupt_two_tower_index_is_labelled_and_not_ready(
     def corrupt(folder: Path) -> None:
         (folder / TWO_TOWER_INDEX_FILE).write_bytes(b"\x80\x05not a faiss index")
 
-    cache = tmp_path / "models"
-    rt = _runtime(trained, cache, source=_DamagedCopySource(trained.home, cache, corrupt))
-    user = trained.warm_user()
-    with _client(rt) as client:
-        ready = client.get("/readyz")
-        body = _feed(client, user)
+    rt, ready, body, user = _served_damaged(trained, tmp_path, corrupt)
 
     assert ready.status_code == 503
     champion = ready.json()["models"]["champion"]
@@ -484,12 +492,7 @@ def test_missing_index_serves_popular_and_fresh_candidates_ranked(
     def unindexed(folder: Path) -> None:
         (folder / INDEX_FILE).unlink()
 
-    cache = tmp_path / "models"
-    rt = _runtime(trained, cache, source=_DamagedCopySource(trained.home, cache, unindexed))
-    user = trained.warm_user()
-    with _client(rt) as client:
-        ready = client.get("/readyz")
-        body = _feed(client, user)
+    rt, ready, body, user = _served_damaged(trained, tmp_path, unindexed)
 
     assert ready.status_code == 503
     champion = ready.json()["models"]["champion"]
