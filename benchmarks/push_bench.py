@@ -339,8 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         loaded = push.policy
         if loaded.bundle is None:
             raise SystemExit(
-                f"no push policy loaded ({loaded.problem}); a home cached before the push "
-                "policy existed needs --fresh-home"
+                f"no push policy loaded ({loaded.problem}); the service loads only a promoted "
+                "policy (approve and promote one whose gate passed), and a home cached before "
+                "the push policy existed needs --fresh-home"
             )
         state = runtime.service.state
         params = loaded.bundle.params

@@ -197,6 +197,14 @@ def load_service(home: Path, log_root: Path) -> tuple[FeedService, ServedLog]:
     project = ProjectHome(home)
     runtime = build_runtime(profile_backends(project, "local"), project.model_cache)
     service = runtime.service
+    champion = service.state.models["champion"]
+    if champion.model is None:
+        # The service loads only a promoted champion; timing the fallback would mislead.
+        raise SystemExit(
+            f"no champion to serve in {home} ({champion.problem}): approve and promote a "
+            "version whose gate passed (`fitpulse registry approve` / `promote`), or use a "
+            "`fitpulse demo` home, whose stand-in reviewer does it"
+        )
     served_log = ServedLog(
         LocalObjectStore(log_root), feature_share=service.config.feature_log_share
     )
