@@ -20,8 +20,10 @@ the raw id.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -39,6 +41,13 @@ from fitpulse_orchestration.serving.online_store import OnlineFeatureStore
 from fitpulse_orchestration.storage import ObjectStore
 
 PRIVACY_AUDIT_PREFIX: Final = "audit/privacy"
+ERASURE_STEPS: Final = (
+    "erasure_list",
+    *(f"zone:{zone}" for zone in ZONE_PREFIXES),
+    "online_store",
+    "push_caps",
+)
+"""The steps of one erasure, in order (the audit record says which are done)."""
 
 
 @dataclass
@@ -52,6 +61,10 @@ class ErasureReport:
     online_rows: int = 0
     push_records: int = 0
     audit_key: str = ""
+    status: str = "in_progress"
+    """``in_progress`` until every step is done, then ``complete``; ``failed`` with ``error``."""
+    steps_done: list[str] = field(default_factory=list)
+    error: str = ""
 
     @property
     def records_deleted(self) -> int:
@@ -73,6 +86,10 @@ class ErasureReport:
             ),
             "online_rows": self.online_rows,
             "push_records": self.push_records,
+            "status": self.status,
+            "steps_done": list(self.steps_done),
+            "steps": list(ERASURE_STEPS),
+            "error": self.error,
         }
 
 
@@ -95,7 +112,10 @@ def erase_user(
 ) -> ErasureReport:
     """Erase every record of raw user id ``user_id`` and write the audit record.
 
-    Idempotent: erasing an erased user finds nothing and audits that.
+    Idempotent and resumable: erasing an erased user finds nothing and audits that, so a retry
+    after a crash finishes the job. The audit record is written before the first step and
+    rewritten after each (``status``, ``steps_done``): a crash leaves an ``in_progress`` record of
+    what was done, and a failure a ``failed`` one with the error, before it propagates.
 
     Raises:
         ValueError: for an empty user id.
@@ -106,8 +126,12 @@ def erase_user(
     now = now or dt.datetime.now(dt.UTC)
     pseudonym = pseudonymizer.pseudonymize(user_id)
     report = ErasureReport(pseudonym, now.isoformat(), requested_by)
-    add_erased(store, pseudonym, report.erased_at)
+    stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
+    report.audit_key = f"{PRIVACY_AUDIT_PREFIX}/{stamp}-erasure-{uuid.uuid4().hex[:8]}.json"
     needle = json.dumps(user_id)  # how the id appears inside a raw JSON line
+
+    def save() -> None:
+        store.put_bytes(report.audit_key, json.dumps(report.summary(), indent=2).encode())
 
     def raw_match(user: str | None, text: str) -> bool:
         return user == user_id or (user is None and needle in text)
@@ -115,19 +139,39 @@ def erase_user(
     def pseudo_match(user: str | None, _text: str) -> bool:
         return user == pseudonym
 
-    for zone in ZONE_PREFIXES:
+    def zone_step(zone: str) -> None:
         counts = ZoneCounts()
         predicate = raw_match if zone in RAW_ID_ZONES else pseudo_match
         for key in zone_keys(store, zone):
             counts.add(filter_object(store, zone, key, predicate))
         report.zones[zone] = counts
-    if online is not None:
-        report.online_rows = online.forget(pseudonym)
-    if caps is not None:
-        report.push_records = caps.forget_user(pseudonym)
-    stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
-    report.audit_key = f"{PRIVACY_AUDIT_PREFIX}/{stamp}-erasure-{uuid.uuid4().hex[:8]}.json"
-    store.put_bytes(report.audit_key, json.dumps(report.summary(), indent=2).encode())
+
+    def online_step() -> None:
+        if online is not None:
+            report.online_rows = online.forget(pseudonym)
+
+    def caps_step() -> None:
+        if caps is not None:
+            report.push_records = caps.forget_user(pseudonym)
+
+    steps: dict[str, Callable[[], None]] = {
+        "erasure_list": functools.partial(add_erased, store, pseudonym, report.erased_at),
+        **{f"zone:{zone}": functools.partial(zone_step, zone) for zone in ZONE_PREFIXES},
+        "online_store": online_step,
+        "push_caps": caps_step,
+    }
+    save()
+    for name, step in steps.items():
+        try:
+            step()
+        except Exception as exc:
+            report.status, report.error = "failed", f"{name}: {type(exc).__name__}: {exc}"
+            save()
+            raise
+        report.steps_done.append(name)
+        save()
+    report.status = "complete"
+    save()
     return report
 
 

@@ -18,6 +18,7 @@ from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.features.reference import load_catalog, load_profiles
 from fitpulse_orchestration.features.snapshot import load_feature_inputs
 from fitpulse_orchestration.privacy.erasure import (
+    ERASURE_STEPS,
     PRIVACY_AUDIT_PREFIX,
     erase_user,
     purge_erased_lines,
@@ -29,7 +30,10 @@ from fitpulse_orchestration.privacy.suppression import (
 )
 from fitpulse_orchestration.push.caps import SQLitePushCapStore
 from fitpulse_orchestration.serving.logs import SERVED_FEATURES, served_features_key
-from fitpulse_orchestration.serving.online_store import SQLiteOnlineStore
+from fitpulse_orchestration.serving.online_store import (
+    OnlineStoreUnavailableError,
+    SQLiteOnlineStore,
+)
 from fitpulse_orchestration.serving.shadow import shadow_key
 from fitpulse_orchestration.storage import (
     LocalObjectStore,
@@ -459,6 +463,48 @@ def test_erasing_twice_finds_nothing_the_second_time(
     assert json.loads(store.get_bytes(second.audit_key))["records_deleted"] == dict.fromkeys(
         first.zones, 0
     )
+
+
+def test_a_crash_part_way_leaves_an_audit_of_what_was_done_and_a_retry_finishes(
+    tmp_path: Path, pseudonymizer: Pseudonymizer
+) -> None:
+    store = LocalObjectStore(tmp_path / "store")
+    _write_small_world(store, pseudonymizer)
+    pseudonym = pseudonymizer.pseudonymize("usr_1")
+    online = SQLiteOnlineStore(tmp_path / "online.sqlite")
+    online.materialize_records("history", {pseudonym: {"n": 1}}, pd.Timestamp(NOW))
+    caps = SQLitePushCapStore(tmp_path / "caps.sqlite")
+    caps.record_sends([(pseudonym, "s1", NOW)])
+
+    class Down(SQLitePushCapStore):
+        def forget_user(self, user_id: str) -> int:
+            raise OnlineStoreUnavailableError("push cap store went away")
+
+    with pytest.raises(OnlineStoreUnavailableError, match="went away"):
+        erase_user(
+            store, pseudonymizer, "usr_1", online=online, caps=Down(tmp_path / "caps.sqlite")
+        )
+    (crashed_key,) = store.list_keys(f"{PRIVACY_AUDIT_PREFIX}/")
+    crashed = json.loads(store.get_bytes(crashed_key))
+    retried = erase_user(store, pseudonymizer, "usr_1", online=online, caps=caps, now=NOW)
+    done = json.loads(store.get_bytes(retried.audit_key))
+
+    assert crashed["status"] == "failed"
+    assert crashed["steps_done"] == list(ERASURE_STEPS[:-1])
+    assert crashed["error"] == "push_caps: OnlineStoreUnavailableError: push cap store went away"
+    assert crashed["online_rows"] == 1
+    assert sum(crashed["records_deleted"].values()) == 13
+    assert (done["status"], done["steps_done"], done["error"]) == (
+        "complete",
+        list(ERASURE_STEPS),
+        "",
+    )
+    assert (sum(done["records_deleted"].values()), done["online_rows"], done["push_records"]) == (
+        0,
+        0,
+        1,
+    )
+    assert caps.counts(pseudonym, NOW) == (0, 0)
 
 
 @pytest.mark.parametrize("user_id", ["", "   ", " usr_1", "usr_1\n", "\t"])
