@@ -517,7 +517,6 @@ def _demo_review(project: ProjectHome, facts: dict[str, Any]) -> None:
     person approve (``fitpulse registry approve`` or ``review_model_job``); the one-command demo
     stands in for them, says so, and records it in the audit log like any review.
     """
-    from fitpulse_orchestration.events.pseudonymize import load_or_create_key
     from model_registry.names import PUSH_POLICY_MODEL
     from model_registry.reviewers import add_reviewer, approval_code, load_roster
 
@@ -532,7 +531,13 @@ def _demo_review(project: ProjectHome, facts: dict[str, Any]) -> None:
         with os.fdopen(fd, "w") as fh:
             fh.write(key + "\n")
         roster = load_roster(project.reviewers_file)
-    key = load_or_create_key(key_file)
+    if not key_file.is_file():
+        typer.echo(
+            f"{DEMO_REVIEWER} is on the roster but its key file {key_file} is gone: nothing is "
+            "approved (a reviewer approves with `fitpulse registry approve`)"
+        )
+        return
+    key = key_file.read_text().strip()
     push = facts.get("push") or {}
     for model, version, passed in (
         (HOME_RANKER_MODEL, facts["version"], facts["gate"] is not None and facts["gate"].passed),

@@ -357,3 +357,10 @@ def test_the_demo_stands_in_for_the_reviewer_only_on_a_passed_gate(
     assert f"{PUSH_POLICY_MODEL} version {failed} failed its gate" in out
     assert f"approved by {DEMO_REVIEWER}" in out
     assert DEMO_REVIEWER in ReviewerRoster.from_file(home.reviewers_file).digests
+    # Its key file gone, the stand-in approves nothing (it never mints itself a new key).
+    (home.root / "secrets" / "demo_reviewer_key").unlink()
+    newer = registry.add_version(HOME_RANKER_MODEL, PASSED)
+    _demo_review(home, {"version": newer, "gate": PASSED, "push": None})
+
+    assert "its key file" in capsys.readouterr().out
+    assert registry.promotion.audited(HOME_RANKER_MODEL).champion == passed
