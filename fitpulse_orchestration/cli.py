@@ -12,6 +12,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final
 
@@ -1538,6 +1539,18 @@ if __name__ == "__main__":
     main()
 
 
+def _print_new_secret(
+    issue: Callable[[Path, str], str], target: Path, name: str, done: str
+) -> None:
+    """Create NAME's secret with ``issue`` (its digest goes to ``target``); print it once."""
+    try:
+        secret = issue(target, name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="NAME") from exc
+    _say(f"{done}; the secret (shown once):")
+    typer.echo(secret)
+
+
 reviewer_app = typer.Typer(
     help="The reviewer roster: who may approve or reject a model version.", no_args_is_help=True
 )
@@ -1565,12 +1578,7 @@ def reviewer_add(
     from model_registry.reviewers import add_reviewer, roster_path
 
     target = file or roster_path(ProjectHome.resolve(home).reviewers_file)
-    try:
-        key = add_reviewer(target, name)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="NAME") from exc
-    _say(f"added {name} to the reviewer roster {target}; their key (shown once):")
-    typer.echo(key)
+    _print_new_secret(add_reviewer, target, name, f"added {name} to the reviewer roster {target}")
 
 
 token_app = typer.Typer(
@@ -1600,9 +1608,6 @@ def token_issue(
     from fitpulse_orchestration.serving.auth import issue_token
 
     target = file or ProjectHome.resolve(home).api_tokens_file
-    try:
-        token = issue_token(target, name)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="NAME") from exc
-    _say(f"appended the digest of {name}'s token to {target}; the token (shown once):")
-    typer.echo(token)
+    _print_new_secret(
+        issue_token, target, name, f"appended the digest of {name}'s token to {target}"
+    )

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner, Result
 
 from fitpulse_orchestration.cli import DEMO_REVIEWER, _demo_review, app
+from fitpulse_orchestration.serving.auth import ApiTokens
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
 from model_registry.audit import AuditLog, load_audit_key
@@ -364,3 +365,22 @@ def test_the_demo_stands_in_for_the_reviewer_only_on_a_passed_gate(
 
     assert "its key file" in capsys.readouterr().out
     assert registry.promotion.audited(HOME_RANKER_MODEL).champion == passed
+
+
+def test_new_secrets_are_printed_once_and_only_their_digests_kept(tmp_path: Path) -> None:
+    home = ["--home", str(tmp_path / "home")]
+
+    added = runner.invoke(app, ["reviewer", "add", "bea", *home])
+    issued = runner.invoke(app, ["token", "issue", "svc", *home])
+    again = runner.invoke(app, ["reviewer", "add", "bea", *home])
+
+    assert (added.exit_code, issued.exit_code, again.exit_code) == (0, 0, 2)
+    key, token = added.stdout.strip().splitlines()[-1], issued.stdout.strip().splitlines()[-1]
+    project = ProjectHome(tmp_path / "home")
+    roster = ReviewerRoster.from_file(project.reviewers_file)
+    roster.authorise("bea", approval_code(key, "bea", "m", "1", "approve"), "m", "1", "approve")
+    assert key not in project.reviewers_file.read_text()
+    tokens = ApiTokens.parse_file(project.api_tokens_file)
+    assert tokens.caller(f"Bearer {token}") == "svc"
+    assert token not in project.api_tokens_file.read_text()
+    assert "already on the roster" in again.output
