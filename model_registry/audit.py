@@ -175,6 +175,16 @@ class AuditLog:
             prev = entry.digest()
         return entries
 
+    def head(self, model: str) -> AuditEntry | None:
+        """The newest entry of ``model`` as stored (None: none, or it cannot be read)."""
+        keys = self._keys(model)
+        if not keys:
+            return None
+        try:
+            return self._read(keys[-1])
+        except AuditIntegrityError:
+            return None
+
     def entries(self, model: str | None = None) -> list[AuditEntry]:
         """Every entry (of ``model`` when given) as stored, oldest first, unverified.
 

@@ -155,7 +155,15 @@ class ModelPromotion:
             ) from exc
 
     def _tamper(self, model: str, version: str | None, what: str) -> None:
+        """Log and record a tamper, once: a sensor ticking on a broken log adds no repeats."""
         log.error("registry tamper detected on %s version %s: %s", model, version, what)
+        head = self.audit.head(model)
+        if head is not None and (head.action, head.version, head.note) == (
+            "tamper_detected",
+            version,
+            what,
+        ):
+            return
         self.audit.append("tamper_detected", model, version, REGISTRY_ACTOR, what)
 
     def _refuse(self, model: str, version: str, what: str) -> PromotionError:

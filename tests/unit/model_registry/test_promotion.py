@@ -658,3 +658,22 @@ def test_reviewer_names_are_validated(reg: Registry, name: str) -> None:
         reg.promotion.approve(reg.model, version, name, "")
 
     assert "approved" not in reg.actions()
+
+
+def test_a_broken_log_is_recorded_once_however_often_it_is_read(
+    reg: Registry, tmp_path: Path
+) -> None:
+    version = reg.gated(FAILED)
+    store = LocalObjectStore(tmp_path / "store")
+    (gate_key,) = [k for k in store.list_keys("audit/registry/") if k.endswith("gate_failed.json")]
+    body = json.loads(store.get_bytes(gate_key))
+    body["note"] = "edited"
+    store.put_bytes(gate_key, json.dumps(body).encode())
+
+    for _ in range(3):  # e.g. three ticks of the promotion sensor
+        with pytest.raises(PromotionError, match="failed verification"):
+            reg.promotion.pending_promotion(reg.model)
+    with pytest.raises(PromotionError, match="failed verification"):
+        reg.promotion.approve(reg.model, version, "alice", "")
+
+    assert reg.actions() == ["registered", "gate_failed", "tamper_detected"]
