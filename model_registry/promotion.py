@@ -186,15 +186,19 @@ class ModelPromotion:
         if wrong:
             raise self._refuse(model, registered.version, "; ".join(wrong))
 
-    def _require(self, model: str, version: str) -> tuple[RegisteredVersion, AuditedVersion]:
+    def _require(
+        self, model: str, version: str
+    ) -> tuple[RegisteredVersion, AuditedVersion, AuditedState]:
+        """The version, its audited record and the model's audited state (one verification)."""
         registered = self.client.version(model, version)
-        v = self.audited(model).of(registered.version)
+        state = self.audited(model)
+        v = state.of(registered.version)
         if v is None:
             raise self._refuse(
                 model, registered.version, "it was never registered through the platform"
             )
         self._check_mirror(model, registered, v)
-        return registered, v
+        return registered, v, state
 
     def _digest_now(self, model: str, version: str) -> str:
         with tempfile.TemporaryDirectory() as tmp:
@@ -272,7 +276,7 @@ class ModelPromotion:
                 with.
         """
         name = valid_person(reviewer)
-        registered, v = self._require(model, version)
+        registered, v, _ = self._require(model, version)
         if v.gate != "passed":
             why = registered.tags.get(GATE_SUMMARY, "the promotion gate has not evaluated it")
             raise PromotionError(
@@ -331,8 +335,8 @@ class ModelPromotion:
                 registry.
         """
         name = valid_person(reviewer)
-        registered, v = self._require(model, version)
-        if self.audited(model).champion == registered.version:
+        registered, v, state = self._require(model, version)
+        if state.champion == registered.version:
             raise PromotionError(
                 f"{model} version {version} is the champion: roll back instead of rejecting"
             )
@@ -371,7 +375,7 @@ class ModelPromotion:
             PromotionError: unless the audit log shows the version's gate passed and a
                 reviewer approved it, its tags agree and its artifacts are the registered ones.
         """
-        registered, v = self._require(model, version)
+        registered, v, state = self._require(model, version)
         if v.gate != "passed":
             raise PromotionError(
                 f"{model} version {version} can never become champion: gate {v.gate or 'not run'}"
@@ -383,7 +387,7 @@ class ModelPromotion:
             )
         if v.promotion == "rolled_back":
             raise PromotionError(f"{model} version {version} was rolled back; it stays retired")
-        previous = self.audited(model).champion
+        previous = state.champion
         if previous == registered.version:
             return False
         digest = self._digest_now(model, version)

@@ -71,7 +71,9 @@ class ModelRegistryResource(dg.ConfigurableResource):
 
     def get_roster(self) -> ReviewerRoster:
         """The reviewer roster (an empty one refuses every review)."""
-        return ReviewerRoster.from_file(Path(self.reviewers_file or "/nonexistent/reviewers"))
+        if not self.reviewers_file:
+            return ReviewerRoster({}, "(no reviewers_file configured)")
+        return ReviewerRoster.from_file(Path(self.reviewers_file))
 
     def get_promotion(self) -> ModelPromotion:
         """The promotion workflow, auditing into the object store."""

@@ -593,13 +593,18 @@ def test_swapped_artifacts_are_refused_at_promotion(reg: Registry) -> None:
     assert reg.actions()[-1] == "tamper_detected"
 
 
-def test_an_edited_audit_entry_stops_every_decision(reg: Registry, tmp_path: Path) -> None:
-    version = reg.gated(FAILED)
+def _edit_gate_entry(tmp_path: Path, field: str, value: str) -> None:
+    """Change one field of the stored ``gate_failed`` entry behind the log's back."""
     store = LocalObjectStore(tmp_path / "store")
     (gate_key,) = [k for k in store.list_keys("audit/registry/") if k.endswith("gate_failed.json")]
     body = json.loads(store.get_bytes(gate_key))
-    body["action"] = "gate_passed"
+    body[field] = value
     store.put_bytes(gate_key, json.dumps(body).encode())
+
+
+def test_an_edited_audit_entry_stops_every_decision(reg: Registry, tmp_path: Path) -> None:
+    version = reg.gated(FAILED)
+    _edit_gate_entry(tmp_path, "action", "gate_passed")
 
     with pytest.raises(PromotionError, match="failed verification"):
         reg.promotion.approve(reg.model, version, "alice", "")
@@ -664,11 +669,7 @@ def test_a_broken_log_is_recorded_once_however_often_it_is_read(
     reg: Registry, tmp_path: Path
 ) -> None:
     version = reg.gated(FAILED)
-    store = LocalObjectStore(tmp_path / "store")
-    (gate_key,) = [k for k in store.list_keys("audit/registry/") if k.endswith("gate_failed.json")]
-    body = json.loads(store.get_bytes(gate_key))
-    body["note"] = "edited"
-    store.put_bytes(gate_key, json.dumps(body).encode())
+    _edit_gate_entry(tmp_path, "note", "edited")
 
     for _ in range(3):  # e.g. three ticks of the promotion sensor
         with pytest.raises(PromotionError, match="failed verification"):
