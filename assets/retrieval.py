@@ -150,6 +150,35 @@ def popular_items(
     )
 
 
+@dg.asset(group_name=RETRIEVAL, kinds={"pandas"})
+def fallback_popular_items(
+    retrieval_tuning: TuningResult, training_snapshot: TrainingSnapshot
+) -> dg.Output[pd.DataFrame]:
+    """What serves when no champion can: popularity over every event up to the snapshot's end.
+
+    The validated half-life, refit on the latest days like the served version
+    (``popular_items`` stops where the held-out window starts, for the evaluation). Nothing gates
+    it: the fallback must be fresh precisely when a candidate fails its checks. The service and
+    ``fitpulse recommend`` serve it through the guardrails while no champion is promoted.
+    """
+    params = retrieval_tuning.popularity
+    table = compute_popular_items(
+        training_snapshot.inputs.events,
+        training_snapshot.inputs.profiles,
+        training_snapshot.split.end,
+        params,
+    )
+    return dg.Output(
+        table,
+        metadata={
+            "segments": int(table["segment"].nunique()),
+            "rows": len(table),
+            "half_life": params.describe(),
+            "as_of": training_snapshot.split.end.isoformat(),
+        },
+    )
+
+
 @dg.asset(group_name=RETRIEVAL, kinds={"pytorch"}, required_resource_keys={"mlflow"})
 def two_tower_model(
     context: dg.AssetExecutionContext, config: TwoTowerConfig, training_snapshot: TrainingSnapshot

@@ -54,9 +54,10 @@ lands ``movies.csv`` with ``fitpulse import-catalog`` when the CLI has that comm
 ``fitpulse train --home H --holdout X`` (the option is left out, and the row says so, while
 ``fitpulse train --help`` does not list it), then ``fitpulse recommend --users USERS.csv --n 10
 --output RECS.parquet`` for every evaluated user (raw ids). ``train`` exits 1 when a blocking
-check fails; that is recorded and ``recommend`` still runs (it serves the newest registered
-version when there is no champion). A step that fails shows as a row with its reason. Every
-step is timed.
+check fails; that is recorded and ``recommend`` still runs: with ``--version N`` for the version
+``train`` registered (a reviewer has not promoted it yet), else without, when it serves what the
+service serves while no champion is promoted, the popularity fallback. A step that fails shows
+as a row with its reason. Every step is timed.
 
     .venv/bin/python benchmarks/public_data_bench.py --skip-project     # references: ~3 min
     .venv/bin/python benchmarks/public_data_bench.py                    # with the CLI path
@@ -692,8 +693,14 @@ def run_project(
             say(f"  {run.notes[-1]}")
     run.steps.append(run_step("train", train_argv, workdir / "train.log", timeout_s))
     train_rc = run.steps[-1].rc
+    train_log = workdir / "train.log"
+    registered = re.search(
+        r"promotion gate for version (\d+)", train_log.read_text() if train_log.exists() else ""
+    )
+    version = registered.group(1) if registered else None
     if train_rc != 0:
         run.notes.append(train_failure(run.steps[-1]) + "; recommending anyway")
+    served = ["--version", version] if version else []
 
     run.steps.append(
         run_step(
@@ -707,6 +714,7 @@ def run_project(
                 str(K),
                 "--output",
                 str(recs_path),
+                *served,
                 "--home",
                 str(home),
             ],
@@ -725,7 +733,8 @@ def run_project(
     known = set(enc.items.astype(str).tolist())
     run.unknown_items = int((~recs_frame["item_id"].astype(str).isin(known)).sum())
     run.metrics = slices(enc, recs, time_based)
-    run.status = "ok" if train_rc == 0 else f"train exit {train_rc}; served newest version"
+    what = f"version {version}" if version else "the popularity fallback (nothing registered)"
+    run.status = "ok" if train_rc == 0 else f"train exit {train_rc}; scored {what}"
     return run
 
 

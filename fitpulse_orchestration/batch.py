@@ -13,7 +13,8 @@ import pandas as pd
 from fitpulse_orchestration.events.pseudonymize import Pseudonymizer, load_or_create_key
 from fitpulse_orchestration.features.reference import UNKNOWN
 from fitpulse_orchestration.features.snapshot import TrainingSnapshot
-from fitpulse_orchestration.ranking.feed import HomeFeedModel, build_feeds
+from fitpulse_orchestration.ranking.feed import HomeFeedModel, build_feeds, fallback_feeds
+from fitpulse_orchestration.ranking.rerank import RerankParams
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import ObjectStore
 from fitpulse_orchestration.storage.asset_values import load_asset_value
@@ -38,18 +39,25 @@ def load_trained_feed(store: ObjectStore) -> tuple[TrainingSnapshot, HomeFeedMod
 
 
 def recommend_batch(
-    store: ObjectStore, home: ProjectHome, model: HomeFeedModel, raw_user_ids: list[str], n: int
+    store: ObjectStore,
+    home: ProjectHome,
+    model: HomeFeedModel | None,
+    raw_user_ids: list[str],
+    n: int,
 ) -> pd.DataFrame:
-    """Top-``n`` feed items of ``model`` per user as of the end of the latest training snapshot.
+    """Top-``n`` feed items per user as of the end of the latest training snapshot.
 
-    Unknown users get the cold-start feed (segment popularity and fresh items).
+    From ``model``, or with ``model`` None from the popularity fallback the service serves while
+    no champion is promoted (``fallback_popular_items`` through the guardrails). Unknown users
+    get the cold-start feed (segment popularity and fresh items).
 
     Returns:
         ``user_id`` (raw), ``item_id``, ``rank`` (1-based), ``score``.
+
+    Raises:
+        FileNotFoundError: nothing has been trained in this home.
     """
     snapshot: TrainingSnapshot = load_asset_value(store, "training_snapshot")
-    model = replace(model)
-    model.rerank_params = replace(model.rerank_params, n=n)
     pseudonymizer = Pseudonymizer.from_secret(load_or_create_key(home.pseudonym_key_file))
     pseudo = pseudonymizer.pseudonymize_many(raw_user_ids)
     back = dict(zip(pseudo, raw_user_ids, strict=True))
@@ -61,7 +69,14 @@ def recommend_batch(
             "region": [profiles["region"].get(u, UNKNOWN) for u in pseudo],
         }
     )
-    feeds = build_feeds(model, snapshot.inputs, users, snapshot.split.end).feeds
+    as_of = snapshot.split.end
+    if model is None:
+        popular = load_asset_value(store, "fallback_popular_items")
+        feeds = fallback_feeds(popular, snapshot.inputs, users, as_of, RerankParams(n=n))
+    else:
+        model = replace(model)
+        model.rerank_params = replace(model.rerank_params, n=n)
+        feeds = build_feeds(model, snapshot.inputs, users, as_of).feeds
     out = pd.DataFrame(
         {
             "user_id": feeds["user_id"].map(back),

@@ -350,27 +350,32 @@ def _print_status(home: ProjectHome, model: str) -> None:
     typer.echo(f"audit log: {promotion.audit.location()}")
 
 
-def _serving_model(home: ProjectHome) -> tuple[str, str, Any]:
-    """The champion's feed model, or the newest version's while there is no champion."""
-    import tempfile
+def _serving_model(home: ProjectHome, version: str | None) -> tuple[str, Any]:
+    """What ``recommend`` serves: ``version`` when asked, else the audited champion's model.
 
+    As the service resolves it: the champion of the verified audit log, each bundle checked
+    against its registered digest. Returns the description and the feed model, or None for the
+    labelled popularity fallback that serves while no champion is promoted.
+    """
     from fitpulse_orchestration.ranking.bundle import read_bundle
+    from model_registry.audit import AuditLog, load_audit_key
     from model_registry.promotion import CHAMPION
+    from model_registry.serving import ArtifactMismatchError, RegistryModelSource
 
-    client = _registry(home).client
-    version = client.alias_version(HOME_RANKER_MODEL, CHAMPION)
-    role = "champion"
+    home.create()
+    source = RegistryModelSource(
+        home.mlflow_tracking_uri,
+        home.model_cache,
+        AuditLog(_store(home), load_audit_key(home.audit_key_file)),
+    )
+    role = f"version {version} (as asked)"
     if version is None:
-        latest = client.latest(HOME_RANKER_MODEL)
-        if latest is None:
-            raise typer.BadParameter(
-                f"nothing is registered under {HOME_RANKER_MODEL}: run `fitpulse train` first",
-                param_hint="--home",
-            )
-        version, role = latest.version, "newest version; no champion yet"
-    with tempfile.TemporaryDirectory() as tmp:
-        bundle = read_bundle(client.download_bundle(HOME_RANKER_MODEL, version, Path(tmp)))
-    return version, role, bundle.model
+        version = _exit_2_on((RuntimeError,), lambda: source.version_for(CHAMPION))
+        role = f"version {version} (champion)"
+    if version is None:
+        return "the popularity fallback: no champion is promoted", None
+    path = _exit_2_on((ArtifactMismatchError,), lambda: source.fetch(version))
+    return f"{HOME_RANKER_MODEL} {role}", read_bundle(path).model
 
 
 def run_monitoring(home: ProjectHome) -> dict[str, Any]:
@@ -830,21 +835,29 @@ def recommend(
     ],
     output: Annotated[Path, typer.Option(help="Output .csv or .parquet.")],
     n: Annotated[int, typer.Option(min=1, max=100, help="Items per user.")] = 10,
+    version: Annotated[
+        str | None,
+        typer.Option(
+            help="A registered version to recommend from (offline evaluation of a candidate); "
+            "default: the promoted champion, else the popularity fallback, as the service serves."
+        ),
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
-    """Batch recommendations from the latest trained models (seen items excluded)."""
+    """Batch recommendations (seen items excluded) as the service would serve them."""
     from fitpulse_orchestration.batch import read_user_ids, recommend_batch, write_recommendations
 
     project = ProjectHome.resolve(home)
     raw_ids = read_user_ids(users)
-    version, role, model = _serving_model(project)
-    _say(f"serving {HOME_RANKER_MODEL} version {version} ({role})")
-    recs = recommend_batch(_store(project), project, model, raw_ids, n)
+    served, model = _serving_model(project, version)
+    _say(f"serving {served}")
+    try:
+        recs = recommend_batch(_store(project), project, model, raw_ids, n)
+    except FileNotFoundError as exc:
+        typer.echo(f"error: nothing trained in this home: run `fitpulse train` ({exc})", err=True)
+        raise typer.Exit(code=2) from exc
     write_recommendations(recs, output)
-    _say(
-        f"wrote {len(recs):,} recommendations for {recs['user_id'].nunique():,} of "
-        f"{len(raw_ids):,} users to {output}"
-    )
+    _say(f"{len(raw_ids):,} users to {output}")
 
 
 ClockOpt = Annotated[

@@ -60,6 +60,7 @@ TRAINING_ASSETS = {
     "two_tower_index",
     "retrieval_evaluation",
     "popular_items",
+    "fallback_popular_items",
     "home_ranker",
     "feed_selection",
     "home_feed_model",

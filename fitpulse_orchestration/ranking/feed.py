@@ -30,7 +30,9 @@ from fitpulse_orchestration.retrieval.als import (
 from fitpulse_orchestration.retrieval.candidates import (
     SOURCE_CODES,
     CandidateParams,
+    candidate_pools,
     generate_candidates,
+    retrieve_candidates,
     seen_items,
 )
 from fitpulse_orchestration.retrieval.ease import EaseArtifacts, EaseParams, train_ease
@@ -180,6 +182,33 @@ def cut_feeds(
     columns = ["user_id", "item_id", "rank", "score", "source", "category", "reason"]
     out = pd.concat(feeds, ignore_index=True) if feeds else pd.DataFrame(columns=columns)
     return out[columns], totals
+
+
+def fallback_feeds(
+    popular: pd.DataFrame,
+    inputs: FeatureInputs,
+    users: pd.DataFrame,
+    as_of: pd.Timestamp,
+    params: RerankParams,
+) -> pd.DataFrame:
+    """The feeds the service serves while no model can: popularity and fresh items, guarded.
+
+    As ``FeedService`` builds its labelled ``popularity`` fallback: the default quotas of segment
+    popularity and fresh items, seen items removed, retrieval order as the score, then the
+    guardrails. ``popular`` is the ``fallback_popular_items`` table.
+
+    Returns:
+        ``cut_feeds``' feed columns.
+    """
+    quotas = CandidateParams()
+    pools = candidate_pools(None, popular, inputs.catalog, as_of, quotas)
+    seen = seen_items(inputs.events, as_of)
+    pool = retrieve_candidates(users, None, None, pools, seen, quotas)
+    # Retrieval order is the fallback order: sources by priority, then their own rank.
+    pool["score"] = -np.arange(len(pool), dtype=float)
+    pool = attach_guardrail_attributes(pool, inputs.catalog)
+    feeds, _ = cut_feeds(pool, inputs, users, as_of, params)
+    return feeds
 
 
 def two_tower_queries(

@@ -205,7 +205,7 @@ class ServingState:
     Attributes:
         models: loaded versions by registry alias (``champion`` always present).
         catalog: the in-memory catalog.
-        popular: the popularity table used when no model can be used (``popular_items``).
+        popular: the popularity table used when no model can be used (``fallback_popular_items``).
         fallback_pools: retrieval lookups over ``popular`` and the catalog.
         as_of: when the state was built: items published before it are available.
         live: requests are served at the wall clock (else at ``as_of``: a replay).

@@ -1,9 +1,10 @@
 """Loading serving state: registered versions by alias, the catalog and popularity, hot reload.
 
 The service reads model versions through a ``ModelSource`` (the MLflow registry in
-``model_registry.serving``; anything with the two methods in tests) and the catalog and the
+``model_registry.serving``; anything with the two methods in tests), the catalog and the
 popularity fallback from the object store (the persisted ``catalog_items`` and
-``popular_items`` assets), and the live two-tower index generation (``retrieval.live_index``).
+``fallback_popular_items`` assets) and the live two-tower index generation
+(``retrieval.live_index``).
 ``ModelWatcher`` polls the aliases and the live index pointer and swaps in a new state when one
 moves: the new version or generation is loaded completely before the swap, and requests in
 flight finish on the state they started with, so no request is dropped or sees half a model or
@@ -215,9 +216,11 @@ class ServingLoader:
         except FileNotFoundError as exc:
             raise ServiceUnavailableError(f"no catalog to serve from: {exc}") from exc
         try:
-            popular = load_asset_value(self.store, "popular_items")
+            popular = load_asset_value(self.store, "fallback_popular_items")
         except FileNotFoundError:
-            log.warning("no popular_items asset: the model-less fallback serves fresh items only")
+            log.warning(
+                "no fallback_popular_items asset: the model-less fallback serves fresh items only"
+            )
             popular = pd.DataFrame(columns=["segment", "item_id", "score", "rank"])
         as_of = resolve_as_of(self.clock, self.online)
         live_index = self._live_index(reuse_live)

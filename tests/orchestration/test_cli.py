@@ -188,11 +188,14 @@ def recommendations(
         output,
         "--n",
         str(N_RECS),
+        "--version",
+        "1",
         "--home",
         home,
     )
 
     assert result.exit_code == 0, result.output
+    assert "fitpulse-home-ranker version 1 (as asked)" in result.output
     return Recommendations(home, users, pd.read_parquet(output), result)
 
 
@@ -274,6 +277,52 @@ def test_recommendations_exclude_engaged_items(recommendations: Recommendations)
     assert seen == []
 
 
+@pytest.mark.slow
+def test_recommend_without_a_champion_serves_the_popularity_fallback(
+    recommendations: Recommendations, tmp_path: Path
+) -> None:
+    users = tmp_path / "users.csv"
+    pd.DataFrame({"user_id": recommendations.users}).to_csv(users, index=False)
+    output = tmp_path / "fallback.parquet"
+
+    result = _invoke(
+        "recommend", "--users", users, "--output", output, "--n", str(N_RECS),
+        "--home", recommendations.home,
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    assert "serving the popularity fallback: no champion is promoted" in result.output
+    store = _store(recommendations.home)
+    popular = load_asset_value(store, "fallback_popular_items")
+    snapshot = load_asset_value(store, "training_snapshot")
+    catalog = snapshot.inputs.catalog  # type: ignore[attr-defined]
+    as_of = snapshot.split.end  # type: ignore[attr-defined]
+    fresh = catalog.loc[catalog["published_at"] >= as_of - pd.Timedelta(days=3), "item_id"]
+    recs = pd.read_parquet(output)
+    assert set(recs["user_id"]) == set(recommendations.users)
+    assert set(recs["item_id"]) <= set(popular["item_id"]) | set(fresh)
+    # The model's feeds are personal; the fallback's are not.
+    model = recommendations.recs.groupby("user_id")["item_id"].agg(tuple)
+    assert (recs.groupby("user_id")["item_id"].agg(tuple) != model).any()
+
+
+@pytest.mark.slow
+def test_recommend_refuses_a_version_the_platform_never_registered(
+    recommendations: Recommendations, tmp_path: Path
+) -> None:
+    users = tmp_path / "users.csv"
+    pd.DataFrame({"user_id": recommendations.users}).to_csv(users, index=False)
+
+    result = _invoke(
+        "recommend", "--users", users, "--output", tmp_path / "out.csv", "--version", "7",
+        "--home", recommendations.home,
+    )  # fmt: skip
+
+    assert result.exit_code == 2, result.output
+    assert "version 7 was never registered through the platform" in result.output
+    assert not (tmp_path / "out.csv").exists()
+
+
 @dataclass
 class MovieLensRun:
     """An import of a MovieLens window and its catalog, the training on it, and its outputs."""
@@ -338,8 +387,9 @@ def movielens(tmp_path_factory: pytest.TempPathFactory) -> MovieLensRun:
     pd.DataFrame({"user_id": sorted(window["user"].unique())}).to_csv(users, index=False)
     output = work / "recs.csv"
     recommended = _invoke(
-        "recommend", "--users", users, "--output", output, "--n", "10", "--home", home
-    )
+        "recommend", "--users", users, "--output", output, "--n", "10", "--version", "1",
+        "--home", home,
+    )  # fmt: skip
     recs = pd.read_csv(output, dtype={"user_id": str, "item_id": str})
     return MovieLensRun(home, len(window), window, imported, catalog, trained, recommended, recs)
 

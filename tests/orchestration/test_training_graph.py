@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.evaluation.home_feed import METRICS, MODELS, SLICES, metric
+from fitpulse_orchestration.events.schema import ENGAGEMENT_GRADE
 from fitpulse_orchestration.features.point_in_time import USER_FEATURES
 from fitpulse_orchestration.retrieval.tuning import POPULARITY_HALF_LIVES
 from fitpulse_orchestration.serving.online_store import SQLiteOnlineStore
@@ -179,6 +180,24 @@ def test_version_carries_provenance_and_bundle(graph: GraphRun) -> None:
     assert tags["code_version"].startswith(("git:", "pkg:"))
     assert len(tags["feature_schema_hash"]) == 16
     assert tags["artifacts.bundle_uri"] == f"runs:/{graph.version('1').run_id}/feed_bundle"
+
+
+def test_fallback_popularity_counts_every_day_up_to_the_end(graph: GraphRun) -> None:
+    store = graph.world.store
+    snapshot = load_asset_value(store, "training_snapshot")
+    split = snapshot.split  # type: ignore[attr-defined]
+    events = snapshot.inputs.events  # type: ignore[attr-defined]
+    fallback = load_asset_value(store, "fallback_popular_items")
+    engaged = events[events["event_type"].map(ENGAGEMENT_GRADE).fillna(0) > 0]
+
+    assert _metadata(graph.second, "fallback_popular_items")["as_of"] == split.end.isoformat()
+    # Items engaged only in the held-out window: the evaluation's popularity cannot know them,
+    # the fallback that serves does.
+    before = set(engaged.loc[engaged["ts"] < split.eval_start, "item_id"])
+    only_recent = set(engaged.loc[engaged["ts"] >= split.eval_start, "item_id"]) - before
+    assert only_recent
+    assert only_recent & set(fallback["item_id"])
+    assert not only_recent & set(load_asset_value(store, "popular_items")["item_id"])
 
 
 def test_second_run_moves_the_candidate_alias(graph: GraphRun) -> None:

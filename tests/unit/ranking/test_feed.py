@@ -21,11 +21,12 @@ from fitpulse_orchestration.ranking.feed import (
     HomeFeedModel,
     build_feeds,
     build_ranker_training_frame,
+    fallback_feeds,
     fit_validation_models,
     recently_completed,
 )
 from fitpulse_orchestration.ranking.ranker import RankerParams, train_ranker
-from fitpulse_orchestration.ranking.rerank import REASONS
+from fitpulse_orchestration.ranking.rerank import REASONS, RerankParams
 from fitpulse_orchestration.retrieval.als import AlsParams, build_interaction_matrix, train_als
 from fitpulse_orchestration.retrieval.candidates import seen_items
 from fitpulse_orchestration.retrieval.ease import EaseParams
@@ -164,6 +165,29 @@ def test_users_without_als_factors_get_cold_start_feed(served: Served, trained: 
         served.result.feeds.loc[~served.result.feeds["user_id"].isin(cold), "source"]
     )
     assert "als" in warm_sources
+
+
+def test_fallback_feeds_are_guarded_popular_and_fresh_items(
+    served: Served, trained: Trained
+) -> None:
+    inputs = trained.snapshot.inputs
+    seen = seen_items(inputs.events, served.as_of)
+    catalog = inputs.catalog
+    unsafe = set(catalog.loc[unsafe_for_beginners(catalog), "item_id"])
+    popular = trained.model.popular
+
+    feeds = fallback_feeds(popular, inputs, served.users, served.as_of, RerankParams(n=10))
+
+    by_user = {str(u): f for u, f in feeds.groupby("user_id")}
+    assert set(by_user) == set(served.users["user_id"])
+    assert set(feeds["source"]) == {"popular", "fresh"}
+    assert set(feeds.loc[feeds["source"] == "popular", "item_id"]) <= set(popular["item_id"])
+    beginners = served.users.loc[served.users["fitness_level"] == "beginner", "user_id"]
+    for user, feed in by_user.items():
+        assert len(feed) == 10, user
+        assert not set(feed["item_id"]) & seen.get(user, set()), user
+        if user in set(beginners):
+            assert not set(feed["item_id"]) & unsafe, user
 
 
 def test_no_recently_completed_items(served: Served, trained: Trained) -> None:
