@@ -1,4 +1,7 @@
-"""Privacy: the raw-event retention sweep and the check that proves it left nothing behind."""
+"""Privacy: raw-event retention and the expiry of erased members' derived values, with checks.
+
+Each sweep has a blocking check that re-reads what it swept and proves nothing is left.
+"""
 
 import datetime as dt
 import json
@@ -7,6 +10,13 @@ import dagster as dg
 
 from assets.groups import PRIVACY
 from assets.resources import ObjectStoreResource, PseudonymizerResource
+from fitpulse_orchestration.privacy.derived import (
+    ExpiryReport,
+    derived_values_holding,
+    expire_derived_values,
+    overdue_erasures,
+)
+from fitpulse_orchestration.privacy.erasure import DERIVED_VALUE_DAYS
 from fitpulse_orchestration.privacy.retention import (
     RetentionPolicy,
     RetentionReport,
@@ -87,5 +97,68 @@ def no_expired_raw_events(
             "restricted_records_remaining": dg.MetadataValue.json(remaining),
             "objects_scanned": dg.MetadataValue.json(scanned),
             "unreadable_objects": json.dumps(verify.unreadable_objects),
+        },
+    )
+
+
+class DerivedExpiryConfig(dg.Config):
+    """When erased members' derived values expire.
+
+    ``deadline_days``: days after an erasure by which no derived value may hold the member;
+    ``as_of``: the pass's clock (empty: now).
+    """
+
+    deadline_days: int = DERIVED_VALUE_DAYS
+    as_of: str = ""
+
+
+@dg.asset(group_name=PRIVACY, kinds={"s3"})
+def erased_member_expiry(
+    config: DerivedExpiryConfig, object_store: ObjectStoreResource
+) -> dg.Output[ExpiryReport]:
+    """Derived asset values still holding a member erased ``deadline_days`` ago, deleted.
+
+    Training rebuilds every derived value from the scrubbed warehouse, so on a platform that
+    trains daily this finds nothing; it is the deadline's guarantee when training stalls. A
+    deleted value is rebuilt by the next run of its job.
+    """
+    report = expire_derived_values(
+        object_store.get_store(), _as_of(config.as_of), config.deadline_days
+    )
+    return dg.Output(
+        report,
+        metadata={
+            "as_of": report.as_of,
+            "deadline_days": report.deadline_days,
+            "overdue_members": report.overdue,
+            "values_scanned": report.values_scanned,
+            "values_expired": dg.MetadataValue.json(sorted(report.expired)),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=erased_member_expiry,
+    blocking=True,
+    description="A second, read-only pass over every derived asset value finds no member "
+    "erased longer ago than the deadline.",
+)
+def no_overdue_erased_member(
+    erased_member_expiry: ExpiryReport, object_store: ObjectStoreResource
+) -> dg.AssetCheckResult:
+    """Prove the deadline: asset values still holding an overdue erased member (must be 0)."""
+    store = object_store.get_store()
+    overdue = overdue_erasures(
+        store,
+        dt.datetime.fromisoformat(erased_member_expiry.as_of),
+        erased_member_expiry.deadline_days,
+    )
+    holding, scanned = derived_values_holding(store, overdue)
+    return dg.AssetCheckResult(
+        passed=not holding,
+        metadata={
+            "overdue_members": len(overdue),
+            "values_scanned": scanned,
+            "values_holding_overdue_members": dg.MetadataValue.json(sorted(holding)),
         },
     )

@@ -857,7 +857,10 @@ def recommend(
         typer.echo(f"error: nothing trained in this home: run `fitpulse train` ({exc})", err=True)
         raise typer.Exit(code=2) from exc
     write_recommendations(recs, output)
-    _say(f"{len(raw_ids):,} users to {output}")
+    _say(
+        f"wrote {len(recs):,} recommendations for {recs['user_id'].nunique():,} of "
+        f"{len(raw_ids):,} users to {output}"
+    )
 
 
 ClockOpt = Annotated[
@@ -1349,8 +1352,16 @@ def erase(
     them. The audit record under audit/privacy/ keeps only the keyed hash (pseudonym).
     """
     from fitpulse_orchestration.privacy.erasure import erase_user
+    from model_registry.audit import AuditLog
+    from model_registry.client import RegistryClient
+    from model_registry.erasure import RegistryEraser
+    from model_registry.promotion import ModelPromotion
 
     backends = _privacy_backends(home, profile)
+    promotion = ModelPromotion(
+        RegistryClient(backends.tracking_uri), AuditLog(backends.store, backends.audit_key)
+    )
+    eraser = RegistryEraser(promotion, ProjectHome.resolve(home).model_cache)
     report = _exit_2_on(
         (ValueError,),
         lambda: erase_user(
@@ -1360,11 +1371,15 @@ def erase(
             backends.online,
             backends.caps,
             requested_by,
+            bundles=eraser.forget,
         ),
     )
     deleted = {zone: c.records_deleted for zone, c in report.zones.items()}
     _say(f"erased pseudonym {report.pseudonym}: {report.records_deleted} records {deleted}")
     _say(f"online rows {report.online_rows}, push records {report.push_records}")
+    if report.bundles_rewritten:
+        versions = ", ".join(report.bundles_rewritten)
+        _say(f"registered feed bundles rewritten without the member: version {versions}")
     _say(f"audit: {backends.store.uri(report.audit_key)}")
 
 

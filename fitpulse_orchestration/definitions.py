@@ -109,6 +109,7 @@ def _resources(profile: str, home: ProjectHome) -> dict[str, object]:
             object_store=store,
             audit_key_file=str(home.audit_key_file),
             reviewers_file=str(home.reviewers_file),
+            model_cache_dir=str(home.model_cache),
         )
         if profile == "local"
         else ModelRegistryResource(

@@ -6,12 +6,14 @@ from assets.groups import PRIVACY
 from assets.resources import ObjectStoreResource, OnlineStoreResource, PseudonymizerResource
 from fitpulse_orchestration.privacy.erasure import process_requests
 from jobs.tags import STAGE_TAG
+from model_registry.resource import ModelRegistryResource
 
 retention_job = dg.define_asset_job(
     "retention_job",
     selection=dg.AssetSelection.groups(PRIVACY),
     description="Delete raw events of users in 30-day-retention regions once their landing day "
-    "expires, then prove nothing expired remains (check no_expired_raw_events).",
+    "expires, and derived values still holding a member erased beyond the deadline; then prove "
+    "nothing of either remains (checks no_expired_raw_events, no_overdue_erased_member).",
     tags={STAGE_TAG: "privacy"},
     executor_def=dg.in_process_executor,
 )
@@ -37,7 +39,12 @@ def build_retention_schedule(running: bool) -> dg.ScheduleDefinition:
         as_of = context.scheduled_execution_time.isoformat()
         return dg.RunRequest(
             run_key=as_of,
-            run_config={"ops": {"raw_event_retention": {"config": {"as_of": as_of}}}},
+            run_config={
+                "ops": {
+                    "raw_event_retention": {"config": {"as_of": as_of}},
+                    "erased_member_expiry": {"config": {"as_of": as_of}},
+                }
+            },
         )
 
     return retention_job_schedule
@@ -49,8 +56,11 @@ def erased_users(
     object_store: ObjectStoreResource,
     pseudonymizer: PseudonymizerResource,
     online_store: OnlineStoreResource,
+    model_registry: ModelRegistryResource,
 ) -> dg.Output[None]:
     """Process every pending erasure request (raw ids are read from the store, never logged).
+
+    Registered feed bundles holding an erased member are rewritten without them.
 
     The output is only its metadata (counts and audit keys); nothing is persisted.
     """
@@ -59,6 +69,7 @@ def erased_users(
         pseudonymizer.get_pseudonymizer(),
         online_store.get_store(),
         online_store.get_cap_store(),
+        bundles=model_registry.get_eraser().forget,
     )
     erased = [o.report for o in outcomes if o.report is not None]
     rejected = [o for o in outcomes if o.rejected]
@@ -70,6 +81,7 @@ def erased_users(
             "erased": len(erased),
             "rejected": len(rejected),
             "records_deleted": sum(r.records_deleted for r in erased),
+            "bundles_rewritten": sum(len(r.bundles_rewritten) for r in erased),
             "audit_records": dg.MetadataValue.json([r.audit_key for r in erased]),
         },
     )

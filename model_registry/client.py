@@ -257,6 +257,10 @@ class RegistryClient:
         )
         return Path(path)
 
+    def overwrite_bundle(self, run_id: str, folder: Path) -> None:
+        """Log ``folder``'s files over the feed bundle of run ``run_id`` (an erasure's rewrite)."""
+        self._client.log_artifacts(run_id, str(folder), artifact_path=BUNDLE_DIR)
+
     def download_artifacts(self, model_name: str, version: str, dst: Path) -> Path:
         """Download what the version serves from: its bundle, else its model source.
 

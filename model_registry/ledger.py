@@ -96,6 +96,9 @@ def audited_state(entries: Iterable[AuditEntry]) -> AuditedState:
         if entry.action == "registered":
             v.artifact_digest = str(details.get("artifact_digest", ""))
             v.trained_by = str(details.get("trained_by", ""))
+        elif entry.action == "artifacts_rewritten":
+            # An erasure rewrote the bundle without an erased user: the new bytes bind.
+            v.artifact_digest = str(details.get("artifact_digest", ""))
         elif entry.action in ("gate_passed", "gate_failed"):
             v.gate = "passed" if entry.action == "gate_passed" else "failed"
             v.evaluation_digest = str(details.get("evaluation_digest", ""))

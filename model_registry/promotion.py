@@ -222,6 +222,29 @@ class ModelPromotion:
             details={"artifact_digest": digest, "trained_by": trained_by},
         )
 
+    def record_rewrite(self, model: str, version: str, actor: str, note: str) -> str:
+        """Bind a registered version to its rewritten artifacts (an erasure); return the digest.
+
+        The version keeps its gate, review and promotion: only data of erased users left it.
+
+        Raises:
+            PromotionError: when the version was never registered through the platform.
+        """
+        v = self.audited(model).of(version)
+        if v is None:
+            raise self._refuse(model, version, "it was never registered through the platform")
+        digest = self._digest_now(model, version)
+        self.client.set_tags(model, version, {ARTIFACT_DIGEST: digest})
+        self.audit.append(
+            "artifacts_rewritten",
+            model,
+            version,
+            actor,
+            note,
+            details={"artifact_digest": digest, "previous_digest": v.artifact_digest},
+        )
+        return digest
+
     def record_gate(self, model: str, version: str, decision: GateDecision, actor: str) -> None:
         """Store the gate's verdict on the version; a pass makes it the ``challenger``.
 

@@ -11,6 +11,7 @@ from assets.resources import ObjectStoreResource
 from fitpulse_orchestration.ranking.bundle import FeedBundle, read_bundle
 from model_registry.audit import AuditLog, load_audit_key
 from model_registry.client import HOME_RANKER_MODEL, RegistryClient, ensure_experiment
+from model_registry.erasure import RegistryEraser
 from model_registry.promotion import ModelPromotion
 from model_registry.reviewers import ReviewerRoster
 
@@ -52,6 +53,8 @@ class ModelRegistryResource(dg.ConfigurableResource):
     """Local: the key file, created on first use."""
     reviewers_file: str = ""
     """The reviewer roster (``model_registry.reviewers``); production: the mounted file."""
+    model_cache_dir: str = ""
+    """Local: the serving cache of downloaded bundles (an erasure's rewrite evicts from it)."""
 
     def get_client(self) -> RegistryClient:
         """A client bound to this registry."""
@@ -78,6 +81,11 @@ class ModelRegistryResource(dg.ConfigurableResource):
     def get_promotion(self) -> ModelPromotion:
         """The promotion workflow, auditing into the object store."""
         return ModelPromotion(self.get_client(), self.get_audit())
+
+    def get_eraser(self) -> RegistryEraser:
+        """The erasure's registry step: rewrites registered bundles without an erased member."""
+        cache = Path(self.model_cache_dir) if self.model_cache_dir else None
+        return RegistryEraser(self.get_promotion(), cache)
 
     def load_bundle(self, version: str, model: str = HOME_RANKER_MODEL) -> FeedBundle:
         """Download and load one version's feed bundle."""

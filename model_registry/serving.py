@@ -11,8 +11,10 @@ Serving trusts the signed audit log (``model_registry.audit``), not MLflow's ali
   back);
 - any other alias (an experiment's variant) is followed only to a version whose gate passed and
   that a reviewer approved, and nobody rolled back;
-- a bundle is used only when its digest equals the one recorded at registration; a damaged
-  cached copy is evicted and downloaded again, a registry copy that differs is refused.
+- a bundle is used only when its digest equals the one the audit log binds (recorded at
+  registration, re-bound when an erasure rewrites the bundle); a damaged or outdated cached copy
+  is evicted and downloaded again, a registry copy that differs is refused. The watcher reloads
+  a served version whose digest was re-bound, so an erased member leaves running servers too.
 
 A broken audit chain raises ``AuditIntegrityError``: the watcher keeps serving what it serves.
 Bundles are cached under ``cache_dir/<model>/<version>/``; a download lands in a temporary
@@ -89,6 +91,11 @@ class RegistryModelSource:
             return None
         return found
 
+    def digest(self, version: str) -> str:
+        """The version's artifact digest as the verified audit log binds it ("" if unknown)."""
+        record = self.state().of(version)
+        return record.artifact_digest if record is not None else ""
+
     def discard(self, version: str) -> None:
         """Remove the cached copy of ``version`` (it failed to load)."""
         shutil.rmtree(self.cache_dir / self.model_name / str(version), ignore_errors=True)
@@ -110,7 +117,7 @@ class RegistryModelSource:
             if artifact_digest(target) == record.artifact_digest:
                 return target
             log.warning(
-                "the cached bundle of %s version %s is damaged; downloading it again",
+                "the cached bundle of %s version %s is damaged or outdated; downloading it again",
                 self.model_name,
                 version,
             )

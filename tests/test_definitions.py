@@ -79,7 +79,7 @@ PUSH_ASSETS = {
     "push_online_state",
 }
 FRESHNESS_ASSETS = {"live_item_index"}
-PRIVACY_ASSETS = {"raw_event_retention"}
+PRIVACY_ASSETS = {"raw_event_retention", "erased_member_expiry"}
 LAUNCH_ASSETS = {"simulated_ab", "shadow_comparison", "canary_review"}
 EXPECTED_ASSETS = (
     TRAINING_ASSETS
@@ -110,6 +110,7 @@ EXPECTED_CHECKS = {
     ("ux_monitors", "beginner_violations_served"),
     ("ux_monitors", "notification_load"),
     ("raw_event_retention", "no_expired_raw_events"),
+    ("erased_member_expiry", "no_overdue_erased_member"),
     ("simulated_ab", "launch_targets"),
 }
 ENV_VARS = (

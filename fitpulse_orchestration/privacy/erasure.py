@@ -6,12 +6,20 @@
   line that merely mentions the id, e.g. malformed JSON, is removed too);
 - the user's rows from every clean partition and every served-feature log (by pseudonym);
 - the user's landed profile rows;
-- the user's online features, history and push state, and the push frequency-cap records.
+- the user's online features, history and push state, and the push frequency-cap records;
+- the user's rows in every registered feed bundle (``model_registry.erasure``: each version that
+  holds the pseudonym is rewritten without it and re-bound in the registry's audit log).
 
 It first adds the pseudonym to the erasure list (``privacy.suppression``), so an ingestion or a
 training snapshot running at the same time, or a late batch from the device, cannot bring the
 user back: ingestion drops listed users' events and counts them, and the training snapshot
-excludes them. Models trained before the erasure are retrained on the next training run.
+excludes them.
+
+Derived asset values (the training snapshot, feature tables, models, evaluation and monitoring
+values) are rebuilt from the scrubbed warehouse by every training run; any that still holds the
+pseudonym ``DERIVED_VALUE_DAYS`` after the erasure is deleted by ``privacy.derived`` (the daily
+``retention_job``), and its check proves none is left. The erasure list and the privacy audit
+keep the pseudonym: they are what keeps the user out.
 
 The audit record (``audit/privacy/``) keeps the pseudonym, a keyed hash, and the counts; never
 the raw id.
@@ -40,12 +48,18 @@ from fitpulse_orchestration.push.caps import PushCapStore
 from fitpulse_orchestration.serving.online_store import OnlineFeatureStore
 from fitpulse_orchestration.storage import ObjectStore
 
+BundleEraser = Callable[[str], list[str]]
+"""Rewrites the registered bundles holding a pseudonym; returns the versions rewritten."""
+
 PRIVACY_AUDIT_PREFIX: Final = "audit/privacy"
+DERIVED_VALUE_DAYS: Final = 7
+"""Days after an erasure by which no derived asset value may hold the pseudonym."""
 ERASURE_STEPS: Final = (
     "erasure_list",
     *(f"zone:{zone}" for zone in ZONE_PREFIXES),
     "online_store",
     "push_caps",
+    "registry_bundles",
 )
 """The steps of one erasure, in order (the audit record says which are done)."""
 
@@ -60,6 +74,8 @@ class ErasureReport:
     zones: dict[str, ZoneCounts] = field(default_factory=dict)
     online_rows: int = 0
     push_records: int = 0
+    bundles_rewritten: list[str] = field(default_factory=list)
+    """Registered feed-bundle versions rewritten without the user."""
     audit_key: str = ""
     status: str = "in_progress"
     """``in_progress`` until every step is done, then ``complete``; ``failed`` with ``error``."""
@@ -86,6 +102,10 @@ class ErasureReport:
             ),
             "online_rows": self.online_rows,
             "push_records": self.push_records,
+            "bundles_rewritten": list(self.bundles_rewritten),
+            "derived_values_gone_by": (
+                dt.datetime.fromisoformat(self.erased_at) + dt.timedelta(days=DERIVED_VALUE_DAYS)
+            ).isoformat(),
             "status": self.status,
             "steps_done": list(self.steps_done),
             "steps": list(ERASURE_STEPS),
@@ -109,6 +129,7 @@ def erase_user(
     caps: PushCapStore | None = None,
     requested_by: str = "unknown",
     now: dt.datetime | None = None,
+    bundles: BundleEraser | None = None,
 ) -> ErasureReport:
     """Erase every record of raw user id ``user_id`` and write the audit record.
 
@@ -154,11 +175,16 @@ def erase_user(
         if caps is not None:
             report.push_records = caps.forget_user(pseudonym)
 
+    def bundles_step() -> None:
+        if bundles is not None:
+            report.bundles_rewritten = bundles(pseudonym)
+
     steps: dict[str, Callable[[], None]] = {
         "erasure_list": functools.partial(add_erased, store, pseudonym, report.erased_at),
         **{f"zone:{zone}": functools.partial(zone_step, zone) for zone in ZONE_PREFIXES},
         "online_store": online_step,
         "push_caps": caps_step,
+        "registry_bundles": bundles_step,
     }
     save()
     for name, step in steps.items():
@@ -215,6 +241,7 @@ def process_requests(
     online: OnlineFeatureStore | None = None,
     caps: PushCapStore | None = None,
     now: dt.datetime | None = None,
+    bundles: BundleEraser | None = None,
 ) -> list[RequestOutcome]:
     """Erase the user of every pending request, then delete the request.
 
@@ -243,7 +270,7 @@ def process_requests(
             outcomes.append(RequestOutcome(key, rejected=reason))
             continue
         requested_by = str(body.get("requested_by", "unknown"))
-        report = erase_user(store, pseudonymizer, user_id, online, caps, requested_by, now)
+        report = erase_user(store, pseudonymizer, user_id, online, caps, requested_by, now, bundles)
         store.delete(key)
         outcomes.append(RequestOutcome(key, report=report))
     return outcomes

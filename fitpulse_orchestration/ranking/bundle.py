@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import io
 import pickle
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
+import numpy as np
 import pandas as pd
 
 from fitpulse_orchestration.ranking.feed import HomeFeedModel
@@ -134,3 +136,31 @@ def read_bundle(folder: Path) -> FeedBundle:
         reference_features=pd.read_parquet(folder / FEATURES_FILE),
         reference_scores=pd.read_parquet(folder / SCORES_FILE),
     )
+
+
+def forget_users(bundle: FeedBundle, pseudonyms: AbstractSet[str]) -> FeedBundle:
+    """``bundle`` without anything of ``pseudonyms`` (an erasure's rewrite of a registered bundle).
+
+    The ALS user rows (factors and seen items) and the reference samples' rows of those users go;
+    the rest of the model is item-side or aggregate and stays as trained. A forgotten user is
+    served like any user without ALS factors.
+    """
+    gone = list(pseudonyms)
+    als = bundle.model.als
+    keep = ~np.isin(als.user_ids, gone)
+    model = replace(
+        bundle.model,
+        als=replace(
+            als,
+            user_ids=als.user_ids[keep],
+            user_factors=als.user_factors[keep],
+            seen=als.seen[np.flatnonzero(keep)],
+        ),
+    )
+
+    def without(frame: pd.DataFrame) -> pd.DataFrame:
+        if "user_id" not in frame.columns:
+            return frame
+        return frame[~frame["user_id"].isin(gone)].reset_index(drop=True)
+
+    return FeedBundle(model, without(bundle.reference_features), without(bundle.reference_scores))

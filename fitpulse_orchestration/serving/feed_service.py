@@ -196,6 +196,8 @@ class LoadedModel:
     model: HomeFeedModel | None
     problem: str | None = None
     pools: CandidatePools | None = None
+    digest: str = ""
+    """The artifact digest the version was loaded with (``ModelSource.digest``)."""
 
 
 @dataclass

@@ -73,6 +73,9 @@ class ModelSource(Protocol):
     def discard(self, version: str) -> None:
         """Forget a local copy that failed to load (the next ``fetch`` gets a fresh one)."""
 
+    def digest(self, version: str) -> str:
+        """What the version's artifacts are bound to now (an erasure's rewrite changes it)."""
+
 
 def load_version(source: ModelSource, version: str) -> LoadedModel:
     """Load one version; a missing or broken model or index is recorded, never raised.
@@ -84,6 +87,7 @@ def load_version(source: ModelSource, version: str) -> LoadedModel:
     visibly).
     """
     try:
+        digest = source.digest(version)
         folder = source.fetch(version)
     except Exception as exc:
         return LoadedModel(version, None, f"cannot fetch version {version}: {exc}")
@@ -107,8 +111,8 @@ def load_version(source: ModelSource, version: str) -> LoadedModel:
         problems.append(f"no two-tower index for version {version}: {_why(exc)}")
     if problems:
         source.discard(version)
-        return LoadedModel(version, model, "; ".join(problems))
-    return LoadedModel(version, model)
+        return LoadedModel(version, model, "; ".join(problems), digest=digest)
+    return LoadedModel(version, model, digest=digest)
 
 
 def _why(exc: BaseException) -> str:
@@ -281,14 +285,21 @@ class ModelWatcher:
             state_age = (pd.Timestamp.now(tz="UTC") - current.as_of).total_seconds()
             stale = current.live and state_age > self.refresh_s
             degraded = any(m.problem for m in current.models.values())
+            # A version whose artifacts were rewritten (an erasure) is loaded again.
+            rebound = {
+                m.version
+                for m in current.models.values()
+                if m.model is not None and self.loader.source.digest(m.version) != m.digest
+            }
             meta = self.loader.live_meta()
             served_live = current.live_index.meta.generation if current.live_index else None
             live_moved = meta is not None and meta.generation != served_live
-            if not (alias_changes(served, wanted) or stale or degraded or live_moved):
+            if not (alias_changes(served, wanted) or stale or degraded or live_moved or rebound):
                 self.last_error = None
                 return False
+            reuse = [m for m in current.models.values() if m.version not in rebound]
             state: ServingState = self.loader.load(
-                wanted, reuse=current.models.values(), reuse_live=current.live_index
+                wanted, reuse=reuse, reuse_live=current.live_index
             )
             kept = []
             for alias, new in list(state.models.items()):

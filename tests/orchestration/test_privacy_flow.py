@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-import io
 import json
 import re
-import sqlite3
 import subprocess
 import sys
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +27,18 @@ import pytest
 
 from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.events.pseudonymize import Pseudonymizer, load_or_create_key
+from fitpulse_orchestration.privacy.erasure import DERIVED_VALUE_DAYS
 from fitpulse_orchestration.privacy.health import HEALTH_FIELDS
 from fitpulse_orchestration.privacy.retention import RetentionPolicy, load_user_regions
 from fitpulse_orchestration.privacy.suppression import erased_pseudonyms
+from fitpulse_orchestration.privacy.traces import file_texts, find_traces
+from fitpulse_orchestration.ranking.bundle import read_feed_model
 from fitpulse_orchestration.serving.online_store import SQLiteOnlineStore
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore, read_parquet
+from fitpulse_orchestration.storage.asset_values import load_asset_value
+from model_registry.audit import AuditLog, load_audit_key
+from model_registry.serving import RegistryModelSource
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::dagster.BetaWarning")]
 
@@ -46,29 +49,12 @@ RAW_ZONE = ("store/landing", "store/warehouse/quarantine", "store/world", "store
 """The raw zone (landing, quarantine, pending requests) and the simulator's ground truth."""
 
 
-def _texts(path: Path) -> list[str]:
-    """Every text a file holds, decompressed; UTF-16/32 strings (numpy, pickles) flattened."""
-    data = path.read_bytes()
-    name = path.name
-    if name.endswith(".parquet"):
-        return [pd.read_parquet(io.BytesIO(data)).to_csv()]
-    if name.endswith(".gz"):
-        data = gzip.decompress(data)
-    if data[:16].startswith(b"SQLite format 3"):
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-            return ["\n".join(conn.iterdump())]
-    if zipfile.is_zipfile(io.BytesIO(data)):
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            data = b"".join(archive.read(member) for member in archive.namelist())
-    return [data.decode("latin-1"), data.replace(b"\x00", b"").decode("latin-1")]
-
-
 def _scan(files: list[Path], root: Path) -> dict[str, list[str]]:
     """``{relative path: findings}`` of files holding a raw id or a health field."""
     found: dict[str, list[str]] = {}
     for path in files:
         hits: set[str] = set()
-        for text in _texts(path):
+        for text in file_texts(path):
             hits.update(RAW_ID.findall(text)[:3])
             hits.update(HEALTH.findall(text)[:3])
         if hits:
@@ -90,6 +76,14 @@ class PrivacyRun:
     retention: dg.ExecuteInProcessResult
     sweep_as_of: dt.datetime
     restricted_before: int
+    traces_before: dict[str, list[str]]
+    """Files holding the erased user's raw id or pseudonym before the erasure."""
+    traces_after: dict[str, list[str]]
+    """The same, after ``erasure_job``."""
+    expiry: dg.ExecuteInProcessResult
+    """``retention_job`` again, past the erasure's deadline for derived values."""
+    traces_expired: dict[str, list[str]]
+    """The same, after ``expiry``."""
 
 
 def _restricted_clean_rows(run_home: ProjectHome, pseudo: Pseudonymizer, last: dt.date) -> int:
@@ -122,9 +116,15 @@ def privacy_run(tmp_path_factory: pytest.TempPathFactory) -> PrivacyRun:
     home = ProjectHome(root)
     store = LocalObjectStore(home.store)
     pseudo = Pseudonymizer.from_secret(load_or_create_key(home.pseudonym_key_file))
-    # A user with events in the warehouse: the first raw id of the first landed batch.
-    first_batch = store.list_keys("landing/events/")[0]
-    erased_user = RAW_ID.findall(gzip.decompress(store.get_bytes(first_batch)).decode())[0]
+    # A member the registered feed bundle knows (ALS factors): the first such raw id landed.
+    served = load_asset_value(store, "served_home_feed_model")
+    known = set(served.als.user_ids)  # type: ignore[attr-defined]
+    landed = "".join(
+        gzip.decompress(store.get_bytes(k)).decode() for k in store.list_keys("landing/events/")
+    )
+    erased_user = next(u for u in RAW_ID.findall(landed) if pseudo.pseudonymize(u) in known)
+    needles = [erased_user, pseudo.pseudonymize(erased_user)]
+    traces_before = find_traces(home.root, needles)
     request = subprocess.run(
         [FITPULSE, "privacy", "request-erasure", erased_user, "--home", str(root),
          "--requested-by", "ticket-42"],
@@ -143,6 +143,7 @@ def privacy_run(tmp_path_factory: pytest.TempPathFactory) -> PrivacyRun:
     tick = sensor(context)
     assert len(tick.run_requests) == 1
     erasure = defs.resolve_job_def("erasure_job").execute_in_process(instance=instance)
+    traces_after = find_traces(home.root, needles)
     # The tiny world lands 2026-10-19..2026-11-01: as of 2026-11-24 the days up to 10-26 expire.
     as_of = dt.datetime(2026, 11, 24, 0, 15, tzinfo=dt.UTC)
     last = RetentionPolicy().last_expired_day(as_of)
@@ -151,6 +152,18 @@ def privacy_run(tmp_path_factory: pytest.TempPathFactory) -> PrivacyRun:
         instance=instance,
         run_config={"ops": {"raw_event_retention": {"config": {"as_of": as_of.isoformat()}}}},
     )
+    # One day past the erasure's deadline for derived values (the erasure ran on the wall clock).
+    due = dt.datetime.now(dt.UTC) + dt.timedelta(days=DERIVED_VALUE_DAYS, hours=1)
+    expiry = defs.resolve_job_def("retention_job").execute_in_process(
+        instance=instance,
+        run_config={
+            "ops": {
+                "raw_event_retention": {"config": {"as_of": as_of.isoformat()}},
+                "erased_member_expiry": {"config": {"as_of": due.isoformat()}},
+            }
+        },
+    )
+    traces_expired = find_traces(home.root, needles)
     return PrivacyRun(
         home=home,
         store=store,
@@ -162,6 +175,10 @@ def privacy_run(tmp_path_factory: pytest.TempPathFactory) -> PrivacyRun:
         retention=retention,
         sweep_as_of=as_of,
         restricted_before=before,
+        traces_before=traces_before,
+        traces_after=traces_after,
+        expiry=expiry,
+        traces_expired=traces_expired,
     )
 
 
@@ -244,9 +261,83 @@ def test_erasure_job_removed_the_user_everywhere(privacy_run: PrivacyRun) -> Non
     assert online.lookup("user", [pseudonym]).empty
 
 
+KEEPERS = ("store/privacy/erased/", "store/audit/privacy/")
+"""What keeps an erased member out holds their pseudonym by design: the erasure list and the
+privacy audit (no raw id in either)."""
+GROUND_TRUTH = "store/world/"
+"""The simulator's latent state of each synthetic member (a generated world only; no platform
+code reads it to serve, and production homes have none)."""
+
+
+def _kinds(traces: dict[str, list[str]]) -> set[str]:
+    """Where traces are: a folder per kind of holder."""
+    roots = (*KEEPERS, GROUND_TRUTH, "store/assets/", "store/landing/", "store/warehouse/")
+    return {next((r for r in roots if path.startswith(r)), path) for path in traces}
+
+
+def test_erasure_scan_finds_the_member_everywhere_before(privacy_run: PrivacyRun) -> None:
+    # Positive control: the scan sees the raw id and the pseudonym where they legitimately are.
+    before = privacy_run.traces_before
+    raw, pseudonym = (
+        privacy_run.erased_user,
+        privacy_run.pseudonymizer.pseudonymize(privacy_run.erased_user),
+    )
+    bundles = [p for p in before if p.startswith("mlflow/") and "feed_bundle" in p]
+
+    assert any(raw in hits for p, hits in before.items() if p.startswith("store/landing/"))
+    assert any(pseudonym in hits for p, hits in before.items() if p.startswith("store/warehouse/"))
+    assert any(p.startswith("online/") for p in before)
+    assert any(p.startswith("store/assets/") for p in before)
+    assert bundles
+
+
+def test_erasure_leaves_nothing_but_the_erasure_list_and_its_audit(
+    privacy_run: PrivacyRun,
+) -> None:
+    after, expired = privacy_run.traces_after, privacy_run.traces_expired
+    (check,) = [
+        c
+        for c in privacy_run.expiry.get_asset_check_evaluations()
+        if c.asset_key.path == ["erased_member_expiry"]
+    ]
+    (expiry,) = privacy_run.expiry.asset_materializations_for_node("erased_member_expiry")
+    meta = {k: v.value for k, v in expiry.metadata.items()}
+    audit = privacy_run.store.list_keys("audit/registry/fitpulse-home-ranker/")
+
+    # Right after the erasure only derived values, rebuilt by training, may still hold it...
+    assert _kinds(after) == {*KEEPERS, GROUND_TRUTH, "store/assets/"}
+    assert any(key.endswith("-artifacts_rewritten.json") for key in audit)
+    # ...and past their deadline nothing but what keeps the member out does.
+    assert _kinds(expired) == {*KEEPERS, GROUND_TRUTH}
+    assert sorted(meta["values_expired"]) == sorted(
+        p.removeprefix("store/") for p in after if p.startswith("store/assets/")
+    )
+    assert check.passed
+    assert check.check_name == "no_overdue_erased_member"
+
+
+def test_a_rewritten_bundle_still_serves_under_its_new_digest(privacy_run: PrivacyRun) -> None:
+    home = privacy_run.home
+    source = RegistryModelSource(
+        home.mlflow_tracking_uri,
+        home.root / "fresh_cache",
+        AuditLog(privacy_run.store, load_audit_key(home.audit_key_file)),
+    )
+
+    model = read_feed_model(source.fetch("1"))
+
+    pseudonym = privacy_run.pseudonymizer.pseudonymize(privacy_run.erased_user)
+    assert model.als.user_row(pseudonym) is None
+    assert len(model.als.user_ids) > 0
+
+
 def test_retention_job_sweeps_and_its_check_proves_it(privacy_run: PrivacyRun) -> None:
     result = privacy_run.retention
-    (check,) = result.get_asset_check_evaluations()
+    (check,) = [
+        c
+        for c in result.get_asset_check_evaluations()
+        if c.asset_key.path == ["raw_event_retention"]
+    ]
     (materialization,) = result.asset_materializations_for_node("raw_event_retention")
     meta = {k: v.value for k, v in materialization.metadata.items()}
     last = RetentionPolicy().last_expired_day(privacy_run.sweep_as_of)

@@ -48,6 +48,7 @@ from fitpulse_orchestration.features.point_in_time import (
 )
 from fitpulse_orchestration.features.reference import load_catalog, unsafe_for_beginners
 from fitpulse_orchestration.monitoring.serving import compute_skew
+from fitpulse_orchestration.privacy.traces import find_traces
 from fitpulse_orchestration.serving.app import create_app
 from fitpulse_orchestration.serving.auth import ApiTokens
 from fitpulse_orchestration.serving.feed_service import STAGES, ServingConfig, StageBudgets
@@ -64,7 +65,9 @@ from fitpulse_orchestration.storage.asset_values import load_asset_value
 from fitpulse_orchestration.storage.tables import read_parquet_prefix
 from model_registry.audit import AuditLog, load_audit_key
 from model_registry.client import RegistryClient
+from model_registry.erasure import RegistryEraser
 from model_registry.names import HOME_RANKER_MODEL
+from model_registry.promotion import ModelPromotion
 from model_registry.serving import RegistryModelSource
 
 if TYPE_CHECKING:
@@ -1064,3 +1067,29 @@ def test_bad_experiment_files_are_refused(
     with pytest.raises(ValueError, match=message) as raised:
         _runtime(trained, tmp_path / "models", experiment_file=path)
     assert str(path) in str(raised.value)
+
+
+def test_an_erasure_rewrite_reaches_a_running_server(trained: TrainedHome, tmp_path: Path) -> None:
+    # Runs last in this module: it rewrites version 1 without one member.
+    cache = tmp_path / "models"
+    rt = _runtime(trained, cache)
+    before = rt.service.state.models["champion"]
+    assert before.model is not None
+    member = str(before.model.als.user_ids[0])
+    eraser = RegistryEraser(
+        ModelPromotion(RegistryClient(trained.home.mlflow_tracking_uri), _audit(trained.home)),
+        cache,
+    )
+
+    rewritten = eraser.forget(member)
+    reloaded = rt.watcher.check_once()
+
+    after = rt.service.state.models["champion"]
+    assert sorted(rewritten) == ["1", "2"]  # every version that knew the member
+    assert reloaded
+    assert after.version == "1"
+    assert after.model is not None
+    assert after.model.als.user_row(member) is None
+    assert len(after.model.als.user_ids) == len(before.model.als.user_ids) - 1
+    assert find_traces(cache, [member]) == {}
+    assert not rt.watcher.check_once()

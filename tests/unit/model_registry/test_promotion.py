@@ -17,7 +17,7 @@ from fitpulse_orchestration.storage import LocalObjectStore
 from model_registry.audit import AuditLog
 from model_registry.client import RegistryClient
 from model_registry.gate import GateDecision
-from model_registry.ledger import evaluation_digest
+from model_registry.ledger import artifact_digest, evaluation_digest
 from model_registry.promotion import (
     CANDIDATE,
     CHALLENGER,
@@ -591,6 +591,25 @@ def test_swapped_artifacts_are_refused_at_promotion(reg: Registry) -> None:
 
     assert reg.alias(CHAMPION) is None
     assert reg.actions()[-1] == "tamper_detected"
+
+
+def test_a_rewrite_by_an_erasure_rebinds_the_digest_and_keeps_the_champion(reg: Registry) -> None:
+    version = reg.champion()
+    source = Path(
+        reg.promotion.client.version(reg.model, version).model_uri.removeprefix("file://")
+    )
+    (source / "model.pkl").write_bytes(b"the bundle without an erased member")
+
+    digest = reg.promotion.record_rewrite(reg.model, version, "erasure", "rewritten")
+
+    record = reg.promotion.audited(reg.model).of(version)
+    assert record is not None
+    assert record.artifact_digest == digest
+    assert record.promotion == "champion"
+    assert reg.actions()[-1] == "artifacts_rewritten"
+    assert digest == artifact_digest(source)
+    assert reg.promotion.integrity_findings(reg.model) == []
+    assert reg.alias(CHAMPION) == version
 
 
 def _edit_gate_entry(tmp_path: Path, field: str, value: str) -> None:

@@ -490,7 +490,7 @@ def test_a_crash_part_way_leaves_an_audit_of_what_was_done_and_a_retry_finishes(
     done = json.loads(store.get_bytes(retried.audit_key))
 
     assert crashed["status"] == "failed"
-    assert crashed["steps_done"] == list(ERASURE_STEPS[:-1])
+    assert crashed["steps_done"] == list(ERASURE_STEPS[: ERASURE_STEPS.index("push_caps")])
     assert crashed["error"] == "push_caps: OnlineStoreUnavailableError: push cap store went away"
     assert crashed["online_rows"] == 1
     assert sum(crashed["records_deleted"].values()) == 13
@@ -505,6 +505,37 @@ def test_a_crash_part_way_leaves_an_audit_of_what_was_done_and_a_retry_finishes(
         1,
     )
     assert caps.counts(pseudonym, NOW) == (0, 0)
+
+
+def test_registered_bundles_are_rewritten_last_and_a_failure_there_is_resumable(
+    tmp_path: Path, pseudonymizer: Pseudonymizer
+) -> None:
+    store = LocalObjectStore(tmp_path / "store")
+    _write_small_world(store, pseudonymizer)
+    asked: list[str] = []
+
+    def registry_down(pseudonym: str) -> list[str]:
+        asked.append(pseudonym)
+        raise OSError("tracking server returned 503")
+
+    def registry(pseudonym: str) -> list[str]:
+        asked.append(pseudonym)
+        return ["1", "3"]
+
+    with pytest.raises(OSError, match="503"):
+        erase_user(store, pseudonymizer, "usr_1", bundles=registry_down, now=NOW)
+    (crashed_key,) = store.list_keys(f"{PRIVACY_AUDIT_PREFIX}/")
+    crashed = json.loads(store.get_bytes(crashed_key))
+    retried = erase_user(store, pseudonymizer, "usr_1", bundles=registry, now=NOW)
+    done = json.loads(store.get_bytes(retried.audit_key))
+
+    pseudonym = pseudonymizer.pseudonymize("usr_1")
+    assert asked == [pseudonym, pseudonym]
+    assert crashed["status"] == "failed"
+    assert crashed["steps_done"] == list(ERASURE_STEPS[:-1])
+    assert crashed["error"] == "registry_bundles: OSError: tracking server returned 503"
+    assert (done["status"], done["bundles_rewritten"]) == ("complete", ["1", "3"])
+    assert done["derived_values_gone_by"] == "2026-11-09T12:00:00+00:00"
 
 
 @pytest.mark.parametrize("user_id", ["", "   ", " usr_1", "usr_1\n", "\t"])

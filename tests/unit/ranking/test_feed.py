@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,8 @@ from fitpulse_orchestration.features.reference import (
 )
 from fitpulse_orchestration.features.snapshot import TrainingSnapshot, build_training_snapshot
 from fitpulse_orchestration.features.training import SplitParams, build_ranker_examples
+from fitpulse_orchestration.privacy.traces import bytes_texts
+from fitpulse_orchestration.ranking.bundle import FeedBundle, forget_users
 from fitpulse_orchestration.ranking.feed import (
     FeedResult,
     HomeFeedModel,
@@ -188,6 +191,31 @@ def test_fallback_feeds_are_guarded_popular_and_fresh_items(
         assert not set(feed["item_id"]) & seen.get(user, set()), user
         if user in set(beginners):
             assert not set(feed["item_id"]) & unsafe, user
+
+
+def test_a_forgotten_member_leaves_the_bundle_and_is_served_as_new(
+    served: Served, trained: Trained
+) -> None:
+    als = trained.model.als
+    member, other = str(als.user_ids[0]), str(als.user_ids[1])
+    frame = pd.DataFrame({"user_id": [member, other, member], "score": [1.0, 2.0, 3.0]})
+    bundle = FeedBundle(trained.model, frame, frame.drop(columns="user_id"))
+
+    forgotten = forget_users(bundle, {member})
+
+    kept = forgotten.model.als
+    assert kept.user_row(member) is None
+    assert kept.user_row(other) is not None
+    np.testing.assert_array_equal(
+        kept.user_factors[kept.user_row(other)], als.user_factors[als.user_row(other)]
+    )
+    assert kept.seen.shape == (len(als.user_ids) - 1, als.seen.shape[1])
+    assert (kept.seen[kept.user_row(other)] != als.seen[als.user_row(other)]).nnz == 0
+    assert forgotten.reference_features["user_id"].tolist() == [other]
+    assert len(forgotten.reference_scores) == 3  # no user column: nothing of theirs
+    assert not any(member in t for t in bytes_texts(pickle.dumps(forgotten.model)))
+    assert any(member in t for t in bytes_texts(pickle.dumps(trained.model)))
+    assert trained.model.als.user_row(member) is not None  # the original is untouched
 
 
 def test_no_recently_completed_items(served: Served, trained: Trained) -> None:
