@@ -5,6 +5,7 @@ from typing import Any
 import dagster as dg
 
 from assets.groups import EVALUATION
+from assets.resources import ModelRegistryResource
 from fitpulse_orchestration.evaluation.home_feed import (
     METRICS,
     SINGLE_RETRIEVERS,
@@ -24,7 +25,6 @@ from fitpulse_orchestration.ranking.feed import HomeFeedModel
 from fitpulse_orchestration.world.oracle import world_oracle
 from model_registry.client import log_stage
 from model_registry.gate import decide_stage_value
-from model_registry.resource import ModelRegistryResource
 
 
 @dg.asset(

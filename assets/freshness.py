@@ -12,7 +12,7 @@ import pandas as pd
 from pydantic import Field
 
 from assets.groups import FRESHNESS
-from assets.resources import ObjectStoreResource
+from assets.resources import ModelRegistryResource, ObjectStoreResource
 from fitpulse_orchestration.ranking.bundle import read_feed_model
 from fitpulse_orchestration.retrieval.live_index import (
     apply_catalog_changes,
@@ -21,7 +21,6 @@ from fitpulse_orchestration.retrieval.live_index import (
     publish_generation,
 )
 from fitpulse_orchestration.storage.tables import read_parquet
-from model_registry.resource import ModelRegistryResource
 from model_registry.serving import RegistryModelSource
 
 

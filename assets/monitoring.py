@@ -13,7 +13,7 @@ import pandas as pd
 
 from assets.config import MonitoringConfig
 from assets.groups import MONITORING
-from assets.resources import ObjectStoreResource
+from assets.resources import ModelRegistryResource, ObjectStoreResource
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.evaluation.home_feed import format_markdown
 from fitpulse_orchestration.features.point_in_time import FeatureInputs, feature_columns
@@ -34,7 +34,6 @@ from fitpulse_orchestration.ranking.bundle import FeedBundle
 from fitpulse_orchestration.serving.logs import read_served_features
 from fitpulse_orchestration.storage import ObjectStore
 from model_registry.client import HOME_RANKER_MODEL
-from model_registry.resource import ModelRegistryResource
 
 
 @dataclass

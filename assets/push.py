@@ -15,7 +15,7 @@ import pandas as pd
 
 from assets.config import PushModelConfig, PushPolicyConfig
 from assets.groups import PUSH
-from assets.resources import ObjectStoreResource, OnlineStoreResource
+from assets.resources import ModelRegistryResource, ObjectStoreResource, OnlineStoreResource
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.features.snapshot import TrainingSnapshot
 from fitpulse_orchestration.provenance import code_version
@@ -37,7 +37,6 @@ from model_registry.client import (
 )
 from model_registry.gate import GateCheck, GateDecision
 from model_registry.promotion import training_identity
-from model_registry.resource import ModelRegistryResource
 
 GATE_ACTOR = "push_policy_gate"
 PUSH_GATE_CHECKS = ("pushes_per_user_week", "disables_per_user_week")

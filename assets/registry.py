@@ -8,6 +8,7 @@ import pandas as pd
 
 from assets.config import GateConfig
 from assets.groups import REGISTRY
+from assets.resources import ModelRegistryResource
 from fitpulse_orchestration.evaluation.home_feed import (
     CHAMPION,
     METRICS,
@@ -31,7 +32,6 @@ from model_registry.client import (
 )
 from model_registry.gate import CHECK_NAMES, GateDecision, ModelScores, decide_promotion
 from model_registry.promotion import training_identity
-from model_registry.resource import ModelRegistryResource
 
 GATE_ACTOR = "promotion_gate"
 

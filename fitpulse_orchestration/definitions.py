@@ -32,10 +32,12 @@ from assets.ingestion import (
     member_profiles,
 )
 from assets.resources import (
+    ModelRegistryResource,
     ObjectStoreIOManager,
     ObjectStoreResource,
     OnlineStoreResource,
     PseudonymizerResource,
+    mlflow_tracking_resource,
 )
 from fitpulse_orchestration.settings import ProjectHome, current_profile
 from jobs import (
@@ -60,7 +62,6 @@ from jobs import (
     training_job,
 )
 from model_registry.client import EXPERIMENT
-from model_registry.resource import ModelRegistryResource, mlflow_tracking_resource
 from sensors import (
     build_canary_sensor,
     build_catalog_sensor,

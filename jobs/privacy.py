@@ -3,10 +3,14 @@
 import dagster as dg
 
 from assets.groups import PRIVACY
-from assets.resources import ObjectStoreResource, OnlineStoreResource, PseudonymizerResource
+from assets.resources import (
+    ModelRegistryResource,
+    ObjectStoreResource,
+    OnlineStoreResource,
+    PseudonymizerResource,
+)
 from fitpulse_orchestration.privacy.erasure import process_requests
 from jobs.tags import STAGE_TAG
-from model_registry.resource import ModelRegistryResource
 
 retention_job = dg.define_asset_job(
     "retention_job",

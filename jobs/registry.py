@@ -9,8 +9,8 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
+from assets.resources import ModelRegistryResource
 from model_registry.client import HOME_RANKER_MODEL
-from model_registry.resource import ModelRegistryResource
 
 
 class ReviewConfig(dg.Config):

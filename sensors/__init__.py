@@ -10,7 +10,7 @@ from typing import Any
 
 import dagster as dg
 
-from assets.resources import ObjectStoreResource
+from assets.resources import ModelRegistryResource, ObjectStoreResource
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.events.landing_watch import changed_days, landing_fingerprints
 from fitpulse_orchestration.monitoring.retrain import (
@@ -23,7 +23,6 @@ from fitpulse_orchestration.retrieval.catalog_watch import CatalogCursor, new_ca
 from fitpulse_orchestration.serving.rollout import RolloutController
 from model_registry.client import HOME_RANKER_MODEL
 from model_registry.promotion import PromotionError
-from model_registry.resource import ModelRegistryResource
 
 FEATURE_DRIFT_REPORT = dg.AssetKey("feature_drift_report")
 DEFAULT_DRIFT_COOLDOWN_S = 6 * 3600.0

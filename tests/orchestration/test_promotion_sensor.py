@@ -13,7 +13,7 @@ import pytest
 from gate_samples import FAILED, PASSED
 from mlflow.tracking import MlflowClient
 
-from assets.resources import ObjectStoreResource
+from assets.resources import ModelRegistryResource, ObjectStoreResource
 from fitpulse_orchestration.settings import ProjectHome
 from jobs import registry_integrity_job
 from jobs.registry import promote_champion_job
@@ -27,7 +27,6 @@ from model_registry.promotion import (
     REVIEW_STATUS,
     ModelPromotion,
 )
-from model_registry.resource import ModelRegistryResource
 from sensors import build_promotion_sensor
 
 _MODEL_IDS = itertools.count(1)
