@@ -30,7 +30,7 @@ from fitpulse_orchestration.storage.asset_values import (
     read_asset_value,
     write_asset_value,
 )
-from model_registry.audit import AuditLog, load_audit_key
+from fitpulse_orchestration.storage.audit import AuditLog, load_audit_key
 from model_registry.client import HOME_RANKER_MODEL, RegistryClient, ensure_experiment
 from model_registry.erasure import RegistryEraser
 from model_registry.promotion import ModelPromotion

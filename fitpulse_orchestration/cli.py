@@ -333,7 +333,7 @@ def _report(home: ProjectHome, facts: dict[str, Any]) -> pd.DataFrame:
 
 
 def _registry(home: ProjectHome) -> Any:
-    from model_registry.audit import AuditLog, load_audit_key
+    from fitpulse_orchestration.storage.audit import AuditLog, load_audit_key
     from model_registry.client import RegistryClient
     from model_registry.promotion import ModelPromotion
 
@@ -358,7 +358,7 @@ def _serving_model(home: ProjectHome, version: str | None) -> tuple[str, Any]:
     labelled popularity fallback that serves while no champion is promoted.
     """
     from fitpulse_orchestration.ranking.bundle import read_bundle
-    from model_registry.audit import AuditLog, load_audit_key
+    from fitpulse_orchestration.storage.audit import AuditLog, load_audit_key
     from model_registry.promotion import CHAMPION
     from model_registry.serving import ArtifactMismatchError, RegistryModelSource
 
@@ -1352,7 +1352,7 @@ def erase(
     them. The audit record under audit/privacy/ keeps only the keyed hash (pseudonym).
     """
     from fitpulse_orchestration.privacy.erasure import erase_user
-    from model_registry.audit import AuditLog
+    from fitpulse_orchestration.storage.audit import AuditLog
     from model_registry.client import RegistryClient
     from model_registry.erasure import RegistryEraser
     from model_registry.promotion import ModelPromotion
@@ -1438,7 +1438,7 @@ def rollout_start(
 ) -> None:
     """Start a rollout at its first step; canary_rollout_sensor reviews it hourly."""
     from fitpulse_orchestration.serving.rollout import load_rollout_config
-    from model_registry.audit import AuditLog
+    from fitpulse_orchestration.storage.audit import AuditLog
     from model_registry.client import RegistryClient
     from model_registry.promotion import ModelPromotion, PromotionError
 

@@ -39,7 +39,7 @@ from boto3's default chain (instance role, or ``AWS_ACCESS_KEY_ID``/``AWS_SECRET
 ``MLFLOW_TRACKING_URI`` is a PostgreSQL URL (tracking and registry); ``FITPULSE_MLFLOW_ARTIFACTS``
 an ``s3://bucket/prefix`` artifact root. ``FITPULSE_PSEUDONYM_SECRET`` is the keyed-hash secret
 (README, "Rotating the pseudonymization key"); ``FITPULSE_AUDIT_KEY`` signs the registry's audit
-log (``model_registry.audit``). The Dagster instance itself reads
+log (``storage.audit``). The Dagster instance itself reads
 ``FITPULSE_DAGSTER_PG_URL`` through ``deploy/dagster.yaml``.
 """
 
@@ -98,7 +98,7 @@ class ProjectHome:
 
     @property
     def audit_key_file(self) -> Path:
-        """Signing key of this home's registry audit log (``model_registry.audit``)."""
+        """Signing key of this home's registry audit log (``storage.audit``)."""
         return self.root / "secrets" / "audit.key"
 
     @property

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from model_registry.audit import AuditEntry
+from fitpulse_orchestration.storage.audit import AuditEntry
 
 IGNORED_FILES: Final = frozenset({".complete"})
 """Marker files a local cache adds to a downloaded bundle; never part of its digest."""

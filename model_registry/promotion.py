@@ -6,7 +6,7 @@ Aliases (MLflow's stages are deprecated):
 - ``challenger``: the newest version whose gate passed, waiting for (or under) review;
 - ``champion``: the version that serves.
 
-A version's state lives in the signed, hash-chained audit log (``model_registry.audit``) and is
+A version's state lives in the signed, hash-chained audit log (``storage.audit``) and is
 mirrored to its tags (``gate.*``, ``review.*``, ``promotion.*``) for people to read. The rules:
 only a gate-passed version can be approved, by someone other than whoever trained it; only an
 approved gate-passed version whose artifacts still match their registered digest can become
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from model_registry.audit import AuditIntegrityError, AuditLog
+from fitpulse_orchestration.storage.audit import AuditIntegrityError, AuditLog
 from model_registry.client import RegisteredVersion, RegistryClient
 from model_registry.gate import GateDecision, gate_from_dict
 from model_registry.ledger import (

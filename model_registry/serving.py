@@ -1,6 +1,6 @@
 """The registry as the services' model source: verified versions by alias, bundles cached locally.
 
-Serving trusts the signed audit log (``model_registry.audit``), not MLflow's aliases and tags:
+Serving trusts the signed audit log (``storage.audit``), not MLflow's aliases and tags:
 
 - ``champion`` resolves to the champion the verified audit log records: a version that passed
   its gate, was approved and was promoted. Until the first promotion there is none, and the
@@ -29,7 +29,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from model_registry.audit import AuditLog
+from fitpulse_orchestration.storage.audit import AuditLog
 from model_registry.client import HOME_RANKER_MODEL, RegistryClient
 from model_registry.ledger import AuditedState, artifact_digest, audited_state
 from model_registry.promotion import CHALLENGER, CHAMPION

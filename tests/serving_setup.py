@@ -13,7 +13,7 @@ from gate_samples import PASSED
 
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
-from model_registry.audit import AuditLog, load_audit_key
+from fitpulse_orchestration.storage.audit import AuditLog, load_audit_key
 from model_registry.client import RegistryClient
 from model_registry.names import HOME_RANKER_MODEL, PUSH_POLICY_MODEL
 from model_registry.promotion import ModelPromotion

@@ -41,7 +41,7 @@ import pandas as pd
 
 from fitpulse_orchestration.serving.experiments import Experiment, Variant
 from fitpulse_orchestration.storage import ObjectStore
-from model_registry.audit import AuditEntry, AuditLog
+from fitpulse_orchestration.storage.audit import AuditEntry, AuditLog
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ from fitpulse_orchestration.serving.rollout import RolloutController, served_spl
 from fitpulse_orchestration.serving.shadow import ShadowLog
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore, ObjectStore, S3ObjectStore
-from model_registry.audit import AUDIT_KEY_ENV, AuditLog, load_audit_key
+from fitpulse_orchestration.storage.audit import AUDIT_KEY_ENV, AuditLog, load_audit_key
 
 
 @dataclass
@@ -68,7 +68,7 @@ class Backends:
     tracking_uri: str
     pseudonymizer: Pseudonymizer
     audit_key: str
-    """Signing key of the audit logs (``model_registry.audit``)."""
+    """Signing key of the audit logs (``fitpulse_orchestration.storage.audit``)."""
     caps: PushCapStore | None = None
 
 

@@ -210,7 +210,7 @@ def registry_sources(
 
     ``store`` and ``audit_key``: where the registry's audit log lives and its signing key.
     """
-    from model_registry.audit import AuditLog
+    from fitpulse_orchestration.storage.audit import AuditLog
     from model_registry.names import PUSH_POLICY_MODEL
     from model_registry.serving import RegistryModelSource
 

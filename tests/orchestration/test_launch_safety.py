@@ -42,7 +42,7 @@ from fitpulse_orchestration.simulation.ab import (
 )
 from fitpulse_orchestration.simulation.canary import missing_feature_challenger, simulate_rollout
 from fitpulse_orchestration.storage import LocalObjectStore
-from model_registry.audit import AuditLog, load_audit_key
+from fitpulse_orchestration.storage.audit import AuditLog, load_audit_key
 from model_registry.client import EXPERIMENT, HOME_RANKER_MODEL, RegistryClient
 from model_registry.promotion import ModelPromotion
 

@@ -37,7 +37,7 @@ from fitpulse_orchestration.serving.online_store import SQLiteOnlineStore
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore, read_parquet
 from fitpulse_orchestration.storage.asset_values import load_asset_value
-from model_registry.audit import AuditLog, load_audit_key
+from fitpulse_orchestration.storage.audit import AuditLog, load_audit_key
 from model_registry.serving import RegistryModelSource
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::dagster.BetaWarning")]

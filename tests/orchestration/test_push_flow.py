@@ -35,8 +35,8 @@ from fitpulse_orchestration.serving.runtime import ServiceRuntime, build_runtime
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
 from fitpulse_orchestration.storage.asset_values import load_asset_value
+from fitpulse_orchestration.storage.audit import AuditLog, load_audit_key
 from fitpulse_orchestration.storage.tables import read_parquet_prefix
-from model_registry.audit import AuditLog, load_audit_key
 from model_registry.client import RegistryClient
 from model_registry.names import PUSH_POLICY_MODEL
 from model_registry.serving import RegistryModelSource

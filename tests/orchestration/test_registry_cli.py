@@ -18,7 +18,7 @@ from fitpulse_orchestration.cli import DEMO_REVIEWER, _demo_review, app
 from fitpulse_orchestration.serving.auth import ApiTokens
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
-from model_registry.audit import AuditLog, load_audit_key
+from fitpulse_orchestration.storage.audit import AuditLog, load_audit_key
 from model_registry.client import RegistryClient
 from model_registry.gate import GateDecision
 from model_registry.names import HOME_RANKER_MODEL, PUSH_POLICY_MODEL

@@ -62,8 +62,8 @@ from fitpulse_orchestration.serving.runtime import (
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
 from fitpulse_orchestration.storage.asset_values import load_asset_value
+from fitpulse_orchestration.storage.audit import AuditLog, load_audit_key
 from fitpulse_orchestration.storage.tables import read_parquet_prefix
-from model_registry.audit import AuditLog, load_audit_key
 from model_registry.client import RegistryClient
 from model_registry.erasure import RegistryEraser
 from model_registry.names import HOME_RANKER_MODEL

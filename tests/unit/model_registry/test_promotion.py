@@ -14,7 +14,7 @@ from gate_samples import FAILED, PASSED
 from mlflow.tracking import MlflowClient
 
 from fitpulse_orchestration.storage import LocalObjectStore
-from model_registry.audit import AuditLog
+from fitpulse_orchestration.storage.audit import AuditLog
 from model_registry.client import RegistryClient
 from model_registry.gate import GateDecision
 from model_registry.ledger import artifact_digest, evaluation_digest

@@ -1,4 +1,4 @@
-"""Append-only, hash-chained and signed audit log of registry decisions.
+"""Append-only, hash-chained and signed audit log: registry decisions and canary rollouts.
 
 MLflow keeps no history of alias moves or tag changes, and anyone who can reach the tracking
 server can set a tag or move an alias. So every decision (registration, gate verdict, review,

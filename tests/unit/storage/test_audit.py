@@ -10,7 +10,7 @@ import pytest
 from audit_keys import AUDIT_KEY
 
 from fitpulse_orchestration.storage import LocalObjectStore
-from model_registry.audit import (
+from fitpulse_orchestration.storage.audit import (
     AUDIT_KEY_ENV,
     AUDIT_PREFIX,
     GENESIS,
