@@ -43,6 +43,11 @@ at 80%, as an operator would configure it from the launchpad. The cold slice has
 whom popularity scores NDCG@10 0.094 and version 1 between 0.033 and 0.049 from run to run
 (ALS and the candidate sources built on it are not bit-reproducible): the default tolerance
 of 0.01 fails version 1 in some runs and not others, so the test allows 0.08."""
+PERMISSIVE_GATE = {"ndcg_margin": -1.0, "cold_ndcg_tolerance": 1.0, "coverage_tolerance": 1.0}
+"""The retrained version's gate, as an operator could set it from the launchpad: whether version
+2 beats version 1 on ~85 users is noise, and this module tests what the loop does with a passed
+gate (approval, promotion, rollback), so every run takes that path. A failed gate's refusal is
+tested in ``tests/unit/model_registry/test_promotion.py``."""
 
 
 @dataclass
@@ -66,13 +71,13 @@ class Loop:
             instance=self.instance, raise_on_error=False, **kwargs
         )
 
-    def train(self, **kwargs: Any) -> dg.ExecuteInProcessResult:
+    def train(self, gate: dict[str, float] = GATE, **kwargs: Any) -> dg.ExecuteInProcessResult:
         return self.job(
             "training_job",
             run_config={
                 "ops": {
                     "training_snapshot": {"config": SPLIT},
-                    "promotion_gate": {"config": GATE},
+                    "promotion_gate": {"config": gate},
                 }
             },
             **kwargs,
@@ -159,27 +164,26 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
             "training_job_on_drift", r["drift_tick_repeat"].cursor
         )
         (retrain,) = r["drift_tick_after"].run_requests
-        r["train_2"] = loop.train(tags=retrain.tags)
+        r["train_2"] = loop.train(gate=PERMISSIVE_GATE, tags=retrain.tags)
         r["gate_2"] = load_asset_value(store, "promotion_gate")
-        if r["gate_2"].passed:
-            loop.promotion.approve(HOME_RANKER_MODEL, "2", "grace", "retrained on the shift")
-            r["promote_tick_2"] = loop.tick(
-                "promote_champion_job_on_approval", r["promote_tick_1"].cursor
-            )
-            (request,) = r["promote_tick_2"].run_requests
-            r["promote_2"] = loop.job("promote_champion_job", run_config=request.run_config)
-            r["champion_after_2"] = loop.alias(CHAMPION)
-            r["rollback"] = loop.job(
-                "rollback_champion_job",
-                run_config={
-                    "ops": {
-                        "rollback_champion": {
-                            "config": {"operator": "oncall", "note": "feed CTR dropped"}
-                        }
+        loop.promotion.approve(HOME_RANKER_MODEL, "2", "grace", "retrained on the shift")
+        r["promote_tick_2"] = loop.tick(
+            "promote_champion_job_on_approval", r["promote_tick_1"].cursor
+        )
+        (request,) = r["promote_tick_2"].run_requests
+        r["promote_2"] = loop.job("promote_champion_job", run_config=request.run_config)
+        r["champion_after_2"] = loop.alias(CHAMPION)
+        r["rollback"] = loop.job(
+            "rollback_champion_job",
+            run_config={
+                "ops": {
+                    "rollback_champion": {
+                        "config": {"operator": "oncall", "note": "feed CTR dropped"}
                     }
-                },
-            )
-            r["champion_after_rollback"] = loop.alias(CHAMPION)
+                }
+            },
+        )
+        r["champion_after_rollback"] = loop.alias(CHAMPION)
         # Someone moves the champion alias in MLflow's UI to version 2.
         r["integrity_clean"] = loop.job("registry_integrity_job")
         r["champion_before_tamper"] = loop.alias(CHAMPION)
@@ -279,12 +283,8 @@ def test_second_version_is_gated_against_the_champion(loop: Loop) -> None:
 
 def test_promotion_then_rollback_restores_the_previous_champion(loop: Loop) -> None:
     r = loop.results
-    if not r["gate_2"].passed:
-        with pytest.raises(PromotionError, match="cannot be approved"):
-            loop.promotion.approve(HOME_RANKER_MODEL, "2", "grace", "try")
-        assert loop.alias(CHAMPION) == "1"
-        return
 
+    assert r["gate_2"].passed
     assert r["promote_2"].success
     assert r["champion_after_2"] == "2"
     assert r["rollback"].success
@@ -304,12 +304,11 @@ def test_audit_log_holds_every_step(loop: Loop) -> None:
         ("approved", "1"),
         ("promoted", "1"),
         ("registered", "2"),
+        ("gate_passed", "2"),
+        ("approved", "2"),
+        ("promoted", "2"),
+        ("rolled_back", "2"),
     ]
-    if loop.results["gate_2"].passed:
-        expected += [("gate_passed", "2"), ("approved", "2"), ("promoted", "2")]
-        expected += [("rolled_back", "2")]
-    else:
-        expected += [("gate_failed", "2")]
     # The module ends by moving the champion alias to version 2 outside the platform.
     expected += [("alias_restored", "2")]
     assert steps == expected

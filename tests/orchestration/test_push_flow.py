@@ -103,7 +103,11 @@ def test_push_job_registers_an_evaluated_policy(trained: PushHome) -> None:
     assert evaluation.plot_png.startswith(b"\x89PNG")
     assert store.list_keys("reports/push_policy/"), "the sweep plot is saved as a report"
     registered = RegistryClient(trained.home.mlflow_tracking_uri).version(PUSH_POLICY_MODEL, "1")
-    assert registered.tags["gate.status"] in ("passed", "failed")
+    # The real gate's verdict (make_first_champions gates only a version whose gate failed).
+    assert registered.tags["gate.status"] == "passed"
+    audit = AuditLog(LocalObjectStore(store_root), load_audit_key(trained.home.audit_key_file))
+    gated = [(e.action, e.actor) for e in audit.entries(PUSH_POLICY_MODEL) if "gate" in e.action]
+    assert gated == [("gate_passed", "push_policy_gate")]
     assert "eval.new.snips.pushes" in registered.tags
     meta = SQLiteOnlineStore(trained.home.online_store).meta("push")
     assert meta is not None
@@ -130,6 +134,7 @@ def test_decisions_through_the_app(trained: PushHome, tmp_path: Path) -> None:
             assert body["blocked_by"] in (*GUARDRAILS, "below_threshold", "unknown_user")
         outcomes["send" if body["send"] else body["blocked_by"]] += 1
     assert sum(outcomes.values()) == 60
+    assert outcomes["send"] > 0, outcomes
     metrics = client.get("/metrics").text
     assert "fitpulse_push_decisions_total" in metrics
 
