@@ -133,20 +133,11 @@ def popular_items(
 
     Its half-life was chosen on the validation split (``retrieval_tuning``).
     """
-    params = retrieval_tuning.popularity
-    table = compute_popular_items(
+    return _popularity(
+        retrieval_tuning.popularity,
         training_snapshot.train_inputs().events,
         training_snapshot.inputs.profiles,
         training_snapshot.split.eval_start,
-        params,
-    )
-    return dg.Output(
-        table,
-        metadata={
-            "segments": int(table["segment"].nunique()),
-            "rows": len(table),
-            "half_life": params.describe(),
-        },
     )
 
 
@@ -161,20 +152,25 @@ def fallback_popular_items(
     it: the fallback must be fresh precisely when a candidate fails its checks. The service and
     ``fitpulse recommend`` serve it through the guardrails while no champion is promoted.
     """
-    params = retrieval_tuning.popularity
-    table = compute_popular_items(
+    return _popularity(
+        retrieval_tuning.popularity,
         training_snapshot.inputs.events,
         training_snapshot.inputs.profiles,
         training_snapshot.split.end,
-        params,
     )
+
+
+def _popularity(
+    params: PopularityParams, events: pd.DataFrame, profiles: pd.DataFrame, as_of: pd.Timestamp
+) -> dg.Output[pd.DataFrame]:
+    table = compute_popular_items(events, profiles, as_of, params)
     return dg.Output(
         table,
         metadata={
             "segments": int(table["segment"].nunique()),
             "rows": len(table),
             "half_life": params.describe(),
-            "as_of": training_snapshot.split.end.isoformat(),
+            "as_of": as_of.isoformat(),
         },
     )
 

@@ -277,12 +277,17 @@ def test_recommendations_exclude_engaged_items(recommendations: Recommendations)
     assert seen == []
 
 
+def _users_csv(recommendations: Recommendations, folder: Path) -> Path:
+    users = folder / "users.csv"
+    pd.DataFrame({"user_id": recommendations.users}).to_csv(users, index=False)
+    return users
+
+
 @pytest.mark.slow
 def test_recommend_without_a_champion_serves_the_popularity_fallback(
     recommendations: Recommendations, tmp_path: Path
 ) -> None:
-    users = tmp_path / "users.csv"
-    pd.DataFrame({"user_id": recommendations.users}).to_csv(users, index=False)
+    users = _users_csv(recommendations, tmp_path)
     output = tmp_path / "fallback.parquet"
 
     result = _invoke(
@@ -310,8 +315,7 @@ def test_recommend_without_a_champion_serves_the_popularity_fallback(
 def test_recommend_refuses_a_version_the_platform_never_registered(
     recommendations: Recommendations, tmp_path: Path
 ) -> None:
-    users = tmp_path / "users.csv"
-    pd.DataFrame({"user_id": recommendations.users}).to_csv(users, index=False)
+    users = _users_csv(recommendations, tmp_path)
 
     result = _invoke(
         "recommend", "--users", users, "--output", tmp_path / "out.csv", "--version", "7",
