@@ -342,6 +342,17 @@ def _registry(home: ProjectHome) -> Any:
     return ModelPromotion(RegistryClient(home.mlflow_tracking_uri), audit)
 
 
+def _backend_registry(backends: Any) -> Any:
+    """The promotion workflow on a profile's backends (production: the audit key's secret)."""
+    from fitpulse_orchestration.storage.audit import AuditLog
+    from model_registry.client import RegistryClient
+    from model_registry.promotion import ModelPromotion
+
+    return ModelPromotion(
+        RegistryClient(backends.tracking_uri), AuditLog(backends.store, backends.audit_key)
+    )
+
+
 def _print_status(home: ProjectHome, model: str) -> None:
     from model_registry.promotion import format_status
 
@@ -358,16 +369,10 @@ def _serving_model(home: ProjectHome, version: str | None) -> tuple[str, Any]:
     labelled popularity fallback that serves while no champion is promoted.
     """
     from fitpulse_orchestration.ranking.bundle import read_bundle
-    from fitpulse_orchestration.storage.audit import AuditLog, load_audit_key
     from model_registry.promotion import CHAMPION
     from model_registry.serving import ArtifactMismatchError, RegistryModelSource
 
-    home.create()
-    source = RegistryModelSource(
-        home.mlflow_tracking_uri,
-        home.model_cache,
-        AuditLog(_store(home), load_audit_key(home.audit_key_file)),
-    )
+    source = RegistryModelSource(home.mlflow_tracking_uri, home.model_cache, _registry(home).audit)
     role = f"version {version} (as asked)"
     if version is None:
         version = _exit_2_on((RuntimeError,), lambda: source.version_for(CHAMPION))
@@ -1352,16 +1357,10 @@ def erase(
     them. The audit record under audit/privacy/ keeps only the keyed hash (pseudonym).
     """
     from fitpulse_orchestration.privacy.erasure import erase_user
-    from fitpulse_orchestration.storage.audit import AuditLog
-    from model_registry.client import RegistryClient
     from model_registry.erasure import RegistryEraser
-    from model_registry.promotion import ModelPromotion
 
     backends = _privacy_backends(home, profile)
-    promotion = ModelPromotion(
-        RegistryClient(backends.tracking_uri), AuditLog(backends.store, backends.audit_key)
-    )
-    eraser = RegistryEraser(promotion, ProjectHome.resolve(home).model_cache)
+    eraser = RegistryEraser(_backend_registry(backends), ProjectHome.resolve(home).model_cache)
     report = _exit_2_on(
         (ValueError,),
         lambda: erase_user(
@@ -1438,16 +1437,11 @@ def rollout_start(
 ) -> None:
     """Start a rollout at its first step; canary_rollout_sensor reviews it hourly."""
     from fitpulse_orchestration.serving.rollout import load_rollout_config
-    from fitpulse_orchestration.storage.audit import AuditLog
-    from model_registry.client import RegistryClient
-    from model_registry.promotion import ModelPromotion, PromotionError
+    from model_registry.promotion import PromotionError
 
     controller = _rollouts(home, profile)
     parsed = _exit_2_on((ValueError,), lambda: load_rollout_config(config))
-    backends = _privacy_backends(home, profile)
-    registry = ModelPromotion(
-        RegistryClient(backends.tracking_uri), AuditLog(backends.store, backends.audit_key)
-    )
+    registry = _backend_registry(_privacy_backends(home, profile))
     # The audited challenger (what serving's canary share will load), not the MLflow alias.
     alias = _exit_2_on((PromotionError,), lambda: registry.audited(HOME_RANKER_MODEL).challenger)
     if alias != parsed.challenger_version:

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
-from fitpulse_orchestration.privacy.traces import file_texts
+from fitpulse_orchestration.privacy.traces import find_traces
 from fitpulse_orchestration.ranking.bundle import bundle_files, forget_users, read_bundle
 from model_registry.client import BUNDLE_TAG, HOME_RANKER_MODEL
 from model_registry.names import PUSH_POLICY_MODEL
@@ -33,12 +33,6 @@ ERASURE_ACTOR: Final = "erasure"
 
 class BundleErasureError(RuntimeError):
     """A registered bundle holds an erased user and cannot be rewritten without them."""
-
-
-def _holds(folder: Path, needle: str) -> bool:
-    return any(
-        needle in text for path in folder.rglob("*") if path.is_file() for text in file_texts(path)
-    )
 
 
 class RegistryEraser:
@@ -61,7 +55,7 @@ class RegistryEraser:
                 continue
             with tempfile.TemporaryDirectory() as tmp:
                 folder = client.download_bundle(HOME_RANKER_MODEL, registered.version, Path(tmp))
-                if not _holds(folder, pseudonym):
+                if not find_traces(folder, [pseudonym]):
                     continue
                 bundle = forget_users(read_bundle(folder), {pseudonym})
                 out = Path(tmp) / "rewritten"
@@ -84,7 +78,7 @@ class RegistryEraser:
         for registered in client.versions(PUSH_POLICY_MODEL):
             with tempfile.TemporaryDirectory() as tmp:
                 folder = client.download_artifacts(PUSH_POLICY_MODEL, registered.version, Path(tmp))
-                if _holds(folder, pseudonym):
+                if find_traces(folder, [pseudonym]):
                     raise BundleErasureError(
                         f"{PUSH_POLICY_MODEL} version {registered.version} holds an erased "
                         "member and has no rewrite"
