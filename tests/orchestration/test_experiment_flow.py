@@ -15,7 +15,8 @@ import pytest
 from serving_setup import make_first_champions
 from typer.testing import CliRunner
 
-from fitpulse_orchestration.cli import app, run_monitoring, run_training
+from fitpulse_orchestration.cli import app
+from fitpulse_orchestration.runner import run_monitoring, run_training
 from fitpulse_orchestration.serving.feed_service import ServingConfig
 from fitpulse_orchestration.serving.runtime import build_runtime, profile_backends
 from fitpulse_orchestration.serving.traffic import serve_traffic, world_user_ids
@@ -64,13 +65,13 @@ def test_monitoring_reads_the_services_own_log(trained: WorldHome, tmp_path: Pat
 
     facts = run_monitoring(trained.home)
 
-    assert facts["served_log_source"] == "service_log"
+    assert facts.served_log_source == "service_log"
     # The online store holds the offline snapshot and cross features are computed from the
     # same events: the service's features match the offline recomputation exactly.
-    assert facts["worst_skew"] == 0.0
-    assert facts["checks"]["skew_within_threshold"]
-    assert facts["checks"]["beginner_violations_served"]
-    assert facts["checks"]["empty_feed_rate"]
+    assert facts.worst_skew == 0.0
+    assert facts.checks["skew_within_threshold"]
+    assert facts.checks["beginner_violations_served"]
+    assert facts.checks["empty_feed_rate"]
     assert all(r.model_version == "1" for r in responses)
 
 

@@ -18,10 +18,10 @@ import pytest
 from serving_setup import make_first_champions
 
 from fitpulse_orchestration import layout
-from fitpulse_orchestration.cli import run_training
 from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.features.reference import load_catalog
 from fitpulse_orchestration.retrieval.live_index import read_current_meta
+from fitpulse_orchestration.runner import run_training
 from fitpulse_orchestration.serving.feed_service import ServingConfig, StageBudgets
 from fitpulse_orchestration.serving.runtime import ServiceRuntime, build_runtime, profile_backends
 from fitpulse_orchestration.storage.tables import read_parquet_prefix, write_parquet
@@ -42,7 +42,7 @@ def trained(world_home: WorldHome, tmp_path_factory: pytest.TempPathFactory) -> 
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(workdir)
         facts = run_training(world_home.home, eval_days=5, ranker_days=5)
-    assert facts["version"] == "1"
+    assert facts.version == "1"
     make_first_champions(world_home.home)
     return world_home
 

@@ -21,9 +21,10 @@ from serving_setup import make_first_champions
 from typer.testing import CliRunner
 
 from assets.resources import ObjectStoreResource
-from fitpulse_orchestration.cli import app, run_training
+from fitpulse_orchestration.cli import app
 from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.ranking.rerank import RerankParams
+from fitpulse_orchestration.runner import run_training
 from fitpulse_orchestration.serving.feed_service import FeedService, LoadedModel, ServingConfig
 from fitpulse_orchestration.serving.rollout import (
     CANARY,

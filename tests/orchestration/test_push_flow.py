@@ -21,7 +21,6 @@ from api_client import TOKENS, authed
 from serving_setup import make_first_champions
 
 from fitpulse_orchestration import layout
-from fitpulse_orchestration.cli import run_training
 from fitpulse_orchestration.events.pseudonymize import Pseudonymizer, load_or_create_key
 from fitpulse_orchestration.features.reference import unsafe_for_beginners
 from fitpulse_orchestration.privacy.suppression import add_erased, erased_key
@@ -29,6 +28,7 @@ from fitpulse_orchestration.push.caps import SQLitePushCapStore
 from fitpulse_orchestration.push.features import PushHistory, local_time
 from fitpulse_orchestration.push.policy import GUARDRAILS, PushPolicyBundle
 from fitpulse_orchestration.push.service import LoadedPushPolicy
+from fitpulse_orchestration.runner import TrainingRun, run_training
 from fitpulse_orchestration.serving.app import create_app
 from fitpulse_orchestration.serving.online_store import SQLiteOnlineStore
 from fitpulse_orchestration.serving.runtime import ServiceRuntime, build_runtime, profile_backends
@@ -50,7 +50,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
 @dataclasses.dataclass
 class PushHome:
     home: ProjectHome
-    facts: dict[str, Any]
+    facts: TrainingRun
     profiles: pd.DataFrame
     catalog: pd.DataFrame
     pseudonymizer: Pseudonymizer
@@ -85,7 +85,8 @@ def _history(trained: PushHome, user: str) -> PushHistory:
 
 def test_push_job_registers_an_evaluated_policy(trained: PushHome) -> None:
     store_root = trained.home.store
-    assert trained.facts["push"]["version"] == "1"
+    assert trained.facts.push is not None
+    assert trained.facts.push.version == "1"
     from fitpulse_orchestration.storage import LocalObjectStore
 
     store = LocalObjectStore(store_root)

@@ -14,7 +14,9 @@ from gate_samples import FAILED, PASSED
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner, Result
 
-from fitpulse_orchestration.cli import DEMO_REVIEWER, _demo_review, app
+from fitpulse_orchestration.cli import app
+from fitpulse_orchestration.cli.pipeline import DEMO_REVIEWER, demo_review
+from fitpulse_orchestration.runner import PushRun, TrainingRun
 from fitpulse_orchestration.serving.auth import ApiTokens
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
@@ -104,6 +106,11 @@ def _status(result: Result) -> dict[str, dict[str, str]]:
 
 def _status_of(registry: Registry, model: str) -> dict[str, dict[str, str]]:
     return _status(_invoke(registry, "status", model))
+
+
+def _trained(version: str, push: PushRun | None = None) -> TrainingRun:
+    """What a training run that registered ``version`` behind a passed gate returns."""
+    return TrainingRun([], {}, {}, "run", [], gate=PASSED, version=version, push=push)
 
 
 def test_approve_without_reviewer_exits_2(registry: Registry) -> None:
@@ -346,9 +353,7 @@ def test_the_demo_stands_in_for_the_reviewer_only_on_a_passed_gate(
     passed = registry.add_version(HOME_RANKER_MODEL, PASSED)
     failed = registry.add_version(PUSH_POLICY_MODEL, FAILED)
 
-    _demo_review(
-        home, {"version": passed, "gate": PASSED, "push": {"version": failed, "gate_passed": False}}
-    )
+    demo_review(home, _trained(passed, push=PushRun(version=failed, gate_passed=False)))
 
     out = capsys.readouterr().out
     audited = registry.promotion.audited(HOME_RANKER_MODEL)
@@ -361,7 +366,7 @@ def test_the_demo_stands_in_for_the_reviewer_only_on_a_passed_gate(
     # Its key file gone, the stand-in approves nothing (it never mints itself a new key).
     (home.root / "secrets" / "demo_reviewer_key").unlink()
     newer = registry.add_version(HOME_RANKER_MODEL, PASSED)
-    _demo_review(home, {"version": newer, "gate": PASSED, "push": None})
+    demo_review(home, _trained(newer))
 
     assert "its key file" in capsys.readouterr().out
     assert registry.promotion.audited(HOME_RANKER_MODEL).champion == passed

@@ -32,7 +32,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from serving_setup import make_champion, make_first_champions, registry_workflow
 
 from fitpulse_orchestration import layout
-from fitpulse_orchestration.cli import run_training
 from fitpulse_orchestration.events.ingest import ingest_day, read_clean_events
 from fitpulse_orchestration.events.pseudonymize import (
     PSEUDONYM_PREFIX,
@@ -49,6 +48,7 @@ from fitpulse_orchestration.features.point_in_time import (
 from fitpulse_orchestration.features.reference import load_catalog, unsafe_for_beginners
 from fitpulse_orchestration.monitoring.serving import compute_skew
 from fitpulse_orchestration.privacy.traces import find_traces
+from fitpulse_orchestration.runner import TrainingRun, run_training
 from fitpulse_orchestration.serving.app import create_app
 from fitpulse_orchestration.serving.auth import ApiTokens
 from fitpulse_orchestration.serving.feed_service import STAGES, ServingConfig, StageBudgets
@@ -158,7 +158,7 @@ class TrainedHome:
         assert not unsafe, f"items unsafe for a beginner were served: {unsafe}"
 
 
-def _train(home: ProjectHome, workdir: Path, until: dt.date | None = None) -> dict[str, Any]:
+def _train(home: ProjectHome, workdir: Path, until: dt.date | None = None) -> TrainingRun:
     # MLflow writes ./mlruns relative to the working directory.
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(workdir)
@@ -171,8 +171,8 @@ def trained(world_home: WorldHome, tmp_path_factory: pytest.TempPathFactory) -> 
     home, store = world_home.home, world_home.store
     facts = _train(home, workdir)
     make_first_champions(home)
-    assert facts["version"] == "1"
-    assert facts["failed_checks"] == []
+    assert facts.version == "1"
+    assert facts.failed_checks == []
     pseudonymizer = Pseudonymizer.from_secret(load_or_create_key(home.pseudonym_key_file))
     frames = read_parquet_prefix(store, f"{layout.LANDING_USERS}/")
     profiles = (
@@ -846,7 +846,7 @@ def test_champion_moves_are_picked_up_live(trained: TrainedHome, tmp_path: Path)
     # Training on the already-ingested days again registers version 2 (re-ingesting only the
     # first day keeps this quick; the snapshot reads every clean partition).
     facts = _train(trained.home, trained.workdir, until=trained.first_day)
-    assert facts["version"] == "2"
+    assert facts.version == "2"
     user = trained.warm_user()
     try:
         with _client(rt) as client:

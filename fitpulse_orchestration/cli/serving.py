@@ -1,0 +1,158 @@
+"""Serve home feeds over HTTP."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from fitpulse_orchestration.cli._common import (
+    ClockOpt,
+    ExperimentOpt,
+    HomeOpt,
+    ProfileOpt,
+    app,
+    say,
+)
+from fitpulse_orchestration.settings import ProjectHome
+
+if TYPE_CHECKING:
+    from fitpulse_orchestration.serving.runtime import ServiceRuntime
+
+
+def serving_runtime(
+    home: Path | None,
+    profile: str | None,
+    clock: str,
+    experiment: Path | None,
+    poll_s: float,
+    shadow_share: float = 0.0,
+    rollout: str | None = None,
+) -> ServiceRuntime:
+    """The service runtime of a home and profile; a bad setting is a bad option."""
+    from fitpulse_orchestration.serving.feed_service import ServiceUnavailableError
+    from fitpulse_orchestration.serving.runtime import build_runtime, profile_backends
+    from fitpulse_orchestration.settings import current_profile
+
+    project = ProjectHome.resolve(home)
+    try:
+        backends = profile_backends(project, profile or current_profile(), serving=True)
+        return build_runtime(
+            backends,
+            project.model_cache,
+            clock=clock,
+            experiment_file=experiment,
+            poll_s=poll_s,
+            shadow_share=shadow_share,
+            rollout=rollout,
+        )
+    except (ValueError, ServiceUnavailableError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    clock: ClockOpt = "snapshot",
+    experiment: ExperimentOpt = None,
+    poll_s: Annotated[float, typer.Option(help="Seconds between registry alias checks.")] = 10.0,
+    processes: Annotated[
+        int, typer.Option(min=1, help="Worker processes (one per core; each loads the models).")
+    ] = 1,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Request threads per process (the feed path is CPU-bound: keep it low)."
+        ),
+    ] = 1,
+    shadow_share: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of champion requests the challenger alias also scores in shadow "
+            "(logged under serving/shadow/, never served; shadow_comparison compares them).",
+        ),
+    ] = 0.0,
+    rollout: Annotated[
+        str | None,
+        typer.Option(
+            help="Follow this canary rollout's traffic split (`fitpulse rollout start`); a "
+            "rollback or `fitpulse rollout kill` reaches the service within --poll-s."
+        ),
+    ] = None,
+    docs: Annotated[
+        bool, typer.Option(help="Serve /docs and /openapi.json (off: they describe the API).")
+    ] = False,
+    profile: ProfileOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Serve home feeds over HTTP from the champion model (reloaded when the alias moves).
+
+    Every endpoint but /healthz, /readyz and /metrics needs 'Authorization: Bearer TOKEN'.
+    """
+    # One single-threaded worker per core: the OpenMP pools of FAISS and LightGBM must start
+    # at one thread, so the variable is set before anything loads them, here or in a spawned
+    # worker (a library's own setter reaches only the calling thread, not the request thread).
+    # Without it the server spent 26-32 ms of CPU per request, with it 14.3-14.5 ms
+    # (benchmarks/serve_bench.py, 2026-11-25).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import uvicorn
+
+    from fitpulse_orchestration.serving.runtime import SERVE_ENV, service_tokens
+    from fitpulse_orchestration.settings import current_profile
+
+    # Fail here, with a readable message, rather than inside a worker process.
+    project = ProjectHome.resolve(home)
+    try:
+        tokens, created = service_tokens(project, profile or current_profile())
+    except (ValueError, OSError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--profile") from exc
+    if created:
+        say(f"created the local caller token: {project.local_token_file} (mode 0600)")
+    say(
+        f"{len(tokens.digests)} caller token(s) accepted; send 'Authorization: Bearer TOKEN'"
+        + (
+            f" (yours: $(cat {project.local_token_file}))"
+            if project.local_token_file.exists()
+            else ""
+        )
+    )
+    runtime = serving_runtime(home, profile, clock, experiment, poll_s, shadow_share, rollout)
+    state = runtime.service.state
+    for alias, loaded in state.models.items():
+        say(
+            f"{alias}: version {loaded.version}"
+            + (f" (degraded: {loaded.problem})" if loaded.problem else "")
+        )
+    say(
+        f"serving as of {state.as_of.isoformat()} with {processes} process(es) x {threads} "
+        f"thread(s) on http://{host}:{port}/v1/home-feed/USER_ID"
+    )
+    del runtime
+    options = {
+        "home": str(ProjectHome.resolve(home).root),
+        "profile": profile or current_profile(),
+        "clock": clock,
+        "experiment": str(experiment.resolve()) if experiment else "",
+        "poll_s": str(poll_s),
+        "threads": str(threads),
+        "shadow_share": str(shadow_share),
+        "rollout": rollout or "",
+        "docs": "1" if docs else "",
+    }
+    for key, value in options.items():
+        os.environ[SERVE_ENV[key]] = value
+    logging.getLogger("fitpulse_orchestration").setLevel(logging.INFO)
+    uvicorn.run(
+        "fitpulse_orchestration.serving.runtime:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=processes,
+        log_level="warning",
+    )
