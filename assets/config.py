@@ -8,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 
+from fitpulse_orchestration.evaluation.tuning import TuningParams
 from fitpulse_orchestration.features.training import SplitParams
 from fitpulse_orchestration.monitoring.drift import DriftParams
 from fitpulse_orchestration.monitoring.serving import MAX_REQUESTS, RECENT_DAYS, UxThresholds
@@ -19,7 +20,6 @@ from fitpulse_orchestration.ranking.rerank import RerankParams
 from fitpulse_orchestration.retrieval.als import AlsParams
 from fitpulse_orchestration.retrieval.candidates import CandidateParams
 from fitpulse_orchestration.retrieval.ease import EaseParams
-from fitpulse_orchestration.retrieval.tuning import TuningParams
 from fitpulse_orchestration.retrieval.two_tower import TwoTowerParams
 from fitpulse_orchestration.simulation.ab import SimulationSettings
 from model_registry.gate import GatePolicy

@@ -20,12 +20,12 @@ from fitpulse_orchestration.serving.shadow import (
 )
 from fitpulse_orchestration.simulation.ab import (
     prepare_simulation,
-    registry_sources,
     save_report,
     simulate_ab,
 )
 from fitpulse_orchestration.simulation.report import INTERVAL_METRICS, format_table
 from model_registry.client import log_stage
+from model_registry.serving import registry_sources
 
 
 @dg.asset(

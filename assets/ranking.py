@@ -8,22 +8,22 @@ import pandas as pd
 from assets.config import FeedConfig, RankerConfig
 from assets.groups import RANKING
 from fitpulse_orchestration.evaluation.home_feed import HomeFeedEvaluation
+from fitpulse_orchestration.evaluation.selection import (
+    FeedSelection,
+    format_selection_markdown,
+    select_scorer,
+    split_users,
+)
+from fitpulse_orchestration.evaluation.tuning import TuningResult
 from fitpulse_orchestration.features.point_in_time import feature_columns
 from fitpulse_orchestration.features.snapshot import TrainingSnapshot
 from fitpulse_orchestration.features.training import validation_relevance
 from fitpulse_orchestration.ranking.blend import describe_weights
 from fitpulse_orchestration.ranking.feed import HomeFeedModel, ValidationModels, refit_feed_model
 from fitpulse_orchestration.ranking.ranker import RankerArtifacts, train_ranker
-from fitpulse_orchestration.ranking.selection import (
-    FeedSelection,
-    format_selection_markdown,
-    select_scorer,
-    split_users,
-)
 from fitpulse_orchestration.retrieval.als import AlsArtifacts
 from fitpulse_orchestration.retrieval.ease import EaseArtifacts
 from fitpulse_orchestration.retrieval.index import ItemIndex
-from fitpulse_orchestration.retrieval.tuning import TuningResult
 from fitpulse_orchestration.retrieval.two_tower import TwoTowerArtifacts
 from model_registry.client import log_stage
 

@@ -15,6 +15,8 @@ from fitpulse_orchestration.evaluation.home_feed import (
     HomeFeedEvaluation,
     metric,
 )
+from fitpulse_orchestration.evaluation.selection import FeedSelection
+from fitpulse_orchestration.evaluation.tuning import TuningResult
 from fitpulse_orchestration.features.snapshot import TrainingSnapshot
 from fitpulse_orchestration.monitoring.features import reference_feature_sample
 from fitpulse_orchestration.monitoring.serving import reference_served_scores
@@ -22,8 +24,6 @@ from fitpulse_orchestration.provenance import code_version, feature_schema_hash
 from fitpulse_orchestration.ranking.blend import describe_weights
 from fitpulse_orchestration.ranking.bundle import FeedBundle, bundle_files
 from fitpulse_orchestration.ranking.feed import HomeFeedModel
-from fitpulse_orchestration.ranking.selection import FeedSelection
-from fitpulse_orchestration.retrieval.tuning import TuningResult
 from model_registry.client import (
     HOME_RANKER_MODEL,
     RegisteredVersion,

@@ -16,14 +16,9 @@ import dagster as dg
 from dagster import Field, Noneable, StringSource
 from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
 
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer, load_or_create_key
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.push.caps import PushCapStore, RedisPushCapStore, SQLitePushCapStore
 from fitpulse_orchestration.ranking.bundle import FeedBundle, read_bundle
-from fitpulse_orchestration.serving.online_store import (
-    OnlineFeatureStore,
-    RedisOnlineStore,
-    SQLiteOnlineStore,
-)
 from fitpulse_orchestration.storage import LocalObjectStore, ObjectStore, S3ObjectStore
 from fitpulse_orchestration.storage.asset_values import (
     asset_value_base,
@@ -31,6 +26,12 @@ from fitpulse_orchestration.storage.asset_values import (
     write_asset_value,
 )
 from fitpulse_orchestration.storage.audit import AuditLog, load_audit_key
+from fitpulse_orchestration.storage.keys import load_or_create_key
+from fitpulse_orchestration.storage.online_store import (
+    OnlineFeatureStore,
+    RedisOnlineStore,
+    SQLiteOnlineStore,
+)
 from model_registry.client import HOME_RANKER_MODEL, RegistryClient, ensure_experiment
 from model_registry.erasure import RegistryEraser
 from model_registry.promotion import ModelPromotion

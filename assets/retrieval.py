@@ -5,6 +5,7 @@ import pandas as pd
 
 from assets.config import TuningConfig, TwoTowerConfig
 from assets.groups import RETRIEVAL
+from fitpulse_orchestration.evaluation.tuning import TuningResult, trial_records, tune_retrievers
 from fitpulse_orchestration.features.snapshot import TrainingSnapshot
 from fitpulse_orchestration.features.training import validation_relevance
 from fitpulse_orchestration.ranking.feed import ValidationModels, fit_validation_models
@@ -13,7 +14,6 @@ from fitpulse_orchestration.retrieval.ease import EaseArtifacts, train_ease
 from fitpulse_orchestration.retrieval.index import ItemIndex, build_item_index
 from fitpulse_orchestration.retrieval.live_index import build_two_tower_index
 from fitpulse_orchestration.retrieval.popularity import PopularityParams, compute_popular_items
-from fitpulse_orchestration.retrieval.tuning import TuningResult, trial_records, tune_retrievers
 from fitpulse_orchestration.retrieval.two_tower import (
     TwoTowerArtifacts,
     build_examples,

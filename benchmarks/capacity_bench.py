@@ -531,7 +531,7 @@ def child_ingest(spec: dict[str, Any]) -> dict[str, Any]:
     import pandas as pd
 
     from fitpulse_orchestration.events.ingest import ingest_batches
-    from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
+    from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 
     root = Path(spec["root"])
     batches = [

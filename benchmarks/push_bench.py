@@ -62,7 +62,7 @@ from fitpulse_orchestration.push.service import (
     PushDecision,
     PushDecisionService,
 )
-from fitpulse_orchestration.serving.runtime import (
+from fitpulse_orchestration.server.runtime import (
     ServiceRuntime,
     build_runtime,
     profile_backends,

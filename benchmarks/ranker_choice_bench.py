@@ -68,7 +68,6 @@ from bench_common import git_state, jsonable
 from fitpulse_orchestration.evaluation.home_feed import HomeFeedEvaluation, evaluate_home_feed
 from fitpulse_orchestration.evaluation.metrics import recall_at_k
 from fitpulse_orchestration.events.ingest import ingest_day, write_ingested
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.features.point_in_time import (
     FeatureInputs,
     as_float_matrix,
@@ -82,6 +81,7 @@ from fitpulse_orchestration.features.training import (
     build_ranker_examples,
     heldout_relevance,
 )
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.ranking.feed import HomeFeedModel, build_ranker_training_frame
 from fitpulse_orchestration.ranking.ranker import (
     RankerArtifacts,

@@ -10,7 +10,7 @@ Measures the online feed service (``fitpulse_orchestration.serving``) on a train
    with the catalog, the online item features and the ALS item factors extended to match, so
    the synthetic items are published and servable (see ``LARGE_CATALOG_NOTE``). The index is
    cached under ``<home>/bench/serve/`` so a rerun does not rebuild it.
-3. Over HTTP: the app of ``serving.app.create_app`` under uvicorn in a subprocess, driven by
+3. Over HTTP: the app of ``server.app.create_app`` under uvicorn in a subprocess, driven by
    ``--http-clients`` concurrent keep-alive clients (httpx) for ``--http-seconds`` each.
 4. A capacity estimate for ``--target-qps`` at the p99 target, with its assumptions printed.
 
@@ -77,9 +77,9 @@ from fitpulse_orchestration.serving.feed_service import (
 )
 from fitpulse_orchestration.serving.loading import freeze_heap
 from fitpulse_orchestration.serving.logs import ServedLog
-from fitpulse_orchestration.serving.online_store import SQLiteOnlineStore
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
+from fitpulse_orchestration.storage.online_store import SQLiteOnlineStore
 
 HOME_MARKER = ".serve-bench-home"
 UNKNOWN_PREFIX = "bench_unknown_"
@@ -192,7 +192,7 @@ def request_users(known: np.ndarray, n: int, cold_share: float, seed: int) -> li
 
 def load_service(home: Path, log_root: Path) -> tuple[FeedService, ServedLog]:
     """The service ``fitpulse serve`` would build, its served log redirected to ``log_root``."""
-    from fitpulse_orchestration.serving.runtime import build_runtime, profile_backends
+    from fitpulse_orchestration.server.runtime import build_runtime, profile_backends
 
     project = ProjectHome(home)
     runtime = build_runtime(profile_backends(project, "local"), project.model_cache)
@@ -602,7 +602,7 @@ def create_bench_app() -> Any:
     The app of ``fitpulse serve``, with the served log written under ``$FITPULSE_SERVE_BENCH_LOG``
     and, when ``$FITPULSE_SERVE_BENCH_LARGE`` names a cache folder, the synthetic index swapped in.
     """
-    from fitpulse_orchestration.serving.app import create_app
+    from fitpulse_orchestration.server.app import create_app
     from fitpulse_orchestration.serving.auth import ApiTokens
 
     service, served_log = load_service(Path(os.environ[ENV_HOME]), Path(os.environ[ENV_LOG]))

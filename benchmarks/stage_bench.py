@@ -41,7 +41,6 @@ from bench_common import git_state, jsonable, reset_peak_rss
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.evaluation.home_feed import evaluate_home_feed, format_table
 from fitpulse_orchestration.events.ingest import ingest_day, write_ingested
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.features.point_in_time import (
     FeatureInputs,
     feature_columns,
@@ -56,6 +55,7 @@ from fitpulse_orchestration.features.training import (
     build_ranker_examples,
     heldout_relevance,
 )
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.ranking.feed import (
     HomeFeedModel,
     build_feeds,

@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer, load_or_create_key
 from fitpulse_orchestration.features.reference import UNKNOWN
 from fitpulse_orchestration.features.snapshot import TrainingSnapshot
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.ranking.feed import HomeFeedModel, build_feeds, fallback_feeds
 from fitpulse_orchestration.ranking.rerank import RerankParams
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import ObjectStore
 from fitpulse_orchestration.storage.asset_values import load_asset_value
+from fitpulse_orchestration.storage.keys import load_or_create_key
 
 OUTPUT_COLUMNS = ["user_id", "item_id", "rank", "score"]
 

@@ -29,9 +29,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from fitpulse_orchestration.storage import ObjectStore
 from fitpulse_orchestration.storage.audit import AuditLog
 from model_registry.client import HOME_RANKER_MODEL, RegistryClient
 from model_registry.ledger import AuditedState, artifact_digest, audited_state
+from model_registry.names import PUSH_POLICY_MODEL
 from model_registry.promotion import CHALLENGER, CHAMPION
 
 log = logging.getLogger(__name__)
@@ -143,3 +145,17 @@ class RegistryModelSource:
                 shutil.rmtree(target)
             target.parent.mkdir(parents=True, exist_ok=True)
             staged.rename(target)
+
+
+def registry_sources(
+    tracking_uri: str, cache: Path, store: ObjectStore, audit_key: str
+) -> tuple[RegistryModelSource, RegistryModelSource]:
+    """The registry's feed-model and push-policy sources, as ``fitpulse serve`` uses them.
+
+    ``store`` and ``audit_key``: where the registry's signed audit log lives and its key.
+    """
+    audit = AuditLog(store, audit_key)
+    return (
+        RegistryModelSource(tracking_uri, cache, audit),
+        RegistryModelSource(tracking_uri, cache, audit, PUSH_POLICY_MODEL),
+    )

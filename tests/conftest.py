@@ -16,7 +16,7 @@ import pytest
 from scipy.sparse import csr_matrix
 
 from fitpulse_orchestration.events.ingest import ingest_day, write_ingested
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.storage import LocalObjectStore
 from fitpulse_orchestration.world.generator import (
     WorldSummary,

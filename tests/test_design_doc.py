@@ -23,7 +23,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from fitpulse_orchestration.cli import app
 from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.push.service import FALLBACKS as PUSH_FALLBACKS
-from fitpulse_orchestration.serving.app import _Metrics
+from fitpulse_orchestration.server.app import _Metrics
 from fitpulse_orchestration.serving.feed_service import FALLBACKS as FEED_FALLBACKS
 from fitpulse_orchestration.settings import ProjectHome
 
@@ -278,7 +278,7 @@ def test_alert_rules_select_exported_metrics(rule: dict[str, Any]) -> None:
     selectors = SELECTOR.findall(rule["expr"])
     assert selectors, "a rule without a fitpulse metric"
     for name, matchers in selectors:
-        assert name in exported, f"{name} is not exported by serving/app.py"
+        assert name in exported, f"{name} is not exported by server/app.py"
         for label, op, value in MATCHER.findall(matchers):
             assert label in exported[name], f"{name} has no label {label!r}"
             if label in KNOWN_VALUES and op != "!=":

@@ -12,7 +12,7 @@ import typer
 from fitpulse_orchestration.settings import ProjectHome
 
 if TYPE_CHECKING:
-    from fitpulse_orchestration.serving.runtime import Backends
+    from fitpulse_orchestration.server.runtime import Backends
     from fitpulse_orchestration.storage import ObjectStore
     from model_registry.promotion import ModelPromotion
 
@@ -110,7 +110,7 @@ def backend_promotion(backends: Backends) -> ModelPromotion:
 
 def profile_backends_or_exit(home: Path | None, profile: str | None) -> Backends:
     """The backends of ``profile`` (default: the current one); a bad setting is a bad option."""
-    from fitpulse_orchestration.serving.runtime import profile_backends
+    from fitpulse_orchestration.server.runtime import profile_backends
     from fitpulse_orchestration.settings import current_profile
 
     try:

@@ -98,7 +98,7 @@ def import_interactions_cmd(
     ] = False,
 ) -> None:
     """Land an external interaction log in the collector's format for the same pipeline."""
-    from fitpulse_orchestration.events.importer import ImportOptions, import_interactions
+    from fitpulse_orchestration.importing.interactions import ImportOptions, import_interactions
 
     if (event_col is None) == (weight_col is None):
         raise typer.BadParameter("give exactly one of --event-col or --weight-col")
@@ -187,7 +187,7 @@ def import_catalog_cmd(
     ] = None,
 ) -> None:
     """Land an item-metadata file (e.g. MovieLens movies.csv) as a catalog file."""
-    from fitpulse_orchestration.events.catalog_import import CatalogImportOptions, import_catalog
+    from fitpulse_orchestration.importing.catalog import CatalogImportOptions, import_catalog
 
     try:
         options = CatalogImportOptions(

@@ -112,16 +112,16 @@ def simulate_ab_cmd(
     bootstrap intervals), beginner-safety violations, coverage and latency, then the launch
     targets; saves the table and the plots under reports/simulated_ab/.
     """
+    from fitpulse_orchestration.server.runtime import profile_backends
     from fitpulse_orchestration.serving.feed_service import ServiceUnavailableError
-    from fitpulse_orchestration.serving.runtime import profile_backends
     from fitpulse_orchestration.simulation.ab import (
         SimulationSettings,
         prepare_simulation,
-        registry_sources,
         save_report,
         simulate_ab,
     )
     from fitpulse_orchestration.simulation.report import format_table
+    from model_registry.serving import registry_sources
 
     project = ProjectHome.resolve(home)
     backends = profile_backends(project, "local")
@@ -178,14 +178,15 @@ def simulate_rollout_cmd(
 
     Its state and audit go under simulations/, apart from real rollouts.
     """
+    from fitpulse_orchestration.server.runtime import profile_backends
     from fitpulse_orchestration.serving.feed_service import ServiceUnavailableError
     from fitpulse_orchestration.serving.rollout import RolloutController, load_rollout_config
-    from fitpulse_orchestration.serving.runtime import profile_backends
-    from fitpulse_orchestration.simulation.ab import prepare_simulation, registry_sources
+    from fitpulse_orchestration.simulation.ab import prepare_simulation
     from fitpulse_orchestration.simulation.canary import (
         missing_feature_challenger,
         simulate_rollout,
     )
+    from model_registry.serving import registry_sources
 
     if challenger not in ("registry", "missing-feature"):
         raise typer.BadParameter("use registry or missing-feature", param_hint="--challenger")

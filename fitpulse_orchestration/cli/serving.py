@@ -20,7 +20,7 @@ from fitpulse_orchestration.cli._common import (
 from fitpulse_orchestration.settings import ProjectHome
 
 if TYPE_CHECKING:
-    from fitpulse_orchestration.serving.runtime import ServiceRuntime
+    from fitpulse_orchestration.server.runtime import ServiceRuntime
 
 
 def serving_runtime(
@@ -33,8 +33,8 @@ def serving_runtime(
     rollout: str | None = None,
 ) -> ServiceRuntime:
     """The service runtime of a home and profile; a bad setting is a bad option."""
+    from fitpulse_orchestration.server.runtime import build_runtime, profile_backends
     from fitpulse_orchestration.serving.feed_service import ServiceUnavailableError
-    from fitpulse_orchestration.serving.runtime import build_runtime, profile_backends
     from fitpulse_orchestration.settings import current_profile
 
     project = ProjectHome.resolve(home)
@@ -103,7 +103,7 @@ def serve(
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import uvicorn
 
-    from fitpulse_orchestration.serving.runtime import SERVE_ENV, service_tokens
+    from fitpulse_orchestration.server.runtime import SERVE_ENV, service_tokens
     from fitpulse_orchestration.settings import current_profile
 
     # Fail here, with a readable message, rather than inside a worker process.
@@ -149,7 +149,7 @@ def serve(
         os.environ[SERVE_ENV[key]] = value
     logging.getLogger("fitpulse_orchestration").setLevel(logging.INFO)
     uvicorn.run(
-        "fitpulse_orchestration.serving.runtime:app_from_env",
+        "fitpulse_orchestration.server.runtime:app_from_env",
         factory=True,
         host=host,
         port=port,

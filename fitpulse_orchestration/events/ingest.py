@@ -33,7 +33,6 @@ import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
 from fitpulse_orchestration import layout
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.events.schema import (
     CLEAN_EVENT_COLUMNS,
     CLEAN_EVENTS_SCHEMA,
@@ -47,6 +46,7 @@ from fitpulse_orchestration.events.schema import (
     empty_clean_events,
 )
 from fitpulse_orchestration.privacy.health import strip_health_fields
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.privacy.raw_zone import line_user
 from fitpulse_orchestration.privacy.suppression import erased_pseudonyms, erased_raw_id
 from fitpulse_orchestration.storage import ObjectStore, read_parquet, write_parquet

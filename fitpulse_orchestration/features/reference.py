@@ -18,7 +18,7 @@ import pandera.pandas as pa
 from numpy.typing import ArrayLike
 
 from fitpulse_orchestration import layout
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.storage import ObjectStore
 from fitpulse_orchestration.storage.tables import read_parquet_prefix
 

@@ -33,9 +33,9 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.privacy.raw_zone import (
     RAW_ID_ZONES,
     ZONE_PREFIXES,
@@ -44,9 +44,17 @@ from fitpulse_orchestration.privacy.raw_zone import (
     zone_keys,
 )
 from fitpulse_orchestration.privacy.suppression import add_erased, erased_raw_id
-from fitpulse_orchestration.push.caps import PushCapStore
-from fitpulse_orchestration.serving.online_store import OnlineFeatureStore
 from fitpulse_orchestration.storage import ObjectStore
+from fitpulse_orchestration.storage.online_store import OnlineFeatureStore
+
+
+class MemberRecords(Protocol):
+    """A store holding per-member records erasure must remove (the push cap store)."""
+
+    def forget_user(self, user_id: str) -> int:
+        """Erase the member's records; return how many were removed."""
+        ...
+
 
 BundleEraser = Callable[[str], list[str]]
 """Rewrites the registered bundles holding a pseudonym; returns the versions rewritten."""
@@ -126,7 +134,7 @@ def erase_user(
     pseudonymizer: Pseudonymizer,
     user_id: str,
     online: OnlineFeatureStore | None = None,
-    caps: PushCapStore | None = None,
+    caps: MemberRecords | None = None,
     requested_by: str = "unknown",
     now: dt.datetime | None = None,
     bundles: BundleEraser | None = None,
@@ -239,7 +247,7 @@ def process_requests(
     store: ObjectStore,
     pseudonymizer: Pseudonymizer,
     online: OnlineFeatureStore | None = None,
-    caps: PushCapStore | None = None,
+    caps: MemberRecords | None = None,
     now: dt.datetime | None = None,
     bundles: BundleEraser | None = None,
 ) -> list[RequestOutcome]:

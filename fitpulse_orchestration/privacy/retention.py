@@ -21,7 +21,7 @@ from typing import Any, Final
 import pandas as pd
 
 from fitpulse_orchestration import layout
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.privacy.raw_zone import (
     EVENT_ZONES,
     RAW_ID_ZONES,

@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from typing import Final
 
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.storage import ObjectStore
 
 ERASED_PREFIX: Final = "privacy/erased"

@@ -15,7 +15,7 @@ a window ending at its own ``at`` would not see the other's record. Counting bot
 every rolling window within the caps whatever order reservations arrive in; with reservations
 in time order (the normal case) it changes nothing.
 
-Two implementations, as for the online feature store (``serving.online_store``):
+Two implementations, as for the online feature store (``storage.online_store``):
 
 * ``SQLitePushCapStore`` (the embedded default): one WAL-mode file; a reservation is one
   ``BEGIN IMMEDIATE`` transaction, which takes the database's write lock before reading, so
@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from fitpulse_orchestration.serving.online_store import OnlineStoreUnavailableError, scrub_wal
+from fitpulse_orchestration.storage.online_store import OnlineStoreUnavailableError, scrub_wal
 
 DAY_S: Final = 86400.0
 WEEK_S: Final = 7 * DAY_S

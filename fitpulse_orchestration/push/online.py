@@ -10,7 +10,7 @@ import pandas as pd
 from fitpulse_orchestration.features.point_in_time import FeatureInputs
 from fitpulse_orchestration.push.caps import PushCapStore
 from fitpulse_orchestration.push.features import DAY_S, compute_push_histories
-from fitpulse_orchestration.serving.online_store import OnlineFeatureStore
+from fitpulse_orchestration.storage.online_store import OnlineFeatureStore
 
 
 def materialize_push_state(

@@ -50,7 +50,8 @@ from fitpulse_orchestration.serving.feed_service import (
     InvalidRequestError,
     validate_request,
 )
-from fitpulse_orchestration.serving.online_store import OnlineStoreUnavailableError
+from fitpulse_orchestration.serving.loading import ModelSource
+from fitpulse_orchestration.storage.online_store import OnlineStoreUnavailableError
 
 MAX_CANDIDATES: Final = 20
 FALLBACKS: Final = ("model_unavailable", "features_unavailable", "caps_unavailable")
@@ -416,3 +417,24 @@ class PushDecisionService:
             model_version=version,
             timings_ms={"total": (time.perf_counter() - started) * 1e3},
         )
+
+
+def load_push_policy(source: ModelSource, alias: str = "champion") -> LoadedPushPolicy:
+    """The push policy ``alias`` stands for (the audited champion: gate passed, approved, promoted).
+
+    A missing or unreadable version loads as a labelled failure: the service then fails safe
+    (never sends) instead of refusing to start.
+    """
+    try:
+        version = source.version_for(alias)
+    except Exception as exc:
+        return LoadedPushPolicy(None, None, f"registry unreachable: {exc}")
+    if version is None:
+        return LoadedPushPolicy(
+            None, None, "no push policy has passed its gate, been approved and been promoted"
+        )
+    try:
+        return LoadedPushPolicy(version, PushPolicyBundle.load(source.fetch(version)))
+    except Exception as exc:
+        source.discard(version)
+        return LoadedPushPolicy(version, None, f"version {version} failed to load: {exc}")

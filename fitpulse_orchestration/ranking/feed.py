@@ -54,7 +54,7 @@ class HomeFeedModel:
     ``scorer`` orders the candidate pool: ``ranker`` (the LightGBM ranker) or ``blend`` (the
     ranker-free fusion of the sources with ``blend_weights``, and ``cold_blend_weights`` for
     members no history source listed anything for, ``ranking.blend``); training picks the one
-    that wins on the validation split (``ranking.selection``).
+    that wins on the validation split (``evaluation.selection``).
     """
 
     als: AlsArtifacts

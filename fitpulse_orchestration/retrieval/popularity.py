@@ -23,7 +23,7 @@ class PopularityParams:
 
     ``half_life_days`` None counts every engagement alike (all-time popularity). Which half-life
     suits a log depends on it: trends of a week on a busy app, the classics on a sparse one
-    (``retrieval.tuning`` picks it on the validation split).
+    (``evaluation.tuning`` picks it on the validation split).
     """
 
     half_life_days: float | None = 7.0

@@ -36,7 +36,6 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.events.schema import USER_ID_PATTERN
 from fitpulse_orchestration.features.online import COLD_USER_FEATURES, UserHistory, cross_features
 from fitpulse_orchestration.features.point_in_time import ITEM_FEATURES, USER_FEATURES
@@ -47,6 +46,7 @@ from fitpulse_orchestration.features.reference import (
     publish_time_known,
     unsafe_for_beginners,
 )
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.ranking.feed import HomeFeedModel, model_scores, source_codes
 from fitpulse_orchestration.ranking.rerank import RerankParams, rerank
 from fitpulse_orchestration.retrieval.als import als_scores
@@ -60,7 +60,7 @@ from fitpulse_orchestration.retrieval.index import ItemIndex
 from fitpulse_orchestration.retrieval.live_index import LiveIndex
 from fitpulse_orchestration.retrieval.two_tower import item_token_codes, request_inputs
 from fitpulse_orchestration.serving.experiments import Assignment, Experiment
-from fitpulse_orchestration.serving.online_store import (
+from fitpulse_orchestration.storage.online_store import (
     OnlineFeatureStore,
     OnlineStoreUnavailableError,
 )

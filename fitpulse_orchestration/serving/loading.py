@@ -42,13 +42,13 @@ from fitpulse_orchestration.serving.feed_service import (
     ServingState,
     prepare_state,
 )
-from fitpulse_orchestration.serving.online_store import (
-    OnlineFeatureStore,
-    OnlineStoreUnavailableError,
-)
 from fitpulse_orchestration.serving.periodic import Periodic
 from fitpulse_orchestration.storage import ObjectStore
 from fitpulse_orchestration.storage.asset_values import load_asset_value
+from fitpulse_orchestration.storage.online_store import (
+    OnlineFeatureStore,
+    OnlineStoreUnavailableError,
+)
 
 log = logging.getLogger(__name__)
 

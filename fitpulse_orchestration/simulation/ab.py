@@ -22,18 +22,18 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.push.caps import SQLitePushCapStore
 from fitpulse_orchestration.push.features import PushHistory
-from fitpulse_orchestration.push.service import PushDecisionService
+from fitpulse_orchestration.push.service import PushDecisionService, load_push_policy
 from fitpulse_orchestration.serving.feed_service import FeedService, ServingConfig, StageBudgets
 from fitpulse_orchestration.serving.loading import ModelSource, ServingLoader, resolve_as_of
-from fitpulse_orchestration.serving.online_store import InMemoryOnlineStore, OnlineFeatureStore
 from fitpulse_orchestration.simulation import report
 from fitpulse_orchestration.simulation.arms import build_arms
 from fitpulse_orchestration.simulation.closed_loop import ArmRun, Behaviour, ClosedLoop, Population
 from fitpulse_orchestration.storage import ObjectStore
 from fitpulse_orchestration.storage.asset_values import load_asset_value
+from fitpulse_orchestration.storage.online_store import InMemoryOnlineStore, OnlineFeatureStore
 from fitpulse_orchestration.world.respond import WorldLatent, load_latent
 
 DEFAULT_ARMS: Final = ("champion", "popularity", "push-daily")
@@ -137,8 +137,6 @@ def prepare_simulation(
         ValueError: the online store was never materialized (no snapshot to start from).
         ServiceUnavailableError: no catalog.
     """
-    from fitpulse_orchestration.serving.runtime import load_push_policy
-
     latent = load_latent(store)
     as_of = resolve_as_of("snapshot", online)
     users = weekly_active_users(latent, online, pseudonymizer, as_of)
@@ -200,24 +198,6 @@ def simulate_ab(env: Environment, settings: SimulationSettings) -> SimulationRes
         daily=report.daily_table(runs),
         targets=report.check_targets(table),
         model_versions={alias: loaded.version for alias, loaded in models.items()},
-    )
-
-
-def registry_sources(
-    tracking_uri: str, cache: Path, store: ObjectStore, audit_key: str
-) -> tuple[ModelSource, ModelSource]:
-    """The registry's feed-model and push-policy sources (as ``fitpulse serve`` uses them).
-
-    ``store`` and ``audit_key``: where the registry's audit log lives and its signing key.
-    """
-    from fitpulse_orchestration.storage.audit import AuditLog
-    from model_registry.names import PUSH_POLICY_MODEL
-    from model_registry.serving import RegistryModelSource
-
-    audit = AuditLog(store, audit_key)
-    return (
-        RegistryModelSource(tracking_uri, cache, audit),
-        RegistryModelSource(tracking_uri, cache, audit, PUSH_POLICY_MODEL),
     )
 
 

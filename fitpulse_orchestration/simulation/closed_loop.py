@@ -39,13 +39,13 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.features.online import UserHistory
 from fitpulse_orchestration.features.reference import unsafe_for_beginners
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.push.caps import PushCapStore
 from fitpulse_orchestration.push.features import PushHistory
-from fitpulse_orchestration.serving.online_store import InMemoryOnlineStore
 from fitpulse_orchestration.simulation.arms import Arm
+from fitpulse_orchestration.storage.online_store import InMemoryOnlineStore
 from fitpulse_orchestration.world import push as world_push
 from fitpulse_orchestration.world.respond import (
     SESSION_LOCAL_HOURS,

@@ -83,7 +83,7 @@ def load_audit_key(key_file: Path, env: dict[str, str] | None = None) -> str:
 
     The local file is created (random, mode 0600) on first use, like the pseudonymization key.
     """
-    from fitpulse_orchestration.events.pseudonymize import load_or_create_key
+    from fitpulse_orchestration.storage.keys import load_or_create_key
 
     value = (os.environ if env is None else env).get(AUDIT_KEY_ENV, "").strip()
     if value:

@@ -20,8 +20,8 @@ from fitpulse_orchestration import layout
 from fitpulse_orchestration.cli import app
 from fitpulse_orchestration.evaluation.home_feed import MODELS, SLICES, metric
 from fitpulse_orchestration.events.ingest import read_clean_events
-from fitpulse_orchestration.events.pseudonymize import PSEUDONYM_PREFIX
 from fitpulse_orchestration.events.schema import ENGAGEMENT_TYPES
+from fitpulse_orchestration.privacy.pseudonymize import PSEUDONYM_PREFIX
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
 from fitpulse_orchestration.storage.asset_values import load_asset_value
@@ -538,8 +538,8 @@ def test_train_until_a_day_with_a_strict_gate_then_monitor(tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_movielens_version_serves_a_feed_over_http(movielens: MovieLensRun, tmp_path: Path) -> None:
-    from fitpulse_orchestration.serving.app import create_app
-    from fitpulse_orchestration.serving.runtime import build_runtime, profile_backends
+    from fitpulse_orchestration.server.app import create_app
+    from fitpulse_orchestration.server.runtime import build_runtime, profile_backends
 
     # Its gate failed on this small window; the services serve only a promoted version.
     make_champion(ProjectHome(movielens.home), "1")

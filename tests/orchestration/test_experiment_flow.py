@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 from fitpulse_orchestration.cli import app
 from fitpulse_orchestration.runner import run_monitoring, run_training
+from fitpulse_orchestration.server.runtime import build_runtime, profile_backends
 from fitpulse_orchestration.serving.feed_service import ServingConfig
-from fitpulse_orchestration.serving.runtime import build_runtime, profile_backends
 from fitpulse_orchestration.serving.traffic import serve_traffic, world_user_ids
 from fitpulse_orchestration.storage.asset_values import load_asset_value
 

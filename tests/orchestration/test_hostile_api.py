@@ -33,9 +33,9 @@ from serving_setup import make_first_champions
 from starlette.types import Message, Scope
 
 from fitpulse_orchestration.runner import run_training
-from fitpulse_orchestration.serving.app import MAX_BODY_BYTES, create_app
+from fitpulse_orchestration.server.app import MAX_BODY_BYTES, create_app
+from fitpulse_orchestration.server.runtime import ServiceRuntime, build_runtime, profile_backends
 from fitpulse_orchestration.serving.feed_service import FeedService
-from fitpulse_orchestration.serving.runtime import ServiceRuntime, build_runtime, profile_backends
 
 if TYPE_CHECKING:
     from conftest import WorldHome

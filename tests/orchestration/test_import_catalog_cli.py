@@ -8,12 +8,12 @@ from typer.testing import CliRunner, Result
 
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.cli import app
-from fitpulse_orchestration.events.catalog_import import (
+from fitpulse_orchestration.features.reference import load_catalog
+from fitpulse_orchestration.importing.catalog import (
     UNKNOWN_PUBLISH_TIME,
     catalog_landing_key,
     catalog_rejects_key,
 )
-from fitpulse_orchestration.features.reference import load_catalog
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
 

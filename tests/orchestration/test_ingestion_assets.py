@@ -19,7 +19,7 @@ from assets.ingestion import (
 from assets.resources import ObjectStoreResource, PseudonymizerResource
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.definitions import build_definitions
-from fitpulse_orchestration.events.pseudonymize import PSEUDONYM_PREFIX, Pseudonymizer
+from fitpulse_orchestration.privacy.pseudonymize import PSEUDONYM_PREFIX, Pseudonymizer
 from fitpulse_orchestration.storage import read_parquet
 from fitpulse_orchestration.storage.tables import read_parquet_prefix
 

@@ -25,6 +25,7 @@ from fitpulse_orchestration.cli import app
 from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.ranking.rerank import RerankParams
 from fitpulse_orchestration.runner import run_training
+from fitpulse_orchestration.server.runtime import build_runtime, profile_backends
 from fitpulse_orchestration.serving.feed_service import FeedService, LoadedModel, ServingConfig
 from fitpulse_orchestration.serving.rollout import (
     CANARY,
@@ -32,13 +33,11 @@ from fitpulse_orchestration.serving.rollout import (
     RolloutConfig,
     RolloutController,
 )
-from fitpulse_orchestration.serving.runtime import build_runtime, profile_backends
 from fitpulse_orchestration.serving.shadow import ShadowLog, compare_shadow, read_shadow_rows
 from fitpulse_orchestration.simulation.ab import (
     Environment,
     SimulationSettings,
     prepare_simulation,
-    registry_sources,
     simulate_ab,
 )
 from fitpulse_orchestration.simulation.canary import missing_feature_challenger, simulate_rollout
@@ -46,6 +45,7 @@ from fitpulse_orchestration.storage import LocalObjectStore
 from fitpulse_orchestration.storage.audit import AuditLog, load_audit_key
 from model_registry.client import EXPERIMENT, HOME_RANKER_MODEL, RegistryClient
 from model_registry.promotion import ModelPromotion
+from model_registry.serving import registry_sources
 
 if TYPE_CHECKING:
     from conftest import WorldHome

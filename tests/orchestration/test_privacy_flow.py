@@ -26,18 +26,19 @@ import pandas as pd
 import pytest
 
 from fitpulse_orchestration.definitions import build_definitions
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer, load_or_create_key
 from fitpulse_orchestration.privacy.erasure import DERIVED_VALUE_DAYS
 from fitpulse_orchestration.privacy.health import HEALTH_FIELDS
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.privacy.retention import RetentionPolicy, load_user_regions
 from fitpulse_orchestration.privacy.suppression import erased_pseudonyms
 from fitpulse_orchestration.privacy.traces import file_texts, find_traces
 from fitpulse_orchestration.ranking.bundle import read_feed_model
-from fitpulse_orchestration.serving.online_store import SQLiteOnlineStore
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore, read_parquet
 from fitpulse_orchestration.storage.asset_values import load_asset_value
 from fitpulse_orchestration.storage.audit import AuditLog, load_audit_key
+from fitpulse_orchestration.storage.keys import load_or_create_key
+from fitpulse_orchestration.storage.online_store import SQLiteOnlineStore
 from model_registry.serving import RegistryModelSource
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::dagster.BetaWarning")]

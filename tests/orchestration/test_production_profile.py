@@ -29,10 +29,10 @@ import redis
 from mlflow.tracking import MlflowClient
 
 from fitpulse_orchestration.events.ingest import ingest_day, write_ingested
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
-from fitpulse_orchestration.serving.online_store import RedisOnlineStore
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.settings import PRODUCTION_ENV, ProjectHome
 from fitpulse_orchestration.storage import S3ObjectStore
+from fitpulse_orchestration.storage.online_store import RedisOnlineStore
 from fitpulse_orchestration.world.generator import generate_world, world_params
 from model_registry.client import EXPERIMENT, HOME_RANKER_MODEL
 

@@ -21,21 +21,22 @@ from api_client import TOKENS, authed
 from serving_setup import make_first_champions
 
 from fitpulse_orchestration import layout
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer, load_or_create_key
 from fitpulse_orchestration.features.reference import unsafe_for_beginners
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.privacy.suppression import add_erased, erased_key
 from fitpulse_orchestration.push.caps import SQLitePushCapStore
 from fitpulse_orchestration.push.features import PushHistory, local_time
 from fitpulse_orchestration.push.policy import GUARDRAILS, PushPolicyBundle
 from fitpulse_orchestration.push.service import LoadedPushPolicy
 from fitpulse_orchestration.runner import TrainingRun, run_training
-from fitpulse_orchestration.serving.app import create_app
-from fitpulse_orchestration.serving.online_store import SQLiteOnlineStore
-from fitpulse_orchestration.serving.runtime import ServiceRuntime, build_runtime, profile_backends
+from fitpulse_orchestration.server.app import create_app
+from fitpulse_orchestration.server.runtime import ServiceRuntime, build_runtime, profile_backends
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
 from fitpulse_orchestration.storage.asset_values import load_asset_value
 from fitpulse_orchestration.storage.audit import AuditLog, load_audit_key
+from fitpulse_orchestration.storage.keys import load_or_create_key
+from fitpulse_orchestration.storage.online_store import SQLiteOnlineStore
 from fitpulse_orchestration.storage.tables import read_parquet_prefix
 from model_registry.client import RegistryClient
 from model_registry.names import PUSH_POLICY_MODEL

@@ -33,11 +33,6 @@ from serving_setup import make_champion, make_first_champions, registry_workflow
 
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.events.ingest import ingest_day, read_clean_events
-from fitpulse_orchestration.events.pseudonymize import (
-    PSEUDONYM_PREFIX,
-    Pseudonymizer,
-    load_or_create_key,
-)
 from fitpulse_orchestration.events.schema import ENGAGEMENT_TYPES
 from fitpulse_orchestration.features.point_in_time import (
     CROSS_FEATURES,
@@ -47,22 +42,27 @@ from fitpulse_orchestration.features.point_in_time import (
 )
 from fitpulse_orchestration.features.reference import load_catalog, unsafe_for_beginners
 from fitpulse_orchestration.monitoring.serving import compute_skew
+from fitpulse_orchestration.privacy.pseudonymize import (
+    PSEUDONYM_PREFIX,
+    Pseudonymizer,
+)
 from fitpulse_orchestration.privacy.traces import find_traces
 from fitpulse_orchestration.runner import TrainingRun, run_training
-from fitpulse_orchestration.serving.app import create_app
-from fitpulse_orchestration.serving.auth import ApiTokens
-from fitpulse_orchestration.serving.feed_service import STAGES, ServingConfig, StageBudgets
-from fitpulse_orchestration.serving.logs import read_served_features
-from fitpulse_orchestration.serving.online_store import RedisOnlineStore, SQLiteOnlineStore
-from fitpulse_orchestration.serving.runtime import (
+from fitpulse_orchestration.server.app import create_app
+from fitpulse_orchestration.server.runtime import (
     ServiceRuntime,
     build_runtime,
     profile_backends,
 )
+from fitpulse_orchestration.serving.auth import ApiTokens
+from fitpulse_orchestration.serving.feed_service import STAGES, ServingConfig, StageBudgets
+from fitpulse_orchestration.serving.logs import read_served_features
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
 from fitpulse_orchestration.storage.asset_values import load_asset_value
 from fitpulse_orchestration.storage.audit import AuditLog, load_audit_key
+from fitpulse_orchestration.storage.keys import load_or_create_key
+from fitpulse_orchestration.storage.online_store import RedisOnlineStore, SQLiteOnlineStore
 from fitpulse_orchestration.storage.tables import read_parquet_prefix
 from model_registry.client import RegistryClient
 from model_registry.erasure import RegistryEraser

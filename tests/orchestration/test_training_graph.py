@@ -18,11 +18,11 @@ from mlflow.tracking import MlflowClient
 
 from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.evaluation.home_feed import METRICS, MODELS, SLICES, metric
+from fitpulse_orchestration.evaluation.tuning import POPULARITY_HALF_LIVES
 from fitpulse_orchestration.events.schema import ENGAGEMENT_GRADE
 from fitpulse_orchestration.features.point_in_time import USER_FEATURES
-from fitpulse_orchestration.retrieval.tuning import POPULARITY_HALF_LIVES
-from fitpulse_orchestration.serving.online_store import SQLiteOnlineStore
 from fitpulse_orchestration.storage.asset_values import load_asset_value
+from fitpulse_orchestration.storage.online_store import SQLiteOnlineStore
 from model_registry.client import EXPERIMENT, HOME_RANKER_MODEL, RegisteredVersion, RegistryClient
 from model_registry.gate import CHECK_NAMES
 

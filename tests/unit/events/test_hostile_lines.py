@@ -24,7 +24,7 @@ from fitpulse_orchestration.events.ingest import (
     ingest_day,
     write_ingested,
 )
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.storage import LocalObjectStore
 
 DAY = dt.date(2026, 11, 3)

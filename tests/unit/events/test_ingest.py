@@ -18,12 +18,12 @@ from fitpulse_orchestration.events.ingest import (
     read_clean_events,
     write_ingested,
 )
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.events.schema import (
     CLEAN_EVENT_COLUMNS,
     CLEAN_EVENTS_SCHEMA,
     QUARANTINE_COLUMNS,
 )
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.storage import LocalObjectStore, read_parquet
 
 DAY = dt.date(2026, 10, 19)

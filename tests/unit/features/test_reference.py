@@ -10,7 +10,6 @@ import pytest
 
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.events.ingest import read_clean_events
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.events.schema import CLEAN_EVENT_COLUMNS
 from fitpulse_orchestration.features.reference import (
     CATALOG_SCHEMA,
@@ -26,6 +25,7 @@ from fitpulse_orchestration.features.reference import (
     publication_times,
     unsafe_for_beginners,
 )
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.storage import (
     LocalObjectStore,
     ObjectStore,

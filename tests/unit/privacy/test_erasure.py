@@ -14,7 +14,6 @@ import pytest
 
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.events.ingest import ingest_day, write_ingested
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.features.reference import load_catalog, load_profiles
 from fitpulse_orchestration.features.snapshot import load_feature_inputs
 from fitpulse_orchestration.privacy.erasure import (
@@ -23,6 +22,7 @@ from fitpulse_orchestration.privacy.erasure import (
     erase_user,
     purge_erased_lines,
 )
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.privacy.suppression import (
     ERASED_PREFIX,
     erased_key,
@@ -30,10 +30,6 @@ from fitpulse_orchestration.privacy.suppression import (
 )
 from fitpulse_orchestration.push.caps import SQLitePushCapStore
 from fitpulse_orchestration.serving.logs import SERVED_FEATURES, served_features_key
-from fitpulse_orchestration.serving.online_store import (
-    OnlineStoreUnavailableError,
-    SQLiteOnlineStore,
-)
 from fitpulse_orchestration.serving.shadow import shadow_key
 from fitpulse_orchestration.storage import (
     LocalObjectStore,
@@ -41,6 +37,10 @@ from fitpulse_orchestration.storage import (
     S3ObjectStore,
     read_parquet,
     write_parquet,
+)
+from fitpulse_orchestration.storage.online_store import (
+    OnlineStoreUnavailableError,
+    SQLiteOnlineStore,
 )
 
 if TYPE_CHECKING:

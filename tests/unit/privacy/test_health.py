@@ -11,13 +11,13 @@ import pytest
 
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.events.ingest import ingest_batches, ingest_day, write_ingested
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.privacy.health import (
     HEALTH_FIELDS,
     is_health_field,
     key_words,
     strip_health_fields,
 )
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.storage import LocalObjectStore, read_parquet
 
 if TYPE_CHECKING:

@@ -6,8 +6,8 @@ import gzip
 import json
 from pathlib import Path
 
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.privacy.erasure import erase_user
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.privacy.raw_zone import filter_landing_batch, line_user
 from fitpulse_orchestration.storage import LocalObjectStore
 

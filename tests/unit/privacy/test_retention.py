@@ -12,7 +12,7 @@ import pytest
 
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.events.ingest import ingest_day, write_ingested
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.privacy.raw_zone import EVENT_ZONES
 from fitpulse_orchestration.privacy.retention import (
     RETENTION_30D_REGIONS,

@@ -20,7 +20,7 @@ from fitpulse_orchestration.push.caps import (
     RedisPushCapStore,
     SQLitePushCapStore,
 )
-from fitpulse_orchestration.serving.online_store import OnlineStoreUnavailableError
+from fitpulse_orchestration.storage.online_store import OnlineStoreUnavailableError
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
 T0 = dt.datetime(2026, 11, 2, 12, 0, tzinfo=dt.UTC)

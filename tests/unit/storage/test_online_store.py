@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fitpulse_orchestration.serving.online_store import (
+from fitpulse_orchestration.storage.online_store import (
     OnlineFeatureStore,
     OnlineStoreUnavailableError,
     RedisOnlineStore,

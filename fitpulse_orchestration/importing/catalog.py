@@ -54,7 +54,16 @@ import numpy as np
 import pandas as pd
 
 from fitpulse_orchestration import layout
-from fitpulse_orchestration.events.importer import (
+from fitpulse_orchestration.events.schema import ID_PATTERN
+from fitpulse_orchestration.features.reference import (
+    CATALOG_SCHEMA,
+    DIFFICULTY_ORDINAL,
+    INTENSITY_ORDINAL,
+    LIVE_STATUS,
+    UNKNOWN,
+    unsafe_for_beginners,
+)
+from fitpulse_orchestration.importing.interactions import (
     _DECODED,
     _RECODED,
     _UNDECODABLE,
@@ -70,15 +79,6 @@ from fitpulse_orchestration.events.importer import (
     misfit_ids,
     split_rejects,
     write_rejects,
-)
-from fitpulse_orchestration.events.schema import ID_PATTERN
-from fitpulse_orchestration.features.reference import (
-    CATALOG_SCHEMA,
-    DIFFICULTY_ORDINAL,
-    INTENSITY_ORDINAL,
-    LIVE_STATUS,
-    UNKNOWN,
-    unsafe_for_beginners,
 )
 from fitpulse_orchestration.storage import ObjectStore, write_parquet
 

@@ -10,15 +10,6 @@ import pandas as pd
 import pytest
 
 from fitpulse_orchestration import layout
-from fitpulse_orchestration.events.catalog_import import (
-    UNKNOWN_PUBLISH_TIME,
-    CatalogImportOptions,
-    catalog_landing_key,
-    catalog_rejects_key,
-    import_catalog,
-    split_genres,
-)
-from fitpulse_orchestration.events.importer import ImportOptions, import_interactions
 from fitpulse_orchestration.features.reference import (
     UNKNOWN,
     load_catalog,
@@ -26,6 +17,15 @@ from fitpulse_orchestration.features.reference import (
     publish_time_known,
     unsafe_for_beginners,
 )
+from fitpulse_orchestration.importing.catalog import (
+    UNKNOWN_PUBLISH_TIME,
+    CatalogImportOptions,
+    catalog_landing_key,
+    catalog_rejects_key,
+    import_catalog,
+    split_genres,
+)
+from fitpulse_orchestration.importing.interactions import ImportOptions, import_interactions
 from fitpulse_orchestration.retrieval.two_tower import MAX_TOKENS, item_token_codes
 from fitpulse_orchestration.storage import LocalObjectStore, ObjectStore
 

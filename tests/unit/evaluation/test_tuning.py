@@ -3,8 +3,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from fitpulse_orchestration.evaluation.tuning import POPULARITY_HALF_LIVES, tune_popularity
 from fitpulse_orchestration.retrieval.popularity import PopularityParams, compute_popular_items
-from fitpulse_orchestration.retrieval.tuning import POPULARITY_HALF_LIVES, tune_popularity
 
 AS_OF = pd.Timestamp("2026-11-01", tz="UTC")
 PROFILES = pd.DataFrame(

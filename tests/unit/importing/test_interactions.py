@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from fitpulse_orchestration import layout
-from fitpulse_orchestration.events.importer import (
+from fitpulse_orchestration.events.ingest import IngestResult, ingest_day
+from fitpulse_orchestration.importing.interactions import (
     ImportOptions,
     ImportSummary,
     import_interactions,
@@ -21,8 +22,7 @@ from fitpulse_orchestration.events.importer import (
     import_rejects_key,
     read_interactions,
 )
-from fitpulse_orchestration.events.ingest import IngestResult, ingest_day
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.storage import LocalObjectStore, ObjectStore
 
 # shared/ sits beside the checkout (development machines and CI alike).

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fitpulse_orchestration.evaluation.selection import choose_cold_weights
 from fitpulse_orchestration.ranking.blend import DEFAULT_COLD_WEIGHTS
-from fitpulse_orchestration.ranking.selection import choose_cold_weights
 
 
 def _pool(

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from fitpulse_orchestration.events.pseudonymize import (
+from fitpulse_orchestration.privacy.pseudonymize import (
     PSEUDONYM_PREFIX,
     Pseudonymizer,
-    load_or_create_key,
 )
+from fitpulse_orchestration.storage.keys import load_or_create_key
 
 
 def test_pseudonym_is_deterministic_prefixed_and_80_bits(pseudonymizer: Pseudonymizer) -> None:

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from fitpulse_orchestration.events.pseudonymize import Pseudonymizer, load_or_create_key
+from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.push.caps import PushCapStore, RedisPushCapStore, SQLitePushCapStore
-from fitpulse_orchestration.push.policy import PushPolicyBundle
-from fitpulse_orchestration.push.service import LoadedPushPolicy, PushDecisionService
+from fitpulse_orchestration.push.service import PushDecisionService, load_push_policy
 from fitpulse_orchestration.serving.auth import (
     TOKEN_HASHES_ENV,
     TOKENS_FILE_ENV,
@@ -35,16 +34,17 @@ from fitpulse_orchestration.serving.loading import (
     freeze_heap,
 )
 from fitpulse_orchestration.serving.logs import ServedLog
-from fitpulse_orchestration.serving.online_store import (
-    OnlineFeatureStore,
-    RedisOnlineStore,
-    SQLiteOnlineStore,
-)
 from fitpulse_orchestration.serving.rollout import RolloutController, served_split
 from fitpulse_orchestration.serving.shadow import ShadowLog
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore, ObjectStore, S3ObjectStore
-from fitpulse_orchestration.storage.audit import AUDIT_KEY_ENV, AuditLog, load_audit_key
+from fitpulse_orchestration.storage.audit import AUDIT_KEY_ENV, load_audit_key
+from fitpulse_orchestration.storage.keys import load_or_create_key
+from fitpulse_orchestration.storage.online_store import (
+    OnlineFeatureStore,
+    RedisOnlineStore,
+    SQLiteOnlineStore,
+)
 
 
 @dataclass
@@ -180,12 +180,14 @@ def build_runtime(
         aliases = tuple(dict.fromkeys(["champion", *(v.model_alias for v in experiment.variants)]))
     if shadow_share > 0 or rollout is not None:
         aliases = tuple(dict.fromkeys([*aliases, "challenger"]))
-    if source is None:
-        from model_registry.serving import RegistryModelSource
+    if source is None or push_source is None:
+        from model_registry.serving import registry_sources
 
-        source = RegistryModelSource(
-            backends.tracking_uri, model_cache, AuditLog(backends.store, backends.audit_key)
+        feed_default, push_default = registry_sources(
+            backends.tracking_uri, model_cache, backends.store, backends.audit_key
         )
+        source = source or feed_default
+        push_source = push_source or push_default
     loader = ServingLoader(source, backends.store, backends.online, clock, aliases)
     config = config or ServingConfig()
     served_log = ServedLog(backends.store, feature_share=config.feature_log_share)
@@ -216,42 +218,11 @@ def build_runtime(
         except KeyError as exc:
             raise ValueError(str(exc.args[0])) from exc
     watcher = ModelWatcher(service, loader, poll_s=poll_s, experiment_source=rollout_split)
-    if push_source is None:
-        from model_registry.names import PUSH_POLICY_MODEL
-        from model_registry.serving import RegistryModelSource
-
-        push_source = RegistryModelSource(
-            backends.tracking_uri,
-            model_cache,
-            AuditLog(backends.store, backends.audit_key),
-            PUSH_POLICY_MODEL,
-        )
     push = PushDecisionService(
         service, load_push_policy(push_source), backends.caps, is_erased=served_log.is_erased
     )
     freeze_heap()
     return ServiceRuntime(service, watcher, served_log, loader, push, shadow_log)
-
-
-def load_push_policy(source: ModelSource, alias: str = "champion") -> LoadedPushPolicy:
-    """The push policy ``alias`` stands for (the audited champion: gate passed, approved, promoted).
-
-    A missing or unreadable version loads as a labelled failure: the service then fails safe
-    (never sends) instead of refusing to start.
-    """
-    try:
-        version = source.version_for(alias)
-    except Exception as exc:
-        return LoadedPushPolicy(None, None, f"registry unreachable: {exc}")
-    if version is None:
-        return LoadedPushPolicy(
-            None, None, "no push policy has passed its gate, been approved and been promoted"
-        )
-    try:
-        return LoadedPushPolicy(version, PushPolicyBundle.load(source.fetch(version)))
-    except Exception as exc:
-        source.discard(version)
-        return LoadedPushPolicy(version, None, f"version {version} failed to load: {exc}")
 
 
 SERVE_ENV: Final = {
@@ -270,7 +241,7 @@ SERVE_ENV: Final = {
 
 def app_from_env() -> Any:
     """The feed app of one worker process, configured by ``SERVE_ENV`` (a uvicorn factory)."""
-    from fitpulse_orchestration.serving.app import create_app
+    from fitpulse_orchestration.server.app import create_app
 
     env = {key: os.environ.get(name, "") for key, name in SERVE_ENV.items()}
     home = ProjectHome.resolve(env["home"] or None)

@@ -1,0 +1,1 @@
+"""Importers of external logs and catalogs into the landing zone's formats."""
