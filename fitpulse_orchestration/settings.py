@@ -38,8 +38,8 @@ MLflow reaches the same endpoint through its own ``MLFLOW_S3_ENDPOINT_URL``. Cre
 from boto3's default chain (instance role, or ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``).
 ``MLFLOW_TRACKING_URI`` is a PostgreSQL URL (tracking and registry); ``FITPULSE_MLFLOW_ARTIFACTS``
 an ``s3://bucket/prefix`` artifact root. ``FITPULSE_PSEUDONYM_SECRET`` is the keyed-hash secret
-(README, "Rotating the pseudonymization key"); ``FITPULSE_AUDIT_KEY`` signs the registry's audit
-log (``storage.audit``). The Dagster instance itself reads
+(docs/operating.md, "Rotating the pseudonymization key"); ``FITPULSE_AUDIT_KEY`` signs the
+registry's audit log (``storage.audit``). The Dagster instance itself reads
 ``FITPULSE_DAGSTER_PG_URL`` through ``deploy/dagster.yaml``.
 """
 

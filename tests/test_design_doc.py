@@ -1,10 +1,12 @@
-"""``docs/design.md`` cannot drift silently from the code.
+"""``docs/design.md``, README and the other documents cannot drift silently from the code.
 
 Every command and option it writes must exist in the CLI, every benchmark and option in the
 benchmark scripts, every path in the repository, every test it cites in the failure table; its
 asset graph must be the code location's, node for node and edge for edge; every job, sensor,
 schedule, asset and asset check it names must be defined. The serving alert rules the document
-points at must name metrics, labels and label values the service really exports.
+points at must name metrics, labels and label values the service really exports. README and
+``docs/*.md`` are held to the same commands, options, paths and links; README stays short and
+starts with the two commands a fresh machine runs, the second being what ``.ci/run`` runs.
 """
 
 from __future__ import annotations
@@ -37,10 +39,15 @@ INLINE = re.compile(r"`([^`]+)`")
 pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
 
 
-def _code() -> list[str]:
+DOCUMENTS = ("README.md", "docs/pipeline.md", "docs/serving.md", "docs/operating.md")
+"""The documents besides the design held to its commands, paths and links."""
+README_MAX_LINES = 200
+
+
+def _code(text: str = TEXT) -> list[str]:
     """Every fenced block, then every inline code span (its line breaks made spaces)."""
-    blocks = [body for _, body in FENCE.findall(TEXT)]
-    prose = FENCE.sub("", TEXT)
+    blocks = [body for _, body in FENCE.findall(text)]
+    prose = FENCE.sub("", text)
     return blocks + [" ".join(span.split()) for span in INLINE.findall(prose)]
 
 
@@ -88,9 +95,9 @@ def test_internal_links_resolve_and_nothing_is_left_to_fill() -> None:
 # -- commands --------------------------------------------------------------------------------
 
 
-def _commands() -> Iterator[tuple[list[str], list[str]]]:
+def _commands(text: str = TEXT) -> Iterator[tuple[list[str], list[str]]]:
     """(subcommand path, options) for every ``fitpulse ...`` written in code."""
-    for code in _code():
+    for code in _code(text):
         for match in re.finditer(r"(?<![\w/.-])fitpulse((?:[ \t]+[a-z][a-z|-]*)+)(.*)", code):
             words = match.group(1).split()
             options = re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", match.group(2).split("fitpulse")[0])
@@ -115,16 +122,21 @@ def _resolve(words: list[str]) -> list[Any]:
     return found
 
 
-def test_every_fitpulse_command_and_option_exists() -> None:
+def _checked_commands(text: str) -> int:
+    """Assert every ``fitpulse`` command and option in ``text`` exists; return how many."""
     seen = 0
-    for words, options in _commands():
+    for words, options in _commands(text):
         for command in _resolve(words):
             assert not _is_group(command), f"fitpulse {' '.join(words)} is a group"
             known = {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)}
             unknown = [o for o in options if o not in known]
             assert not unknown, f"fitpulse {' '.join(words)}: unknown options {unknown}"
             seen += 1
-    assert seen >= 20
+    return seen
+
+
+def test_every_fitpulse_command_and_option_exists() -> None:
+    assert _checked_commands(TEXT) >= 20
 
 
 def test_every_benchmark_and_its_options_exist() -> None:
@@ -147,10 +159,21 @@ def _path_exists(path: str) -> bool:
     return any((base / path).exists() for base in (REPO, REPO / "fitpulse_orchestration"))
 
 
-def test_every_path_exists() -> None:
-    paths = set()
-    for code in _code():
+def _paths(text: str, blocks: bool = True) -> set[str]:
+    """Repository paths written in code (``blocks=False``: inline spans only)."""
+    paths: set[str] = set()
+    spans = (
+        _code(text)
+        if blocks
+        else [" ".join(s.split()) for s in INLINE.findall(FENCE.sub("", text))]
+    )
+    for code in spans:
         paths |= set(re.findall(r"(?<![\w/.-])((?:[\w.-]+/)*[\w.-]+\.(?:py|toml|yaml|md))", code))
+    return paths
+
+
+def test_every_path_exists() -> None:
+    paths = _paths(TEXT)
     assert len(paths) >= 30
     assert not sorted(p for p in paths if not _path_exists(p))
 
@@ -287,3 +310,52 @@ def test_alert_rules_select_exported_metrics(rule: dict[str, Any]) -> None:
     for clause in re.findall(r"by \(([^)]*)\)", rule["expr"]):
         for label in (x.strip() for x in clause.split(",")):
             assert label in {"le", "instance"}, f"grouping by {label!r}"
+
+
+# -- README and the other documents ----------------------------------------------------------
+
+
+def _broken_links(name: str) -> list[str]:
+    """Relative links of document ``name`` whose file or heading anchor does not exist."""
+    source = REPO / name
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", FENCE.sub("", source.read_text())):
+        if re.match(r"[a-z]+://", target):
+            continue
+        path, _, anchor = target.partition("#")
+        file = (source.parent / path).resolve() if path else source
+        if not file.exists():
+            broken.append(target)
+        elif anchor and (file.suffix != ".md" or anchor not in _anchors(file.read_text())):
+            broken.append(target)
+    return broken
+
+
+@pytest.mark.parametrize("name", DOCUMENTS)
+def test_documents_name_real_commands_paths_and_links(name: str) -> None:
+    text = (REPO / name).read_text()
+
+    _checked_commands(text)
+    # Inline spans only: README's layout block names files under their folders.
+    assert not sorted(p for p in _paths(text, blocks=False) if not _path_exists(p))
+    assert not _broken_links(name)
+
+
+def test_design_document_links_resolve() -> None:
+    assert not _broken_links("docs/design.md")
+
+
+def test_readme_is_short_and_starts_with_the_two_fresh_machine_commands() -> None:
+    text = (REPO / "README.md").read_text()
+    demo, tests = [body.strip() for _, body in FENCE.findall(text)[:2]]
+
+    assert len(text.splitlines()) <= README_MAX_LINES
+    assert demo.startswith("python3 -m venv .venv")
+    assert demo.endswith("fitpulse demo")
+    assert tests.startswith("python3 -m venv .venv")
+    assert tests.endswith(".venv/bin/pytest")
+    assert text.index(demo) < text.index(tests) < text.index("\n## ")
+    # CI runs README's test command (with its own flags).
+    assert re.search(r"^\S*\.venv/bin/pytest\b", (REPO / ".ci" / "run").read_text(), re.M)
+    for document in ("docs/design.md", *DOCUMENTS[1:], "benchmarks/README.md"):
+        assert f"]({document})" in text, f"README does not link {document}"

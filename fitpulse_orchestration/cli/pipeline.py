@@ -287,7 +287,7 @@ def train(
         list[str] | None,
         typer.Option(
             help="Promotion-gate setting KEY=VALUE (repeatable), e.g. coverage_tolerance=0.03; "
-            "see README 'Promotion gate'."
+            "see docs/operating.md, 'Promotion gate'."
         ),
     ] = None,
 ) -> None:

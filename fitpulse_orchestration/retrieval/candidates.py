@@ -44,10 +44,10 @@ RANK_COLUMNS = {source: f"rank_{source}" for source in SOURCES}
 class CandidateParams:
     """How many candidates each source contributes per user, for warm and for cold users.
 
-    Defaults come from the retrieval evaluation on the demo world (README "Retrieval"): the
-    two-tower recalls more than ALS even for warm users, and popular and fresh items mostly
-    displace better candidates for them (warm recall@100 of the blend 0.234 with 60 popular
-    and 20 fresh, 0.271 with 10 and 10, ALS alone 0.255).
+    Defaults come from the retrieval evaluation on the demo world (docs/pipeline.md,
+    "Retrieval"): the two-tower recalls more than ALS even for warm users, and popular and fresh
+    items mostly displace better candidates for them (warm recall@100 of the blend 0.234 with
+    60 popular and 20 fresh, 0.271 with 10 and 10, ALS alone 0.255).
     """
 
     n_als: int = 120

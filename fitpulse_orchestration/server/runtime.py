@@ -135,7 +135,7 @@ def service_tokens(home: ProjectHome, profile: str) -> tuple[ApiTokens, bool]:
     if profile == "production":
         raise ValueError(
             f"the production profile needs {TOKENS_FILE_ENV} or {TOKEN_HASHES_ENV} (the "
-            "callers' token digests; see README 'Service credentials')"
+            "callers' token digests; see docs/serving.md, 'Service credentials')"
         )
     return local_tokens(home.api_tokens_file, home.local_token_file)
 
