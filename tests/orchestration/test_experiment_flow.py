@@ -1,8 +1,9 @@
 """Served traffic flows back: monitoring reads the service's log, experiments are analysed.
 
-One trained tiny home per module. The service serves the world's users in process, the world
-responds from its hidden tastes, ingestion picks up exposures and responses like any events,
-and ``experiment_analysis`` reports per-variant outcomes with intervals.
+The module's copy of the session's trained tiny home (``trained_world``). The service serves the
+world's users in process, the world responds from its hidden tastes, ingestion picks up
+exposures and responses like any events, and ``experiment_analysis`` reports per-variant
+outcomes with intervals.
 """
 
 from __future__ import annotations
@@ -12,18 +13,19 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 import pytest
-from serving_setup import make_first_champions
 from typer.testing import CliRunner
 
 from fitpulse_orchestration.cli import app
-from fitpulse_orchestration.runner import run_monitoring, run_training
+from fitpulse_orchestration.runner import run_monitoring
 from fitpulse_orchestration.server.runtime import build_runtime, profile_backends
 from fitpulse_orchestration.serving.feed_service import ServingConfig
 from fitpulse_orchestration.serving.traffic import serve_traffic, world_user_ids
 from fitpulse_orchestration.storage.asset_values import load_asset_value
 
 if TYPE_CHECKING:
-    from conftest import WorldHome
+    from conftest import TrainedWorld, WorldHome
+
+pytestmark = pytest.mark.slow
 
 EXPERIMENT = """
 [experiment]
@@ -42,13 +44,8 @@ rerank = { max_per_category = 1 }
 
 
 @pytest.fixture(scope="module")
-def trained(world_home: WorldHome, tmp_path_factory: pytest.TempPathFactory) -> WorldHome:
-    world = world_home
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(tmp_path_factory.mktemp("cwd"))
-        run_training(world.home, eval_days=5, ranker_days=5)
-    make_first_champions(world.home)
-    return world
+def trained(trained_world: TrainedWorld) -> WorldHome:
+    return trained_world.world
 
 
 def test_monitoring_reads_the_services_own_log(trained: WorldHome, tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """Catalog freshness end to end: landed catalog file -> catalog_sensor -> live index -> serving.
 
-One tiny world is trained once (``run_training``); the test then drives the real sensor and the
-real ``catalog_refresh_job`` against the trained home, and a real feed service watching the
-object store, as production does minus the daemon's clock.
+The module's copy of the session's trained tiny home (``trained_world``); the test then drives
+the real sensor and the real ``catalog_refresh_job`` against the trained home, and a real feed
+service watching the object store, as production does minus the daemon's clock.
 """
 
 from __future__ import annotations
@@ -15,19 +15,19 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 import pandas as pd
 import pytest
-from serving_setup import make_first_champions
 
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.features.reference import load_catalog
 from fitpulse_orchestration.retrieval.live_index import read_current_meta
-from fitpulse_orchestration.runner import run_training
 from fitpulse_orchestration.server.runtime import ServiceRuntime, build_runtime, profile_backends
 from fitpulse_orchestration.serving.feed_service import ServingConfig, StageBudgets
 from fitpulse_orchestration.storage.tables import read_parquet_prefix, write_parquet
 
 if TYPE_CHECKING:
-    from conftest import WorldHome
+    from conftest import TrainedWorld, WorldHome
+
+pytestmark = pytest.mark.slow
 
 ROOMY = ServingConfig(
     budgets=StageBudgets(
@@ -37,14 +37,8 @@ ROOMY = ServingConfig(
 
 
 @pytest.fixture(scope="module")
-def trained(world_home: WorldHome, tmp_path_factory: pytest.TempPathFactory) -> WorldHome:
-    workdir = tmp_path_factory.mktemp("freshness_workdir")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(workdir)
-        facts = run_training(world_home.home, eval_days=5, ranker_days=5)
-    assert facts.version == "1"
-    make_first_champions(world_home.home)
-    return world_home
+def trained(trained_world: TrainedWorld) -> WorldHome:
+    return trained_world.world
 
 
 def _tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None) -> Any:

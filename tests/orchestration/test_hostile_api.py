@@ -10,7 +10,7 @@ Explicit cases pin what the generators reach only by chance: bodies over the 64 
 (declared, chunked, streamed in pieces), JSON with ``NaN``/``Infinity`` literals, unknown
 fields, bodies that are not JSON, odd ``at`` values and the docs endpoints being off.
 
-One module-scoped home is trained by ``run_training`` (as in ``test_push_flow.py``).
+The module's copy of the session's trained tiny home (``trained_world``).
 """
 
 from __future__ import annotations
@@ -29,16 +29,14 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from schemathesis import BaseSchema
 from schemathesis.python.asgi import shutdown_lifespans
-from serving_setup import make_first_champions
 from starlette.types import Message, Scope
 
-from fitpulse_orchestration.runner import run_training
 from fitpulse_orchestration.server.app import MAX_BODY_BYTES, create_app
 from fitpulse_orchestration.server.runtime import ServiceRuntime, build_runtime, profile_backends
 from fitpulse_orchestration.serving.feed_service import FeedService
 
 if TYPE_CHECKING:
-    from conftest import WorldHome
+    from conftest import TrainedWorld
 
 pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
 
@@ -54,12 +52,12 @@ PROTECTED = r"^/v1/"
 
 
 @pytest.fixture(scope="module")
-def runtime(world_home: WorldHome, tmp_path_factory: pytest.TempPathFactory) -> ServiceRuntime:
-    """A runtime over a home trained once for the module (feed models and push policy)."""
-    run_training(world_home.home, eval_days=5, ranker_days=5)
-    make_first_champions(world_home.home)
+def runtime(
+    trained_world: TrainedWorld, tmp_path_factory: pytest.TempPathFactory
+) -> ServiceRuntime:
+    """A runtime over this module's copy of the trained home (feed models and push policy)."""
     runtime = build_runtime(
-        profile_backends(world_home.home, "local"),
+        profile_backends(trained_world.home, "local"),
         tmp_path_factory.mktemp("hostile") / "models",
         poll_s=3600.0,
     )

@@ -17,14 +17,12 @@ import pandas as pd
 import pytest
 from audit_keys import AUDIT_KEY
 from gate_samples import PASSED
-from serving_setup import make_first_champions
 from typer.testing import CliRunner
 
 from assets.resources import ObjectStoreResource
 from fitpulse_orchestration.cli import app
 from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.ranking.rerank import RerankParams
-from fitpulse_orchestration.runner import run_training
 from fitpulse_orchestration.server.runtime import build_runtime, profile_backends
 from fitpulse_orchestration.serving.feed_service import FeedService, LoadedModel, ServingConfig
 from fitpulse_orchestration.serving.rollout import (
@@ -48,9 +46,12 @@ from model_registry.promotion import ModelPromotion
 from model_registry.serving import registry_sources
 
 if TYPE_CHECKING:
-    from conftest import WorldHome
+    from conftest import TrainedWorld, WorldHome
 
-pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::dagster.BetaWarning"),
+]
 
 STEPS = (0.25, 0.5, 1.0)
 # Served latency is wall time on a shared machine, not a function of the seed: a load spike
@@ -61,10 +62,8 @@ GUARDRAILS = Guardrails(min_requests=10, p99_slack_ms=60_000.0)
 
 
 @pytest.fixture(scope="module")
-def trained(world_home: WorldHome) -> WorldHome:
-    run_training(world_home.home, eval_days=5, ranker_days=5)
-    make_first_champions(world_home.home)
-    return world_home
+def trained(trained_world: TrainedWorld) -> WorldHome:
+    return trained_world.world
 
 
 @pytest.fixture(scope="module")

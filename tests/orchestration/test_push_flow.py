@@ -1,7 +1,8 @@
 """Push notifications end to end on the tiny world: assets, registry, and the decision endpoint.
 
-One module-scoped home is trained by ``fitpulse train``'s ``run_training`` (which runs the
-push job after the feed's training job). Tests then build runtimes and apps over it.
+The module's copy of the session's trained tiny home (``trained_world``: ``fitpulse train``'s
+``run_training`` runs the push job after the feed's training job). Tests then build runtimes and
+apps over it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pytest
 from api_client import TOKENS, authed
-from serving_setup import make_first_champions
 
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.features.reference import unsafe_for_beginners
@@ -28,7 +28,7 @@ from fitpulse_orchestration.push.caps import SQLitePushCapStore
 from fitpulse_orchestration.push.features import PushHistory, local_time
 from fitpulse_orchestration.push.policy import GUARDRAILS, PushPolicyBundle
 from fitpulse_orchestration.push.service import LoadedPushPolicy
-from fitpulse_orchestration.runner import TrainingRun, run_training
+from fitpulse_orchestration.runner import TrainingRun
 from fitpulse_orchestration.server.app import create_app
 from fitpulse_orchestration.server.runtime import ServiceRuntime, build_runtime, profile_backends
 from fitpulse_orchestration.settings import ProjectHome
@@ -43,9 +43,12 @@ from model_registry.names import PUSH_POLICY_MODEL
 from model_registry.serving import RegistryModelSource
 
 if TYPE_CHECKING:
-    from conftest import WorldHome
+    from conftest import TrainedWorld
 
-pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::dagster.BetaWarning"),
+]
 
 
 @dataclasses.dataclass
@@ -58,10 +61,8 @@ class PushHome:
 
 
 @pytest.fixture(scope="module")
-def trained(world_home: WorldHome, tmp_path_factory: pytest.TempPathFactory) -> PushHome:
-    home, store = world_home.home, world_home.store
-    facts = run_training(home, eval_days=5, ranker_days=5)
-    make_first_champions(home)
+def trained(trained_world: TrainedWorld) -> PushHome:
+    home, store, facts = trained_world.home, trained_world.store, trained_world.run
     profiles = (
         pd.concat(read_parquet_prefix(store, f"{layout.LANDING_USERS}/"), ignore_index=True)
         .drop_duplicates("user_id", keep="last")

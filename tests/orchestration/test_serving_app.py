@@ -1,6 +1,6 @@
 """The online feed service end to end: a trained tiny world served through the real app.
 
-One module-scoped home is trained once (``fitpulse train``'s ``run_training``: every landed day
+The module's copy of the session's trained tiny home (``trained_world``: every landed day
 ingested, version 1 registered, the SQLite online store materialized). Each test then builds
 its own runtime (model cache under its ``tmp_path``) and app, so faults injected into one
 (a deleted model file, an unreachable store, a zero budget) stay in that test.
@@ -29,7 +29,7 @@ import pytest
 from api_client import API_TOKEN, TOKENS, authed
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from serving_setup import make_champion, make_first_champions, registry_workflow
+from serving_setup import make_champion, registry_workflow
 
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.events.ingest import ingest_day, read_clean_events
@@ -71,10 +71,13 @@ from model_registry.promotion import ModelPromotion
 from model_registry.serving import RegistryModelSource
 
 if TYPE_CHECKING:
-    from conftest import WorldHome
+    from conftest import TrainedWorld
 
 # dagster-mlflow's resource is beta; the CLI silences that warning itself, pytest re-enables it.
-pytestmark = pytest.mark.filterwarnings("ignore::dagster.BetaWarning")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::dagster.BetaWarning"),
+]
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 DEAD_REDIS_URL = "redis://127.0.0.1:1/0"
@@ -166,13 +169,9 @@ def _train(home: ProjectHome, workdir: Path, until: dt.date | None = None) -> Tr
 
 
 @pytest.fixture(scope="module")
-def trained(world_home: WorldHome, tmp_path_factory: pytest.TempPathFactory) -> TrainedHome:
+def trained(trained_world: TrainedWorld, tmp_path_factory: pytest.TempPathFactory) -> TrainedHome:
     workdir = tmp_path_factory.mktemp("serving_workdir")
-    home, store = world_home.home, world_home.store
-    facts = _train(home, workdir)
-    make_first_champions(home)
-    assert facts.version == "1"
-    assert facts.failed_checks == []
+    home, store = trained_world.home, trained_world.store
     pseudonymizer = Pseudonymizer.from_secret(load_or_create_key(home.pseudonym_key_file))
     frames = read_parquet_prefix(store, f"{layout.LANDING_USERS}/")
     profiles = (
@@ -198,7 +197,7 @@ def trained(world_home: WorldHome, tmp_path_factory: pytest.TempPathFactory) -> 
         engaged=engaged,
         engagements=Counter(engagements["user_id"].astype(str)),
         as_of=as_of,
-        first_day=world_home.summary.landed_days[0],
+        first_day=trained_world.world.summary.landed_days[0],
     )
 
 
@@ -1086,7 +1085,7 @@ def test_an_erasure_rewrite_reaches_a_running_server(trained: TrainedHome, tmp_p
 
     after = rt.service.state.models["champion"]
     assert sorted(rewritten) == ["1", "2"]  # every version that knew the member
-    assert reloaded
+    assert reloaded, rt.watcher.last_error
     assert after.version == "1"
     assert after.model is not None
     assert after.model.als.user_row(member) is None
