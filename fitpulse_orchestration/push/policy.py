@@ -57,8 +57,9 @@ class PushPolicyParams:
 
     fatigue_weight: float = 1.0
     threshold: float = 0.05
-    per_day: int = 1
-    per_week: int = 3
+    # The caps' defaults are CapPolicy's: one default per setting.
+    per_day: int = CapPolicy.per_day
+    per_week: int = CapPolicy.per_week
     quiet_start_hour: int = 21
     quiet_end_hour: int = 8
     app_open_cooldown_h: float = 3.0
