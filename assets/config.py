@@ -77,7 +77,8 @@ def mirrored(
             assert f.default_factory is not MISSING, f"{params.__name__}.{f.name} has no default"
             default = f.default_factory()
         if typing.get_origin(kind) is Mapping:
-            kind, default = dict[typing.get_args(kind)], dict(default)  # type: ignore[misc]
+            key, value = typing.get_args(kind)
+            kind, default = dict[key, value], dict(default)  # type: ignore[valid-type]
         out[f.name] = (kind, pydantic.Field(default=default, description=docs.get(f.name)))
     return out
 
@@ -94,7 +95,10 @@ def _convert(config: dg.Config, cls: type) -> Any:
     return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
 
 
-class SplitConfig(config_fields("_SplitFields", mirrored(SplitParams))):
+_SplitFields: Any = config_fields("_SplitFields", mirrored(SplitParams))
+
+
+class SplitConfig(_SplitFields):
     """The evaluation protocol: how the held-out and validation parts are cut."""
 
     def to_params(self) -> SplitParams:
@@ -102,7 +106,10 @@ class SplitConfig(config_fields("_SplitFields", mirrored(SplitParams))):
         return _convert(self, SplitParams)  # type: ignore[no-any-return]
 
 
-class AlsConfig(config_fields("_AlsFields", mirrored(AlsParams))):
+_AlsFields: Any = config_fields("_AlsFields", mirrored(AlsParams))
+
+
+class AlsConfig(_AlsFields):
     """ALS hyper-parameters and event weights."""
 
     def to_params(self) -> AlsParams:
@@ -110,7 +117,10 @@ class AlsConfig(config_fields("_AlsFields", mirrored(AlsParams))):
         return _convert(self, AlsParams)  # type: ignore[no-any-return]
 
 
-class EaseConfig(config_fields("_EaseFields", mirrored(EaseParams))):
+_EaseFields: Any = config_fields("_EaseFields", mirrored(EaseParams))
+
+
+class EaseConfig(_EaseFields):
     """EASE defaults: the search starts from ``l2``; ``max_items`` bounds its memory."""
 
     def to_params(self) -> EaseParams:
@@ -118,7 +128,10 @@ class EaseConfig(config_fields("_EaseFields", mirrored(EaseParams))):
         return _convert(self, EaseParams)  # type: ignore[no-any-return]
 
 
-class TuningConfig(config_fields("_TuningFields", mirrored(TuningParams))):
+_TuningFields: Any = config_fields("_TuningFields", mirrored(TuningParams))
+
+
+class TuningConfig(_TuningFields):
     """The hyper-parameter search: trials per retriever, seed, judged users, starting points."""
 
     als: AlsConfig = AlsConfig()
@@ -129,7 +142,10 @@ class TuningConfig(config_fields("_TuningFields", mirrored(TuningParams))):
         return _convert(self, TuningParams)  # type: ignore[no-any-return]
 
 
-class TwoTowerConfig(config_fields("_TwoTowerFields", mirrored(TwoTowerParams))):
+_TwoTowerFields: Any = config_fields("_TwoTowerFields", mirrored(TwoTowerParams))
+
+
+class TwoTowerConfig(_TwoTowerFields):
     """Two-tower architecture and training settings (see ``retrieval.two_tower``)."""
 
     def to_params(self) -> TwoTowerParams:
@@ -137,7 +153,10 @@ class TwoTowerConfig(config_fields("_TwoTowerFields", mirrored(TwoTowerParams)))
         return _convert(self, TwoTowerParams)  # type: ignore[no-any-return]
 
 
-class RankerConfig(config_fields("_RankerFields", mirrored(RankerParams))):
+_RankerFields: Any = config_fields("_RankerFields", mirrored(RankerParams))
+
+
+class RankerConfig(_RankerFields):
     """LambdaRank hyper-parameters."""
 
     def to_params(self) -> RankerParams:
@@ -149,11 +168,12 @@ _FEED_RERANK = ("max_per_category", "fresh_slot", "recent_days")
 """Guardrail settings a training run may change (the feed size stays the domain's)."""
 
 
-class FeedConfig(
-    config_fields(
-        "_FeedFields", mirrored(CandidateParams), mirrored(RerankParams, only=_FEED_RERANK)
-    )
-):
+_FeedFields: Any = config_fields(
+    "_FeedFields", mirrored(CandidateParams), mirrored(RerankParams, only=_FEED_RERANK)
+)
+
+
+class FeedConfig(_FeedFields):
     """Candidate quotas and re-ranking guardrails used when building feeds.
 
     ``fresh_days`` is the candidates' and the guardrails' freshness window alike.
@@ -174,7 +194,10 @@ class FeedConfig(
         )
 
 
-class GateConfig(config_fields("_GateFields", mirrored(GatePolicy))):
+_GateFields: Any = config_fields("_GateFields", mirrored(GatePolicy))
+
+
+class GateConfig(_GateFields):
     """Thresholds of the promotion gate (see ``model_registry.gate.GatePolicy``)."""
 
     def to_policy(self) -> GatePolicy:
@@ -182,9 +205,12 @@ class GateConfig(config_fields("_GateFields", mirrored(GatePolicy))):
         return _convert(self, GatePolicy)  # type: ignore[no-any-return]
 
 
-class MonitoringConfig(
-    config_fields("_MonitoringFields", mirrored(DriftParams), mirrored(UxThresholds))
-):
+_MonitoringFields: Any = config_fields(
+    "_MonitoringFields", mirrored(DriftParams), mirrored(UxThresholds)
+)
+
+
+class MonitoringConfig(_MonitoringFields):
     """Windows, sample sizes and thresholds of the monitoring assets and their checks."""
 
     days: int = pydantic.Field(RECENT_DAYS, description="Days of served feeds the monitors read.")
@@ -213,7 +239,10 @@ class ExperimentAnalysisConfig(dg.Config):
     n_boot: int = 1000
 
 
-class PushModelConfig(config_fields("_PushModelFields", mirrored(PushModelParams))):
+_PushModelFields: Any = config_fields("_PushModelFields", mirrored(PushModelParams))
+
+
+class PushModelConfig(_PushModelFields):
     """Hyper-parameters of the push classifiers and their time split."""
 
     def to_params(self) -> PushModelParams:
@@ -221,9 +250,12 @@ class PushModelConfig(config_fields("_PushModelFields", mirrored(PushModelParams
         return _convert(self, PushModelParams)  # type: ignore[no-any-return]
 
 
-class PushPolicyConfig(
-    config_fields("_PushPolicyFields", mirrored(PushPolicyParams), mirrored(PushGateConfig))
-):
+_PushPolicyFields: Any = config_fields(
+    "_PushPolicyFields", mirrored(PushPolicyParams), mirrored(PushGateConfig)
+)
+
+
+class PushPolicyConfig(_PushPolicyFields):
     """The push policy's score and guardrails, and the limits its evaluation is gated on."""
 
     def to_params(self) -> PushPolicyParams:

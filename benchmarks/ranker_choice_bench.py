@@ -105,7 +105,8 @@ from fitpulse_orchestration.retrieval.two_tower import (
     train_two_tower,
 )
 from fitpulse_orchestration.storage import LocalObjectStore
-from fitpulse_orchestration.world.generator import SCALES, generate_world, world_params
+from fitpulse_orchestration.world.generator import generate_world
+from fitpulse_orchestration.world.params import SCALES, world_params
 from model_registry.gate import GatePolicy, bootstrap_mean_diff
 
 DESCRIPTION = "Ranking-stage model choice: LambdaRank against measured alternatives."

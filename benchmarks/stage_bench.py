@@ -69,7 +69,8 @@ from fitpulse_orchestration.retrieval.candidates import generate_candidates, see
 from fitpulse_orchestration.retrieval.index import build_item_index
 from fitpulse_orchestration.retrieval.popularity import PopularityParams, compute_popular_items
 from fitpulse_orchestration.storage import LocalObjectStore
-from fitpulse_orchestration.world.generator import SCALES, generate_world, world_params
+from fitpulse_orchestration.world.generator import generate_world
+from fitpulse_orchestration.world.params import SCALES, world_params
 
 PSEUDONYM_KEY = b"stage-bench-pseudonymization-key"
 STAGES = (

@@ -18,11 +18,8 @@ from scipy.sparse import csr_matrix
 from fitpulse_orchestration.events.ingest import ingest_day, write_ingested
 from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.storage import LocalObjectStore
-from fitpulse_orchestration.world.generator import (
-    WorldSummary,
-    generate_world,
-    world_params,
-)
+from fitpulse_orchestration.world.generator import generate_world
+from fitpulse_orchestration.world.params import WorldSummary, world_params
 
 TEST_KEY = b"fitpulse-test-pseudonym-key-0001"
 

@@ -32,7 +32,8 @@ def generate(
 ) -> None:
     """Generate a synthetic FitPulse world into the home's landing zone (replacing data there)."""
     from fitpulse_orchestration import layout
-    from fitpulse_orchestration.world.generator import ShiftParams, generate_world, world_params
+    from fitpulse_orchestration.world.generator import generate_world
+    from fitpulse_orchestration.world.params import ShiftParams, world_params
 
     project = ProjectHome.resolve(home).create()
     store = home_store(project)

@@ -19,14 +19,10 @@ import pyarrow.parquet as pq
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.storage import ObjectStore
 from fitpulse_orchestration.world import vocab
-from fitpulse_orchestration.world.generator import (
-    LATENT_KEY,
-    SHIFT_USER_TASTE_FACTOR,
-    WorldParams,
-    _top_k,
-    read_world_params,
-)
+from fitpulse_orchestration.world.params import LATENT_KEY, SHIFT_USER_TASTE_FACTOR, WorldParams
+from fitpulse_orchestration.world.population import top_k
 from fitpulse_orchestration.world.respond import WorldLatent, click_probability, load_latent
+from fitpulse_orchestration.world.writers import read_world_params
 
 _USER_CHUNK: Final = 512
 """Users scored at once: bounds the (users, items, DIM) gather in ``WorldLatent.affinity``."""
@@ -87,7 +83,7 @@ def world_oracle(
         chunk = wanted[start : start + _USER_CHUNK]
         rows = np.array([row_of[user] for user in chunk], dtype=np.int64)
         # generator._top_k is private but pure (no state, no draws).
-        top = _top_k(engagement_probability(latent, rows, live, bonus), min(k, live.size))
+        top = top_k(engagement_probability(latent, rows, live, bonus), min(k, live.size))
         for user, picked in zip(chunk, latent.item_ids[live[top]], strict=True):
             out[user] = picked.tolist()
     return out

@@ -21,10 +21,15 @@ How users respond (ground truth the platform never reads):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
+
+from fitpulse_orchestration.world.engagement import EventLog, Streams, engage
+from fitpulse_orchestration.world.params import WorldParams
+from fitpulse_orchestration.world.population import Items, Users
 
 LEGACY_POLICY: Final = "legacy-v1"
 LEGACY_HOURS: Final = np.array([7, 8, 12, 18, 20, 22])
@@ -106,3 +111,150 @@ def disable_probability(
         - 0.25 * affinity
         + sensitivity
     )
+
+
+@dataclass
+class PushState:
+    """The legacy push scheduler's random streams, the users' push traits and their history."""
+
+    streams: Streams
+    population: PushPopulation
+    disabled_at: np.ndarray  # datetime64[s]; far future while notifications are on
+    sent: list[list[np.datetime64]]
+    counter: int = 0
+
+    @classmethod
+    def start(cls, streams: Streams, n_users: int) -> PushState:
+        """Every user's push state at the world's start, drawn from ``streams``."""
+        uniforms = np.stack([streams.user_uniform(n_users) for _ in range(4)])
+        return cls(
+            streams=streams,
+            population=PushPopulation.draw(uniforms),
+            disabled_at=np.full(n_users, np.datetime64("2100-01-01T00:00:00"), "datetime64[s]"),
+            sent=[[] for _ in range(n_users)],
+        )
+
+
+@dataclass
+class PushOutcome:
+    """Per user, what the day's pushes did: opened, started unsafe content, churned."""
+
+    opened: np.ndarray
+    unsafe_started: np.ndarray
+    churned: np.ndarray
+
+
+def simulate_pushes(
+    p: WorldParams,
+    push: PushState,
+    users: Users,
+    items: Items,
+    log: EventLog,
+    day: np.datetime64,
+    exists: np.ndarray,
+    last_open: np.ndarray,
+    base_affinity: Callable[[np.ndarray], np.ndarray],
+) -> PushOutcome:
+    """One day of the legacy push scheduler (see ``world.push``) and the users' responses.
+
+    Every draw comes from ``push.streams``, so the scheduler never shifts the feed's draws.
+    """
+    rng = push.streams.main
+    n_users = len(users.ids)
+    n_items = len(items.ids)
+    hour_draw = push.streams.user_uniform(n_users)
+    send_draw = push.streams.user_uniform(n_users)
+    minute_draw = push.streams.user_uniform(n_users)
+    slot = np.minimum(
+        np.searchsorted(np.cumsum(LEGACY_HOUR_P), hour_draw, side="right"),
+        len(LEGACY_HOURS) - 1,
+    )
+    hours = LEGACY_HOURS[slot]
+    p_send = legacy_send_probability(push.population.heavy)
+    out = PushOutcome(np.zeros(n_users, bool), np.zeros(n_users, bool), np.zeros(n_users, bool))
+    for u in np.flatnonzero(exists & ~users.opted_out):
+        local_hour = int(hours[u])
+        ts = day + np.timedelta64((local_hour - int(users.utc_offset[u])) % 24 * 3600, "s")
+        ts += np.timedelta64(int(minute_draw[u] * 3600), "s")
+        if ts <= users.signup[u] or ts >= push.disabled_at[u]:
+            continue
+        affinity = base_affinity(np.array([u]))[0]
+        scores = np.where(
+            items.published < ts, affinity + push.streams.item_gumbel((), n_items), -np.inf
+        )
+        it = int(np.argmax(scores))
+        push.counter += 1
+        decision = f"pd_{push.counter:09d}"
+        send = bool(send_draw[u] < p_send[u])
+        common = {"user_id": users.ids[u], "item_id": items.ids[it], "request_id": decision}
+        plat = users.platform[u]
+        log.add(
+            event_type="push_decision",
+            ts=ts,
+            platform=plat,
+            payload={
+                "action": "send" if send else "skip",
+                "p_send": round(float(p_send[u]), 6),
+                "policy": LEGACY_POLICY,
+                "local_hour": local_hour,
+            },
+            **common,
+        )
+        if not send:
+            continue
+        t_sent = ts + np.timedelta64(1, "s")
+        log.add(
+            event_type="push_sent",
+            ts=t_sent,
+            platform=plat,
+            payload={"propensity": round(float(p_send[u]), 6), "local_hour": local_hour},
+            **common,
+        )
+        week_ago = t_sent - np.timedelta64(7 * 86400, "s")
+        push.sent[u] = [t for t in push.sent[u] if t > week_ago] + [t_sent]
+        quiet = bool(is_quiet_hour(local_hour))
+        fit = float(hour_fit(push.population.peak_hour[u], local_hour))
+        aff = float(affinity[it])
+        p_open = open_probability(aff, fit, float(users.activity[u]), len(push.sent[u]), quiet)
+        draw = rng.random()
+        if draw < p_open:
+            t_open = t_sent + np.timedelta64(int(rng.integers(60, OPEN_WINDOW_S)), "s")
+            log.add(event_type="push_open", ts=t_open, platform=plat, **common)
+            out.opened[u] = True
+            last_open[u] = t_open
+            started = engage(
+                p,
+                rng,
+                log,
+                users,
+                items,
+                int(u),
+                it,
+                decision,
+                t_open + np.timedelta64(20, "s"),
+                f"ps_{push.counter:09d}",
+                plat,
+                aff,
+            )
+            unsafe = (items.difficulty[it] == 2) | (items.intensity[it] == 2)
+            if started and users.level[u] == 0 and unsafe:
+                out.unsafe_started[u] = True
+                out.churned[u] = rng.random() < 0.35
+        elif draw < p_open + 0.4:
+            t_dismiss = t_sent + np.timedelta64(int(rng.integers(10, 600)), "s")
+            log.add(event_type="push_dismiss", ts=t_dismiss, platform=plat, **common)
+        recent_use = bool(t_sent - last_open[u] < np.timedelta64(3 * 3600, "s"))
+        p_disable = disable_probability(
+            aff, len(push.sent[u]), quiet, recent_use, float(push.population.sensitivity[u])
+        )
+        if rng.random() < p_disable:
+            t_off = t_sent + np.timedelta64(int(rng.integers(60, 36 * 3600)), "s")
+            log.add(
+                event_type="push_disable",
+                user_id=users.ids[u],
+                ts=t_off,
+                platform=plat,
+                payload={"mode": "silenced" if rng.random() < 0.3 else "disabled"},
+            )
+            push.disabled_at[u] = t_off
+    return out

@@ -28,7 +28,7 @@ import pandas as pd
 
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.storage import ObjectStore
-from fitpulse_orchestration.world.generator import LATENT_KEY
+from fitpulse_orchestration.world.params import LATENT_KEY
 
 EXPOSURE_COLUMNS: Final = ("request_id", "user_id", "item_id", "position", "ts", "platform")
 """Columns of an exposures frame: one row per served item (``position`` is the 0-based slot)."""

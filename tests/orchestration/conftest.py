@@ -29,7 +29,8 @@ from fitpulse_orchestration import layout
 from fitpulse_orchestration.runner import TrainingRun, run_training
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
-from fitpulse_orchestration.world.generator import WorldSummary, generate_world, world_params
+from fitpulse_orchestration.world.generator import generate_world
+from fitpulse_orchestration.world.params import WorldSummary, world_params
 
 TINY_START = dt.date(2026, 10, 19)
 """First landed day of the ``tiny`` world (14 days ending 2026-11-01)."""

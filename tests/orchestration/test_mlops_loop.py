@@ -21,7 +21,8 @@ from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
 from fitpulse_orchestration.storage.asset_values import load_asset_value
 from fitpulse_orchestration.storage.audit import AuditLog, load_audit_key
-from fitpulse_orchestration.world.generator import ShiftParams, generate_world, world_params
+from fitpulse_orchestration.world.generator import generate_world
+from fitpulse_orchestration.world.params import ShiftParams, world_params
 from model_registry.client import HOME_RANKER_MODEL, RegistryClient
 from model_registry.promotion import (
     CHALLENGER,

@@ -33,7 +33,8 @@ from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.settings import PRODUCTION_ENV, ProjectHome
 from fitpulse_orchestration.storage import S3ObjectStore
 from fitpulse_orchestration.storage.online_store import RedisOnlineStore
-from fitpulse_orchestration.world.generator import generate_world, world_params
+from fitpulse_orchestration.world.generator import generate_world
+from fitpulse_orchestration.world.params import world_params
 from model_registry.client import EXPERIMENT, HOME_RANKER_MODEL
 
 if TYPE_CHECKING:

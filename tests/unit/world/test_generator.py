@@ -15,12 +15,12 @@ from fitpulse_orchestration.events.ingest import read_clean_events
 from fitpulse_orchestration.events.schema import EVENT_TYPES
 from fitpulse_orchestration.features.reference import live_items, load_catalog, load_profiles
 from fitpulse_orchestration.storage import LocalObjectStore, read_parquet
-from fitpulse_orchestration.world.generator import (
+from fitpulse_orchestration.world.generator import generate_world
+from fitpulse_orchestration.world.params import (
     BAD_KINDS,
     SCALES,
     STATUS_CHANGE_RATES,
     WorldParams,
-    generate_world,
     world_params,
 )
 

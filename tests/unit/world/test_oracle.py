@@ -21,15 +21,11 @@ from fitpulse_orchestration.features.training import (
 from fitpulse_orchestration.retrieval.candidates import seen_items
 from fitpulse_orchestration.storage import LocalObjectStore
 from fitpulse_orchestration.world import vocab
-from fitpulse_orchestration.world.generator import (
-    SHIFT_USER_TASTE_FACTOR,
-    ShiftParams,
-    generate_world,
-    read_world_params,
-    world_params,
-)
+from fitpulse_orchestration.world.generator import generate_world
 from fitpulse_orchestration.world.oracle import trending_bonus, world_oracle
+from fitpulse_orchestration.world.params import SHIFT_USER_TASTE_FACTOR, ShiftParams, world_params
 from fitpulse_orchestration.world.respond import load_latent
+from fitpulse_orchestration.world.writers import read_world_params
 
 if TYPE_CHECKING:
     from conftest import TinyWorld

@@ -14,7 +14,8 @@ from fitpulse_orchestration import layout
 from fitpulse_orchestration.events.ingest import ingest_day
 from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.storage import LocalObjectStore, ObjectStore, read_parquet
-from fitpulse_orchestration.world.generator import generate_world, world_params
+from fitpulse_orchestration.world.generator import generate_world
+from fitpulse_orchestration.world.params import world_params
 from fitpulse_orchestration.world.respond import (
     WorldLatent,
     load_latent,

@@ -15,13 +15,8 @@ from fitpulse_orchestration.features.point_in_time import CATEGORY_CODES
 from fitpulse_orchestration.storage import LocalObjectStore, ObjectStore
 from fitpulse_orchestration.storage.tables import read_parquet
 from fitpulse_orchestration.world import vocab
-from fitpulse_orchestration.world.generator import (
-    ShiftParams,
-    WorldParams,
-    WorldSummary,
-    generate_world,
-    world_params,
-)
+from fitpulse_orchestration.world.generator import generate_world
+from fitpulse_orchestration.world.params import ShiftParams, WorldParams, WorldSummary, world_params
 
 SHIFT = ShiftParams()
 
