@@ -34,7 +34,7 @@ from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.features.reference import load_catalog
 from fitpulse_orchestration.retrieval.live_index import read_current_meta
 from fitpulse_orchestration.server.runtime import build_runtime, profile_backends
-from fitpulse_orchestration.serving.feed_service import ServingConfig, StageBudgets
+from fitpulse_orchestration.serving.feed_types import ServingConfig, StageBudgets
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage.tables import read_parquet_prefix, write_parquet
 

@@ -69,12 +69,9 @@ from bench_common import git_state, jsonable
 from fitpulse_orchestration.features.reference import publish_time_known
 from fitpulse_orchestration.retrieval.als import AlsArtifacts
 from fitpulse_orchestration.retrieval.index import IndexParams, ItemIndex, build_item_index
-from fitpulse_orchestration.serving.feed_service import (
-    STAGES,
-    FeedService,
-    LoadedModel,
-    prepare_state,
-)
+from fitpulse_orchestration.serving.feed_service import FeedService
+from fitpulse_orchestration.serving.feed_state import LoadedModel, prepare_state
+from fitpulse_orchestration.serving.feed_types import STAGES
 from fitpulse_orchestration.serving.loading import freeze_heap
 from fitpulse_orchestration.serving.logs import ServedLog
 from fitpulse_orchestration.settings import ProjectHome

@@ -26,7 +26,7 @@ from fitpulse_orchestration.cli import app
 from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.push.service import FALLBACKS as PUSH_FALLBACKS
 from fitpulse_orchestration.server.app import _Metrics
-from fitpulse_orchestration.serving.feed_service import FALLBACKS as FEED_FALLBACKS
+from fitpulse_orchestration.serving.feed_types import FALLBACKS as FEED_FALLBACKS
 from fitpulse_orchestration.settings import ProjectHome
 
 REPO = Path(__file__).resolve().parents[1]

@@ -113,7 +113,7 @@ def simulate_ab_cmd(
     targets; saves the table and the plots under reports/simulated_ab/.
     """
     from fitpulse_orchestration.server.runtime import profile_backends
-    from fitpulse_orchestration.serving.feed_service import ServiceUnavailableError
+    from fitpulse_orchestration.serving.feed_types import ServiceUnavailableError
     from fitpulse_orchestration.simulation.ab import (
         SimulationSettings,
         prepare_simulation,
@@ -179,7 +179,7 @@ def simulate_rollout_cmd(
     Its state and audit go under simulations/, apart from real rollouts.
     """
     from fitpulse_orchestration.server.runtime import profile_backends
-    from fitpulse_orchestration.serving.feed_service import ServiceUnavailableError
+    from fitpulse_orchestration.serving.feed_types import ServiceUnavailableError
     from fitpulse_orchestration.serving.rollout import RolloutController, load_rollout_config
     from fitpulse_orchestration.simulation.ab import prepare_simulation
     from fitpulse_orchestration.simulation.canary import (

@@ -34,7 +34,7 @@ def serving_runtime(
 ) -> ServiceRuntime:
     """The service runtime of a home and profile; a bad setting is a bad option."""
     from fitpulse_orchestration.server.runtime import build_runtime, profile_backends
-    from fitpulse_orchestration.serving.feed_service import ServiceUnavailableError
+    from fitpulse_orchestration.serving.feed_types import ServiceUnavailableError
     from fitpulse_orchestration.settings import current_profile
 
     project = ProjectHome.resolve(home)

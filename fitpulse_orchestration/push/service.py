@@ -45,11 +45,8 @@ from fitpulse_orchestration.push.policy import (
     expected_values,
 )
 from fitpulse_orchestration.retrieval.candidates import CandidateParams, retrieve_candidates
-from fitpulse_orchestration.serving.feed_service import (
-    FeedService,
-    InvalidRequestError,
-    validate_request,
-)
+from fitpulse_orchestration.serving.feed_service import FeedService
+from fitpulse_orchestration.serving.feed_types import InvalidRequestError, validate_request
 from fitpulse_orchestration.serving.loading import ModelSource
 from fitpulse_orchestration.storage.online_store import OnlineStoreUnavailableError
 

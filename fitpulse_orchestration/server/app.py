@@ -55,9 +55,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fitpulse_orchestration.push.service import IDEMPOTENCY_KEY, PushDecisionService
 from fitpulse_orchestration.serving.auth import ApiTokens
-from fitpulse_orchestration.serving.feed_service import (
+from fitpulse_orchestration.serving.feed_service import FeedService
+from fitpulse_orchestration.serving.feed_types import (
     STAGES,
-    FeedService,
     InvalidRequestError,
     ServiceUnavailableError,
 )

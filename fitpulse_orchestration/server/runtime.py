@@ -26,7 +26,8 @@ from fitpulse_orchestration.serving.auth import (
     tokens_from_env,
 )
 from fitpulse_orchestration.serving.experiments import Experiment, load_experiment
-from fitpulse_orchestration.serving.feed_service import FeedService, ServingConfig
+from fitpulse_orchestration.serving.feed_service import FeedService
+from fitpulse_orchestration.serving.feed_types import ServingConfig
 from fitpulse_orchestration.serving.loading import (
     ModelSource,
     ModelWatcher,

@@ -35,13 +35,9 @@ from fitpulse_orchestration.retrieval.live_index import (
     read_current_meta,
 )
 from fitpulse_orchestration.serving.experiments import Experiment
-from fitpulse_orchestration.serving.feed_service import (
-    FeedService,
-    LoadedModel,
-    ServiceUnavailableError,
-    ServingState,
-    prepare_state,
-)
+from fitpulse_orchestration.serving.feed_service import FeedService
+from fitpulse_orchestration.serving.feed_state import LoadedModel, ServingState, prepare_state
+from fitpulse_orchestration.serving.feed_types import ServiceUnavailableError
 from fitpulse_orchestration.serving.periodic import Periodic
 from fitpulse_orchestration.storage import ObjectStore
 from fitpulse_orchestration.storage.asset_values import load_asset_value

@@ -41,7 +41,7 @@ import pandas as pd
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.events.schema import EXPOSURE_SOURCE
 from fitpulse_orchestration.privacy.suppression import erased_pseudonyms
-from fitpulse_orchestration.serving.feed_service import FeedResponse, sampled
+from fitpulse_orchestration.serving.feed_types import FeedResponse, sampled
 from fitpulse_orchestration.serving.periodic import Periodic
 from fitpulse_orchestration.storage import ObjectStore, write_parquet
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from fitpulse_orchestration import layout
-from fitpulse_orchestration.serving.feed_service import FeedResponse
+from fitpulse_orchestration.serving.feed_types import FeedResponse
 from fitpulse_orchestration.serving.logs import current_erasures, write_by_day
 from fitpulse_orchestration.serving.periodic import Periodic
 from fitpulse_orchestration.storage import ObjectStore

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from fitpulse_orchestration import layout
-from fitpulse_orchestration.serving.feed_service import FeedResponse, FeedService
+from fitpulse_orchestration.serving.feed_service import FeedService
+from fitpulse_orchestration.serving.feed_types import FeedResponse
 from fitpulse_orchestration.storage import ObjectStore
 from fitpulse_orchestration.storage.tables import read_parquet_prefix
 

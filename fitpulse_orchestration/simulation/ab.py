@@ -26,7 +26,8 @@ from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.push.caps import SQLitePushCapStore
 from fitpulse_orchestration.push.features import PushHistory
 from fitpulse_orchestration.push.service import PushDecisionService, load_push_policy
-from fitpulse_orchestration.serving.feed_service import FeedService, ServingConfig, StageBudgets
+from fitpulse_orchestration.serving.feed_service import FeedService
+from fitpulse_orchestration.serving.feed_types import ServingConfig, StageBudgets
 from fitpulse_orchestration.serving.loading import ModelSource, ServingLoader, resolve_as_of
 from fitpulse_orchestration.simulation import report
 from fitpulse_orchestration.simulation.arms import build_arms

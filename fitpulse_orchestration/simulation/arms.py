@@ -27,7 +27,8 @@ from fitpulse_orchestration.features.reference import unsafe_for_beginners
 from fitpulse_orchestration.push.service import PushDecisionService
 from fitpulse_orchestration.retrieval.popularity import ANY
 from fitpulse_orchestration.serving.experiments import Experiment, Variant
-from fitpulse_orchestration.serving.feed_service import FeedService, LoadedModel
+from fitpulse_orchestration.serving.feed_service import FeedService
+from fitpulse_orchestration.serving.feed_state import LoadedModel
 
 FEED_ITEMS: Final = 20
 PLATFORM_PUSH_HOURS: Final = (8, 12, 19)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from fitpulse_orchestration.serving.feed_service import LoadedModel
+from fitpulse_orchestration.serving.feed_state import LoadedModel
 from fitpulse_orchestration.serving.rollout import (
     CANARY,
     RolloutConfig,

@@ -16,11 +16,13 @@ import pytest
 from typer.testing import CliRunner
 
 from fitpulse_orchestration.cli import app
+from fitpulse_orchestration.features.point_in_time import USER_FEATURES
 from fitpulse_orchestration.runner import run_monitoring
 from fitpulse_orchestration.server.runtime import build_runtime, profile_backends
-from fitpulse_orchestration.serving.feed_service import ServingConfig
+from fitpulse_orchestration.serving.feed_types import ServingConfig
 from fitpulse_orchestration.serving.traffic import serve_traffic, world_user_ids
 from fitpulse_orchestration.storage.asset_values import load_asset_value
+from fitpulse_orchestration.storage.online_store import SQLiteOnlineStore
 
 if TYPE_CHECKING:
     from conftest import TrainedWorld, WorldHome
@@ -70,6 +72,36 @@ def test_monitoring_reads_the_services_own_log(trained: WorldHome, tmp_path: Pat
     assert facts.checks["beginner_violations_served"]
     assert facts.checks["empty_feed_rate"]
     assert all(r.model_version == "1" for r in responses)
+
+
+def test_the_skew_check_fails_when_serving_reads_other_features(
+    trained: WorldHome, tmp_path: Path
+) -> None:
+    # The snapshot clock makes serving's features equal the offline ones by construction (the
+    # test above); here the online user table drifts from the offline one, as a stale or
+    # broken materialization would, and the check must say so. The table is restored after.
+    store = SQLiteOnlineStore(trained.home.online_store)
+    meta = store.meta("user")
+    assert meta is not None
+    offline: pd.DataFrame = load_asset_value(trained.store, "user_features")
+    drifted = offline.assign(u_engaged_28d=offline["u_engaged_28d"] + 5.0)
+    store.materialize("user", drifted, USER_FEATURES, pd.Timestamp(meta.as_of))
+    try:
+        runtime = build_runtime(
+            profile_backends(trained.home, "local"),
+            tmp_path / "models",
+            config=ServingConfig(feature_log_share=1.0),
+        )
+        serve_traffic(runtime.service, world_user_ids(trained.store, 60, seed=5))
+        runtime.served_log.close()
+
+        facts = run_monitoring(trained.home)
+    finally:
+        store.materialize("user", offline, USER_FEATURES, pd.Timestamp(meta.as_of))
+
+    assert facts.worst_skew is not None
+    assert facts.worst_skew > 0.05
+    assert not facts.checks["skew_within_threshold"]
 
 
 def test_traffic_and_experiment_analysis(trained: WorldHome, tmp_path: Path) -> None:

@@ -24,7 +24,9 @@ from fitpulse_orchestration.cli import app
 from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.ranking.rerank import RerankParams
 from fitpulse_orchestration.server.runtime import build_runtime, profile_backends
-from fitpulse_orchestration.serving.feed_service import FeedService, LoadedModel, ServingConfig
+from fitpulse_orchestration.serving.feed_service import FeedService
+from fitpulse_orchestration.serving.feed_state import LoadedModel
+from fitpulse_orchestration.serving.feed_types import ServingConfig
 from fitpulse_orchestration.serving.rollout import (
     CANARY,
     Guardrails,

@@ -55,7 +55,7 @@ from fitpulse_orchestration.server.runtime import (
     profile_backends,
 )
 from fitpulse_orchestration.serving.auth import ApiTokens
-from fitpulse_orchestration.serving.feed_service import STAGES, ServingConfig, StageBudgets
+from fitpulse_orchestration.serving.feed_types import STAGES, ServingConfig, StageBudgets
 from fitpulse_orchestration.serving.logs import read_served_features
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore

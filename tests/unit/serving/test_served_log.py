@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from fitpulse_orchestration.privacy.suppression import add_erased
-from fitpulse_orchestration.serving.feed_service import FeedItem, FeedResponse
+from fitpulse_orchestration.serving.feed_types import FeedItem, FeedResponse
 from fitpulse_orchestration.serving.logs import ServedLog, read_served_features
 from fitpulse_orchestration.serving.shadow import ShadowLog, read_shadow_rows
 from fitpulse_orchestration.storage import LocalObjectStore

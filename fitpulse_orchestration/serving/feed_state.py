@@ -1,0 +1,185 @@
+"""What every request reads: the catalog, the loaded versions and their retrieval lookups.
+
+The state is swapped as a whole when a model or the catalog reloads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import pandas as pd
+
+from fitpulse_orchestration.features.reference import (
+    DIFFICULTY_ORDINAL,
+    UNKNOWN,
+    publish_time_known,
+    unsafe_for_beginners,
+)
+from fitpulse_orchestration.ranking.feed import HomeFeedModel
+from fitpulse_orchestration.retrieval.candidates import (
+    CandidateParams,
+    CandidatePools,
+    candidate_pools,
+)
+from fitpulse_orchestration.retrieval.index import ItemIndex
+from fitpulse_orchestration.retrieval.live_index import LiveIndex
+from fitpulse_orchestration.retrieval.two_tower import item_token_codes
+from fitpulse_orchestration.serving.feed_types import ServiceUnavailableError
+
+
+class ItemCatalog:
+    """The catalog as serving needs it: payload fields and guardrail attributes by item id.
+
+    Held as arrays behind an id index: a request reads ~200 rows by position, which is much
+    cheaper than reindexing a frame.
+    """
+
+    def __init__(self, catalog: pd.DataFrame) -> None:
+        if catalog.empty:
+            raise ServiceUnavailableError("the catalog is empty: nothing can be served")
+        frame = catalog.drop_duplicates("item_id", keep="last").reset_index(drop=True)
+        self.index = pd.Index(frame["item_id"].astype(str))
+        known = publish_time_known(frame).to_numpy()
+        self._columns: dict[str, np.ndarray] = {
+            "item_type": np.append(frame["item_type"].astype(str).to_numpy(object), UNKNOWN),
+            "title": np.append(frame["title"].astype(str).to_numpy(object), ""),
+            "category": np.append(frame["category"].astype(str).to_numpy(object), UNKNOWN),
+            "difficulty": np.append(
+                frame["difficulty"].map(DIFFICULTY_ORDINAL).to_numpy(dtype=float), np.nan
+            ),
+            "published_at": np.append(
+                frame["published_at"].where(known).to_numpy(dtype="datetime64[ns]"),
+                np.datetime64("NaT"),
+            ),
+            "unsafe_for_beginner": np.append(unsafe_for_beginners(frame).to_numpy(bool), True),
+        }
+        content = frame.reindex(columns=_CONTENT_COLUMNS)
+        unknown = pd.DataFrame({c: [None] for c in _CONTENT_COLUMNS})
+        self._codes = np.vstack([item_token_codes(content), item_token_codes(unknown)])
+        self.source = catalog
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def attributes(self, item_ids: np.ndarray) -> pd.DataFrame:
+        """Rows of ``item_ids`` in order; unknown items are unknown and unsafe for beginners.
+
+        Columns: ``item_type``, ``title``, ``category``, ``difficulty`` (ordinal, NaN when
+        unknown), ``published_at`` (UTC, NaT when not a real publication),
+        ``unsafe_for_beginner``.
+        """
+        pos = self.index.get_indexer(item_ids)
+        pos = np.where(pos < 0, len(self.index), pos)
+        out = pd.DataFrame({name: values[pos] for name, values in self._columns.items()})
+        out["published_at"] = pd.to_datetime(out["published_at"]).dt.tz_localize("UTC")
+        return out
+
+    def token_codes(self, item_ids: np.ndarray) -> np.ndarray:
+        """Two-tower content tokens of ``item_ids`` (unknown items: all-unknown tokens)."""
+        pos = self.index.get_indexer(item_ids)
+        codes: np.ndarray = self._codes[np.where(pos < 0, len(self.index), pos)]
+        return codes
+
+
+_CONTENT_COLUMNS: Final = (
+    "item_id",
+    "item_type",
+    "category",
+    "difficulty",
+    "intensity",
+    "duration_min",
+    "equipment",
+    "tags",
+)
+
+
+@dataclass
+class LoadedModel:
+    """One registered version as serving holds it.
+
+    ``model`` is None when the version could not be loaded (``problem`` says why); ``pools``
+    are the retrieval lookups prepared for the serving time.
+    """
+
+    version: str
+    model: HomeFeedModel | None
+    problem: str | None = None
+    pools: CandidatePools | None = None
+    digest: str = ""
+    """The artifact digest the version was loaded with (``ModelSource.digest``)."""
+
+
+@dataclass
+class ServingState:
+    """Everything a request reads, swapped as a whole when a model or the catalog reloads.
+
+    Attributes:
+        models: loaded versions by registry alias (``champion`` always present).
+        catalog: the in-memory catalog.
+        popular: the popularity table used when no model can be used (``fallback_popular_items``).
+        fallback_pools: retrieval lookups over ``popular`` and the catalog.
+        as_of: when the state was built: items published before it are available.
+        live: requests are served at the wall clock (else at ``as_of``: a replay).
+        live_index: the live two-tower index generation (``retrieval.live_index``), used by the
+            model version it was embedded with instead of that version's training-time index.
+    """
+
+    models: dict[str, LoadedModel]
+    catalog: ItemCatalog
+    popular: pd.DataFrame
+    fallback_pools: CandidatePools
+    as_of: pd.Timestamp
+    live: bool = False
+    live_index: LiveIndex | None = None
+
+    def two_tower_index(self, loaded: LoadedModel) -> ItemIndex | None:
+        """The two-tower index ``loaded`` searches: the live one when it was built for it."""
+        return _two_tower_index(self.live_index, loaded)
+
+    @property
+    def ready(self) -> bool:
+        """The champion loaded whole: its model and every index, with no problem."""
+        champ = self.models.get("champion")
+        return bool(
+            champ
+            and champ.model is not None
+            and champ.model.index is not None
+            and champ.problem is None
+        )
+
+
+def _two_tower_index(live_index: LiveIndex | None, loaded: LoadedModel) -> ItemIndex | None:
+    """The live index when it was embedded by ``loaded``'s version, else the version's own."""
+    if loaded.model is None:
+        return None
+    if live_index is not None and live_index.meta.model_version == loaded.version:
+        return live_index.index
+    return loaded.model.tt_index
+
+
+def prepare_state(
+    models: dict[str, LoadedModel],
+    catalog: pd.DataFrame,
+    popular: pd.DataFrame,
+    as_of: pd.Timestamp,
+    live: bool = False,
+    live_index: LiveIndex | None = None,
+) -> ServingState:
+    """Build the retrieval lookups of every loaded model and of the popularity fallback."""
+    if "champion" not in models:
+        raise ValueError("serving needs a champion entry (loaded or not)")
+    for loaded in models.values():
+        if loaded.model is not None:
+            loaded.pools = candidate_pools(
+                loaded.model.als,
+                loaded.model.popular,
+                catalog,
+                as_of,
+                loaded.model.candidate_params,
+                _two_tower_index(live_index, loaded),
+                loaded.model.ease,
+            )
+    fallback = candidate_pools(None, popular, catalog, as_of, CandidateParams())
+    return ServingState(models, ItemCatalog(catalog), popular, fallback, as_of, live, live_index)

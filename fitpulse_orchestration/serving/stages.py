@@ -1,0 +1,357 @@
+"""The stages of one home-feed request, each a function of the request in flight.
+
+``PIPELINE`` lists them in order: lookup, retrieval, features, ranking, rerank. Each stage
+reads what the earlier ones left on the ``FeedRequest`` and adds its own part; a stage that
+fails leaves a labelled fallback (``feed_types.FALLBACKS``) instead of raising. The optional
+stages (features and ranking) run only while there is a model, candidates and time: once a
+checked stage overruns its budget or the request its deadline, the feed is cut from what
+exists (``deadline_exceeded``). ``FeedService`` runs the pipeline; ``respond`` turns the
+finished request into the response.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Final, Protocol
+
+import numpy as np
+import pandas as pd
+
+from fitpulse_orchestration.features.online import UserHistory, cross_features
+from fitpulse_orchestration.features.point_in_time import ITEM_FEATURES, USER_FEATURES
+from fitpulse_orchestration.features.reference import LEVEL_ORDINAL
+from fitpulse_orchestration.ranking.feed import HomeFeedModel, model_scores, source_codes
+from fitpulse_orchestration.ranking.rerank import RerankParams, rerank
+from fitpulse_orchestration.retrieval.als import als_scores
+from fitpulse_orchestration.retrieval.candidates import CandidateParams, retrieve_candidates
+from fitpulse_orchestration.retrieval.two_tower import request_inputs
+from fitpulse_orchestration.serving.budget import StageClock
+from fitpulse_orchestration.serving.experiments import Assignment
+from fitpulse_orchestration.serving.feed_state import LoadedModel, ServingState
+from fitpulse_orchestration.serving.feed_types import FeedItem, FeedResponse, ServingConfig
+from fitpulse_orchestration.storage.online_store import (
+    OnlineFeatureStore,
+    OnlineStoreUnavailableError,
+)
+
+log = logging.getLogger(__name__)
+
+
+class StageBackend(Protocol):
+    """What the stages read besides the request: the online store and the user lookup."""
+
+    store: OnlineFeatureStore
+
+    def lookup_user(self, pid: str) -> tuple[UserHistory | None, dict[str, float], bool]:
+        """The user's history, user feature values and whether the store answered."""
+        ...
+
+
+@dataclass
+class FeedRequest:
+    """One request in flight: its inputs, and what each stage has left so far."""
+
+    state: ServingState
+    loaded: LoadedModel
+    assignment: Assignment
+    user_id: str
+    n: int
+    request_id: str
+    pid: str
+    now: pd.Timestamp
+    model: HomeFeedModel | None
+    clock: StageClock
+    fallbacks: list[str] = field(default_factory=list)
+    history: UserHistory = field(default_factory=UserHistory)
+    cold: bool = True
+    user_values: dict[str, float] = field(default_factory=dict)
+    store_ok: bool = True
+    users: pd.DataFrame = field(default_factory=pd.DataFrame)
+    candidates: pd.DataFrame = field(default_factory=pd.DataFrame)
+    attrs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    featured: pd.DataFrame | None = None
+    ranked: bool = False
+    stopped: bool = False
+    """A checked stage overran: the optional stages are skipped."""
+    feed: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def fall_back(self, reason: str) -> None:
+        """Record a fallback (once)."""
+        if reason not in self.fallbacks:
+            self.fallbacks.append(reason)
+
+    @property
+    def level(self) -> str:
+        """The user's fitness level as the store knows it (``unknown`` when it does not)."""
+        return self.history.fitness_level
+
+    @property
+    def optional_stages_run(self) -> bool:
+        """A model, candidates and time are left for features and ranking."""
+        return self.model is not None and not self.stopped and len(self.candidates) > 0
+
+
+def lookup(backend: StageBackend, req: FeedRequest) -> None:
+    """The user's history and features from the online store (defaults when it is down)."""
+    history, req.user_values, req.store_ok = backend.lookup_user(req.pid)
+    if not req.store_ok:
+        req.fall_back("features_unavailable")
+    req.cold = history is None
+    req.history = history or UserHistory()
+    req.users = pd.DataFrame(
+        {"user_id": [req.pid], "fitness_level": [req.level], "region": [req.history.region]}
+    )
+
+
+def retrieval(backend: StageBackend, req: FeedRequest) -> None:
+    """Candidates from every source of the version, else the popularity fallback's."""
+    state, loaded, model = req.state, req.loaded, req.model
+    candidates = None
+    if model is not None:
+        no_two_tower = model.two_tower is not None and state.two_tower_index(loaded) is None
+        if model.index is None or no_two_tower:
+            req.fall_back("index_unavailable")
+        try:
+            candidates = retrieve_for(state, loaded, req.users, req.history)
+        except Exception:
+            log.exception("retrieval failed for version %s", loaded.version)
+            candidates = None
+    if candidates is None:
+        req.model = None
+        req.fall_back("model_unavailable")
+        candidates = retrieve_candidates(
+            req.users,
+            None,
+            None,
+            state.fallback_pools,
+            {req.pid: req.history.engaged},
+            CandidateParams(),
+        )
+    req.attrs = state.catalog.attributes(candidates["item_id"].to_numpy())
+    # Retrieval order is the fallback order: sources by priority, then their own rank.
+    candidates["score"] = -np.arange(len(candidates), dtype=float)
+    req.candidates = candidates
+
+
+def features(backend: StageBackend, req: FeedRequest) -> None:
+    """Ranker features of the candidates (NaN where the item lookup failed)."""
+    assert req.model is not None
+    req.featured, ok = feature_frame(
+        backend.store,
+        req.model,
+        req.candidates,
+        req.attrs,
+        req.history,
+        req.user_values,
+        req.store_ok,
+    )
+    if not ok:
+        req.fall_back("features_unavailable")
+
+
+def ranking(backend: StageBackend, req: FeedRequest) -> None:
+    """The ranker's scores replace the retrieval order (kept when scoring fails)."""
+    assert req.model is not None
+    assert req.featured is not None
+    try:
+        req.candidates["score"] = model_scores(req.model, req.featured)
+        req.ranked = True
+    except Exception:
+        req.fall_back("model_unavailable")
+
+
+def rerank_stage(backend: StageBackend, req: FeedRequest) -> None:
+    """The guardrails cut the feed: diversity, freshness, beginner safety, recent repeats."""
+    if req.stopped:
+        req.fall_back("deadline_exceeded")
+    attrs = req.attrs
+    pool = req.candidates.assign(
+        category=attrs["category"].to_numpy(),
+        published_at=attrs["published_at"].to_numpy(),
+        unsafe_for_beginner=attrs["unsafe_for_beginner"].to_numpy(),
+    )
+    model = req.model
+    params = model.rerank_params if model is not None else default_rerank(req.state)
+    # A level serving does not know gets the beginner rule: it cannot tell them apart.
+    safety_level = req.level if req.level in LEVEL_ORDINAL else "beginner"
+    req.feed, _ = rerank(
+        pool,
+        safety_level,
+        set(req.history.completed_recent),
+        req.now,
+        replace(params, n=req.n, **dict(req.assignment.rerank)),
+    )
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of ``PIPELINE``.
+
+    Attributes:
+        name: its name in ``feed_types.STAGES``, ``StageBudgets`` and the response's timings.
+        run: the stage function.
+        optional: runs only while ``FeedRequest.optional_stages_run``.
+        checked: its budget and the deadline are checked when it ends.
+    """
+
+    name: str
+    run: Callable[[StageBackend, FeedRequest], None]
+    optional: bool = False
+    checked: bool = False
+
+
+PIPELINE: Final = (
+    Stage("lookup", lookup),
+    Stage("retrieval", retrieval, checked=True),
+    Stage("features", features, optional=True, checked=True),
+    Stage("ranking", ranking, optional=True, checked=True),
+    Stage("rerank", rerank_stage),
+)
+"""The request's stages in order."""
+
+
+def run_pipeline(backend: StageBackend, req: FeedRequest) -> None:
+    """Run every stage of ``PIPELINE`` that applies, timing each on the request's clock."""
+    for stage in PIPELINE:
+        if stage.optional and not req.optional_stages_run:
+            continue
+        with req.clock.stage(stage.name):
+            stage.run(backend, req)
+        if stage.checked and req.clock.overran(stage.name):
+            req.stopped = True
+
+
+def respond(req: FeedRequest, config: ServingConfig) -> FeedResponse:
+    """The response of a finished request: the compact items and the served rows."""
+    feed = req.feed
+    items_attrs = req.state.catalog.attributes(feed["item_id"].to_numpy())
+    items = [
+        FeedItem(
+            id=str(item),
+            type=str(kind),
+            title=short_title(str(title), config.title_chars),
+            reason=str(reason),
+        )
+        for item, kind, title, reason in zip(
+            feed["item_id"],
+            items_attrs["item_type"],
+            items_attrs["title"],
+            feed["reason"],
+            strict=True,
+        )
+    ]
+    served = feed.assign(unsafe_for_beginner=items_attrs["unsafe_for_beginner"].to_numpy())
+    featured = req.featured
+    if req.ranked and featured is not None:
+        keep = [c for c in featured.columns if c not in served.columns]
+        pos = pd.Index(featured["item_id"]).get_indexer(served["item_id"])
+        served = pd.concat(
+            [served.reset_index(drop=True), featured[keep].iloc[pos].reset_index(drop=True)],
+            axis=1,
+        )
+    return FeedResponse(
+        request_id=req.request_id,
+        user_id=req.user_id,
+        variant=req.assignment.variant,
+        experiment=req.assignment.experiment,
+        model_version=req.loaded.version if req.model is not None else "popularity",
+        items=items,
+        fallbacks=list(req.fallbacks),
+        cold=req.cold,
+        as_of=req.now,
+        stage_ms=dict(req.clock.stage_ms),
+        served=served,
+        fitness_level=req.level,
+        pseudo_id=req.pid,
+        ranked=req.ranked,
+    )
+
+
+def feature_frame(
+    store: OnlineFeatureStore,
+    model: HomeFeedModel,
+    candidates: pd.DataFrame,
+    attrs: pd.DataFrame,
+    history: UserHistory,
+    user_values: dict[str, float],
+    store_ok: bool,
+) -> tuple[pd.DataFrame, bool]:
+    """Ranker features of the candidates; False when the item lookup failed (NaN used)."""
+    item_ids = candidates["item_id"].to_numpy().astype(str)
+    n = len(item_ids)
+    ok = store_ok
+    columns: dict[str, np.ndarray] = {}
+    values = np.full((n, len(ITEM_FEATURES)), np.nan)
+    names: tuple[str, ...] = ITEM_FEATURES
+    if store_ok:
+        try:
+            values, names = store.lookup_values("item", list(item_ids))
+        except (OnlineStoreUnavailableError, LookupError):
+            ok = False
+    for j, name in enumerate(names):
+        columns[name] = values[:, j]
+    for col in USER_FEATURES:
+        columns[col] = np.full(n, user_values[col])
+    cross = cross_features(
+        history, list(item_ids), list(attrs["category"]), attrs["difficulty"].to_numpy()
+    )
+    for col in cross.columns:
+        columns[col] = cross[col].to_numpy()
+    pid = str(candidates["user_id"].iloc[0])
+    columns["als_score"] = als_scores(model.als, np.full(n, pid, dtype=object), item_ids)
+    columns["x_source"] = source_codes(candidates["source"])
+    frame = pd.concat(
+        [candidates.reset_index(drop=True), pd.DataFrame(columns)], axis=1, copy=False
+    )
+    return frame, ok
+
+
+def retrieve_for(
+    state: ServingState, loaded: LoadedModel, users: pd.DataFrame, history: UserHistory
+) -> pd.DataFrame | None:
+    """Candidates of one user (``users`` has one row) from every source of ``loaded``.
+
+    The two-tower query comes from the user's profile and engaged items (the request path of
+    ``two_tower.history_inputs``) and searches the live index when it belongs to this version.
+    None when the version has no retrieval lookups.
+    """
+    model = loaded.model
+    if model is None or loaded.pools is None:
+        return None
+    tt_index = state.two_tower_index(loaded)
+    user_vectors = None
+    if model.two_tower is not None and tt_index is not None:
+        engaged = np.array(sorted(history.engaged), dtype=object)
+        user_vectors = model.two_tower.embed_users(
+            request_inputs(
+                str(users["fitness_level"].iloc[0]),
+                history.region,
+                state.catalog.token_codes(engaged),
+                len(engaged),
+            )
+        )
+    pid = str(users["user_id"].iloc[0])
+    return retrieve_candidates(
+        users,
+        model.als,
+        model.index,
+        loaded.pools,
+        {pid: history.engaged},
+        model.candidate_params,
+        user_vectors,
+        tt_index,
+        model.ease,
+    )
+
+
+def default_rerank(state: ServingState) -> RerankParams:
+    """The champion's guardrail settings, else the domain defaults."""
+    champ = state.models["champion"].model
+    return champ.rerank_params if champ is not None else RerankParams()
+
+
+def short_title(title: str, limit: int) -> str:
+    """``title`` cut to ``limit`` characters with an ellipsis."""
+    return title if len(title) <= limit else title[: limit - 1].rstrip() + "…"
