@@ -17,6 +17,7 @@ from fitpulse_orchestration.features.reference import (
     publish_time_known,
     unsafe_for_beginners,
 )
+from fitpulse_orchestration.ranking.compiled import CompiledRanker
 from fitpulse_orchestration.ranking.feed import HomeFeedModel
 from fitpulse_orchestration.retrieval.candidates import (
     CandidateParams,
@@ -109,6 +110,8 @@ class LoadedModel:
     pools: CandidatePools | None = None
     digest: str = ""
     """The artifact digest the version was loaded with (``ModelSource.digest``)."""
+    compiled: CompiledRanker | None = None
+    """The ranker compiled for the request path (None: LightGBM scores, e.g. a blend scorer)."""
 
 
 @dataclass

@@ -28,6 +28,8 @@ from fitpulse_orchestration.ranking.bundle import (
     read_item_index,
     read_two_tower_index,
 )
+from fitpulse_orchestration.ranking.compiled import CompiledRanker
+from fitpulse_orchestration.ranking.feed import HomeFeedModel
 from fitpulse_orchestration.retrieval.live_index import (
     LiveIndex,
     LiveIndexMeta,
@@ -105,10 +107,25 @@ def load_version(source: ModelSource, version: str) -> LoadedModel:
     except Exception as exc:
         model.tt_index = None
         problems.append(f"no two-tower index for version {version}: {_why(exc)}")
+    compiled = compile_ranker(model, version)
     if problems:
         source.discard(version)
-        return LoadedModel(version, model, "; ".join(problems), digest=digest)
-    return LoadedModel(version, model, digest=digest)
+        return LoadedModel(version, model, "; ".join(problems), digest=digest, compiled=compiled)
+    return LoadedModel(version, model, digest=digest, compiled=compiled)
+
+
+def compile_ranker(model: HomeFeedModel, version: str) -> CompiledRanker | None:
+    """The version's ranker compiled for the request path; None for a blend scorer.
+
+    A ranker that does not compile is served by LightGBM (the same scores, slower), and logged.
+    """
+    if model.scorer != "ranker":
+        return None
+    try:
+        return CompiledRanker(model.ranker)
+    except Exception:
+        log.exception("version %s: the ranker did not compile; LightGBM scores it", version)
+        return None
 
 
 def _why(exc: BaseException) -> str:

@@ -152,11 +152,18 @@ def features(backend: StageBackend, req: FeedRequest) -> None:
 
 
 def ranking(backend: StageBackend, req: FeedRequest) -> None:
-    """The ranker's scores replace the retrieval order (kept when scoring fails)."""
+    """The ranker's scores replace the retrieval order (kept when scoring fails).
+
+    A ranker scorer scores with its compiled trees (``ranking.compiled``), a blend as offline.
+    """
     assert req.model is not None
     assert req.featured is not None
+    compiled = req.loaded.compiled if req.model is req.loaded.model else None
     try:
-        req.candidates["score"] = model_scores(req.model, req.featured)
+        if compiled is not None:
+            req.candidates["score"] = compiled.score(req.featured)
+        else:
+            req.candidates["score"] = model_scores(req.model, req.featured)
         req.ranked = True
     except Exception:
         req.fall_back("model_unavailable")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from api_client import API_TOKEN, TOKENS, authed
@@ -47,6 +48,8 @@ from fitpulse_orchestration.privacy.pseudonymize import (
     Pseudonymizer,
 )
 from fitpulse_orchestration.privacy.traces import find_traces
+from fitpulse_orchestration.ranking.compiled import PARITY_TOLERANCE
+from fitpulse_orchestration.ranking.ranker import score_candidates
 from fitpulse_orchestration.runner import TrainingRun, run_training
 from fitpulse_orchestration.server.app import create_app
 from fitpulse_orchestration.server.runtime import (
@@ -311,6 +314,24 @@ def test_unknown_user_gets_a_beginner_safe_feed(trained: TrainedHome, tmp_path: 
     response = rt.service.home_feed(COLD_USER)
     assert response.cold
     assert response.fitness_level == "unknown"
+
+
+def test_the_compiled_ranker_serves_lightgbms_scores(trained: TrainedHome, tmp_path: Path) -> None:
+    rt = _runtime(trained, tmp_path / "models")
+    loaded = rt.service.state.models["champion"]
+    assert loaded.model is not None
+    assert loaded.model.scorer == "ranker"
+    assert loaded.compiled is not None
+    ranked = 0
+    for user in trained.profiles["user_id"].head(40):
+        response = rt.service.home_feed(str(user), n=20)
+        assert response.ranked
+        served = response.served
+        reference = score_candidates(loaded.model.ranker, served)
+        assert np.max(np.abs(served["score"].to_numpy() - reference)) <= PARITY_TOLERANCE
+        ranked += len(served)
+    rt.served_log.close()
+    assert ranked == 40 * 20
 
 
 def test_beginners_never_get_unsafe_items(trained: TrainedHome, tmp_path: Path) -> None:

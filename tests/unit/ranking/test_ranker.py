@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,15 +17,6 @@ FEATURES = ["f0", "f1"]
 PARAMS = RankerParams(
     min_child_samples=5, n_estimators=60, early_stopping_rounds=20, learning_rate=0.1
 )
-
-
-@pytest.fixture
-def training_frame(
-    ranking_frame: pd.DataFrame,
-    ranking_groups: Callable[[np.random.Generator, int, int], pd.DataFrame],
-    rng: np.random.Generator,
-) -> pd.DataFrame:
-    return pd.concat([ranking_frame, ranking_groups(rng, 10, 30)], ignore_index=True)
 
 
 @pytest.fixture
