@@ -228,7 +228,9 @@ def retrieve_candidates(
     """
     published = pools.published
     rows: list[tuple[str, str, str, float, int]] = []
-    listed: list[tuple[str, str, str, int]] = []
+    # Each source's position of every (user, item) it listed (a source lists an item once per
+    # user: its first position counts).
+    listed: dict[tuple[str, str], dict[str, int]] = {}
     user_ids = users["user_id"].astype(str).to_numpy()
     rows_als = np.array(
         [als.user_row(u) if als is not None and len(als.user_ids) else None for u in user_ids]
@@ -281,7 +283,7 @@ def retrieve_candidates(
                     break
                 if not item or item in user_seen or item not in published:
                     continue
-                listed.append((user, item, source, position))
+                listed.setdefault((user, item), {}).setdefault(source, position)
                 position += 1
                 if item in taken:
                     continue
@@ -304,19 +306,7 @@ def retrieve_candidates(
     out = pd.DataFrame(
         rows, columns=["user_id", "item_id", "source", "retrieval_score", "retrieval_rank"]
     )
-    if not listed:
-        for column in RANK_COLUMNS.values():
-            out[column] = np.full(len(out), np.nan)
-        return out
-    # A source lists an item once per user (its lists hold distinct items).
-    ranks = (
-        pd.DataFrame(listed, columns=["user_id", "item_id", "source", "position"])
-        .drop_duplicates(["user_id", "item_id", "source"])
-        .pivot(index=["user_id", "item_id"], columns="source", values="position")
-        .reindex(columns=list(RANK_COLUMNS))
-        .rename(columns=RANK_COLUMNS)
-        .astype(float)
-        .reset_index()
-    )
-    ranks.columns.name = None
-    return out.merge(ranks, on=["user_id", "item_id"], how="left")
+    found = [listed.get((user, item), {}) for user, item, *_ in rows]
+    for source, column in RANK_COLUMNS.items():
+        out[column] = np.array([f.get(source, np.nan) for f in found], dtype=float)
+    return out

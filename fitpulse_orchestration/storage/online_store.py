@@ -35,6 +35,10 @@ KINDS: Final = ("user", "item", "history", "push")
 USER_KINDS: Final = ("user", "history", "push")
 """Tables keyed by a user's pseudonym (what an erasure removes)."""
 META_TTL_S: Final = 5.0
+CACHED_KINDS: Final = ("item",)
+"""Tables whose decoded rows ``lookup_values`` keeps per generation (none keyed by a member)."""
+VALUE_CACHE_ROWS: Final = 500_000
+"""Rows a value cache holds at most (about 60 MB at 15 features); past it, it starts over."""
 ID_COLUMNS: Final = {"user": "user_id", "item": "item_id", "history": "user_id", "push": "user_id"}
 
 
@@ -50,6 +54,8 @@ class TableMeta:
     as_of: str
     rows: int
     features: tuple[str, ...]
+    generation: str = ""
+    """Random id of the materialization (what a value cache is keyed by; "" before it existed)."""
 
 
 def _check_kind(kind: str) -> str:
@@ -101,12 +107,15 @@ class OnlineFeatureStore(abc.ABC):
 
     def __init__(self) -> None:
         self._meta_cache: dict[str, tuple[float, TableMeta]] = {}
+        self._values: dict[str, tuple[str, dict[str, np.ndarray]]] = {}
 
     def materialize(
         self, kind: str, frame: pd.DataFrame, features: Sequence[str], as_of: pd.Timestamp
     ) -> TableMeta:
         """Replace the ``kind`` table with ``frame`` atomically and return its metadata."""
-        meta = TableMeta(_check_kind(kind), as_of.isoformat(), len(frame), tuple(features))
+        meta = TableMeta(
+            _check_kind(kind), as_of.isoformat(), len(frame), tuple(features), uuid.uuid4().hex
+        )
         self._replace(kind, encode_rows(frame, kind, features), meta)
         self._meta_cache.pop(kind, None)
         return meta
@@ -131,21 +140,48 @@ class OnlineFeatureStore(abc.ABC):
         meta = self.cached_meta(kind)
         if meta is None:
             raise LookupError(f"the online {kind} features were never materialized")
-        pairs = dict(self._get(kind, list(dict.fromkeys(ids))))
-        values = np.full((len(ids), len(meta.features)), np.nan)
-        for row, item in enumerate(ids):
-            payload = pairs.get(item)
-            if payload is not None:
+        cache = self._value_cache(kind, meta)
+        missing = [i for i in dict.fromkeys(ids) if cache is None or i not in cache]
+        found: dict[str, np.ndarray] = {}
+        if missing:
+            pairs = dict(self._get(kind, missing))
+            nan_row = np.full(len(meta.features), np.nan)
+            for item in missing:
+                payload = pairs.get(item)
+                if payload is None:
+                    found[item] = nan_row
+                    continue
                 data = json.loads(payload)
-                values[row] = [data.get(f) for f in meta.features]
-        # json null -> None -> NaN on assignment into a float array.
+                # json null -> None -> NaN in a float array.
+                found[item] = np.array([data.get(f) for f in meta.features], dtype=float)
+            if cache is not None:
+                if len(cache) + len(found) > VALUE_CACHE_ROWS:
+                    cache.clear()
+                cache.update(found)
+        values = np.empty((len(ids), len(meta.features)))
+        for row, item in enumerate(ids):
+            values[row] = found[item] if item in found else cache[item]  # type: ignore[index]
         return values, meta.features
+
+    def _value_cache(self, kind: str, meta: TableMeta) -> dict[str, np.ndarray] | None:
+        """Decoded rows of a ``CACHED_KINDS`` table's current generation (None: not cached).
+
+        Item features hold nothing about a member and change only with a materialization, so
+        a request reads from the store only the items no earlier request has read.
+        """
+        if kind not in CACHED_KINDS or not meta.generation:
+            return None
+        current = self._values.get(kind)
+        if current is None or current[0] != meta.generation:
+            current = (meta.generation, {})
+            self._values[kind] = current
+        return current[1]
 
     def materialize_records(
         self, kind: str, records: Mapping[str, Mapping[str, Any]], as_of: pd.Timestamp
     ) -> TableMeta:
         """Replace the ``kind`` table with JSON ``records`` (id -> object) atomically."""
-        meta = TableMeta(_check_kind(kind), as_of.isoformat(), len(records), ())
+        meta = TableMeta(_check_kind(kind), as_of.isoformat(), len(records), (), uuid.uuid4().hex)
         rows = [(str(i), json.dumps(r, separators=(",", ":"))) for i, r in records.items()]
         self._replace(kind, rows, meta)
         self._meta_cache.pop(kind, None)
@@ -206,12 +242,24 @@ def _meta_from_json(text: str | bytes | None) -> TableMeta | None:
     if text is None:
         return None
     data: dict[str, Any] = json.loads(text)
-    return TableMeta(data["kind"], data["as_of"], data["rows"], tuple(data["features"]))
+    return TableMeta(
+        data["kind"],
+        data["as_of"],
+        data["rows"],
+        tuple(data["features"]),
+        str(data.get("generation", "")),
+    )
 
 
 def _meta_json(meta: TableMeta) -> str:
     return json.dumps(
-        {"kind": meta.kind, "as_of": meta.as_of, "rows": meta.rows, "features": meta.features}
+        {
+            "kind": meta.kind,
+            "as_of": meta.as_of,
+            "rows": meta.rows,
+            "features": meta.features,
+            "generation": meta.generation,
+        }
     )
 
 

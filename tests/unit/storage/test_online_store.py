@@ -177,3 +177,55 @@ def test_a_forgotten_user_leaves_no_byte_in_the_sqlite_file_or_its_wal(tmp_path:
 
     assert secret.encode() not in _file_bytes(path)
     assert reader.lookup_records("history", [secret, "p_1"]) == {"p_1": {"n": 1}}
+
+
+def _items(values: list[float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"item_id": [f"i_{i}" for i in range(len(values))], "i_ctr": values, "i_age": values}
+    )
+
+
+def _counting_reads(store: OnlineFeatureStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    reads: list[int] = []
+    read = store._get
+
+    def counted(kind: str, ids: list[str]) -> list[tuple[str, str]]:
+        reads.append(len(ids))
+        return read(kind, ids)
+
+    monkeypatch.setattr(store, "_get", counted)
+    return reads
+
+
+def test_item_values_are_read_from_the_store_once_per_materialization(
+    store: OnlineFeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = store.materialize("item", _items([1.0, 2.0]), ("i_ctr", "i_age"), AS_OF)
+    reads = _counting_reads(store, monkeypatch)
+
+    values, _ = store.lookup_values("item", ["i_1", "nowhere", "i_0"])
+    again, _ = store.lookup_values("item", ["i_0", "i_1", "nowhere", "i_1"])
+    second = store.materialize("item", _items([5.0, 6.0]), ("i_ctr", "i_age"), AS_OF)
+    fresh, _ = store.lookup_values("item", ["i_0"])
+
+    assert reads == [3, 1]  # the second lookup read nothing; the new table is read again
+    assert first.generation != second.generation
+    np.testing.assert_array_equal(values[[0, 2]], [[2.0, 2.0], [1.0, 1.0]])
+    assert np.isnan(values[1]).all()
+    np.testing.assert_array_equal(again[[0, 1, 3]], [[1.0, 1.0], [2.0, 2.0], [2.0, 2.0]])
+    assert np.isnan(again[2]).all()
+    np.testing.assert_array_equal(fresh, [[5.0, 5.0]])
+
+
+def test_member_features_are_never_cached(
+    store: OnlineFeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.materialize("user", _users([1.0, 2.0]), FEATURES, AS_OF)
+    reads = _counting_reads(store, monkeypatch)
+
+    store.lookup_values("user", ["p_0"])
+    store.forget("p_0")
+    values, _ = store.lookup_values("user", ["p_0"])
+
+    assert reads == [1, 1]
+    assert np.isnan(values).all()
