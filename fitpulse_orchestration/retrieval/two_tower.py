@@ -39,13 +39,16 @@ from __future__ import annotations
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import pandas as pd
 
 from fitpulse_orchestration.events.schema import ENGAGEMENT_GRADE
 from fitpulse_orchestration.features.reference import UNKNOWN, profile_attributes
+
+if TYPE_CHECKING:
+    import torch
 
 CONTENT_DIM: Final = 256
 """Hash buckets of the item content tokens."""
@@ -436,17 +439,6 @@ def train_two_tower(examples: TrainingExamples, params: TwoTowerParams) -> TwoTo
         history.append(mean_loss(valid_idx))
     seconds = time.perf_counter() - started
 
-    def export(net: torch.nn.Sequential) -> Tower:
-        first, second = net[0], net[2]
-        assert isinstance(first, torch.nn.Linear)
-        assert isinstance(second, torch.nn.Linear)
-        return Tower(
-            w1=first.weight.detach().numpy().T.copy(),
-            b1=first.bias.detach().numpy().copy(),
-            w2=second.weight.detach().numpy().T.copy(),
-            b2=second.bias.detach().numpy().copy(),
-        )
-
     metrics = {
         "positives": float(n),
         "train_positives": float(len(train_idx)),
@@ -457,5 +449,29 @@ def train_two_tower(examples: TrainingExamples, params: TwoTowerParams) -> TwoTo
     }
     counts = pd.Series(examples.item_ids).value_counts().astype(float)
     return TwoTowerArtifacts(
-        export(user_net), export(item_net), params, counts, n, examples.cutoff, metrics
+        tower_from_torch(user_net),
+        tower_from_torch(item_net),
+        params,
+        counts,
+        n,
+        examples.cutoff,
+        metrics,
+    )
+
+
+def tower_from_torch(net: torch.nn.Sequential) -> Tower:
+    """The numpy ``Tower`` of a trained ``Linear -> ReLU -> Linear`` network.
+
+    Serving embeds every request's user with these weights: no torch call per request.
+    """
+    import torch
+
+    first, second = net[0], net[2]
+    if not isinstance(first, torch.nn.Linear) or not isinstance(second, torch.nn.Linear):
+        raise TypeError("a tower is Linear -> ReLU -> Linear")
+    return Tower(
+        w1=first.weight.detach().numpy().T.copy(),
+        b1=first.bias.detach().numpy().copy(),
+        w2=second.weight.detach().numpy().T.copy(),
+        b2=second.bias.detach().numpy().copy(),
     )

@@ -36,6 +36,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import anyio.to_thread
+import orjson
 import pandas as pd
 from fastapi import APIRouter, FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -395,8 +396,10 @@ def create_app(
             metrics.cold.inc()
         metrics.requests.labels(response.variant, "200").inc()
         metrics.request.observe(time.perf_counter() - t0)
-        return JSONResponse(
-            response.payload(),
+        # orjson: the feed body is most of what a request encodes (about 10x json's speed).
+        return Response(
+            orjson.dumps(response.payload()),
+            media_type="application/json",
             headers={
                 "X-Request-ID": client_id or response.request_id,
                 "X-Model-Version": response.model_version,

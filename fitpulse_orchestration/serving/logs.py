@@ -13,9 +13,9 @@
   under ``serving/features/date=D/``. Monitoring compares them with the offline recomputation
   (training-serving skew). User ids there are pseudonymized, like every table past ingestion.
 
-Writes are buffered and flushed by a background thread (every ``flush_s`` seconds, and on
-``close``); a failed write is retried at the next flush and counted, never raised into a
-request.
+A request only queues its feed; a background thread serializes the queued feeds and writes
+them (every ``flush_s`` seconds, and on ``close``); a failed write is retried at the next flush
+and counted, never raised into a request.
 
 Nothing is written for an erased user: every flush re-reads the erasure list
 (``privacy.suppression``) and drops the buffered exposures and feature rows of the pseudonyms
@@ -32,7 +32,7 @@ import json
 import logging
 import threading
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -132,6 +132,10 @@ class ServedLog:
         self.feature_share = feature_share
         self.flush_s = flush_s
         self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        # Feeds served since the last flush, serialized by the flusher (deque appends and pops
+        # are atomic: request threads append while the flusher drains).
+        self._pending: deque[FeedResponse] = deque()
         # Exposures are serialized when recorded (a few microseconds per item in the request)
         # and grouped by landing hour, so a flush only compresses and writes. Each line keeps
         # its user's pseudonym beside it, for the erasure list.
@@ -149,10 +153,18 @@ class ServedLog:
         return pseudo_id in self._erased
 
     def record(self, response: FeedResponse) -> None:
-        """Buffer one served feed (an ``on_served`` callback of ``FeedService``)."""
+        """Queue one served feed (an ``on_served`` callback of ``FeedService``).
+
+        Only the append happens in the request: the exposures and the sampled feature rows are
+        serialized by the flusher thread, at the next flush.
+        """
         if response.pseudo_id in self._erased:
             self.skipped_erased += len(response.items)
             return
+        self._pending.append(response)
+
+    def _absorb(self, response: FeedResponse) -> None:
+        """Serialize one queued feed into the buffers a flush writes."""
         ts = response.as_of.tz_convert("UTC")
         hour_key = (ts.date().isoformat(), ts.hour)
         lines = [json.dumps(rec, separators=(",", ":")) for rec in exposure_records(response)]
@@ -168,6 +180,12 @@ class ServedLog:
 
     def flush(self) -> None:
         """Write everything buffered; what fails to write stays buffered for the next flush."""
+        with self._flush_lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        while self._pending:
+            self._absorb(self._pending.popleft())
         self._erased = current_erasures(self.store, self._erased, "served log")
         with self._lock:
             buffered, self._exposures = self._exposures, defaultdict(list)

@@ -30,6 +30,7 @@ from fitpulse_orchestration.retrieval.two_tower import (
     item_token_codes,
     multi_hot,
     request_inputs,
+    tower_from_torch,
     train_two_tower,
 )
 
@@ -319,3 +320,25 @@ def test_train_two_tower_needs_enough_positives(snapshot: TrainingSnapshot) -> N
 
     assert small.metrics["positives"] == 128.0
     assert small.dim == 5
+
+
+def test_the_numpy_tower_embeds_as_the_torch_network_does() -> None:
+    import torch
+
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Linear(40, 24), torch.nn.ReLU(), torch.nn.Linear(24, 8))
+    x = np.random.default_rng(3).normal(size=(64, 40)).astype(np.float32)
+
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(net(torch.from_numpy(x)), dim=1).numpy()
+    got = tower_from_torch(net)(x)
+
+    assert got.dtype == np.float32
+    assert np.max(np.abs(got - expected)) <= 1e-5
+
+
+def test_only_a_two_layer_network_is_a_tower() -> None:
+    import torch
+
+    with pytest.raises(TypeError, match="Linear -> ReLU -> Linear"):
+        tower_from_torch(torch.nn.Sequential(torch.nn.ReLU(), torch.nn.ReLU(), torch.nn.ReLU()))
