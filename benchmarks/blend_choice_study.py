@@ -6,7 +6,7 @@ outer split it scores all 15 weighted reciprocal-rank fusions of ALS, EASE and p
 (weights in steps of 0.25) on the test part, and asks which one each validation design would
 have picked: today's (an inner held-out, then a validation carve, graded relevance, half the
 users), and alternatives (no inner held-out, binary relevance, several carves averaged, other
-shares). About a minute per outer seed on one core:
+shares). About 15 s per outer seed here:
 
     .venv/bin/python benchmarks/blend_choice_study.py --seeds 42,43,44 --out /tmp/blend.json
 
