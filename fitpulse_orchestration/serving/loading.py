@@ -107,25 +107,39 @@ def load_version(source: ModelSource, version: str) -> LoadedModel:
     except Exception as exc:
         model.tt_index = None
         problems.append(f"no two-tower index for version {version}: {_why(exc)}")
-    compiled = compile_ranker(model, version)
+    compiled = compile_ranker(model, version, digest)
     if problems:
         source.discard(version)
         return LoadedModel(version, model, "; ".join(problems), digest=digest, compiled=compiled)
     return LoadedModel(version, model, digest=digest, compiled=compiled)
 
 
-def compile_ranker(model: HomeFeedModel, version: str) -> CompiledRanker | None:
+def compile_ranker(model: HomeFeedModel, version: str, digest: str = "") -> CompiledRanker | None:
     """The version's ranker compiled for the request path; None for a blend scorer.
 
     A ranker that does not compile is served by LightGBM (the same scores, slower), and logged.
+    Compiled rankers are kept per artifact digest (``COMPILED_KEPT`` of them), so reloading the
+    same bundle, e.g. in another runtime of this process, does not compile it again.
     """
     if model.scorer != "ranker":
         return None
+    if digest and digest in _compiled:
+        return _compiled[digest]
     try:
-        return CompiledRanker(model.ranker)
+        compiled = CompiledRanker(model.ranker)
     except Exception:
         log.exception("version %s: the ranker did not compile; LightGBM scores it", version)
         return None
+    if digest:
+        if len(_compiled) >= COMPILED_KEPT:
+            _compiled.pop(next(iter(_compiled)))
+        _compiled[digest] = compiled
+    return compiled
+
+
+COMPILED_KEPT: Final = 4
+"""Compiled rankers a process keeps (the champion, a challenger, a rollback or two)."""
+_compiled: dict[str, CompiledRanker] = {}
 
 
 def _why(exc: BaseException) -> str:
