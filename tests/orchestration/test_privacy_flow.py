@@ -45,7 +45,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::dagster.Beta
 
 FITPULSE = str(Path(sys.executable).with_name("fitpulse"))
 RAW_ID = re.compile(r"usr_\d{7}")
-HEALTH = re.compile(r"\b(" + "|".join(sorted(HEALTH_FIELDS, key=len, reverse=True)) + r")\b")
+_FIELDS = "|".join(sorted(HEALTH_FIELDS, key=len, reverse=True))
+HEALTH = re.compile(r"\b(" + _FIELDS + r")\b")
+# In the raw bytes of a binary file (compressed Parquet pages, SQLite pages) a three-letter
+# field name such as "hrv" turns up between any two non-letters by chance, more often the
+# larger the file: there only a quoted name (a JSON key, a schema entry) counts.
+HEALTH_QUOTED = re.compile(r"[\"'](" + _FIELDS + r")[\"']")
 RAW_ZONE = ("store/landing", "store/warehouse/quarantine", "store/world", "store/privacy")
 """The raw zone (landing, quarantine, pending requests) and the simulator's ground truth."""
 
@@ -55,9 +60,13 @@ def _scan(files: list[Path], root: Path) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for path in files:
         hits: set[str] = set()
-        for text in file_texts(path):
+        head = path.read_bytes()[:16]
+        binary = head[:4] == b"PAR1" or head == b"SQLite format 3\x00"
+        for position, text in enumerate(file_texts(path)):
             hits.update(RAW_ID.findall(text)[:3])
-            hits.update(HEALTH.findall(text)[:3])
+            # A binary file's first text is its decoded content; the rest are its raw bytes.
+            health = HEALTH_QUOTED if binary and position > 0 else HEALTH
+            hits.update(health.findall(text)[:3])
         if hits:
             found[str(path.relative_to(root))] = sorted(hits)
     return found
