@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import dagster as dg
@@ -277,12 +277,8 @@ def run_training(
             "push: skipped, the data holds no push_decision or push_sent events (an "
             "imported log carries no push system logs to learn from)"
         )
-    return TrainingRun(
-        ingested.days,
-        ingested.totals,
-        stages,
-        result.run_id,
-        failed_checks,
+    return replace(
+        run,
         gate=load_asset_value(store, "promotion_gate"),
         version=load_asset_value(store, "registered_home_ranker").version,
         push=push,
