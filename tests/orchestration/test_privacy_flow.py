@@ -60,7 +60,8 @@ def _scan(files: list[Path], root: Path) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for path in files:
         hits: set[str] = set()
-        head = path.read_bytes()[:16]
+        with path.open("rb") as fh:
+            head = fh.read(16)
         binary = head[:4] == b"PAR1" or head == b"SQLite format 3\x00"
         for position, text in enumerate(file_texts(path)):
             hits.update(RAW_ID.findall(text)[:3])
