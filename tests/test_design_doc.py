@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -359,3 +360,85 @@ def test_readme_is_short_and_starts_with_the_two_fresh_machine_commands() -> Non
     assert re.search(r"^\S*\.venv/bin/pytest\b", (REPO / ".ci" / "run").read_text(), re.M)
     for document in ("docs/design.md", *DOCUMENTS[1:], "benchmarks/README.md"):
         assert f"]({document})" in text, f"README does not link {document}"
+
+
+# -- measured figures stand in one document ------------------------------------------------
+
+_RATE = r"(?:lines|events|rows|records|items|feeds|req)/s"
+WITH_UNIT = re.compile(
+    r"(?<![\w.,])(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d+)"
+    rf"(?P<unit>[KM] ?{_RATE}|\s?(?:{_RATE}|MB/s|ms|µs|s|min|h|[KMG]iB|[KMG]B|%|x|cores)| B)"
+    r"(?![\w/])"
+)
+"""A number with a decimal point or a thousands comma, then a unit: ``1.24 s``, ``2,808 cores``."""
+DECIMAL = re.compile(r"(?<![\w.])(?P<sign>[+-]?)(?P<digits>\d+\.\d{3,})(?!\w|\.\d)")
+"""A decimal with three places or more: ``0.0417``, ``+0.021`` (a range's dash is no sign)."""
+PAIR_GAP = 60
+"""Characters at most between the two unsigned decimals of a pair, within one paragraph."""
+
+REPEATED_FIGURES = (
+    # An assumption, not a measurement: the peak hour's factor over the average hour
+    # (`capacity_bench.py --peak-factor`), also the fleet's margin for the loss of a zone.
+    "1.5x",
+    # Two measurements that happen to agree: the tiny world's worst skew (operating.md) and the
+    # share of label-1 rows in training_scale_bench.py's ranker data (benchmarks/README.md).
+    "1.5%",
+    # Two measurements that happen to agree: the demo's two-tower training (pipeline.md) and the
+    # exact index build of 1M two-tower vectors (benchmarks/README.md).
+    "1.6 s",
+)
+"""Tokens more than one document may hold, each with why it is not one figure written twice."""
+
+
+def _figures(text: str) -> set[str]:
+    """The measured-figure tokens of ``text``.
+
+    Three kinds: a number with a decimal point or a thousands comma followed by a unit of
+    time, size, throughput, share or ratio (``14.0 ms``, ``28.4K lines/s``, ``31.4x``); a signed
+    decimal with three places or more (a difference or an interval bound: ``+0.021``); and two
+    unsigned decimals with three places or more that follow each other within ``PAIR_GAP``
+    characters of one paragraph (``0.0395 .. 0.0150``: a table row, a value against its
+    baseline, an interval). A lone unsigned metric value is not a token: among thousands of
+    NDCG and recall values in [0, 1] a match by chance is likely, a matching pair is not. Values
+    0 and 1 (``0.0000``, ``1.0000``) identify nothing and are skipped.
+    """
+    tokens = set()
+    for match in WITH_UNIT.finditer(text):
+        unit = " ".join(match.group("unit").split())
+        glue = "" if unit[0] in "KM%x" else " "
+        tokens.add(match.group("num") + glue + unit)
+    unsigned = []
+    for match in DECIMAL.finditer(text):
+        if float(match.group("digits")) in (0.0, 1.0):
+            continue
+        if match.group("sign"):
+            tokens.add(match.group("sign") + match.group("digits"))
+        else:
+            unsigned.append(match)
+    for first, second in pairwise(unsigned):
+        between = text[first.end() : second.start()]
+        if len(between) <= PAIR_GAP and "\n\n" not in between:
+            tokens.add(f"{first.group('digits')} .. {second.group('digits')}")
+    return tokens
+
+
+def test_measured_figures_stand_in_one_document() -> None:
+    """A measured figure is written in one document; the others link to the section holding it.
+
+    Benchmark measurements live in ``benchmarks/README.md``, and the measured outcomes of the
+    demo and the tests (evaluation tables, gate intervals, drift shares) in the one document that
+    explains them; a second copy goes stale when the first is re-measured. The scan covers
+    README, ``docs/*.md`` and ``benchmarks/README.md`` whole, fenced blocks included: the worked
+    sessions record their results in the comments of their command blocks. Tokens are narrow
+    (``_figures``): integers and two-place decimals (parameters, sizes, thresholds, targets) are
+    not compared. ``REPEATED_FIGURES`` names the few tokens several documents may hold.
+    """
+    names = ["README.md", *sorted(f"docs/{p.name}" for p in DOC.parent.glob("*.md"))]
+    where: dict[str, list[str]] = {}
+    for name in [*names, "benchmarks/README.md"]:
+        for token in _figures((REPO / name).read_text()):
+            where.setdefault(token, []).append(name)
+    repeated = {token: files for token, files in sorted(where.items()) if len(files) > 1}
+    unexplained = [f"{t}: {', '.join(f)}" for t, f in repeated.items() if t not in REPEATED_FIGURES]
+    assert not unexplained, "measured figures in more than one document:\n" + "\n".join(unexplained)
+    assert set(REPEATED_FIGURES) <= set(repeated), "an allowed repeat no longer repeats"
