@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from model_registry.client import (
+    MODEL_PACKAGES,
     RegisteredVersion,
     RegistryClient,
     ensure_experiment,
@@ -118,6 +120,17 @@ def test_registered_model_loads_and_predicts(
     assert loaded.predict(np.zeros((2, 3))).shape == (2,)
     artifacts = tracking.root / "artifacts"
     assert any(p.name == "MLmodel" for p in artifacts.rglob("MLmodel"))
+
+
+def test_registered_model_pins_its_requirements(
+    registered: list[RegisteredVersion], tracking: Tracking
+) -> None:
+    requirements = mlflow.pyfunc.get_model_dependencies(registered[0].model_uri)
+
+    pinned = Path(requirements).read_text().split()
+
+    assert pinned == [f"{p}=={importlib.metadata.version(p)}" for p in MODEL_PACKAGES]
+    assert pinned[1].startswith("lightgbm==")
 
 
 def test_registry_client_versions_newest_first(
