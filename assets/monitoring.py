@@ -198,7 +198,9 @@ def prediction_drift_report(
             "skew_within_threshold",
             asset="training_serving_skew",
             description="no feature's served value disagrees with its offline recomputation "
-            "more often than the configured rate",
+            "more often than max_skew_rate (MonitoringConfig's default; the result's metadata "
+            "holds the threshold applied). Threshold: worst_mismatch_rate <= "
+            f"{MonitoringConfig().max_skew_rate:g}.",
         )
     ],
 )
@@ -234,10 +236,49 @@ def training_serving_skew(
 UX_CHECKS = ("empty_feed_rate", "fallback_rate", "beginner_violations_served", "notification_load")
 
 
+def ux_check_description(name: str) -> str:
+    """The UI description of UX check ``name``: its measure and ``MonitoringConfig``'s default.
+
+    Raises:
+        KeyError: for a name that is not one of ``UX_CHECKS``.
+    """
+    limits = MonitoringConfig().ux_thresholds()
+    measures = {
+        "empty_feed_rate": (
+            "Share of served feed requests in the window whose feed has no item",
+            "max_empty_feed_rate",
+            limits.max_empty_feed_rate,
+        ),
+        "fallback_rate": (
+            "Share of served feed requests without any personalized (ALS) item",
+            "max_fallback_rate",
+            limits.max_fallback_rate,
+        ),
+        "beginner_violations_served": (
+            "Unsafe items served to beginners in the window",
+            "max_beginner_violations",
+            float(limits.max_beginner_violations),
+        ),
+        "notification_load": (
+            "95th percentile of notifications per user and week",
+            "max_notifications_per_user_week_p95",
+            limits.max_notifications_per_user_week_p95,
+        ),
+    }
+    what, field, default = measures[name]
+    return (
+        f"{what}, at most {field} (MonitoringConfig's default; the result's metadata holds the "
+        f"value and threshold applied). Threshold: value <= {default:g}."
+    )
+
+
 @dg.asset(
     group_name=MONITORING,
     kinds={"pandas"},
-    check_specs=[dg.AssetCheckSpec(name, asset="ux_monitors") for name in UX_CHECKS],
+    check_specs=[
+        dg.AssetCheckSpec(name, asset="ux_monitors", description=ux_check_description(name))
+        for name in UX_CHECKS
+    ],
 )
 def ux_monitors(
     config: MonitoringConfig, served_feed_log: pd.DataFrame, monitoring_inputs: FeatureInputs
@@ -263,5 +304,5 @@ def ux_monitors(
         yield dg.AssetCheckResult(
             check_name=name,
             passed=bool(value <= limit),
-            metadata={"value": float(value), "limit": float(limit)},
+            metadata={"value": float(value), "threshold": float(limit)},
         )

@@ -30,10 +30,24 @@ from model_registry.client import (
     active_run_id,
     register_lightgbm,
 )
-from model_registry.gate import CHECK_NAMES, GateDecision, ModelScores, decide_promotion
+from model_registry.gate import (
+    CHECK_NAMES,
+    GateDecision,
+    ModelScores,
+    decide_promotion,
+    describe_rule,
+)
 from model_registry.promotion import training_identity
 
 GATE_ACTOR = "promotion_gate"
+
+
+def gate_check_description(name: str) -> str:
+    """The UI description of gate check ``name``: its rule under ``GateConfig``'s defaults."""
+    return (
+        f"{describe_rule(name, GateConfig().to_policy())} (GateConfig's default; a run's config "
+        "may change it, and each result's metadata holds the value and threshold applied.)"
+    )
 
 
 @dg.asset(
@@ -143,7 +157,7 @@ def _scores(evaluation: HomeFeedEvaluation, model: str, label: str) -> ModelScor
     group_name=REGISTRY,
     kinds={"mlflow"},
     check_specs=[
-        dg.AssetCheckSpec(name, asset="promotion_gate", description=f"promotion rule: {name}")
+        dg.AssetCheckSpec(name, asset="promotion_gate", description=gate_check_description(name))
         for name in CHECK_NAMES
     ],
 )
@@ -164,8 +178,9 @@ def promotion_gate(
         baseline = _scores(
             evaluation, "popularity_guarded", "popularity baseline (no champion yet)"
         )
+    policy = config.to_policy()
     decision = replace(
-        decide_promotion(candidate, baseline, config.to_policy()),
+        decide_promotion(candidate, baseline, policy),
         protocol=evaluation.protocol,
     )
     model_registry.get_promotion().record_gate(
@@ -190,5 +205,11 @@ def promotion_gate(
         yield dg.AssetCheckResult(
             check_name=check.name,
             passed=check.passed,
-            metadata={"value": check.value, "threshold": check.threshold, "detail": check.detail},
+            metadata={
+                "value": check.value,
+                "threshold": check.threshold,
+                "rule": describe_rule(check.name, policy),
+                "baseline": decision.baseline,
+                "detail": check.detail,
+            },
         )

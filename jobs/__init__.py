@@ -124,7 +124,12 @@ live_index_rebuild_schedule = dg.ScheduleDefinition(
 )
 
 ingestion_job_schedule = dg.build_schedule_from_partitioned_job(
-    ingestion_job, hour_of_day=0, minute_of_hour=30
+    ingestion_job,
+    hour_of_day=0,
+    minute_of_hour=30,
+    # The partitions run through today (end_offset=1), so this requests the day just begun.
+    description="Daily at 00:30 UTC: one ingestion_job run for the newest daily partition of "
+    "raw_events (the partitions run through today).",
 )
 
 monitoring_job_schedule = dg.ScheduleDefinition(

@@ -38,9 +38,12 @@ def build_retention_schedule(running: bool) -> dg.ScheduleDefinition:
         default_status=(
             dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
         ),
+        description="Daily at 00:15 UTC: the retention sweep (retention_job) as of the tick's "
+        "time. Running by default in production, stopped in the local profile.",
     )
     def retention_job_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         as_of = context.scheduled_execution_time.isoformat()
+        context.log.info(f"run requested for retention_job: sweep as of {as_of}")
         return dg.RunRequest(
             run_key=as_of,
             run_config={

@@ -134,6 +134,46 @@ class GateDecision:
 CHECK_NAMES = ("ndcg_lift", "cold_slice", "coverage", "beginner_safety", "scoring_latency")
 
 
+def describe_rule(name: str, policy: GatePolicy) -> str:
+    """What check ``name`` measures and the threshold ``policy`` gives it, in one paragraph.
+
+    It ends with ``Threshold: value OP T``, where ``value`` and ``T`` are the ``GateCheck``'s
+    ``value`` and ``threshold`` that ``decide_promotion`` records under ``policy``.
+
+    Raises:
+        KeyError: for a name that is not one of ``CHECK_NAMES``.
+    """
+    pct = round(policy.confidence * 100)
+    cold, cover = policy.cold_ndcg_tolerance, policy.coverage_tolerance
+    rules = {
+        "ndcg_lift": (
+            f"NDCG@10 lift over the baseline (the champion, or popularity while there is none): "
+            f"the lower bound of the {pct}% paired bootstrap interval of the per-user difference "
+            f"must exceed ndcg_margin. Threshold: value > {policy.ndcg_margin:g}."
+        ),
+        "cold_slice": (
+            f"Cold users' NDCG@10 may not drop by more than cold_ndcg_tolerance ({cold:g}): the "
+            f"upper bound of the {pct}% bootstrap interval of their difference must not lie "
+            f"below {-cold:g}. Threshold: value >= {-cold:g}."
+        ),
+        "coverage": (
+            f"Catalog coverage (candidate minus baseline) may drop at most coverage_tolerance "
+            f"({cover:g}). Threshold: value >= {-cover:g}."
+        ),
+        "beginner_safety": (
+            "Unsafe (advanced, high-intensity or unknown) items in beginners' feeds. "
+            "Threshold: value == 0."
+        ),
+        "scoring_latency": (
+            f"p99 time in ms to score one feed request's candidates, within latency_budget_ms. "
+            f"Threshold: value <= {policy.latency_budget_ms:g}."
+        ),
+    }
+    if name not in rules:
+        raise KeyError(f"no gate check {name!r}; checks: {list(CHECK_NAMES)}")
+    return rules[name]
+
+
 def bootstrap_mean_diff(
     diff: np.ndarray, samples: int, confidence: float, seed: int
 ) -> tuple[float, float, float]:

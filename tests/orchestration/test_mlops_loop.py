@@ -132,7 +132,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
                 "ops": {
                     "review_model_version": {
                         "config": {
-                            "version": "1",
+                            "version": 1,
                             "decision": "approve",
                             "reviewer": "ada",
                             "approval_code": approval_code(

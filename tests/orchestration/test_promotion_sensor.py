@@ -140,7 +140,7 @@ def test_an_approved_challenger_requests_one_promotion(registry: Registry) -> No
     request = data.run_requests[0]
     assert request.run_key == f"promote:{model}:{version}"
     assert request.run_config == {
-        "ops": {"promote_champion": {"config": {"version": version, "model": model}}}
+        "ops": {"promote_champion": {"config": {"version": int(version), "model": model}}}
     }
     assert request.tags["fitpulse/model"] == model
     assert request.tags["fitpulse/version"] == version
@@ -229,7 +229,9 @@ def test_the_promotion_job_refuses_a_gate_failed_version(registry: Registry) -> 
     registry.mlflow.set_model_version_tag(model, version, REVIEW_STATUS, "approved")
     request = dg.RunRequest(
         run_key=f"promote:{model}:{version}",
-        run_config={"ops": {"promote_champion": {"config": {"version": version, "model": model}}}},
+        run_config={
+            "ops": {"promote_champion": {"config": {"version": int(version), "model": model}}}
+        },
     )
 
     result = _promote(registry, request)
