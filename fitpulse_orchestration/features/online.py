@@ -160,6 +160,16 @@ def compute_user_histories(
 def cross_features(
     history: UserHistory, item_ids: Sequence[str], categories: Sequence[str], difficulty: np.ndarray
 ) -> pd.DataFrame:
+    """``cross_feature_columns`` as a frame: one row per item, the ``CROSS_FEATURES`` columns."""
+    return pd.DataFrame(cross_feature_columns(history, item_ids, categories, difficulty))
+
+
+def cross_feature_columns(
+    history: UserHistory,
+    item_ids: Sequence[str] | np.ndarray,
+    categories: Sequence[str] | np.ndarray,
+    difficulty: np.ndarray,
+) -> dict[str, np.ndarray]:
     """``CROSS_FEATURES`` of one user against ``item_ids``.
 
     Args:
@@ -169,7 +179,7 @@ def cross_features(
         difficulty: each item's difficulty ordinal (NaN when unknown), float array.
 
     Returns:
-        One row per item, in order, with the ``CROSS_FEATURES`` columns (float64).
+        The ``CROSS_FEATURES`` columns in that order, each a float64 array, item by item.
     """
     total = sum(history.category_counts.values())
     affinity = np.array(
@@ -180,12 +190,10 @@ def cross_features(
     gap = np.asarray(difficulty, dtype=float) - (np.nan if level is None else float(level))
     engaged = np.array([1.0 if i in history.engaged else 0.0 for i in item_ids])
     imps = np.array([float(history.impressions_7d.get(i, 0)) for i in item_ids])
-    frame = pd.DataFrame(
-        {
-            "x_category_affinity": affinity,
-            "x_difficulty_gap": gap,
-            "x_item_engaged_before": engaged,
-            "x_item_impressions_7d": imps,
-        }
-    )
-    return frame[list(CROSS_FEATURES)]
+    columns = {
+        "x_category_affinity": affinity,
+        "x_difficulty_gap": gap,
+        "x_item_engaged_before": engaged,
+        "x_item_impressions_7d": imps,
+    }
+    return {name: columns[name] for name in CROSS_FEATURES}

@@ -226,9 +226,9 @@ def two_tower_queries(
     return two_tower.embed_users(x), tt_index
 
 
-def source_codes(sources: pd.Series) -> np.ndarray:
+def source_codes(sources: pd.Series | np.ndarray) -> np.ndarray:
     """The ranker's ``x_source`` feature of candidate ``source`` labels (0: not retrieved)."""
-    return sources.map(SOURCE_CODES).fillna(0.0).to_numpy(dtype=float)
+    return np.fromiter((SOURCE_CODES.get(s, 0.0) for s in sources), dtype=float, count=len(sources))
 
 
 def score_frame(

@@ -16,6 +16,7 @@ When rules leave fewer than ``n`` items, the feed is shorter: guardrails are nev
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Final
 
@@ -54,6 +55,56 @@ class RerankStats:
     fresh_promoted: bool
 
 
+@dataclass(frozen=True)
+class RerankPool:
+    """One user's scored candidates as arrays, one row per candidate, in any order.
+
+    Attributes:
+        item_ids: item ids (str).
+        scores: scores, higher first.
+        sources: candidate source of each row (``REASONS`` keys, or another source name).
+        categories: item categories (``UNKNOWN`` is never capped).
+        unsafe: unsafe for a beginner (bool).
+        published: publish times as UTC ``datetime64[ns]`` without a zone (NaT: unknown, never
+            fresh).
+    """
+
+    item_ids: np.ndarray
+    scores: np.ndarray
+    sources: np.ndarray
+    categories: np.ndarray
+    unsafe: np.ndarray
+    published: np.ndarray
+
+    @classmethod
+    def from_frame(cls, candidates: pd.DataFrame) -> RerankPool:
+        """The pool of a candidate frame (the columns ``rerank`` documents)."""
+        published = pd.to_datetime(candidates["published_at"], utc=True).dt.tz_convert(None)
+        return cls(
+            item_ids=candidates["item_id"].to_numpy(),
+            scores=candidates["score"].to_numpy(dtype=float),
+            sources=candidates["source"].to_numpy(),
+            categories=candidates["category"].to_numpy(),
+            unsafe=candidates["unsafe_for_beginner"].to_numpy(dtype=bool),
+            published=published.to_numpy(dtype="datetime64[ns]"),
+        )
+
+
+@dataclass(frozen=True)
+class Reranked:
+    """A feed as positions into its ``RerankPool``.
+
+    Attributes:
+        rows: pool rows in feed order (``rank`` 0 first).
+        reasons: the reason code of each feed item.
+        stats: the guardrail counts.
+    """
+
+    rows: np.ndarray
+    reasons: list[str]
+    stats: RerankStats
+
+
 def rerank(
     candidates: pd.DataFrame,
     fitness_level: str,
@@ -61,7 +112,7 @@ def rerank(
     as_of: pd.Timestamp,
     params: RerankParams,
 ) -> tuple[pd.DataFrame, RerankStats]:
-    """Build one user's feed from scored candidates.
+    """Build one user's feed from scored candidates (``rerank_pool`` on a frame).
 
     Args:
         candidates: one user's candidates with ``item_id``, ``score``, ``source``,
@@ -75,20 +126,43 @@ def rerank(
         The feed (``item_id``, ``rank`` 0-based, ``score``, ``source``, ``category``,
         ``reason``) and the guardrail counts.
     """
-    # Arrays in (score desc, item id asc) order: this runs once per served feed, and frame
-    # indexing per candidate costs more than the whole rule set.
-    item_ids = candidates["item_id"].to_numpy().astype(str)
-    order = np.lexsort((item_ids, -candidates["score"].to_numpy(dtype=float)))
-    items = item_ids[order]
-    scores = candidates["score"].to_numpy(dtype=float)[order]
-    sources = candidates["source"].to_numpy()[order]
-    categories = candidates["category"].to_numpy()[order]
-    unsafe = (
-        candidates["unsafe_for_beginner"].to_numpy(dtype=bool)[order]
-        if fitness_level == "beginner"
-        else np.zeros(len(items), dtype=bool)
+    pool = RerankPool.from_frame(candidates)
+    feed = rerank_pool(pool, fitness_level, recently_completed, as_of, params)
+    rows = feed.rows
+    frame = pd.DataFrame(
+        {
+            "item_id": pool.item_ids[rows].astype(str),
+            "rank": np.arange(len(rows)),
+            "score": pool.scores[rows],
+            "source": pool.sources[rows],
+            "category": pool.categories[rows],
+            "reason": feed.reasons,
+        }
     )
-    recent = np.fromiter((i in recently_completed for i in items), dtype=bool, count=len(items))
+    return frame, feed.stats
+
+
+def rerank_pool(
+    pool: RerankPool,
+    fitness_level: str,
+    recently_completed: AbstractSet[str],
+    as_of: pd.Timestamp,
+    params: RerankParams,
+) -> Reranked:
+    """Build one user's feed from a pool of scored candidates (see ``rerank``).
+
+    Candidates are taken in (score desc, item id asc) order; the rules of the module docstring
+    decide which of them fill the ``params.n`` slots.
+    """
+    item_ids = pool.item_ids.astype(str)
+    order = np.lexsort((item_ids, -pool.scores))
+    items = item_ids[order]
+    categories = pool.categories[order]
+    unsafe = pool.unsafe[order] if fitness_level == "beginner" else np.zeros(len(items), dtype=bool)
+    if recently_completed:
+        recent = np.fromiter((i in recently_completed for i in items), dtype=bool, count=len(items))
+    else:
+        recent = np.zeros(len(items), dtype=bool)
     eligible = np.flatnonzero(~unsafe & ~recent)
     picked: list[int] = []
     per_category: dict[str, int] = {}
@@ -106,10 +180,8 @@ def rerank(
             continue
         per_category[category] = per_category.get(category, 0) + 1
         picked.append(int(pos))
-    published = pd.to_datetime(candidates["published_at"], utc=True).dt.tz_convert(None)
-    published = published.to_numpy(dtype="datetime64[ns]")[order]
     fresh_cut = (as_of - pd.Timedelta(days=params.fresh_days)).tz_convert("UTC")
-    is_fresh = published >= fresh_cut.tz_localize(None).to_datetime64()
+    is_fresh = pool.published[order] >= fresh_cut.tz_localize(None).to_datetime64()
     promoted = False
     slot = min(params.fresh_slot, max(len(picked) - 1, 0))
     head = set(picked[: slot + 1])
@@ -130,22 +202,14 @@ def rerank(
                 picked.pop()
             picked.insert(slot, best_fresh)
             promoted = True
-    feed = pd.DataFrame(
-        {
-            "item_id": items[picked],
-            "rank": np.arange(len(picked)),
-            "score": scores[picked],
-            "source": sources[picked],
-            "category": categories[picked],
-        }
-    )
-    feed["reason"] = [REASONS.get(str(src), "for_you") for src in feed["source"]]
+    rows = order[np.asarray(picked, dtype=np.intp)]
+    reasons = [REASONS.get(str(src), "for_you") for src in pool.sources[rows]]
     if promoted:
-        feed.loc[slot, "reason"] = FRESH_REASON
+        reasons[slot] = FRESH_REASON
     stats = RerankStats(
         unsafe_removed=int(unsafe.sum()),
         recent_removed=int((recent & ~unsafe).sum()),
         category_capped=capped,
         fresh_promoted=promoted,
     )
-    return feed, stats
+    return Reranked(rows=rows, reasons=reasons, stats=stats)

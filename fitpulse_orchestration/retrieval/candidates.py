@@ -303,10 +303,21 @@ def retrieve_candidates(
         if seg is not None:
             take("popular", seg["item_id"].to_numpy(), seg["score"].to_numpy(), quota["popular"])
         take("fresh", fresh, -np.arange(len(fresh), dtype=float), quota["fresh"])
-    out = pd.DataFrame(
-        rows, columns=["user_id", "item_id", "source", "retrieval_score", "retrieval_rank"]
-    )
+    names = ["user_id", "item_id", "source", "retrieval_score", "retrieval_rank"]
     found = [listed.get((user, item), {}) for user, item, *_ in rows]
-    for source, column in RANK_COLUMNS.items():
-        out[column] = np.array([f.get(source, np.nan) for f in found], dtype=float)
-    return out
+    ranks = {
+        column: np.array([f.get(source, np.nan) for f in found], dtype=float)
+        for source, column in RANK_COLUMNS.items()
+    }
+    if not rows:
+        return pd.DataFrame(rows, columns=names).assign(**ranks)
+    # One frame from whole columns: per request this is most of the stage's cost otherwise.
+    users_col, items_col, sources_col, scores_col, ranks_col = zip(*rows, strict=True)
+    columns = {
+        "user_id": np.array(users_col, dtype=object),
+        "item_id": np.array(items_col, dtype=object),
+        "source": np.array(sources_col, dtype=object),
+        "retrieval_score": np.array(scores_col, dtype=float),
+        "retrieval_rank": np.array(ranks_col, dtype=np.int64),
+    }
+    return pd.DataFrame({**columns, **ranks})

@@ -30,6 +30,39 @@ from fitpulse_orchestration.retrieval.two_tower import item_token_codes
 from fitpulse_orchestration.serving.feed_types import ServiceUnavailableError
 
 
+@dataclass(frozen=True)
+class ItemRows:
+    """Catalog attributes of some items, one array per attribute, in the order asked for.
+
+    Attributes:
+        item_type: payload type (``UNKNOWN`` for an item the catalog lacks).
+        title: payload title ("" when unknown).
+        category: guardrail category (``UNKNOWN`` when unknown: never capped).
+        difficulty: ordinal difficulty (NaN when unknown).
+        published_at: UTC publish time as ``datetime64[ns]`` without a zone (NaT when not a
+            real publication).
+        unsafe_for_beginner: unsafe for a beginner (True when unknown).
+    """
+
+    item_type: np.ndarray
+    title: np.ndarray
+    category: np.ndarray
+    difficulty: np.ndarray
+    published_at: np.ndarray
+    unsafe_for_beginner: np.ndarray
+
+    def take(self, rows: np.ndarray) -> ItemRows:
+        """These attributes at positions ``rows``."""
+        return ItemRows(
+            self.item_type[rows],
+            self.title[rows],
+            self.category[rows],
+            self.difficulty[rows],
+            self.published_at[rows],
+            self.unsafe_for_beginner[rows],
+        )
+
+
 class ItemCatalog:
     """The catalog as serving needs it: payload fields and guardrail attributes by item id.
 
@@ -64,18 +97,15 @@ class ItemCatalog:
     def __len__(self) -> int:
         return len(self.index)
 
-    def attributes(self, item_ids: np.ndarray) -> pd.DataFrame:
-        """Rows of ``item_ids`` in order; unknown items are unknown and unsafe for beginners.
-
-        Columns: ``item_type``, ``title``, ``category``, ``difficulty`` (ordinal, NaN when
-        unknown), ``published_at`` (UTC, NaT when not a real publication),
-        ``unsafe_for_beginner``.
-        """
+    def rows(self, item_ids: np.ndarray) -> np.ndarray:
+        """Catalog rows of ``item_ids`` in order (an unknown item: the unknown row)."""
         pos = self.index.get_indexer(item_ids)
-        pos = np.where(pos < 0, len(self.index), pos)
-        out = pd.DataFrame({name: values[pos] for name, values in self._columns.items()})
-        out["published_at"] = pd.to_datetime(out["published_at"]).dt.tz_localize("UTC")
-        return out
+        return np.where(pos < 0, len(self.index), pos)
+
+    def attributes(self, item_ids: np.ndarray) -> ItemRows:
+        """The attributes of ``item_ids`` in order; unknown items are unknown and unsafe."""
+        pos = self.rows(item_ids)
+        return ItemRows(**{name: values[pos] for name, values in self._columns.items()})
 
     def token_codes(self, item_ids: np.ndarray) -> np.ndarray:
         """Two-tower content tokens of ``item_ids`` (unknown items: all-unknown tokens)."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Final
 
 import pandas as pd
@@ -76,7 +78,9 @@ class FeedResponse:
     """A served feed and how it was made.
 
     ``served`` holds the served items with their scores, sources and (when ranked) the features
-    they were ranked with: the served-feature log takes its rows from it.
+    they were ranked with: the served-feature log takes its rows from it. ``served_rows`` builds
+    it on first read, so a request that is never logged in full never builds it, and one that
+    is builds it in the log's writer thread.
     """
 
     request_id: str
@@ -89,11 +93,16 @@ class FeedResponse:
     cold: bool
     as_of: pd.Timestamp
     stage_ms: dict[str, float]
-    served: pd.DataFrame
+    served_rows: Callable[[], pd.DataFrame]
     fitness_level: str
     pseudo_id: str
     ranked: bool
     client_request_id: str | None = None
+
+    @cached_property
+    def served(self) -> pd.DataFrame:
+        """The served rows (``serving.stages.served_frame``), built once."""
+        return self.served_rows()
 
     def payload(self) -> dict[str, Any]:
         """The compact JSON body sent to the app."""

@@ -19,17 +19,17 @@ from typing import Final, Protocol
 import numpy as np
 import pandas as pd
 
-from fitpulse_orchestration.features.online import UserHistory, cross_features
+from fitpulse_orchestration.features.online import UserHistory, cross_feature_columns
 from fitpulse_orchestration.features.point_in_time import ITEM_FEATURES, USER_FEATURES
 from fitpulse_orchestration.features.reference import LEVEL_ORDINAL
 from fitpulse_orchestration.ranking.feed import HomeFeedModel, model_scores, source_codes
-from fitpulse_orchestration.ranking.rerank import RerankParams, rerank
+from fitpulse_orchestration.ranking.rerank import Reranked, RerankParams, RerankPool, rerank_pool
 from fitpulse_orchestration.retrieval.als import als_scores
 from fitpulse_orchestration.retrieval.candidates import CandidateParams, retrieve_candidates
 from fitpulse_orchestration.retrieval.two_tower import request_inputs
 from fitpulse_orchestration.serving.budget import StageClock
 from fitpulse_orchestration.serving.experiments import Assignment
-from fitpulse_orchestration.serving.feed_state import LoadedModel, ServingState
+from fitpulse_orchestration.serving.feed_state import ItemRows, LoadedModel, ServingState
 from fitpulse_orchestration.serving.feed_types import FeedItem, FeedResponse, ServingConfig
 from fitpulse_orchestration.storage.online_store import (
     OnlineFeatureStore,
@@ -70,12 +70,14 @@ class FeedRequest:
     store_ok: bool = True
     users: pd.DataFrame = field(default_factory=pd.DataFrame)
     candidates: pd.DataFrame = field(default_factory=pd.DataFrame)
-    attrs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    attrs: ItemRows | None = None
+    """Catalog attributes of ``candidates``, row for row."""
     featured: pd.DataFrame | None = None
     ranked: bool = False
     stopped: bool = False
     """A checked stage overran: the optional stages are skipped."""
-    feed: pd.DataFrame = field(default_factory=pd.DataFrame)
+    feed: Reranked | None = None
+    """The guardrails' feed, as rows of ``candidates``."""
 
     def fall_back(self, reason: str) -> None:
         """Record a fallback (once)."""
@@ -138,6 +140,7 @@ def retrieval(backend: StageBackend, req: FeedRequest) -> None:
 def features(backend: StageBackend, req: FeedRequest) -> None:
     """Ranker features of the candidates (NaN where the item lookup failed)."""
     assert req.model is not None
+    assert req.attrs is not None
     req.featured, ok = feature_frame(
         backend.store,
         req.model,
@@ -174,16 +177,21 @@ def rerank_stage(backend: StageBackend, req: FeedRequest) -> None:
     if req.stopped:
         req.fall_back("deadline_exceeded")
     attrs = req.attrs
-    pool = req.candidates.assign(
-        category=attrs["category"].to_numpy(),
-        published_at=attrs["published_at"].to_numpy(),
-        unsafe_for_beginner=attrs["unsafe_for_beginner"].to_numpy(),
+    assert attrs is not None
+    candidates = req.candidates
+    pool = RerankPool(
+        item_ids=candidates["item_id"].to_numpy(),
+        scores=candidates["score"].to_numpy(dtype=float),
+        sources=candidates["source"].to_numpy(),
+        categories=attrs.category,
+        unsafe=attrs.unsafe_for_beginner,
+        published=attrs.published_at,
     )
     model = req.model
     params = model.rerank_params if model is not None else default_rerank(req.state)
     # A level serving does not know gets the beginner rule: it cannot tell them apart.
     safety_level = req.level if req.level in LEVEL_ORDINAL else "beginner"
-    req.feed, _ = rerank(
+    req.feed = rerank_pool(
         pool,
         safety_level,
         set(req.history.completed_recent),
@@ -231,33 +239,33 @@ def run_pipeline(backend: StageBackend, req: FeedRequest) -> None:
 
 
 def respond(req: FeedRequest, config: ServingConfig) -> FeedResponse:
-    """The response of a finished request: the compact items and the served rows."""
+    """The response of a finished request: the compact items, and the served rows on demand.
+
+    The served rows (a frame) are built when first read: by the served log's writer thread,
+    off the request path.
+    """
     feed = req.feed
-    items_attrs = req.state.catalog.attributes(feed["item_id"].to_numpy())
+    assert feed is not None
+    assert req.attrs is not None
+    rows = feed.rows
+    item_ids = req.candidates["item_id"].to_numpy()[rows]
+    attrs = req.attrs.take(rows)
     items = [
         FeedItem(
             id=str(item),
             type=str(kind),
             title=short_title(str(title), config.title_chars),
-            reason=str(reason),
+            reason=reason,
         )
         for item, kind, title, reason in zip(
-            feed["item_id"],
-            items_attrs["item_type"],
-            items_attrs["title"],
-            feed["reason"],
-            strict=True,
+            item_ids, attrs.item_type, attrs.title, feed.reasons, strict=True
         )
     ]
-    served = feed.assign(unsafe_for_beginner=items_attrs["unsafe_for_beginner"].to_numpy())
-    featured = req.featured
-    if req.ranked and featured is not None:
-        keep = [c for c in featured.columns if c not in served.columns]
-        pos = pd.Index(featured["item_id"]).get_indexer(served["item_id"])
-        served = pd.concat(
-            [served.reset_index(drop=True), featured[keep].iloc[pos].reset_index(drop=True)],
-            axis=1,
-        )
+    candidates, featured = req.candidates, req.featured if req.ranked else None
+
+    def served_rows() -> pd.DataFrame:
+        return served_frame(candidates, featured, feed, attrs)
+
     return FeedResponse(
         request_id=req.request_id,
         user_id=req.user_id,
@@ -269,18 +277,45 @@ def respond(req: FeedRequest, config: ServingConfig) -> FeedResponse:
         cold=req.cold,
         as_of=req.now,
         stage_ms=dict(req.clock.stage_ms),
-        served=served,
+        served_rows=served_rows,
         fitness_level=req.level,
         pseudo_id=req.pid,
         ranked=req.ranked,
     )
 
 
+def served_frame(
+    candidates: pd.DataFrame, featured: pd.DataFrame | None, feed: Reranked, attrs: ItemRows
+) -> pd.DataFrame:
+    """The served rows of a feed, the feed's items in order.
+
+    Columns: ``item_id``, ``rank``, ``score``, ``source``, ``category``, ``reason``,
+    ``unsafe_for_beginner``, then (when ranked) every other column of ``featured``. ``attrs``
+    are the catalog attributes of the feed's items.
+    """
+    rows = feed.rows
+    served = pd.DataFrame(
+        {
+            "item_id": candidates["item_id"].to_numpy()[rows].astype(str),
+            "rank": np.arange(len(rows)),
+            "score": candidates["score"].to_numpy(dtype=float)[rows],
+            "source": candidates["source"].to_numpy()[rows],
+            "category": attrs.category,
+            "reason": feed.reasons,
+            "unsafe_for_beginner": attrs.unsafe_for_beginner,
+        }
+    )
+    if featured is not None:
+        keep = [c for c in featured.columns if c not in served.columns]
+        served = pd.concat([served, featured[keep].iloc[rows].reset_index(drop=True)], axis=1)
+    return served
+
+
 def feature_frame(
     store: OnlineFeatureStore,
     model: HomeFeedModel,
     candidates: pd.DataFrame,
-    attrs: pd.DataFrame,
+    attrs: ItemRows,
     history: UserHistory,
     user_values: dict[str, float],
     store_ok: bool,
@@ -289,7 +324,6 @@ def feature_frame(
     item_ids = candidates["item_id"].to_numpy().astype(str)
     n = len(item_ids)
     ok = store_ok
-    columns: dict[str, np.ndarray] = {}
     values = np.full((n, len(ITEM_FEATURES)), np.nan)
     names: tuple[str, ...] = ITEM_FEATURES
     if store_ok:
@@ -297,21 +331,18 @@ def feature_frame(
             values, names = store.lookup_values("item", list(item_ids))
         except (OnlineStoreUnavailableError, LookupError):
             ok = False
+    # One frame built from whole columns (no concat, no column inserts): the candidates'
+    # columns, then the item, user and cross features, the ALS score and the source code.
+    columns: dict[str, np.ndarray] = {c: candidates[c].to_numpy() for c in candidates.columns}
     for j, name in enumerate(names):
         columns[name] = values[:, j]
     for col in USER_FEATURES:
         columns[col] = np.full(n, user_values[col])
-    cross = cross_features(
-        history, list(item_ids), list(attrs["category"]), attrs["difficulty"].to_numpy()
-    )
-    for col in cross.columns:
-        columns[col] = cross[col].to_numpy()
+    columns.update(cross_feature_columns(history, item_ids, attrs.category, attrs.difficulty))
     pid = str(candidates["user_id"].iloc[0])
     columns["als_score"] = als_scores(model.als, np.full(n, pid, dtype=object), item_ids)
-    columns["x_source"] = source_codes(candidates["source"])
-    frame = pd.concat(
-        [candidates.reset_index(drop=True), pd.DataFrame(columns)], axis=1, copy=False
-    )
+    columns["x_source"] = source_codes(columns["source"])
+    frame = pd.DataFrame(columns)
     return frame, ok
 
 

@@ -31,7 +31,7 @@ def _response(user: str, request_id: str) -> FeedResponse:
         cold=False,
         as_of=AS_OF,
         stage_ms={"lookup": 1.0},
-        served=served,
+        served_rows=lambda: served,
         fitness_level="beginner",
         pseudo_id=f"p_{user}",
         ranked=True,
