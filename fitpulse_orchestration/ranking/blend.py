@@ -42,8 +42,9 @@ def history_less(candidates: pd.DataFrame) -> np.ndarray:
         column = RANK_COLUMNS[source]
         if column in candidates.columns:
             listed |= ~np.isnan(candidates[column].to_numpy(dtype=float))
-    by_user = pd.Series(listed).groupby(candidates["user_id"].to_numpy()).transform("any")
-    return ~by_user.to_numpy(dtype=bool)
+    codes, uniques = pd.factorize(candidates["user_id"].to_numpy(), use_na_sentinel=False)
+    listed_by_user = np.bincount(codes, weights=listed, minlength=len(uniques)) > 0
+    return ~listed_by_user[codes]
 
 
 def blend_scores(

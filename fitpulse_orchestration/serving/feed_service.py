@@ -191,6 +191,7 @@ class FeedService:
             now=pd.Timestamp.now(tz="UTC") if state.live else state.as_of,
             model=loaded.model,
             clock=StageClock(self.config.budgets),
+            log_features=sampled(request_id, self.config.feature_log_share),
         )
         run_pipeline(self, req)
         return respond(req, self.config)
@@ -224,15 +225,15 @@ class FeedService:
         """
         try:
             record = self.store.lookup_records("history", [pid]).get(pid)
-            row = self.store.lookup("user", [pid])
+            row = self.store.lookup_row("user", pid)
         except (OnlineStoreUnavailableError, LookupError) as exc:
             self._store_failed(exc)
             return None, dict.fromkeys(USER_FEATURES, np.nan), False
         self.store_problem = None
         history = UserHistory.from_record(record) if record is not None else None
-        if row.empty:
+        if row is None:
             return history, dict(COLD_USER_FEATURES), True
-        return history, {c: float(row[c].iloc[0]) for c in USER_FEATURES}, True
+        return history, {c: row.get(c, np.nan) for c in USER_FEATURES}, True
 
     def _store_failed(self, exc: Exception) -> None:
         """Remember why the store failed; log it at most every ``STORE_LOG_EVERY_S``."""

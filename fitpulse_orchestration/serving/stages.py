@@ -74,6 +74,8 @@ class FeedRequest:
     """Catalog attributes of ``candidates``, row for row."""
     featured: pd.DataFrame | None = None
     ranked: bool = False
+    log_features: bool = False
+    """The request is in the served log's feature sample (``ServingConfig.feature_log_share``)."""
     stopped: bool = False
     """A checked stage overran: the optional stages are skipped."""
     feed: Reranked | None = None
@@ -138,9 +140,15 @@ def retrieval(backend: StageBackend, req: FeedRequest) -> None:
 
 
 def features(backend: StageBackend, req: FeedRequest) -> None:
-    """Ranker features of the candidates (NaN where the item lookup failed)."""
+    """Ranker features of the candidates (NaN where the item lookup failed).
+
+    A blend scorer orders by the retrieval ranks alone: its features are computed only for a
+    request in the served log's feature sample, which the skew monitor compares with offline.
+    """
     assert req.model is not None
     assert req.attrs is not None
+    if req.model.scorer == "blend" and not req.log_features:
+        return
     req.featured, ok = feature_frame(
         backend.store,
         req.model,
@@ -160,13 +168,14 @@ def ranking(backend: StageBackend, req: FeedRequest) -> None:
     A ranker scorer scores with its compiled trees (``ranking.compiled``), a blend as offline.
     """
     assert req.model is not None
-    assert req.featured is not None
     compiled = req.loaded.compiled if req.model is req.loaded.model else None
+    # A blend without features (``features``) scores the candidates' retrieval ranks.
+    featured = req.candidates if req.featured is None else req.featured
     try:
         if compiled is not None:
-            req.candidates["score"] = compiled.score(req.featured)
+            req.candidates["score"] = compiled.score(featured)
         else:
-            req.candidates["score"] = model_scores(req.model, req.featured)
+            req.candidates["score"] = model_scores(req.model, featured)
         req.ranked = True
     except Exception:
         req.fall_back("model_unavailable")

@@ -163,6 +163,20 @@ class OnlineFeatureStore(abc.ABC):
             values[row] = found[item] if item in found else cache[item]  # type: ignore[index]
         return values, meta.features
 
+    def lookup_row(self, kind: str, id_: str) -> dict[str, float] | None:
+        """Feature values of one id (NaN for null), None when the store holds no row for it.
+
+        The request path's lookup of one member: no frame is built. Raises like ``lookup``.
+        """
+        meta = self.cached_meta(kind)
+        if meta is None:
+            raise LookupError(f"the online {kind} features were never materialized")
+        pairs = self._get(kind, [id_])
+        if not pairs:
+            return None
+        data = json.loads(pairs[0][1])
+        return {f: math.nan if data.get(f) is None else float(data[f]) for f in meta.features}
+
     def _value_cache(self, kind: str, meta: TableMeta) -> dict[str, np.ndarray] | None:
         """Decoded rows of a ``CACHED_KINDS`` table's current generation (None: not cached).
 

@@ -9,7 +9,6 @@ its own runtime (model cache under its ``tmp_path``) and app, so faults injected
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import gzip
 import itertools
 import json
@@ -30,7 +29,7 @@ import pytest
 from api_client import API_TOKEN, TOKENS, authed
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from serving_setup import make_champion, registry_workflow
+from serving_setup import make_champion, register_copy, registry_workflow
 
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.events.ingest import ingest_day, read_clean_events
@@ -50,7 +49,6 @@ from fitpulse_orchestration.privacy.pseudonymize import (
 from fitpulse_orchestration.privacy.traces import find_traces
 from fitpulse_orchestration.ranking.compiled import PARITY_TOLERANCE
 from fitpulse_orchestration.ranking.ranker import score_candidates
-from fitpulse_orchestration.runner import TrainingRun, run_training
 from fitpulse_orchestration.server.app import create_app
 from fitpulse_orchestration.server.runtime import (
     ServiceRuntime,
@@ -58,7 +56,12 @@ from fitpulse_orchestration.server.runtime import (
     profile_backends,
 )
 from fitpulse_orchestration.serving.auth import ApiTokens
-from fitpulse_orchestration.serving.feed_types import STAGES, ServingConfig, StageBudgets
+from fitpulse_orchestration.serving.feed_types import (
+    STAGES,
+    FeedResponse,
+    ServingConfig,
+    StageBudgets,
+)
 from fitpulse_orchestration.serving.logs import read_served_features
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
@@ -119,14 +122,12 @@ class TrainedHome:
 
     home: ProjectHome
     store: LocalObjectStore
-    workdir: Path
     pseudonymizer: Pseudonymizer
     profiles: pd.DataFrame
     catalog: pd.DataFrame
     engaged: dict[str, set[str]]
     engagements: Counter[str]
     as_of: pd.Timestamp
-    first_day: dt.date
 
     @property
     def unsafe_items(self) -> set[str]:
@@ -164,16 +165,8 @@ class TrainedHome:
         assert not unsafe, f"items unsafe for a beginner were served: {unsafe}"
 
 
-def _train(home: ProjectHome, workdir: Path, until: dt.date | None = None) -> TrainingRun:
-    # MLflow writes ./mlruns relative to the working directory.
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(workdir)
-        return run_training(home, eval_days=5, ranker_days=5, until=until)
-
-
 @pytest.fixture(scope="module")
-def trained(trained_world: TrainedWorld, tmp_path_factory: pytest.TempPathFactory) -> TrainedHome:
-    workdir = tmp_path_factory.mktemp("serving_workdir")
+def trained(trained_world: TrainedWorld) -> TrainedHome:
     home, store = trained_world.home, trained_world.store
     pseudonymizer = Pseudonymizer.from_secret(load_or_create_key(home.pseudonym_key_file))
     frames = read_parquet_prefix(store, f"{layout.LANDING_USERS}/")
@@ -193,14 +186,12 @@ def trained(trained_world: TrainedWorld, tmp_path_factory: pytest.TempPathFactor
     return TrainedHome(
         home=home,
         store=store,
-        workdir=workdir,
         pseudonymizer=pseudonymizer,
         profiles=profiles,
         catalog=load_catalog(store),
         engaged=engaged,
         engagements=Counter(engagements["user_id"].astype(str)),
         as_of=as_of,
-        first_day=trained_world.world.summary.landed_days[0],
     )
 
 
@@ -863,10 +854,9 @@ def test_champion_moves_are_picked_up_live(trained: TrainedHome, tmp_path: Path)
     registry = RegistryClient(trained.home.mlflow_tracking_uri)
     rt = _runtime(trained, tmp_path / "models", poll_s=3600.0)
     assert rt.watcher.served_versions() == {"champion": "1"}
-    # Training on the already-ingested days again registers version 2 (re-ingesting only the
-    # first day keeps this quick; the snapshot reads every clean partition).
-    facts = _train(trained.home, trained.workdir, until=trained.first_day)
-    assert facts.version == "2"
+    # Version 2: version 1's model registered again (what a retraining on the same days
+    # registers, without the training).
+    assert register_copy(trained.home, "1") == "2"
     user = trained.warm_user()
     try:
         with _client(rt) as client:
@@ -928,6 +918,33 @@ def test_champion_moves_are_picked_up_live(trained: TrainedHome, tmp_path: Path)
     assert first_new >= 3, "no request was served by version 2 before the move"
     assert set(versions[:first_new]) <= {"2"}
     assert set(versions[first_new:]) == {"1"}
+
+
+def test_a_blend_champion_computes_features_only_for_the_logged_sample(
+    trained: TrainedHome, tmp_path: Path
+) -> None:
+    served: dict[float, FeedResponse] = {}
+    for share in (0.0, 1.0):
+        rt = _runtime(
+            trained,
+            tmp_path / f"models-{share}",
+            config=dataclasses.replace(ROOMY, feature_log_share=share),
+        )
+        champion = rt.service.state.models["champion"]
+        assert champion.model is not None
+        champion.model = dataclasses.replace(
+            champion.model, scorer="blend", blend_weights={"als": 0.5, "two_tower": 0.5}
+        )
+        champion.compiled = None
+        served[share] = rt.service.home_feed(trained.warm_user(), request_id="req-blend-0001")
+
+    unlogged, logged = served[0.0], served[1.0]
+    assert unlogged.items == logged.items
+    assert unlogged.ranked
+    assert logged.ranked
+    assert "als_score" not in unlogged.served.columns
+    assert "als_score" in logged.served.columns
+    pd.testing.assert_frame_equal(unlogged.served, logged.served[list(unlogged.served.columns)])
 
 
 def test_exposures_and_served_features_are_logged(trained: TrainedHome, tmp_path: Path) -> None:

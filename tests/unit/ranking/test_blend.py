@@ -74,6 +74,7 @@ def test_history_less_members_are_ordered_by_the_cold_weights() -> None:
         got, [0.5 / (RRF_K + 1), 0.5 / RRF_K, 1.0 / (RRF_K + 1), 1.0 / RRF_K]
     )
     assert list(history_less(pool)) == [False, False, True, True]
+    assert list(history_less(pool.iloc[[2, 0, 3, 1]])) == [True, False, True, False]
     # Without cold weights the new member's pool would all score 0 under ALS + EASE.
     assert list(blend_scores(pool, {"als": 0.5, "ease": 0.5})[2:]) == [0.0, 0.0]
 

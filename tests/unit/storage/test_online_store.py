@@ -60,6 +60,20 @@ def test_lookup_returns_materialized_values(store: OnlineFeatureStore) -> None:
     assert list(got.columns) == list(FEATURES)
 
 
+def test_lookup_row_answers_one_members_values_or_none(store: OnlineFeatureStore) -> None:
+    store.materialize("user", _users([1.0, np.nan]), FEATURES, AS_OF)
+
+    first = store.lookup_row("user", "p_0")
+    second = store.lookup_row("user", "p_1")
+
+    assert first == {"u_engaged_7d": 1.0, "u_level": 0.0}
+    assert second is not None
+    assert np.isnan(second["u_engaged_7d"])
+    assert store.lookup_row("user", "nobody") is None
+    with pytest.raises(LookupError, match="never materialized"):
+        store.lookup_row("item", "wk_1")
+
+
 def test_materialize_replaces_the_whole_table(store: OnlineFeatureStore) -> None:
     store.materialize("user", _users([1.0, 2.0, 3.0]), FEATURES, AS_OF)
     store.materialize("user", _users([9.0]), FEATURES, AS_OF + pd.Timedelta(days=1))
