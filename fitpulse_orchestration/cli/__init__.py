@@ -22,6 +22,7 @@ warnings.filterwarnings("ignore", message=".*is currently in beta.*")
 from fitpulse_orchestration.cli import pipeline  # noqa: E402
 from fitpulse_orchestration.cli import data  # noqa: E402
 from fitpulse_orchestration.cli import serving  # noqa: E402
+from fitpulse_orchestration.cli import console  # noqa: E402
 from fitpulse_orchestration.cli import experiments  # noqa: E402
 from fitpulse_orchestration.cli import registry  # noqa: E402
 from fitpulse_orchestration.cli import access  # noqa: E402
@@ -34,6 +35,7 @@ from fitpulse_orchestration.cli._common import app  # noqa: E402
 __all__ = [
     "access",
     "app",
+    "console",
     "data",
     "experiments",
     "main",

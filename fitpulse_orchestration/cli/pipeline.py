@@ -191,7 +191,7 @@ def demo(
     )
     say(
         f"demo finished in {time.perf_counter() - started:.0f} s. Explore it with: "
-        f"DAGSTER_HOME={project.dagster} FITPULSE_HOME={project.root} dagster dev"
+        f"fitpulse ui --home {project.root}"
     )
     if trained.failed_checks or not monitoring.success:
         raise typer.Exit(code=1)

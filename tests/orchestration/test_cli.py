@@ -92,7 +92,7 @@ def test_help_lists_the_commands() -> None:
     result = _invoke("--help")
 
     assert result.exit_code == 0, result.output
-    commands = ("generate", "demo", "train", "import-interactions", "recommend", "monitor")
+    commands = ("generate", "demo", "train", "import-interactions", "recommend", "monitor", "ui")
     for command in (*commands, "registry"):
         assert command in result.output
 

@@ -1,0 +1,191 @@
+"""The operator console of one project home: Dagster's webserver and daemon, and MLflow's UI.
+
+``fitpulse ui`` starts the three processes on loopback (the console has no login of its own),
+waits until the two web UIs answer, and stops all of them together. Each process runs in a
+session of its own, so stopping it signals its whole process group: Dagster's code servers and
+MLflow's workers go with their parent instead of being respawned or orphaned.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fitpulse_orchestration.settings import ProjectHome
+
+HOST = "127.0.0.1"
+"""The console listens on loopback only: it has no authentication of its own."""
+DEFINITIONS_MODULE = "fitpulse_orchestration.definitions"
+"""The code location the webserver and the daemon load (as ``workspace.yaml`` does)."""
+
+
+class ConsoleError(RuntimeError):
+    """The console cannot start or stopped on its own.
+
+    A port is taken, the home is not a project home, or a process exited or never answered.
+    """
+
+
+@dataclass(frozen=True)
+class ConsoleProcess:
+    """One process of the console: its name, command line and the URL it answers on."""
+
+    name: str
+    argv: list[str]
+    url: str | None = None
+    """Where its UI answers (None: a process without a web UI, the daemon)."""
+    health: str | None = None
+    """The URL polled until it answers 200 (None: nothing to poll)."""
+
+
+def _script(name: str) -> str:
+    """The console script ``name`` of the running interpreter's environment."""
+    return str(Path(sys.executable).with_name(name))
+
+
+def console_processes(
+    home: ProjectHome, dagster_port: int, mlflow_port: int
+) -> list[ConsoleProcess]:
+    """The webserver, the daemon and the MLflow UI of ``home``, in start order."""
+    dagster_url = f"http://{HOST}:{dagster_port}"
+    mlflow_url = f"http://{HOST}:{mlflow_port}"
+    location = ["-m", DEFINITIONS_MODULE]
+    webserver = [_script("dagster-webserver"), "-h", HOST, "-p", str(dagster_port), *location]
+    daemon = [_script("dagster-daemon"), "run", *location]
+    mlflow_ui = [_script("mlflow"), "ui", "--backend-store-uri", home.mlflow_tracking_uri]
+    return [
+        ConsoleProcess("dagster-webserver", webserver, dagster_url, f"{dagster_url}/server_info"),
+        ConsoleProcess("dagster-daemon", daemon),
+        ConsoleProcess(
+            "mlflow-ui",
+            [*mlflow_ui, "--host", HOST, "--port", str(mlflow_port)],
+            mlflow_url,
+            f"{mlflow_url}/health",
+        ),
+    ]
+
+
+def console_env(home: ProjectHome, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of every console process: the home's Dagster instance and project."""
+    env = dict(os.environ if base is None else base)
+    env["DAGSTER_HOME"] = str(home.dagster)
+    env["FITPULSE_HOME"] = str(home.root)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    # MLflow's server job runner (GenAI evaluation jobs, seven worker processes) has no use
+    # here.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return env
+
+
+def port_is_free(port: int) -> bool:
+    """Whether nothing listens on ``HOST:port`` (a bind succeeds)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2.0) as response:
+            return int(response.status) == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class Console:
+    """The running console: start, wait until it answers, watch, stop."""
+
+    home: ProjectHome
+    processes: list[ConsoleProcess]
+    log_dir: Path
+    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self) -> None:
+        """Start every process (each in a session of its own), logging to ``log_dir``.
+
+        Raises:
+            ConsoleError: when the home is not a project home or a port is taken.
+        """
+        if not self.home.store.is_dir():
+            raise ConsoleError(f"{self.home.root} is not a project home (no store/ folder)")
+        for proc in self.processes:
+            port = int(proc.url.rsplit(":", 1)[1]) if proc.url else None
+            if port is not None and not port_is_free(port):
+                raise ConsoleError(f"port {port} for {proc.name} is taken; choose another")
+        self.home.create()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = console_env(self.home)
+        for proc in self.processes:
+            with (self.log_dir / f"{proc.name}.log").open("ab") as log:
+                self.running[proc.name] = subprocess.Popen(
+                    proc.argv,
+                    env=env,
+                    cwd=self.home.root,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+
+    def exited(self) -> dict[str, int]:
+        """Processes that have exited, with their exit codes."""
+        codes = {name: p.poll() for name, p in self.running.items()}
+        return {name: code for name, code in codes.items() if code is not None}
+
+    def wait_ready(self, timeout_s: float) -> None:
+        """Return once every web UI answers 200.
+
+        Raises:
+            ConsoleError: when a process exits first or ``timeout_s`` passes.
+        """
+        deadline = time.monotonic() + timeout_s
+        pending = [p for p in self.processes if p.health is not None]
+        while pending:
+            gone = self.exited()
+            if gone:
+                name, code = next(iter(gone.items()))
+                raise ConsoleError(
+                    f"{name} exited with code {code} while starting; see "
+                    f"{self.log_dir / (name + '.log')}"
+                )
+            pending = [p for p in pending if not _answers(str(p.health))]
+            if pending and time.monotonic() > deadline:
+                names = ", ".join(p.name for p in pending)
+                raise ConsoleError(f"{names} did not answer within {timeout_s:.0f} s")
+            if pending:
+                time.sleep(0.5)
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM every process group, then SIGKILL what is left after ``grace_s``."""
+        for proc in self.running.values():
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for proc in self.running.values():
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                pass
+        # Whatever is left in a group (the leader, or a child it spawned) is killed.
+        for proc in self.running.values():
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """Send ``sig`` to the process group ``proc`` leads (gone already: nothing to do)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
