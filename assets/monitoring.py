@@ -13,6 +13,7 @@ import pandas as pd
 
 from assets.config import MonitoringConfig
 from assets.groups import MONITORING
+from assets.reports import report_metadata
 from assets.resources import ModelRegistryResource, ObjectStoreResource
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.evaluation.home_feed import format_markdown
@@ -121,17 +122,21 @@ def served_feed_log(
     )
 
 
-def _save_report(store: ObjectStore, kind: str, report: DriftReport) -> tuple[str, str]:
+def _save_report(store: ObjectStore, kind: str, report: DriftReport) -> dict[str, dg.MetadataValue]:
+    """Write the HTML and JSON report; their paths and (local store) links as metadata."""
     stamp = dt.datetime.now(dt.UTC)
     html_key = layout.report_key(kind, stamp, ".html")
     json_key = layout.report_key(kind, stamp, ".json")
     store.put_bytes(html_key, report.html)
     store.put_bytes(json_key, report.json.encode())
-    return store.uri(html_key), store.uri(json_key)
+    return {
+        **report_metadata(store, html_key, "html_report"),
+        **report_metadata(store, json_key, "json_report"),
+    }
 
 
 def _drift_output(
-    result: DriftResult, paths: tuple[str, str], reference: MonitoredModel
+    result: DriftResult, reports: dict[str, dg.MetadataValue], reference: MonitoredModel
 ) -> dg.Output[DriftResult]:
     return dg.Output(
         result,
@@ -144,8 +149,7 @@ def _drift_output(
             "reference_role": reference.role,
             "reference_rows": result.reference_rows,
             "current_rows": result.current_rows,
-            "html_report": dg.MetadataValue.path(paths[0]),
-            "json_report": dg.MetadataValue.path(paths[1]),
+            **reports,
         },
     )
 
@@ -170,8 +174,8 @@ def feature_drift_report(
         categorical,
         config.drift_params(),
     )
-    paths = _save_report(object_store.get_store(), "feature_drift", report)
-    return _drift_output(report.result, paths, monitored_model)
+    reports = _save_report(object_store.get_store(), "feature_drift", report)
+    return _drift_output(report.result, reports, monitored_model)
 
 
 @dg.asset(group_name=MONITORING, kinds={"evidently"})
@@ -186,8 +190,8 @@ def prediction_drift_report(
     numerical, categorical = prediction_columns(reference)
     current = served_predictions(served_feed_log, [*numerical, *categorical])
     report = compute_drift(reference, current, numerical, categorical, config.drift_params())
-    paths = _save_report(object_store.get_store(), "prediction_drift", report)
-    return _drift_output(report.result, paths, monitored_model)
+    reports = _save_report(object_store.get_store(), "prediction_drift", report)
+    return _drift_output(report.result, reports, monitored_model)
 
 
 @dg.asset(

@@ -15,6 +15,7 @@ import pandas as pd
 
 from assets.config import PushModelConfig, PushPolicyConfig
 from assets.groups import PUSH
+from assets.reports import report_metadata
 from assets.resources import ModelRegistryResource, ObjectStoreResource, OnlineStoreResource
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.features.snapshot import TrainingSnapshot
@@ -147,7 +148,7 @@ def push_policy_evaluation(
             "lambda_sweep": dg.MetadataValue.md(evaluation.sweep.round(4).to_markdown(index=False)),
             "blocked_by": dg.MetadataValue.json(evaluation.blocked_by),
             "window": dg.MetadataValue.json(evaluation.window),
-            "plot": dg.MetadataValue.path(store.uri(key)),
+            **report_metadata(store, key, "plot"),
         },
     )
     for check in evaluation.checks:

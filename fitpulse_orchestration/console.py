@@ -1,4 +1,4 @@
-"""The operator console of one project home: Dagster's webserver and daemon, and MLflow's UI.
+"""The operator console of one project home: Dagster's webserver and daemon, MLflow's UI, reports.
 
 ``fitpulse ui`` starts the three processes on loopback (the console has no login of its own),
 waits until the two web UIs answer, and stops all of them together. Each process runs in a
@@ -20,12 +20,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fitpulse_orchestration import layout
 from fitpulse_orchestration.settings import ProjectHome
 
 HOST = "127.0.0.1"
 """The console listens on loopback only: it has no authentication of its own."""
 DEFINITIONS_MODULE = "fitpulse_orchestration.definitions"
 """The code location the webserver and the daemon load (as ``workspace.yaml`` does)."""
+DEFAULT_REPORTS_PORT = 3100
+"""Where the report server listens unless ``fitpulse ui --reports-port`` says otherwise."""
+REPORTS_URL_ENV = "FITPULSE_REPORTS_URL"
+"""The report server's address, as the console tells the runs it launches (report links)."""
+
+
+def default_reports_url() -> str:
+    """The report server's address under the default port."""
+    return f"http://{HOST}:{DEFAULT_REPORTS_PORT}"
 
 
 class ConsoleError(RuntimeError):
@@ -53,15 +63,21 @@ def _script(name: str) -> str:
 
 
 def console_processes(
-    home: ProjectHome, dagster_port: int, mlflow_port: int
+    home: ProjectHome, dagster_port: int, mlflow_port: int, reports_port: int
 ) -> list[ConsoleProcess]:
-    """The webserver, the daemon and the MLflow UI of ``home``, in start order."""
+    """The webserver, the daemon, the MLflow UI and the report server of ``home``, in order.
+
+    The report server serves the store's ``reports/`` folder only (drift reports, plots): the
+    rest of the store holds member data.
+    """
     dagster_url = f"http://{HOST}:{dagster_port}"
     mlflow_url = f"http://{HOST}:{mlflow_port}"
+    reports_url = f"http://{HOST}:{reports_port}"
     location = ["-m", DEFINITIONS_MODULE]
     webserver = [_script("dagster-webserver"), "-h", HOST, "-p", str(dagster_port), *location]
     daemon = [_script("dagster-daemon"), "run", *location]
     mlflow_ui = [_script("mlflow"), "ui", "--backend-store-uri", home.mlflow_tracking_uri]
+    reports = [sys.executable, "-m", "http.server", str(reports_port), "--bind", HOST]
     return [
         ConsoleProcess("dagster-webserver", webserver, dagster_url, f"{dagster_url}/server_info"),
         ConsoleProcess("dagster-daemon", daemon),
@@ -71,14 +87,32 @@ def console_processes(
             mlflow_url,
             f"{mlflow_url}/health",
         ),
+        ConsoleProcess(
+            "reports",
+            [*reports, "--directory", str(reports_dir(home))],
+            reports_url,
+            f"{reports_url}/",
+        ),
     ]
 
 
-def console_env(home: ProjectHome, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of every console process: the home's Dagster instance and project."""
+def reports_dir(home: ProjectHome) -> Path:
+    """The folder the report server serves: the local store's ``reports/`` prefix."""
+    return home.store / layout.REPORTS
+
+
+def console_env(
+    home: ProjectHome, reports_url: str, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment of every console process.
+
+    The home's Dagster instance and project, and where reports are served (for the report
+    links of the runs the console launches).
+    """
     env = dict(os.environ if base is None else base)
     env["DAGSTER_HOME"] = str(home.dagster)
     env["FITPULSE_HOME"] = str(home.root)
+    env[REPORTS_URL_ENV] = reports_url
     env.setdefault("OMP_NUM_THREADS", "1")
     # MLflow's server job runner (GenAI evaluation jobs, seven worker processes) has no use
     # here.
@@ -126,8 +160,10 @@ class Console:
             if port is not None and not port_is_free(port):
                 raise ConsoleError(f"port {port} for {proc.name} is taken; choose another")
         self.home.create()
+        reports_dir(self.home).mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = console_env(self.home)
+        served = next((p.url for p in self.processes if p.name == "reports"), None)
+        env = console_env(self.home, served or default_reports_url())
         for proc in self.processes:
             with (self.log_dir / f"{proc.name}.log").open("ab") as log:
                 self.running[proc.name] = subprocess.Popen(

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from fitpulse_orchestration.cli._common import HomeOpt, app, say
+from fitpulse_orchestration.console import DEFAULT_REPORTS_PORT
 from fitpulse_orchestration.settings import ProjectHome
 
 
@@ -26,11 +27,14 @@ def ui(
     home: HomeOpt = None,
     dagster_port: Annotated[int, typer.Option(min=1, max=65535, help="Dagster UI port.")] = 3000,
     mlflow_port: Annotated[int, typer.Option(min=1, max=65535, help="MLflow UI port.")] = 5000,
+    reports_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Report server port (drift reports, plots).")
+    ] = DEFAULT_REPORTS_PORT,
     startup_timeout: Annotated[
         float, typer.Option(min=1.0, help="Seconds to wait for the UIs to answer.")
     ] = 180.0,
 ) -> None:
-    """Start the operator console on loopback: Dagster UI and daemon, MLflow UI.
+    """Start the operator console on loopback: Dagster UI and daemon, MLflow UI, reports.
 
     Ctrl-C or SIGTERM stops every process of it (and theirs). The processes' output goes to
     ``<home>/reports/console/``.
@@ -38,11 +42,11 @@ def ui(
     from fitpulse_orchestration.console import Console, ConsoleError, console_processes
 
     project = ProjectHome.resolve(home)
-    if dagster_port == mlflow_port:
-        raise typer.BadParameter("--dagster-port and --mlflow-port must differ")
+    if len({dagster_port, mlflow_port, reports_port}) < 3:
+        raise typer.BadParameter("--dagster-port, --mlflow-port and --reports-port must differ")
     console = Console(
         project,
-        console_processes(project, dagster_port, mlflow_port),
+        console_processes(project, dagster_port, mlflow_port, reports_port),
         project.reports / "console",
     )
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}

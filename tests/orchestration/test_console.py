@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,16 +21,21 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from assets.reports import report_metadata, report_url
 from fitpulse_orchestration.cli import app
 from fitpulse_orchestration.console import (
     DEFINITIONS_MODULE,
     HOST,
+    REPORTS_URL_ENV,
     console_env,
     console_processes,
+    default_reports_url,
 )
 from fitpulse_orchestration.settings import ProjectHome
+from fitpulse_orchestration.storage import LocalObjectStore
 
 FITPULSE = str(Path(sys.executable).with_name("fitpulse"))
+REPORT_KEY = "reports/feature_drift/20261102T000000Z.html"
 
 
 def _free_port() -> int:
@@ -57,25 +63,48 @@ def _processes_of(home: Path) -> list[int]:
 def test_every_process_serves_the_home_on_loopback(tmp_path: Path) -> None:
     home = ProjectHome(tmp_path)
 
-    procs = {p.name: p for p in console_processes(home, 3001, 5001)}
-    env = console_env(home, {"PATH": "/usr/bin"})
+    procs = {p.name: p for p in console_processes(home, 3001, 5001, 3101)}
+    env = console_env(home, "http://127.0.0.1:3101", {"PATH": "/usr/bin"})
 
-    assert list(procs) == ["dagster-webserver", "dagster-daemon", "mlflow-ui"]
-    web, daemon, mlflow_ui = procs.values()
+    assert list(procs) == ["dagster-webserver", "dagster-daemon", "mlflow-ui", "reports"]
+    web, daemon, mlflow_ui, reports = procs.values()
     assert web.argv[1:] == ["-h", HOST, "-p", "3001", "-m", DEFINITIONS_MODULE]
     assert daemon.argv[1:] == ["run", "-m", DEFINITIONS_MODULE]
     assert mlflow_ui.argv[1:] == [
         "ui", "--backend-store-uri", home.mlflow_tracking_uri, "--host", HOST, "--port", "5001",
     ]  # fmt: skip
-    assert (web.url, mlflow_ui.url, daemon.url) == (
-        f"http://{HOST}:3001",
-        f"http://{HOST}:5001",
-        None,
-    )
+    # Only the store's reports/ folder is served: the rest of the store holds member data.
+    assert reports.argv[1:] == [
+        "-m", "http.server", "3101", "--bind", HOST, "--directory", str(home.store / "reports"),
+    ]  # fmt: skip
+    assert (web.url, mlflow_ui.url) == (f"http://{HOST}:3001", f"http://{HOST}:5001")
+    assert reports.url == f"http://{HOST}:3101"
+    assert daemon.url is None
     assert env["DAGSTER_HOME"] == str(home.dagster)
     assert env["FITPULSE_HOME"] == str(home.root)
+    assert env[REPORTS_URL_ENV] == "http://127.0.0.1:3101"
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     assert env["PATH"] == "/usr/bin"
+
+
+def test_a_report_links_to_the_console_that_serves_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalObjectStore(tmp_path / "store")
+    key = "reports/feature_drift/20261102T000000Z.html"
+
+    monkeypatch.delenv(REPORTS_URL_ENV, raising=False)
+    by_default = report_metadata(store, key, "html_report")
+    monkeypatch.setenv(REPORTS_URL_ENV, "http://127.0.0.1:3999/")
+    under_the_console = report_url(key)
+
+    assert by_default["html_report"].value == store.uri(key)
+    assert by_default["html_report_link"].value == (
+        f"{default_reports_url()}/feature_drift/20261102T000000Z.html"
+    )
+    assert under_the_console == "http://127.0.0.1:3999/feature_drift/20261102T000000Z.html"
+    with pytest.raises(ValueError, match="not a report key"):
+        report_url("landing/events/date=2026-11-01/batch.ndjson.gz")
 
 
 def test_a_taken_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
@@ -103,7 +132,7 @@ def test_a_folder_that_is_no_project_home_is_refused(tmp_path: Path) -> None:
 
 def test_the_two_ports_must_differ(tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        app, ["ui", "--home", str(tmp_path), "--dagster-port", "3005", "--mlflow-port", "3005"]
+        app, ["ui", "--home", str(tmp_path), "--reports-port", "3005", "--mlflow-port", "3005"]
     )
 
     assert result.exit_code == 2
@@ -111,10 +140,12 @@ def test_the_two_ports_must_differ(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def console(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, int, int]]:
+def console(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, int, int, int]]:
     home = ProjectHome(tmp_path / "home").create()
-    dagster_port, mlflow_port = _free_port(), _free_port()
+    LocalObjectStore(home.store).put_bytes(REPORT_KEY, b"<html>drift</html>")
+    dagster_port, mlflow_port, reports_port = _free_port(), _free_port(), _free_port()
     ports = ["--dagster-port", str(dagster_port), "--mlflow-port", str(mlflow_port)]
+    ports += ["--reports-port", str(reports_port)]
     proc = subprocess.Popen(
         [FITPULSE, "ui", "--home", str(home.root), *ports, "--startup-timeout", "240"],
         stdout=subprocess.PIPE,
@@ -123,7 +154,7 @@ def console(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, int, 
         start_new_session=True,
     )
     try:
-        yield proc, home.root, dagster_port, mlflow_port
+        yield proc, home.root, dagster_port, mlflow_port, reports_port
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -134,10 +165,10 @@ def console(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path, int, 
 
 
 @pytest.mark.slow
-def test_ui_serves_both_uis_and_sigterm_stops_every_process(
-    console: tuple[subprocess.Popen[str], Path, int, int],
+def test_ui_serves_the_uis_and_reports_and_sigterm_stops_every_process(
+    console: tuple[subprocess.Popen[str], Path, int, int, int],
 ) -> None:
-    proc, home, dagster_port, mlflow_port = console
+    proc, home, dagster_port, mlflow_port, reports_port = console
     assert proc.stdout is not None
     lines = []
     deadline = time.monotonic() + 300
@@ -154,7 +185,12 @@ def test_ui_serves_both_uis_and_sigterm_stops_every_process(
     for url in (f"http://{HOST}:{dagster_port}/server_info", f"http://{HOST}:{mlflow_port}/health"):
         with urllib.request.urlopen(url, timeout=10) as response:
             assert response.status == 200
-    assert len(_processes_of(home)) >= 3  # the three, and the code servers they spawned
+    report = f"http://{HOST}:{reports_port}/{REPORT_KEY.removeprefix('reports/')}"
+    with urllib.request.urlopen(report, timeout=10) as response:
+        assert response.read() == b"<html>drift</html>"
+    with pytest.raises(urllib.error.HTTPError, match="404"):
+        urllib.request.urlopen(f"http://{HOST}:{reports_port}/../landing/", timeout=10)
+    assert len(_processes_of(home)) >= 4  # the four, and the code servers they spawned
 
     proc.send_signal(signal.SIGTERM)
     rest, _ = proc.communicate(timeout=60)
@@ -164,4 +200,5 @@ def test_ui_serves_both_uis_and_sigterm_stops_every_process(
     assert "console stopped" in rest
     assert not _listening(dagster_port)
     assert not _listening(mlflow_port)
+    assert not _listening(reports_port)
     assert _processes_of(home) == []

@@ -16,6 +16,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from fitpulse_orchestration.console import default_reports_url
 from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
@@ -262,6 +263,9 @@ def test_the_shift_is_detected_and_triggers_one_retrain(loop: Loop) -> None:
     assert after["dataset_drift"] is True
     assert Path(after["html_report"]).is_file()
     assert Path(after["json_report"]).is_file()
+    # The link the console's report server answers: the same file under the store's reports/.
+    served = Path(after["html_report"]).relative_to(loop.home.store / "reports")
+    assert after["html_report_link"] == f"{default_reports_url()}/{served.as_posix()}"
     assert len(r["drift_tick_after"].run_requests) == 1
     assert r["drift_tick_repeat"].run_requests == []
     assert _drift(r["monitor_again"])["dataset_drift"] is True
