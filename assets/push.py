@@ -15,6 +15,7 @@ import pandas as pd
 
 from assets.config import PushModelConfig, PushPolicyConfig
 from assets.groups import PUSH
+from assets.registry import review_next_step
 from assets.reports import report_metadata
 from assets.resources import ModelRegistryResource, ObjectStoreResource, OnlineStoreResource
 from fitpulse_orchestration import layout
@@ -209,12 +210,7 @@ def registered_push_policy(
             "model": version.name,
             "version": version.version,
             "gate": decision.summary(),
-            "next_step": (
-                f"fitpulse registry approve {version.name} {version.version} "
-                "--reviewer NAME --note TEXT"
-                if decision.passed
-                else "none: a failed candidate can never become champion"
-            ),
+            "next_step": review_next_step(version.name, version.version, decision.passed),
         },
     )
 

@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import dagster as dg
 import pandas as pd
+import yaml  # type: ignore[import-untyped]
 
 from assets.config import GateConfig
 from assets.groups import REGISTRY
@@ -47,6 +48,37 @@ def gate_check_description(name: str) -> str:
     return (
         f"{describe_rule(name, GateConfig().to_policy())} (GateConfig's default; a run's config "
         "may change it, and each result's metadata holds the value and threshold applied.)"
+    )
+
+
+def review_next_step(model: str, version: str, passed: bool) -> dg.MetadataValue:
+    """What a reviewer does next: the ``review_model_job`` config to paste, or nothing.
+
+    A failed candidate can never become champion, so it has no next step.
+    """
+    if not passed:
+        return dg.MetadataValue.text("none: a failed candidate can never become champion")
+    config = {
+        "ops": {
+            "review_model_version": {
+                "config": {
+                    "model": model,
+                    "version": int(version),
+                    "decision": "approve",
+                    "reviewer": "NAME",
+                    "approval_code": "CODE",
+                    "note": "WHY",
+                }
+            }
+        }
+    }
+    code = f"fitpulse registry approval-code {model} {version} --reviewer NAME --decision approve"
+    return dg.MetadataValue.md(
+        "Review it: launch **review_model_job** from the Launchpad with this config (for a "
+        "rejection, `decision: reject` and a code made for it). CODE is the reviewer's approval "
+        f"code, from `{code}`.\n\n```yaml\n{yaml.safe_dump(config, sort_keys=False)}```\n\n"
+        f"Or from a terminal: `fitpulse registry approve {model} {version} --reviewer NAME "
+        "--note WHY`."
     )
 
 
@@ -193,12 +225,7 @@ def promotion_gate(
             "version": version,
             "baseline": decision.baseline,
             "summary": decision.summary(),
-            "next_step": (
-                f"fitpulse registry approve {registered_home_ranker.name} {version} "
-                "--reviewer NAME --note TEXT"
-                if decision.passed
-                else "none: a failed candidate can never become champion"
-            ),
+            "next_step": review_next_step(registered_home_ranker.name, version, decision.passed),
         },
     )
     for check in decision.checks:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pydantic
 import pytest
+import yaml  # type: ignore[import-untyped]
 from gate_samples import scores
 from mlflow.tracking import MlflowClient
 
@@ -259,6 +260,36 @@ def test_gate_check_results_carry_value_threshold_and_rule(registry: Registry) -
         assert threshold == pytest.approx(result.metadata["threshold"].value), name
         assert COMPARE[op](value, threshold) == result.passed, name
     assert [name for name, r in results.items() if not r.passed] == ["scoring_latency"]
+
+
+def _gate_output(registry: Registry, latency_budget_ms: float) -> tuple[str, dg.Output[Any]]:
+    model = registry.new_model()
+    version = registry.registered(model)
+    registered = RegisteredVersion(name=model, version=version, run_id="", model_uri="", tags={})
+    events = promotion_gate(
+        config=GateConfig(latency_budget_ms=latency_budget_ms),
+        registered_home_ranker=registered,
+        home_feed_evaluation=_evaluation(),
+        model_registry=registry.resource,
+    )
+    (output,) = [e for e in events if isinstance(e, dg.Output)]
+    return version, output
+
+
+def test_a_passed_gates_next_step_is_the_review_launchpad_config(registry: Registry) -> None:
+    version, passed = _gate_output(registry, latency_budget_ms=1e6)
+    _, failed = _gate_output(registry, latency_budget_ms=4.0)
+
+    text = str(passed.metadata["next_step"].value)
+    (block,) = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    run_config = yaml.safe_load(block)
+    assert passed.value.passed
+    assert "launch **review_model_job** from the Launchpad" in text
+    assert dg.validate_run_config(review_model_job, run_config)
+    assert run_config["ops"]["review_model_version"]["config"]["version"] == int(version)
+    assert failed.metadata["next_step"].value == (
+        "none: a failed candidate can never become champion"
+    )
 
 
 # -- sensor decisions --------------------------------------------------------------------------
