@@ -33,6 +33,17 @@ REPORTS_URL_ENV = "FITPULSE_REPORTS_URL"
 """The report server's address, as the console tells the runs it launches (report links)."""
 
 
+MLFLOW_URL_ENV = "FITPULSE_MLFLOW_URL"
+"""The MLflow UI's address, as the console tells the runs it launches (version links)."""
+DEFAULT_MLFLOW_PORT = 5000
+"""Where the MLflow UI listens unless ``fitpulse ui --mlflow-port`` says otherwise."""
+
+
+def default_mlflow_url() -> str:
+    """The MLflow UI's address under the default port."""
+    return f"http://{HOST}:{DEFAULT_MLFLOW_PORT}"
+
+
 def default_reports_url() -> str:
     """The report server's address under the default port."""
     return f"http://{HOST}:{DEFAULT_REPORTS_PORT}"
@@ -102,17 +113,18 @@ def reports_dir(home: ProjectHome) -> Path:
 
 
 def console_env(
-    home: ProjectHome, reports_url: str, base: Mapping[str, str] | None = None
+    home: ProjectHome, reports_url: str, mlflow_url: str, base: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """The environment of every console process.
 
-    The home's Dagster instance and project, and where reports are served (for the report
+    The home's Dagster instance and project, and where reports and MLflow are served (for the
     links of the runs the console launches).
     """
     env = dict(os.environ if base is None else base)
     env["DAGSTER_HOME"] = str(home.dagster)
     env["FITPULSE_HOME"] = str(home.root)
     env[REPORTS_URL_ENV] = reports_url
+    env[MLFLOW_URL_ENV] = mlflow_url
     env.setdefault("OMP_NUM_THREADS", "1")
     # MLflow's server job runner (GenAI evaluation jobs, seven worker processes) has no use
     # here.
@@ -162,8 +174,12 @@ class Console:
         self.home.create()
         reports_dir(self.home).mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        served = next((p.url for p in self.processes if p.name == "reports"), None)
-        env = console_env(self.home, served or default_reports_url())
+        urls = {p.name: p.url for p in self.processes}
+        env = console_env(
+            self.home,
+            urls.get("reports") or default_reports_url(),
+            urls.get("mlflow-ui") or default_mlflow_url(),
+        )
         for proc in self.processes:
             with (self.log_dir / f"{proc.name}.log").open("ab") as log:
                 self.running[proc.name] = subprocess.Popen(

@@ -23,6 +23,7 @@ from assets import (
     push,
     ranking,
     registry,
+    registry_status,
     retrieval,
 )
 from assets.ingestion import (
@@ -149,6 +150,7 @@ def build_definitions(
                 ranking,
                 evaluation,
                 registry,
+                registry_status,
                 monitoring,
                 experiments,
                 push,

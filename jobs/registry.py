@@ -18,6 +18,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
+from assets.registry_status import record_registry_status
 from assets.resources import ModelRegistryResource
 from jobs.tags import (
     ACTOR_TAG,
@@ -83,6 +84,7 @@ def review_model_version(
         changed = promotion.approve(config.model, version, config.reviewer, config.note)
     else:
         changed = promotion.reject(config.model, version, config.reviewer, config.note)
+    record_registry_status(context, promotion)
     verb = "approved" if config.decision == "approve" else "rejected"
     context.log.info(
         f"{config.model} version {version} {verb} by {config.reviewer}"
@@ -110,7 +112,9 @@ def promote_champion(
     """Move the ``champion`` alias to an approved, gate-passed version."""
     version = str(config.version)
     _tag_run(context, {MODEL_TAG: config.model, VERSION_TAG: version, ACTOR_TAG: config.actor})
-    changed = model_registry.get_promotion().promote(config.model, version, config.actor)
+    promotion = model_registry.get_promotion()
+    changed = promotion.promote(config.model, version, config.actor)
+    record_registry_status(context, promotion)
     context.log.info(
         f"{config.model} champion is now version {version}"
         if changed
@@ -134,9 +138,9 @@ def rollback_champion(
     if not config.operator.strip():
         raise ValueError("operator must name who rolls back")
     _tag_run(context, {MODEL_TAG: config.model, OPERATOR_TAG: config.operator})
-    current, restored = model_registry.get_promotion().rollback(
-        config.model, config.operator, config.note
-    )
+    promotion = model_registry.get_promotion()
+    current, restored = promotion.rollback(config.model, config.operator, config.note)
+    record_registry_status(context, promotion)
     # The versions are known only now: the one rolled back, and the champion again.
     _tag_run(context, {VERSION_TAG: current, RESTORED_VERSION_TAG: restored})
     context.log.info(f"{config.model}: rolled back version {current}; champion is {restored}")

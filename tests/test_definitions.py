@@ -68,6 +68,7 @@ TRAINING_ASSETS = {
     "home_feed_evaluation",
     "registered_home_ranker",
     "promotion_gate",
+    "registry_status",
 }
 EXPERIMENT_ASSETS = {"experiment_analysis"}
 PUSH_ASSETS = {

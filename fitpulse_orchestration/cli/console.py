@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from fitpulse_orchestration.cli._common import HomeOpt, app, say
-from fitpulse_orchestration.console import DEFAULT_REPORTS_PORT
+from fitpulse_orchestration.console import DEFAULT_MLFLOW_PORT, DEFAULT_REPORTS_PORT
 from fitpulse_orchestration.settings import ProjectHome
 
 
@@ -26,7 +26,9 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 def ui(
     home: HomeOpt = None,
     dagster_port: Annotated[int, typer.Option(min=1, max=65535, help="Dagster UI port.")] = 3000,
-    mlflow_port: Annotated[int, typer.Option(min=1, max=65535, help="MLflow UI port.")] = 5000,
+    mlflow_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="MLflow UI port.")
+    ] = DEFAULT_MLFLOW_PORT,
     reports_port: Annotated[
         int, typer.Option(min=1, max=65535, help="Report server port (drift reports, plots).")
     ] = DEFAULT_REPORTS_PORT,

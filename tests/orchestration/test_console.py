@@ -26,6 +26,7 @@ from fitpulse_orchestration.cli import app
 from fitpulse_orchestration.console import (
     DEFINITIONS_MODULE,
     HOST,
+    MLFLOW_URL_ENV,
     REPORTS_URL_ENV,
     console_env,
     console_processes,
@@ -64,7 +65,7 @@ def test_every_process_serves_the_home_on_loopback(tmp_path: Path) -> None:
     home = ProjectHome(tmp_path)
 
     procs = {p.name: p for p in console_processes(home, 3001, 5001, 3101)}
-    env = console_env(home, "http://127.0.0.1:3101", {"PATH": "/usr/bin"})
+    env = console_env(home, "http://127.0.0.1:3101", "http://127.0.0.1:5001", {"PATH": "/usr/bin"})
 
     assert list(procs) == ["dagster-webserver", "dagster-daemon", "mlflow-ui", "reports"]
     web, daemon, mlflow_ui, reports = procs.values()
@@ -83,6 +84,7 @@ def test_every_process_serves_the_home_on_loopback(tmp_path: Path) -> None:
     assert env["DAGSTER_HOME"] == str(home.dagster)
     assert env["FITPULSE_HOME"] == str(home.root)
     assert env[REPORTS_URL_ENV] == "http://127.0.0.1:3101"
+    assert env[MLFLOW_URL_ENV] == "http://127.0.0.1:5001"
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     assert env["PATH"] == "/usr/bin"
 

@@ -27,6 +27,12 @@ from mlflow.tracking import MlflowClient
 from assets.config import GateConfig, MonitoringConfig
 from assets.monitoring import UX_CHECKS
 from assets.registry import promotion_gate
+from assets.registry_status import (
+    REGISTRY_MODELS,
+    REGISTRY_STATUS,
+    mlflow_version_url,
+    registry_status_metadata,
+)
 from assets.resources import ModelRegistryResource, ObjectStoreResource
 from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.evaluation.home_feed import HomeFeedEvaluation
@@ -616,3 +622,55 @@ def test_the_sensor_run_config_is_a_valid_promote_config(registry: Registry) -> 
 
     assert dg.validate_run_config(promote_champion_job, request.run_config)
     assert request.tags[VERSION_TAG] == version
+
+
+# -- registry status ---------------------------------------------------------------------------
+
+
+def test_registry_status_shows_the_champion_and_what_waits_for_a_person(
+    registry: Registry,
+) -> None:
+    model = registry.new_model()
+    reviewed = registry.gate_passed(model)
+    waiting = registry.gate_passed(model)
+    failed = registry.registered(model)
+    registry.promotion.record_gate(model, failed, _decision(0.6, 3), "test")
+    registry.promotion.approve(model, reviewed, "ada", "beats popularity")
+
+    before = registry_status_metadata(registry.promotion, [model])
+    registry.promotion.promote(model, reviewed, "test")
+    after = registry_status_metadata(registry.promotion, [model])
+
+    assert before[f"{model} champion"].value == "none"
+    assert str(before["waiting"].value).splitlines() == [
+        f"- {model} version {waiting}: review (gate passed; launch review_model_job)",
+        f"- {model} version {reviewed}: promotion (approved; promote_champion_job_on_approval "
+        "or promote_champion_job)",
+    ]
+    assert after[f"{model} champion"].value == reviewed
+    assert after[f"{model} champion page"].value == mlflow_version_url(model, reviewed)
+    assert after["waiting_count"].value == 1
+    table = str(after[f"{model} versions"].value)
+    assert f"| [{reviewed}]({mlflow_version_url(model, reviewed)}) | champion" in table
+    assert len(table.splitlines()) == 2 + 3
+
+
+def test_a_registry_job_records_a_fresh_registry_status(
+    registry: Registry, instance: dg.DagsterInstance
+) -> None:
+    model = registry.new_model()
+    version = registry.gate_passed(model)
+    config = {
+        "version": int(version),
+        "reviewer": "ada",
+        "approval_code": registry.code(model, version),
+        "model": model,
+    }
+
+    result, _ = _run(review_model_job, "review_model_version", config, registry, instance)
+
+    (status,) = result.asset_materializations_for_node("review_model_version")
+    assert result.success
+    assert status.asset_key == REGISTRY_STATUS
+    assert {f"{m} versions" for m in REGISTRY_MODELS} <= set(status.metadata)
+    assert "waiting" in status.metadata
