@@ -6,18 +6,14 @@ model and builds the sensor for it. Gate verdicts and reviews go through the rea
 
 from __future__ import annotations
 
-import itertools
-
 import dagster as dg
 import pytest
 from gate_samples import FAILED, PASSED
-from mlflow.tracking import MlflowClient
+from registry_setup import RegistryHome
 
-from assets.resources import ModelRegistryResource, ObjectStoreResource
 from fitpulse_orchestration.settings import ProjectHome
 from jobs import registry_integrity_job
 from jobs.registry import promote_champion_job
-from model_registry.gate import GateDecision
 from model_registry.promotion import (
     CHALLENGER,
     CHAMPION,
@@ -25,40 +21,12 @@ from model_registry.promotion import (
     PROMOTION_PREVIOUS,
     REVIEW_REVIEWER,
     REVIEW_STATUS,
-    ModelPromotion,
 )
 from sensors import build_promotion_sensor
 
-_MODEL_IDS = itertools.count(1)
 
-
-class Registry:
-    """The module's home, its registry resource and helpers that register versions."""
-
-    def __init__(self, home: ProjectHome) -> None:
-        self.home = home
-        self.uri = home.mlflow_tracking_uri
-        self.mlflow = MlflowClient(self.uri, registry_uri=self.uri)
-        self.resource = ModelRegistryResource(
-            tracking_uri=self.uri,
-            object_store=ObjectStoreResource(kind="local", root=str(home.store)),
-            audit_key_file=str(home.audit_key_file),
-        )
-        self.promotion: ModelPromotion = self.resource.get_promotion()
-        self._sources = itertools.count(1)
-
-    def new_model(self) -> str:
-        name = f"sensor-model-{next(_MODEL_IDS)}"
-        self.mlflow.create_registered_model(name)
-        return name
-
-    def add_version(self, model: str, decision: GateDecision) -> str:
-        source = self.home.root / "sources" / f"v{next(self._sources)}"
-        source.mkdir(parents=True)
-        version = str(self.mlflow.create_model_version(model, source.as_uri(), run_id=None).version)
-        self.promotion.mark_candidate(model, version, "test")
-        self.promotion.record_gate(model, version, decision, "test")
-        return version
+class Registry(RegistryHome):
+    """The module's registry: versions are registered without training."""
 
     def approved_version(self, model: str) -> str:
         version = self.add_version(model, PASSED)
@@ -69,7 +37,9 @@ class Registry:
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     """One home per module: creating the SQLite registry runs every MLflow migration."""
-    return Registry(ProjectHome(tmp_path_factory.mktemp("promotion_sensor")).create())
+    return Registry(
+        ProjectHome(tmp_path_factory.mktemp("promotion_sensor")).create(), "sensor-model"
+    )
 
 
 def _tick(registry: Registry, model: str, cursor: str | None) -> dg.SensorExecutionData:

@@ -8,7 +8,6 @@ One project home (one SQLite MLflow registry) serves the module; versions are re
 straight from a directory, no training.
 """
 
-import itertools
 import logging
 import operator
 import re
@@ -22,7 +21,7 @@ import pydantic
 import pytest
 import yaml  # type: ignore[import-untyped]
 from gate_samples import scores
-from mlflow.tracking import MlflowClient
+from registry_setup import RegistryHome
 
 from assets.config import GateConfig, MonitoringConfig
 from assets.monitoring import UX_CHECKS
@@ -33,7 +32,6 @@ from assets.registry_status import (
     mlflow_version_url,
     registry_status_metadata,
 )
-from assets.resources import ModelRegistryResource, ObjectStoreResource
 from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.evaluation.home_feed import HomeFeedEvaluation
 from fitpulse_orchestration.settings import ProjectHome
@@ -57,7 +55,7 @@ from jobs.tags import (
 )
 from model_registry.client import RegisteredVersion
 from model_registry.gate import CHECK_NAMES, GateDecision, decide_promotion
-from model_registry.promotion import CHAMPION, REVIEW_STATUS, ModelPromotion
+from model_registry.promotion import CHAMPION, REVIEW_STATUS
 from model_registry.reviewers import add_reviewer, approval_code
 from sensors import build_promotion_sensor, describe_decision
 
@@ -71,46 +69,29 @@ COMPARE: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
     "==": operator.eq,
 }
-_MODEL_IDS = itertools.count(1)
 
 
-class Registry:
-    """The module's home, its registry resource and helpers that register versions."""
+class Registry(RegistryHome):
+    """The module's registry, with reviewer ``ada`` on its roster."""
 
     def __init__(self, home: ProjectHome) -> None:
-        self.home = home
-        self.uri = home.mlflow_tracking_uri
-        self.mlflow = MlflowClient(self.uri, registry_uri=self.uri)
-        self.resource = ModelRegistryResource(
-            tracking_uri=self.uri,
-            object_store=ObjectStoreResource(kind="local", root=str(home.store)),
-            audit_key_file=str(home.audit_key_file),
-            reviewers_file=str(home.reviewers_file),
-        )
-        self.promotion: ModelPromotion = self.resource.get_promotion()
-        self._sources = itertools.count(1)
+        super().__init__(home, "readable-model")
         self.ada_key = add_reviewer(home.reviewers_file, "ada")
 
-    def new_model(self) -> str:
-        name = f"readable-model-{next(_MODEL_IDS)}"
-        self.mlflow.create_registered_model(name)
-        return name
-
-    def registered(self, model: str) -> str:
-        """A new version of ``model``, registered through the platform (no gate yet)."""
-        source = self.home.root / "sources" / f"v{next(self._sources)}"
-        source.mkdir(parents=True)
-        version = str(self.mlflow.create_model_version(model, source.as_uri(), run_id=None).version)
-        self.promotion.mark_candidate(model, version, "test")
-        return version
-
     def gate_passed(self, model: str) -> str:
-        version = self.registered(model)
-        self.promotion.record_gate(model, version, _decision(0.6, 0), "test")
-        return version
+        return self.add_version(model, _decision(0.6, 0))
 
     def code(self, model: str, version: str, decision: str = "approve") -> str:
         return approval_code(self.ada_key, "ada", model, version, decision)
+
+    def review_config(self, model: str, version: str) -> dict[str, Any]:
+        """``review_model_job``'s config: ada approves ``version``."""
+        return {
+            "version": int(version),
+            "reviewer": "ada",
+            "approval_code": self.code(model, version),
+            "model": model,
+        }
 
 
 @pytest.fixture(scope="module")
@@ -530,22 +511,22 @@ def _run(
     return result, dict(run.tags)
 
 
-def test_a_review_run_is_tagged_with_version_decision_and_reviewer(
+def test_a_review_run_is_tagged_and_records_a_fresh_registry_status(
     registry: Registry, instance: dg.DagsterInstance
 ) -> None:
     model = registry.new_model()
     version = registry.gate_passed(model)
-    config = {
-        "version": int(version),
-        "reviewer": "ada",
-        "approval_code": registry.code(model, version),
-        "model": model,
-    }
+    config = registry.review_config(model, version)
 
     result, tags = _run(review_model_job, "review_model_version", config, registry, instance)
 
+    (status,) = result.asset_materializations_for_node("review_model_version")
     assert result.success
     assert registry.promotion.client.version(model, version).tags[REVIEW_STATUS] == "approved"
+    # The run records a fresh registry_status (every governed model, and what waits).
+    assert status.asset_key == REGISTRY_STATUS
+    assert {f"{m} versions" for m in REGISTRY_MODELS} <= set(status.metadata)
+    assert "waiting" in status.metadata
     assert {k: tags[k] for k in (MODEL_TAG, VERSION_TAG, DECISION_TAG, REVIEWER_TAG)} == {
         MODEL_TAG: model,
         VERSION_TAG: version,
@@ -653,24 +634,3 @@ def test_registry_status_shows_the_champion_and_what_waits_for_a_person(
     table = str(after[f"{model} versions"].value)
     assert f"| [{reviewed}]({mlflow_version_url(model, reviewed)}) | champion" in table
     assert len(table.splitlines()) == 2 + 3
-
-
-def test_a_registry_job_records_a_fresh_registry_status(
-    registry: Registry, instance: dg.DagsterInstance
-) -> None:
-    model = registry.new_model()
-    version = registry.gate_passed(model)
-    config = {
-        "version": int(version),
-        "reviewer": "ada",
-        "approval_code": registry.code(model, version),
-        "model": model,
-    }
-
-    result, _ = _run(review_model_job, "review_model_version", config, registry, instance)
-
-    (status,) = result.asset_materializations_for_node("review_model_version")
-    assert result.success
-    assert status.asset_key == REGISTRY_STATUS
-    assert {f"{m} versions" for m in REGISTRY_MODELS} <= set(status.metadata)
-    assert "waiting" in status.metadata
