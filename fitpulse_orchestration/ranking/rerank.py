@@ -89,6 +89,23 @@ class RerankPool:
             published=published.to_numpy(dtype="datetime64[ns]"),
         )
 
+    def feed_frame(self, feed: Reranked) -> pd.DataFrame:
+        """``feed`` as a frame, one row per feed item in order.
+
+        Columns: ``item_id``, ``rank``, ``score``, ``source``, ``category``, ``reason``.
+        """
+        rows = feed.rows
+        return pd.DataFrame(
+            {
+                "item_id": self.item_ids[rows].astype(str),
+                "rank": np.arange(len(rows)),
+                "score": self.scores[rows],
+                "source": self.sources[rows],
+                "category": self.categories[rows],
+                "reason": feed.reasons,
+            }
+        )
+
 
 @dataclass(frozen=True)
 class Reranked:
@@ -128,18 +145,7 @@ def rerank(
     """
     pool = RerankPool.from_frame(candidates)
     feed = rerank_pool(pool, fitness_level, recently_completed, as_of, params)
-    rows = feed.rows
-    frame = pd.DataFrame(
-        {
-            "item_id": pool.item_ids[rows].astype(str),
-            "rank": np.arange(len(rows)),
-            "score": pool.scores[rows],
-            "source": pool.sources[rows],
-            "category": pool.categories[rows],
-            "reason": feed.reasons,
-        }
-    )
-    return frame, feed.stats
+    return pool.feed_frame(feed), feed.stats
 
 
 def rerank_pool(

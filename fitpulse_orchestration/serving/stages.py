@@ -78,8 +78,10 @@ class FeedRequest:
     """The request is in the served log's feature sample (``ServingConfig.feature_log_share``)."""
     stopped: bool = False
     """A checked stage overran: the optional stages are skipped."""
+    pool: RerankPool | None = None
+    """What the guardrails cut the feed from: ``candidates`` as arrays."""
     feed: Reranked | None = None
-    """The guardrails' feed, as rows of ``candidates``."""
+    """The guardrails' feed, as rows of ``candidates`` (and of ``pool``)."""
 
     def fall_back(self, reason: str) -> None:
         """Record a fallback (once)."""
@@ -188,7 +190,7 @@ def rerank_stage(backend: StageBackend, req: FeedRequest) -> None:
     attrs = req.attrs
     assert attrs is not None
     candidates = req.candidates
-    pool = RerankPool(
+    req.pool = pool = RerankPool(
         item_ids=candidates["item_id"].to_numpy(),
         scores=candidates["score"].to_numpy(dtype=float),
         sources=candidates["source"].to_numpy(),
@@ -270,10 +272,11 @@ def respond(req: FeedRequest, config: ServingConfig) -> FeedResponse:
             item_ids, attrs.item_type, attrs.title, feed.reasons, strict=True
         )
     ]
-    candidates, featured = req.candidates, req.featured if req.ranked else None
+    pool, featured = req.pool, req.featured if req.ranked else None
+    assert pool is not None
 
     def served_rows() -> pd.DataFrame:
-        return served_frame(candidates, featured, feed, attrs)
+        return served_frame(pool, feed, featured)
 
     return FeedResponse(
         request_id=req.request_id,
@@ -293,27 +296,15 @@ def respond(req: FeedRequest, config: ServingConfig) -> FeedResponse:
     )
 
 
-def served_frame(
-    candidates: pd.DataFrame, featured: pd.DataFrame | None, feed: Reranked, attrs: ItemRows
-) -> pd.DataFrame:
+def served_frame(pool: RerankPool, feed: Reranked, featured: pd.DataFrame | None) -> pd.DataFrame:
     """The served rows of a feed, the feed's items in order.
 
-    Columns: ``item_id``, ``rank``, ``score``, ``source``, ``category``, ``reason``,
-    ``unsafe_for_beginner``, then (when ranked) every other column of ``featured``. ``attrs``
-    are the catalog attributes of the feed's items.
+    Columns: the feed's (``RerankPool.feed_frame``), ``unsafe_for_beginner``, then (when
+    ranked) every other column of ``featured``, whose rows are the pool's.
     """
     rows = feed.rows
-    served = pd.DataFrame(
-        {
-            "item_id": candidates["item_id"].to_numpy()[rows].astype(str),
-            "rank": np.arange(len(rows)),
-            "score": candidates["score"].to_numpy(dtype=float)[rows],
-            "source": candidates["source"].to_numpy()[rows],
-            "category": attrs.category,
-            "reason": feed.reasons,
-            "unsafe_for_beginner": attrs.unsafe_for_beginner,
-        }
-    )
+    served = pool.feed_frame(feed)
+    served["unsafe_for_beginner"] = pool.unsafe[rows]
     if featured is not None:
         keep = [c for c in featured.columns if c not in served.columns]
         served = pd.concat([served, featured[keep].iloc[rows].reset_index(drop=True)], axis=1)
