@@ -21,12 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fitpulse_orchestration import layout
-from fitpulse_orchestration.settings import ProjectHome
+from fitpulse_orchestration.settings import DEFINITIONS_MODULE, ProjectHome
 
 HOST = "127.0.0.1"
 """The console listens on loopback only: it has no authentication of its own."""
-DEFINITIONS_MODULE = "fitpulse_orchestration.definitions"
-"""The code location the webserver and the daemon load (as ``workspace.yaml`` does)."""
 DEFAULT_REPORTS_PORT = 3100
 """Where the report server listens unless ``fitpulse ui --reports-port`` says otherwise."""
 REPORTS_URL_ENV = "FITPULSE_REPORTS_URL"

@@ -40,7 +40,9 @@ from assets.resources import (
     PseudonymizerResource,
     mlflow_tracking_resource,
 )
+from fitpulse_orchestration import layout
 from fitpulse_orchestration.settings import ProjectHome, current_profile
+from fitpulse_orchestration.storage import LocalObjectStore
 from jobs import (
     build_retention_schedule,
     canary_review_job,
@@ -73,6 +75,22 @@ from sensors import (
 )
 
 DEFAULT_PARTITION_START = "2024-01-01"
+
+PARTITION_START_ENV = "FITPULSE_PARTITION_START"
+
+
+def partition_start(home: ProjectHome, profile: str = "local") -> str:
+    """The daily partitions' first day: ``$FITPULSE_PARTITION_START`` or the default.
+
+    A local home starts earlier when its landing zone does (an imported log from 1997): the
+    CLI's runs and the console's code location then see the same partitions, so the same job
+    snapshots.
+    """
+    start = os.environ.get(PARTITION_START_ENV) or DEFAULT_PARTITION_START
+    if profile != "local":
+        return start
+    days = layout.landed_dates(LocalObjectStore(home.store).list_keys(f"{layout.LANDING_EVENTS}/"))
+    return min(days[0].isoformat(), start) if days else start
 
 
 def _resources(profile: str, home: ProjectHome) -> dict[str, object]:
@@ -203,8 +221,6 @@ def build_definitions(
 @dg.definitions
 def defs() -> dg.Definitions:
     """Definitions for ``dagster dev`` and ``workspace.yaml`` (profile and home from the env)."""
-    return build_definitions(
-        ProjectHome.resolve(),
-        current_profile(),
-        os.environ.get("FITPULSE_PARTITION_START", DEFAULT_PARTITION_START),
-    )
+    home = ProjectHome.resolve()
+    profile = current_profile()
+    return build_definitions(home, profile, partition_start(home, profile))

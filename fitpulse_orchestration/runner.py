@@ -14,16 +14,27 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import dagster as dg
+from dagster._core.definitions.job_base import InMemoryJob
+from dagster._core.execution.api import execute_run
+from dagster._core.execution.execute_in_process import merge_run_tags
+from dagster._core.execution.job_execution_result import JobExecutionResult
+from dagster._core.remote_origin import (
+    ManagedGrpcPythonEnvCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from fitpulse_orchestration import layout
-from fitpulse_orchestration.definitions import DEFAULT_PARTITION_START, build_definitions
-from fitpulse_orchestration.settings import ProjectHome
+from fitpulse_orchestration.definitions import build_definitions, partition_start
+from fitpulse_orchestration.settings import DEFINITIONS_MODULE, ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore, ObjectStore
 from fitpulse_orchestration.storage.asset_values import load_asset_value
 from model_registry.gate import GateDecision
@@ -136,6 +147,43 @@ def dagster_instance(home: ProjectHome) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(home.dagster))
 
 
+REPOSITORY_NAME = "__repository__"
+"""The repository name Dagster gives a module's ``Definitions``."""
+
+
+def code_location_origin(job_name: str) -> RemoteJobOrigin:
+    """The origin the console's code location (``DEFINITIONS_MODULE``) gives ``job_name``."""
+    target = LoadableTargetOrigin(executable_path=sys.executable, module_name=DEFINITIONS_MODULE)
+    location = ManagedGrpcPythonEnvCodeLocationOrigin(target, DEFINITIONS_MODULE)
+    return RemoteRepositoryOrigin(location, REPOSITORY_NAME).get_job_origin(job_name)
+
+
+def launch(
+    defs: dg.Definitions,
+    job_name: str,
+    instance: dg.DagsterInstance,
+    run_config: dict[str, Any],
+    partition_key: str | None = None,
+) -> JobExecutionResult:
+    """Run a job in this process as a run of the console's code location.
+
+    ``execute_in_process`` records a run with no origin and an ephemeral copy of the job: the
+    Dagster UI then lists it under no job and warns on re-execute. This run carries the code
+    location's origin and the job's own snapshot (the console builds the same definitions for
+    the same home), so the job's page lists it and re-executes it from the workspace. The
+    jobs run on the in-process executor, so one process runs every step, as in the console.
+    """
+    job = defs.resolve_job_def(job_name)
+    tags = merge_run_tags(job, partition_key, None, None, instance, run_config)
+    run = instance.create_run_for_job(
+        job_def=job,
+        run_config=run_config,
+        tags=tags,
+        remote_job_origin=code_location_origin(job_name),
+    )
+    return execute_run(InMemoryJob(job), run, instance)
+
+
 def root_error(event: dg.DagsterEvent) -> str:
     """The innermost error message of a step-failure event (the user's, not Dagster's)."""
     error = event.step_failure_data.error
@@ -185,16 +233,12 @@ def ingest_landed(
             f"no landed events under {store.uri(layout.LANDING_EVENTS)}: run `fitpulse demo` "
             "or `fitpulse import-interactions` first"
         )
-    start = min(days[0].isoformat(), DEFAULT_PARTITION_START)
-    defs = build_definitions(home, "local", start)
+    defs = build_definitions(home, "local", partition_start(home))
     instance = dagster_instance(home)
-    ingestion = defs.resolve_job_def("ingestion_job")
     totals = dict.fromkeys(INGEST_COUNTS, 0)
     say(f"ingesting {len(days)} landed days ({days[0]} .. {days[-1]})")
     for day in days:
-        result = ingestion.execute_in_process(
-            instance=instance, partition_key=day.isoformat(), run_config=quiet_run_config()
-        )
+        result = launch(defs, "ingestion_job", instance, quiet_run_config(), day.isoformat())
         meta = result.get_asset_materialization_events()[0].materialization.metadata
         counts = {k: int(meta[k].value) for k in totals}  # type: ignore[arg-type]
         for key, value in counts.items():
@@ -242,9 +286,7 @@ def run_training(
     }
     if trials is not None:
         run_config["ops"]["retrieval_tuning"] = {"config": {"n_trials": trials}}
-    result = ingested.defs.resolve_job_def("training_job").execute_in_process(
-        instance=ingested.instance, run_config=run_config, raise_on_error=False
-    )
+    result = launch(ingested.defs, "training_job", ingested.instance, run_config)
     stages = stage_durations(ingested.instance, result.run_id)
     for name, seconds in stages.items():
         say(f"  {name:<24} {seconds:6.1f} s")
@@ -295,9 +337,7 @@ def run_push_training(
     """
     say("push: examples -> open + fatigue models -> off-policy evaluation -> registry")
     started = time.perf_counter()
-    result = defs.resolve_job_def("push_training_job").execute_in_process(
-        instance=instance, run_config=quiet_run_config(), raise_on_error=False
-    )
+    result = launch(defs, "push_training_job", instance, quiet_run_config())
     failures = _step_failures(result.all_events)
     if failures:
         raise JobFailedError("push_training_job", result.run_id, failures)
@@ -311,11 +351,9 @@ def run_push_training(
 
 def run_monitoring(home: ProjectHome, say: Say = _log.info) -> MonitoringRun:
     """Run the monitoring job on the local profile; its failed steps are in ``failures``."""
-    defs = build_definitions(home, "local", DEFAULT_PARTITION_START)
+    defs = build_definitions(home, "local", partition_start(home))
     say("monitoring: drift of features and predictions, skew and UX monitors")
-    result = defs.resolve_job_def("monitoring_job").execute_in_process(
-        instance=dagster_instance(home), run_config=quiet_run_config(), raise_on_error=False
-    )
+    result = launch(defs, "monitoring_job", dagster_instance(home), quiet_run_config())
     reports: dict[str, DriftSummary] = {}
     served_log_source = worst_skew = None
     for event in result.get_asset_materialization_events():
@@ -370,9 +408,7 @@ def run_experiment_analysis(
     run_config["ops"] = {
         "experiment_analysis": {"config": {"experiment": experiment, "control": control}}
     }
-    result = ingested.defs.resolve_job_def("experiment_analysis_job").execute_in_process(
-        instance=ingested.instance, run_config=run_config, raise_on_error=False
-    )
+    result = launch(ingested.defs, "experiment_analysis_job", ingested.instance, run_config)
     if not result.success:
         raise JobFailedError(
             "experiment_analysis_job", result.run_id, _step_failures(result.all_events)

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_HOME = ".fitpulse"
+
+DEFINITIONS_MODULE = "fitpulse_orchestration.definitions"
+"""The code location ``workspace.yaml`` and ``fitpulse ui`` load (named after the module)."""
 PROFILES = ("local", "production")
 
 PRODUCTION_ENV = (

@@ -26,6 +26,7 @@ registry_integrity_job = dg.define_asset_job(
     ),
     description="Check the registry's audit chain and aliases (the promotion sensor launches it "
     "when it restores an alias or finds a broken chain).",
+    executor_def=dg.in_process_executor,
 )
 
 ingestion_job = dg.define_asset_job(
@@ -33,6 +34,8 @@ ingestion_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("raw_events"),
     description="Validate one day of landed events into clean and quarantine partitions.",
     tags={STAGE_TAG: "ingestion"},
+    # One asset and its checks: a process per step would only add an interpreter start each.
+    executor_def=dg.in_process_executor,
 )
 
 training_job = dg.define_asset_job(

@@ -96,7 +96,8 @@ def build_landing_sensor(
         if skipped:
             context.log.warning(
                 f"{len(skipped)} landing days precede the partitions' start {first} "
-                f"(first: {skipped[0]}); set FITPULSE_PARTITION_START to ingest them"
+                f"(first: {skipped[0]}); reload the code location (a local home starts at its "
+                "first landed day) or set FITPULSE_PARTITION_START to ingest them"
             )
         cursor = json.dumps(current, sort_keys=True)
         saw = f"{len(current)} landing days, {len(changed)} of them new or changed"
