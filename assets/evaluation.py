@@ -1,11 +1,14 @@
 """Evaluation: the candidate home feed against the champion and the baselines."""
 
+import datetime as dt
 from typing import Any
 
 import dagster as dg
 
 from assets.groups import EVALUATION
+from assets.reports import plot_metadata
 from assets.resources import ModelRegistryResource
+from fitpulse_orchestration import layout
 from fitpulse_orchestration.evaluation.home_feed import (
     METRICS,
     SINGLE_RETRIEVERS,
@@ -13,6 +16,11 @@ from fitpulse_orchestration.evaluation.home_feed import (
     evaluate_home_feed,
     format_markdown,
     metric,
+)
+from fitpulse_orchestration.evaluation.plots import (
+    evaluation_plot,
+    lift_intervals,
+    slice_intervals,
 )
 from fitpulse_orchestration.evaluation.retrieval import (
     RetrievalEvaluation,
@@ -64,15 +72,28 @@ def home_feed_evaluation(
         for row in table.itertuples()
         for name in METRICS
     }
+    intervals = slice_intervals(evaluation.per_user)
+    lifts = lift_intervals(evaluation.per_user)
+    plot = evaluation_plot(intervals, lifts, evaluation.protocol)
+    store = context.resources.object_store.get_store()
+    plot_key = layout.report_key("evaluation", dt.datetime.now(dt.UTC), ".png")
+    store.put_bytes(plot_key, plot)
     log_stage(
         context.resources.mlflow,
         "evaluation",
         {**training_snapshot.split.as_dict(), "scorer": evaluation.scorer},
         flat,
-        {"home_feed_evaluation.json": table.to_json(orient="records", indent=2)},
+        {
+            "home_feed_evaluation.json": table.to_json(orient="records", indent=2),
+            "ndcg_intervals.csv": intervals.to_csv(index=False),
+            "lift_intervals.csv": lifts.to_csv(index=False),
+            "evaluation.png": plot,
+        },
     )
     metadata: dict[str, Any] = {
         "table": dg.MetadataValue.md(format_markdown(table)),
+        "lift_over_rows": dg.MetadataValue.md(lifts.round(4).to_markdown(index=False)),
+        **plot_metadata(store, plot_key, "plot"),
         "protocol": evaluation.protocol,
         "scorer": evaluation.scorer,
         **{

@@ -9,7 +9,7 @@ import pandas as pd
 
 from assets.config import CanaryReviewConfig, SimulatedAbConfig
 from assets.groups import LAUNCH
-from assets.reports import report_metadata
+from assets.reports import plot_metadata
 from fitpulse_orchestration.events.ingest import read_clean_events
 from fitpulse_orchestration.serving.logs import read_served_features
 from fitpulse_orchestration.serving.rollout import RolloutController, step_metrics
@@ -107,8 +107,8 @@ def simulated_ab(
             ),
             "targets_met": all(t.passed for t in result.targets),
             "start": result.start.isoformat(),
-            **report_metadata(store, keys["retention_curve.png"], "retention_curve"),
-            **report_metadata(store, keys["starts_per_day.png"], "starts_per_day"),
+            **plot_metadata(store, keys["retention_curve.png"], "retention_curve"),
+            **plot_metadata(store, keys["starts_per_day.png"], "starts_per_day"),
         },
     )
 

@@ -13,13 +13,19 @@ import pandas as pd
 
 from assets.config import MonitoringConfig
 from assets.groups import MONITORING
-from assets.reports import report_metadata
+from assets.reports import plot_metadata, report_metadata
 from assets.resources import ModelRegistryResource, ObjectStoreResource
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.evaluation.home_feed import format_markdown
 from fitpulse_orchestration.features.point_in_time import FeatureInputs, feature_columns
 from fitpulse_orchestration.features.snapshot import load_feature_inputs
-from fitpulse_orchestration.monitoring.drift import DriftReport, DriftResult, compute_drift
+from fitpulse_orchestration.monitoring.drift import (
+    HISTORY_COLUMNS,
+    DriftReport,
+    DriftResult,
+    compute_drift,
+    drift_history_plot,
+)
 from fitpulse_orchestration.monitoring.features import drift_columns, impression_features
 from fitpulse_orchestration.monitoring.serving import (
     compute_skew,
@@ -122,16 +128,57 @@ def served_feed_log(
     )
 
 
-def _save_report(store: ObjectStore, kind: str, report: DriftReport) -> dict[str, dg.MetadataValue]:
-    """Write the HTML and JSON report; their paths and (local store) links as metadata."""
+HISTORY_REPORTS = 30
+"""Reports in the drift-over-time plot: this one and the asset's previous materializations."""
+
+
+def _drift_history(context: dg.AssetExecutionContext, result: DriftResult) -> pd.DataFrame:
+    """``HISTORY_COLUMNS`` of the asset's earlier reports (its materializations) and this one."""
+    records = context.instance.fetch_materializations(
+        context.asset_key, limit=HISTORY_REPORTS - 1
+    ).records
+    rows = []
+    for record in records:
+        materialization = record.asset_materialization
+        meta = materialization.metadata if materialization is not None else {}
+        if "drift_share" in meta and "dataset_drift" in meta:
+            at = pd.Timestamp(record.timestamp, unit="s", tz="UTC")
+            rows.append((at, float(meta["drift_share"].value), bool(meta["dataset_drift"].value)))  # type: ignore[arg-type]
+    rows.append((pd.Timestamp.now(tz="UTC"), result.drift_share, result.dataset_drift))
+    return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)).sort_values("at", ignore_index=True)
+
+
+def _save_report(
+    context: dg.AssetExecutionContext,
+    store: ObjectStore,
+    kind: str,
+    report: DriftReport,
+    config: MonitoringConfig,
+) -> dict[str, dg.MetadataValue]:
+    """Write the HTML and JSON report and the drift-over-time plot; paths and links as metadata."""
     stamp = dt.datetime.now(dt.UTC)
     html_key = layout.report_key(kind, stamp, ".html")
     json_key = layout.report_key(kind, stamp, ".json")
+    plot_key = layout.report_key(kind, stamp, ".png")
     store.put_bytes(html_key, report.html)
     store.put_bytes(json_key, report.json.encode())
+    history = _drift_history(context, report.result)
+    title = f"{kind.replace('_', ' ')}: the last {len(history)} reports"
+    store.put_bytes(plot_key, drift_history_plot(history, config.drift_params().drift_share, title))
     return {
         **report_metadata(store, html_key, "html_report"),
         **report_metadata(store, json_key, "json_report"),
+        **plot_metadata(store, plot_key, "drift_over_time"),
+        "drift_history": dg.MetadataValue.json(
+            [
+                {
+                    "at": row.at.isoformat(),
+                    "drift_share": row.drift_share,
+                    "drift": row.dataset_drift,
+                }
+                for row in history.itertuples()
+            ]
+        ),
     }
 
 
@@ -156,6 +203,7 @@ def _drift_output(
 
 @dg.asset(group_name=MONITORING, kinds={"evidently"})
 def feature_drift_report(
+    context: dg.AssetExecutionContext,
     config: MonitoringConfig,
     object_store: ObjectStoreResource,
     monitoring_inputs: FeatureInputs,
@@ -174,12 +222,13 @@ def feature_drift_report(
         categorical,
         config.drift_params(),
     )
-    reports = _save_report(object_store.get_store(), "feature_drift", report)
+    reports = _save_report(context, object_store.get_store(), "feature_drift", report, config)
     return _drift_output(report.result, reports, monitored_model)
 
 
 @dg.asset(group_name=MONITORING, kinds={"evidently"})
 def prediction_drift_report(
+    context: dg.AssetExecutionContext,
     config: MonitoringConfig,
     object_store: ObjectStoreResource,
     served_feed_log: pd.DataFrame,
@@ -190,7 +239,7 @@ def prediction_drift_report(
     numerical, categorical = prediction_columns(reference)
     current = served_predictions(served_feed_log, [*numerical, *categorical])
     report = compute_drift(reference, current, numerical, categorical, config.drift_params())
-    reports = _save_report(object_store.get_store(), "prediction_drift", report)
+    reports = _save_report(context, object_store.get_store(), "prediction_drift", report, config)
     return _drift_output(report.result, reports, monitored_model)
 
 

@@ -16,7 +16,8 @@ import pandas as pd
 from assets.config import PushModelConfig, PushPolicyConfig
 from assets.groups import PUSH
 from assets.registry import review_next_step
-from assets.reports import report_metadata
+from assets.registry_status import trained_by_description
+from assets.reports import plot_metadata
 from assets.resources import ModelRegistryResource, ObjectStoreResource, OnlineStoreResource
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.features.snapshot import TrainingSnapshot
@@ -149,7 +150,7 @@ def push_policy_evaluation(
             "lambda_sweep": dg.MetadataValue.md(evaluation.sweep.round(4).to_markdown(index=False)),
             "blocked_by": dg.MetadataValue.json(evaluation.blocked_by),
             "window": dg.MetadataValue.json(evaluation.window),
-            **report_metadata(store, key, "plot"),
+            **plot_metadata(store, key, "plot"),
         },
     )
     for check in evaluation.checks:
@@ -188,7 +189,12 @@ def registered_push_policy(
     tags["evaluation_run_id"] = active_run_id(context.resources.mlflow)
     tags["dagster_run_id"] = context.run.run_id
     version = register_lightgbm(
-        push_open_model.booster, PUSH_POLICY_MODEL, tags, bundle.files(), artifact_name="push_open"
+        push_open_model.booster,
+        PUSH_POLICY_MODEL,
+        tags,
+        bundle.files(),
+        artifact_name="push_open",
+        description=trained_by_description(context.run.job_name, context.run.run_id),
     )
     promotion = model_registry.get_promotion()
     promotion.mark_candidate(

@@ -9,6 +9,7 @@ import yaml  # type: ignore[import-untyped]
 
 from assets.config import GateConfig
 from assets.groups import REGISTRY
+from assets.registry_status import trained_by_description
 from assets.resources import ModelRegistryResource
 from fitpulse_orchestration.evaluation.home_feed import (
     CHAMPION,
@@ -134,7 +135,11 @@ def registered_home_ranker(
         ),
     )
     version = register_lightgbm(
-        home_feed_model.ranker.model.booster_, HOME_RANKER_MODEL, tags, bundle_files(bundle)
+        home_feed_model.ranker.model.booster_,
+        HOME_RANKER_MODEL,
+        tags,
+        bundle_files(bundle),
+        description=trained_by_description(context.run.job_name, context.run.run_id),
     )
     model_registry.get_promotion().mark_candidate(
         version.name, version.version, GATE_ACTOR, trained_by=training_identity()

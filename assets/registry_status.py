@@ -17,7 +17,12 @@ import dagster as dg
 
 from assets.groups import REGISTRY
 from assets.resources import ModelRegistryResource
-from fitpulse_orchestration.console import MLFLOW_URL_ENV, default_mlflow_url
+from fitpulse_orchestration.console import (
+    DAGSTER_URL_ENV,
+    MLFLOW_URL_ENV,
+    default_dagster_url,
+    default_mlflow_url,
+)
 from model_registry.names import HOME_RANKER_MODEL, PUSH_POLICY_MODEL
 from model_registry.promotion import CHAMPION, ModelPromotion, VersionStatus
 
@@ -30,6 +35,17 @@ def mlflow_version_url(model: str, version: str) -> str:
     """The MLflow UI's page of ``model`` version ``version`` (``fitpulse ui`` serves it)."""
     base = os.environ.get(MLFLOW_URL_ENV) or default_mlflow_url()
     return f"{base.rstrip('/')}/#/models/{quote(model)}/versions/{version}"
+
+
+def dagster_run_url(run_id: str) -> str:
+    """The Dagster UI's page of run ``run_id`` (``fitpulse ui`` serves it)."""
+    base = os.environ.get(DAGSTER_URL_ENV) or default_dagster_url()
+    return f"{base.rstrip('/')}/runs/{run_id}"
+
+
+def trained_by_description(job_name: str, run_id: str) -> str:
+    """A registered version's MLflow description: a link back to the run that trained it."""
+    return f"Trained by Dagster run [{run_id}]({dagster_run_url(run_id)}) of `{job_name}`."
 
 
 def _table(model: str, rows: Sequence[VersionStatus]) -> str:

@@ -32,3 +32,15 @@ def report_metadata(store: ObjectStore, key: str, name: str) -> dict[str, dg.Met
     if isinstance(store, LocalObjectStore):
         metadata[f"{name}_link"] = dg.MetadataValue.url(report_url(key))
     return metadata
+
+
+def plot_metadata(store: ObjectStore, key: str, name: str) -> dict[str, dg.MetadataValue]:
+    """``report_metadata`` of a PNG plus, for local stores, ``<name>_image``: the picture itself.
+
+    The image is Markdown pointing at the report server, so the asset's page shows it while
+    ``fitpulse ui`` runs.
+    """
+    metadata = report_metadata(store, key, name)
+    if isinstance(store, LocalObjectStore):
+        metadata[f"{name}_image"] = dg.MetadataValue.md(f"![{name}]({report_url(key)})")
+    return metadata

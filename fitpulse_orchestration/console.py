@@ -31,10 +31,19 @@ REPORTS_URL_ENV = "FITPULSE_REPORTS_URL"
 """The report server's address, as the console tells the runs it launches (report links)."""
 
 
+DAGSTER_URL_ENV = "FITPULSE_DAGSTER_URL"
+"""The Dagster UI's address, as the console tells the runs it launches (run links in MLflow)."""
+DEFAULT_DAGSTER_PORT = 3000
+"""Where the Dagster UI listens unless ``fitpulse ui --dagster-port`` says otherwise."""
 MLFLOW_URL_ENV = "FITPULSE_MLFLOW_URL"
 """The MLflow UI's address, as the console tells the runs it launches (version links)."""
 DEFAULT_MLFLOW_PORT = 5000
 """Where the MLflow UI listens unless ``fitpulse ui --mlflow-port`` says otherwise."""
+
+
+def default_dagster_url() -> str:
+    """The Dagster UI's address under the default port."""
+    return f"http://{HOST}:{DEFAULT_DAGSTER_PORT}"
 
 
 def default_mlflow_url() -> str:
@@ -111,18 +120,23 @@ def reports_dir(home: ProjectHome) -> Path:
 
 
 def console_env(
-    home: ProjectHome, reports_url: str, mlflow_url: str, base: Mapping[str, str] | None = None
+    home: ProjectHome,
+    reports_url: str,
+    mlflow_url: str,
+    base: Mapping[str, str] | None = None,
+    dagster_url: str | None = None,
 ) -> dict[str, str]:
     """The environment of every console process.
 
-    The home's Dagster instance and project, and where reports and MLflow are served (for the
-    links of the runs the console launches).
+    The home's Dagster instance and project, and where reports, MLflow and Dagster are served
+    (for the links of the runs the console launches).
     """
     env = dict(os.environ if base is None else base)
     env["DAGSTER_HOME"] = str(home.dagster)
     env["FITPULSE_HOME"] = str(home.root)
     env[REPORTS_URL_ENV] = reports_url
     env[MLFLOW_URL_ENV] = mlflow_url
+    env[DAGSTER_URL_ENV] = dagster_url or default_dagster_url()
     env.setdefault("OMP_NUM_THREADS", "1")
     # MLflow's server job runner (GenAI evaluation jobs, seven worker processes) has no use
     # here.
@@ -177,17 +191,21 @@ class Console:
             self.home,
             urls.get("reports") or default_reports_url(),
             urls.get("mlflow-ui") or default_mlflow_url(),
+            dagster_url=urls.get("dagster-webserver"),
         )
         for proc in self.processes:
             with (self.log_dir / f"{proc.name}.log").open("ab") as log:
-                self.running[proc.name] = subprocess.Popen(
-                    proc.argv,
-                    env=env,
-                    cwd=self.home.root,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+                try:
+                    self.running[proc.name] = subprocess.Popen(
+                        proc.argv,
+                        env=env,
+                        cwd=self.home.root,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                except OSError as exc:
+                    raise ConsoleError(f"{proc.name} could not start: {exc}") from exc
 
     def exited(self) -> dict[str, int]:
         """Processes that have exited, with their exit codes."""

@@ -143,6 +143,7 @@ def register_lightgbm(
     tags: Mapping[str, Any],
     bundle_files: Mapping[str, bytes] | None = None,
     artifact_name: str = "home_ranker",
+    description: str | None = None,
 ) -> RegisteredVersion:
     """Log a LightGBM booster to the active run and register it as a new version.
 
@@ -151,7 +152,7 @@ def register_lightgbm(
     ``bundle_files`` (file name -> bytes) are logged under ``feed_bundle/`` of the same run and
     the version's ``artifacts.bundle_uri`` tag points at them, so the version carries everything
     needed to rebuild its feed, not only the ranker. ``artifact_name`` names the logged
-    booster in the run.
+    booster in the run. ``description`` (Markdown, shown by MLflow's UI) goes on the version.
     """
     run = mlflow.active_run()
     if run is None:
@@ -173,6 +174,8 @@ def register_lightgbm(
     client = MlflowClient()
     for key, value in str_tags.items():
         client.set_model_version_tag(model_name, version, key, value)
+    if description:
+        client.update_model_version(model_name, version, description=description)
     created = client.get_model_version(model_name, version).creation_timestamp
     return RegisteredVersion(
         model_name,

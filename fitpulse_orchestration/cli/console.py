@@ -10,7 +10,11 @@ from typing import Annotated
 import typer
 
 from fitpulse_orchestration.cli._common import HomeOpt, app, say
-from fitpulse_orchestration.console import DEFAULT_MLFLOW_PORT, DEFAULT_REPORTS_PORT
+from fitpulse_orchestration.console import (
+    DEFAULT_DAGSTER_PORT,
+    DEFAULT_MLFLOW_PORT,
+    DEFAULT_REPORTS_PORT,
+)
 from fitpulse_orchestration.settings import ProjectHome
 
 
@@ -25,7 +29,9 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 @app.command()
 def ui(
     home: HomeOpt = None,
-    dagster_port: Annotated[int, typer.Option(min=1, max=65535, help="Dagster UI port.")] = 3000,
+    dagster_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Dagster UI port.")
+    ] = DEFAULT_DAGSTER_PORT,
     mlflow_port: Annotated[
         int, typer.Option(min=1, max=65535, help="MLflow UI port.")
     ] = DEFAULT_MLFLOW_PORT,

@@ -428,3 +428,42 @@ def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DriftSnapshotError(f"{where}: expected a number, got {value!r:.200}")
     return float(value)
+
+
+HISTORY_COLUMNS: Final = ("at", "drift_share", "dataset_drift")
+"""One drift report per row: when (UTC), its share of drifted columns and its verdict."""
+
+
+def drift_history_plot(history: pd.DataFrame, threshold: float, title: str) -> bytes:
+    """Drift over time (PNG): each report's share of drifted columns, and the alarm threshold.
+
+    ``history`` has ``HISTORY_COLUMNS``; reports whose share reached the threshold are marked.
+    """
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.dates import DateFormatter
+
+    frame = history.sort_values("at")
+    drifted = frame[frame["dataset_drift"].astype(bool)]
+    fig, ax = plt.subplots(figsize=(9.5, 3.4))
+    ax.plot(frame["at"], frame["drift_share"], marker="o", label="share of drifted columns")
+    ax.scatter(drifted["at"], drifted["drift_share"], color="red", s=60, zorder=3, label="drift")
+    ax.axhline(
+        threshold, color="grey", linestyle="--", linewidth=1, label=f"threshold {threshold:g}"
+    )
+    ax.set_ylim(0.0, 1.02)
+    ax.set_ylabel("share of drifted columns")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.xaxis.set_major_formatter(DateFormatter("%Y-%m-%d %H:%M", tz="UTC"))
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()

@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from assets.reports import report_metadata, report_url
 from fitpulse_orchestration.cli import app
 from fitpulse_orchestration.console import (
+    DAGSTER_URL_ENV,
     DEFINITIONS_MODULE,
     HOST,
     MLFLOW_URL_ENV,
@@ -65,7 +66,13 @@ def test_every_process_serves_the_home_on_loopback(tmp_path: Path) -> None:
     home = ProjectHome(tmp_path)
 
     procs = {p.name: p for p in console_processes(home, 3001, 5001, 3101)}
-    env = console_env(home, "http://127.0.0.1:3101", "http://127.0.0.1:5001", {"PATH": "/usr/bin"})
+    env = console_env(
+        home,
+        "http://127.0.0.1:3101",
+        "http://127.0.0.1:5001",
+        {"PATH": "/usr/bin"},
+        dagster_url="http://127.0.0.1:3001",
+    )
 
     assert list(procs) == ["dagster-webserver", "dagster-daemon", "mlflow-ui", "reports"]
     web, daemon, mlflow_ui, reports = procs.values()
@@ -85,6 +92,7 @@ def test_every_process_serves_the_home_on_loopback(tmp_path: Path) -> None:
     assert env["FITPULSE_HOME"] == str(home.root)
     assert env[REPORTS_URL_ENV] == "http://127.0.0.1:3101"
     assert env[MLFLOW_URL_ENV] == "http://127.0.0.1:5001"
+    assert env[DAGSTER_URL_ENV] == "http://127.0.0.1:3001"
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     assert env["PATH"] == "/usr/bin"
 

@@ -3,9 +3,9 @@
 ``fitpulse ui`` runs on a tiny trained home (version 1 champion, a monitoring run, version 2
 registered and gate-passed, reviewer ``ada`` on the roster). Debian's chromium, driven by
 Playwright, loads the asset graph, finds the CLI's training run on its job's page, opens the
-drift report from the asset's metadata link, fills the review Launchpad for version 2 and
-launches it, then watches ``registry_status`` until the promotion sensor has made version 2
-the champion.
+drift report from the asset's metadata link and sees the drift-over-time plot beside it, fills
+the review Launchpad for version 2 and launches it, then watches ``registry_status`` until the
+promotion sensor has made version 2 the champion.
 """
 
 from __future__ import annotations
@@ -168,6 +168,15 @@ def test_the_drift_reports_link_opens_the_report(console: Console, page: Page) -
     assert report.url.endswith(".html")
     # Evidently's page renders the drift table: a drifted feature's row is on screen.
     expect(report.get_by_text("u_engaged_7d").first).to_be_visible()
+
+
+def test_the_drift_over_time_plot_shows_on_the_asset_page(console: Console, page: Page) -> None:
+    _open(page, f"{console.dagster}/assets/feature_drift_report")
+    image = page.locator(f'img[src^="{console.reports}/feature_drift/"]').first
+    expect(image).to_be_visible()
+
+    # Loaded from the report server, not a broken-image placeholder.
+    assert image.evaluate("img => img.complete && img.naturalWidth") > 0
 
 
 def test_a_review_from_the_launchpad_makes_the_version_champion(

@@ -237,6 +237,22 @@ def test_predictions_drift_only_after_the_shift(loop: Loop) -> None:
     assert _drift(r["monitor_after"], "prediction_drift_report")["dataset_drift"] is True
 
 
+def test_drift_over_time_plots_every_report_so_far(loop: Loop) -> None:
+    r = loop.results
+    runs = [r["monitor_before"], r["monitor_after"], r["monitor_again"]]
+    shares = [_drift(run)["drift_share"] for run in runs]
+    latest = _drift(r["monitor_again"])
+
+    assert [point["drift_share"] for point in latest["drift_history"]] == shares
+    assert [point["drift"] for point in latest["drift_history"]] == [
+        _drift(run)["dataset_drift"] for run in runs
+    ]
+    assert Path(latest["drift_over_time"]).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert (
+        latest["drift_over_time_image"] == f"![drift_over_time]({latest['drift_over_time_link']})"
+    )
+
+
 def test_skew_and_ux_monitors_run_their_checks(loop: Loop) -> None:
     before, after = _checks(loop.results["monitor_before"]), _checks(loop.results["monitor_after"])
 

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from fitpulse_orchestration.console import default_dagster_url
 from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.evaluation.home_feed import METRICS, MODELS, SLICES, metric
 from fitpulse_orchestration.evaluation.tuning import POPULARITY_HALF_LIVES
@@ -213,6 +214,14 @@ def test_first_run_registers_version_1(graph: GraphRun) -> None:
     assert version.name == HOME_RANKER_MODEL
     assert version.tags["dagster_run_id"] == graph.first.run_id
     assert _metadata(graph.first, "registered_home_ranker")["version"] == "1"
+    # MLflow's UI shows the description as Markdown: a link back to the training run.
+    mlflow_version = MlflowClient(tracking_uri=graph.tracking_uri).get_model_version(
+        HOME_RANKER_MODEL, "1"
+    )
+    assert mlflow_version.description == (
+        f"Trained by Dagster run [{graph.first.run_id}]"
+        f"({default_dagster_url()}/runs/{graph.first.run_id}) of `training_job`."
+    )
 
 
 def test_version_tags_match_the_evaluation(graph: GraphRun) -> None:
@@ -234,6 +243,23 @@ def test_mlflow_run_has_stage_params_and_metrics(graph: GraphRun) -> None:
     )
     assert run.data.tags["dagster_run_id"] == graph.first.run_id
     assert run.info.status == "FINISHED"
+
+
+def test_the_evaluation_plot_is_on_the_asset_and_in_the_mlflow_run(graph: GraphRun) -> None:
+    meta = _metadata(graph.first, "home_feed_evaluation")
+    run_id = graph.version("1").run_id
+    artifacts = MlflowClient(tracking_uri=graph.tracking_uri).list_artifacts(run_id, "evaluation")
+
+    assert Path(meta["plot"]).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    # The picture itself on the asset's page, served by the console's report server.
+    assert meta["plot_image"] == f"![plot]({meta['plot_link']})"
+    assert meta["plot_link"].endswith(Path(meta["plot"]).name)
+    assert "| baseline " in meta["lift_over_rows"]
+    assert {a.path for a in artifacts} >= {
+        "evaluation/evaluation.png",
+        "evaluation/ndcg_intervals.csv",
+        "evaluation/lift_intervals.csv",
+    }
 
 
 def test_one_mlflow_run_per_training_run(graph: GraphRun) -> None:

@@ -8,10 +8,12 @@ import pandas as pd
 import pytest
 
 from fitpulse_orchestration.monitoring.drift import (
+    HISTORY_COLUMNS,
     DriftParams,
     DriftReport,
     DriftSnapshotError,
     compute_drift,
+    drift_history_plot,
     read_drift_snapshot,
 )
 
@@ -216,3 +218,18 @@ def test_malformed_snapshot_raises(shifted_report: DriftReport) -> None:
     count["value"]["count"] = 1.0
     with pytest.raises(DriftSnapshotError, match="flag 2 of 2"):
         read_drift_snapshot(snapshot, ["a", "b"], 0.5, **rows)
+
+
+def test_drift_over_time_is_a_png() -> None:
+    history = pd.DataFrame(
+        {
+            "at": pd.to_datetime(["2026-11-01", "2026-11-02", "2026-11-03"], utc=True),
+            "drift_share": [0.1, 0.2, 0.7],
+            "dataset_drift": [False, False, True],
+        }
+    )
+    assert list(history.columns) == list(HISTORY_COLUMNS)
+
+    png = drift_history_plot(history, 0.5, "feature drift")
+
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
