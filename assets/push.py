@@ -16,13 +16,18 @@ import pandas as pd
 from assets.config import PushModelConfig, PushPolicyConfig
 from assets.groups import PUSH
 from assets.registry import review_next_step
-from assets.registry_status import trained_by_description
+from assets.registry_status import record_registry_status, trained_by_description
 from assets.reports import plot_metadata
 from assets.resources import ModelRegistryResource, ObjectStoreResource, OnlineStoreResource
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.features.snapshot import TrainingSnapshot
 from fitpulse_orchestration.provenance import code_version
-from fitpulse_orchestration.push.evaluation import PushPolicyEvaluation, evaluate_push_policy
+from fitpulse_orchestration.push.evaluation import (
+    PUSH_GATE_CHECKS,
+    PushPolicyEvaluation,
+    describe_push_check,
+    evaluate_push_policy,
+)
 from fitpulse_orchestration.push.examples import build_push_examples
 from fitpulse_orchestration.push.models import (
     ClassifierReport,
@@ -42,7 +47,6 @@ from model_registry.gate import GateCheck, GateDecision
 from model_registry.promotion import training_identity
 
 GATE_ACTOR = "push_policy_gate"
-PUSH_GATE_CHECKS = ("pushes_per_user_week", "disables_per_user_week")
 
 
 @dg.asset(group_name=PUSH, kinds={"pandas"})
@@ -106,7 +110,11 @@ def push_fatigue_model(
     kinds={"python"},
     required_resource_keys={"mlflow", "object_store"},
     check_specs=[
-        dg.AssetCheckSpec(name, asset="push_policy_evaluation", description=f"push gate: {name}")
+        dg.AssetCheckSpec(
+            name,
+            asset="push_policy_evaluation",
+            description=describe_push_check(name, PushPolicyConfig().to_gate()),
+        )
         for name in PUSH_GATE_CHECKS
     ],
 )
@@ -210,6 +218,9 @@ def registered_push_policy(
         },
     )
     promotion.record_gate(version.name, version.version, decision, GATE_ACTOR)
+    # The new push version and its gate in the registry's view (training_job refreshes it for
+    # the feed model).
+    record_registry_status(context, promotion)
     return dg.Output(
         version,
         metadata={

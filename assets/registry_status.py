@@ -109,8 +109,10 @@ def registry_status_metadata(
     return metadata
 
 
-def record_registry_status(context: dg.OpExecutionContext, promotion: ModelPromotion) -> None:
-    """Record a fresh ``registry_status`` materialization from a registry job's op."""
+def record_registry_status(
+    context: dg.OpExecutionContext | dg.AssetExecutionContext, promotion: ModelPromotion
+) -> None:
+    """Record a fresh ``registry_status`` materialization from a registry job's op or an asset."""
     context.log_event(
         dg.AssetMaterialization(REGISTRY_STATUS, metadata=registry_status_metadata(promotion))
     )
@@ -120,6 +122,7 @@ def record_registry_status(context: dg.OpExecutionContext, promotion: ModelPromo
 def registry_status(model_registry: ModelRegistryResource) -> dg.MaterializeResult:
     """Versions, aliases, gate verdicts, reviews, the champion and what waits for a person.
 
-    Refreshed by the training job (after the gate) and by every registry job when it acts.
+    Refreshed by the training job (after the gate), the push training job (after the push
+    gate) and by every registry job when it acts.
     """
     return dg.MaterializeResult(metadata=registry_status_metadata(model_registry.get_promotion()))

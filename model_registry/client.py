@@ -137,6 +137,15 @@ def model_requirements() -> list[str]:
     return [f"{name}=={importlib.metadata.version(name)}" for name in MODEL_PACKAGES]
 
 
+GOVERNANCE_NOTE = (
+    "Governed by FitPulse: the `champion` and `challenger` aliases move only through the "
+    "audited promotion workflow (gate, review and promotion from the Dagster UI's registry "
+    "jobs or `fitpulse registry`). An alias set or moved on this page is never served: the "
+    "promotion sensor restores it and raises an alert (`registry_audit_intact`)."
+)
+"""The registered model's MLflow description: MLflow's alias editor bypasses the gate."""
+
+
 def register_lightgbm(
     booster: Any,
     model_name: str,
@@ -176,6 +185,7 @@ def register_lightgbm(
         client.set_model_version_tag(model_name, version, key, value)
     if description:
         client.update_model_version(model_name, version, description=description)
+    client.update_registered_model(model_name, description=GOVERNANCE_NOTE)
     created = client.get_model_version(model_name, version).creation_timestamp
     return RegisteredVersion(
         model_name,

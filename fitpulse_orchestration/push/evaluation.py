@@ -52,6 +52,35 @@ class PushGateConfig:
     """Estimated disables per user-week at most this multiple of the logged policy's."""
 
 
+PUSH_GATE_CHECKS = ("pushes_per_user_week", "disables_per_user_week")
+"""The push policy's gate checks, in the order ``evaluate_push_policy`` records them."""
+
+
+def describe_push_check(name: str, gate: PushGateConfig) -> str:
+    """What push gate check ``name`` measures and its threshold under ``gate``, in one paragraph.
+
+    It ends with ``Threshold: value <= T``, where ``value`` and ``T`` are the check's recorded
+    ``value`` and ``threshold`` (for switch-offs, a multiple of the logged policy's estimate).
+
+    Raises:
+        KeyError: for a name that is not one of ``PUSH_GATE_CHECKS``.
+    """
+    rules = {
+        "pushes_per_user_week": (
+            "Pushes per user-week the new policy would send (SNIPS off-policy estimate over the "
+            "logged window) may not exceed max_pushes_per_user_week. "
+            f"Threshold: value <= {gate.max_pushes_per_user_week:g}."
+        ),
+        "disables_per_user_week": (
+            "Notification switch-offs per user-week under the new policy (SNIPS) may not exceed "
+            "max_disable_ratio times the logged policy's on the same window (the result's "
+            "threshold holds that product). "
+            f"Threshold: value <= {gate.max_disable_ratio:g} x logged."
+        ),
+    }
+    return rules[name]
+
+
 @dataclass
 class PushPolicyEvaluation:
     """Estimates for the logged and the new policy, the fatigue-weight sweep, the gate."""

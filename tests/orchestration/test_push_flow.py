@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import dagster as dg
 import pandas as pd
 import pytest
 from api_client import TOKENS, authed
@@ -28,7 +29,7 @@ from fitpulse_orchestration.push.caps import SQLitePushCapStore
 from fitpulse_orchestration.push.features import PushHistory, local_time
 from fitpulse_orchestration.push.policy import GUARDRAILS, PushPolicyBundle
 from fitpulse_orchestration.push.service import LoadedPushPolicy
-from fitpulse_orchestration.runner import TrainingRun
+from fitpulse_orchestration.runner import TrainingRun, dagster_instance
 from fitpulse_orchestration.server.app import create_app
 from fitpulse_orchestration.server.runtime import ServiceRuntime, build_runtime, profile_backends
 from fitpulse_orchestration.settings import ProjectHome
@@ -115,6 +116,25 @@ def test_push_job_registers_an_evaluated_policy(trained: PushHome) -> None:
     meta = SQLiteOnlineStore(trained.home.online_store).meta("push")
     assert meta is not None
     assert meta.rows > 0
+
+
+def test_the_push_job_refreshes_the_registry_status(trained: PushHome) -> None:
+    instance = dagster_instance(trained.home)
+    records = instance.fetch_materializations(dg.AssetKey("registry_status"), limit=50).records
+    by_job = {}
+    for record in records:
+        run = instance.get_run_by_id(record.run_id)
+        assert run is not None
+        by_job.setdefault(run.job_name, record)  # newest first
+
+    push = by_job["push_training_job"].asset_materialization
+    assert push is not None
+    row = str(push.metadata[f"{PUSH_POLICY_MODEL} versions"].value).splitlines()[2]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # Version 1 with its passed gate, as the push job recorded it (before any review).
+    assert cells[0].startswith("[1](")
+    assert cells[1] == "candidate, challenger"
+    assert cells[-1].startswith("passed")
 
 
 def test_decisions_through_the_app(trained: PushHome, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import yaml  # type: ignore[import-untyped]
 from gate_samples import scores
 from registry_setup import RegistryHome
 
-from assets.config import GateConfig, MonitoringConfig
+from assets.config import GateConfig, MonitoringConfig, PushPolicyConfig
 from assets.monitoring import UX_CHECKS
 from assets.registry import promotion_gate
 from assets.registry_status import (
@@ -166,6 +166,17 @@ def test_gate_check_descriptions_state_the_default_threshold(defs: dg.Definition
     assert not failed.check("beginner_safety").passed
     assert "Threshold: value <= 50." in (descriptions[("promotion_gate", "scoring_latency")] or "")
     assert "Threshold: value >= -0.01." in (descriptions[("promotion_gate", "cold_slice")] or "")
+
+
+def test_push_gate_check_descriptions_state_the_default_threshold(defs: dg.Definitions) -> None:
+    descriptions = _check_descriptions(defs)
+    gate = PushPolicyConfig().to_gate()
+    pushes = descriptions[("push_policy_evaluation", "pushes_per_user_week")] or ""
+    disables = descriptions[("push_policy_evaluation", "disables_per_user_week")] or ""
+
+    assert _threshold(pushes) == ("value", "<=", gate.max_pushes_per_user_week)
+    # Relative to the logged policy's estimate: the result's threshold holds the product.
+    assert disables.endswith(f"Threshold: value <= {gate.max_disable_ratio:g} x logged.")
 
 
 def test_monitor_check_descriptions_state_the_default_threshold(defs: dg.Definitions) -> None:

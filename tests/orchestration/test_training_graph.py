@@ -24,7 +24,13 @@ from fitpulse_orchestration.events.schema import ENGAGEMENT_GRADE
 from fitpulse_orchestration.features.point_in_time import USER_FEATURES
 from fitpulse_orchestration.storage.asset_values import load_asset_value
 from fitpulse_orchestration.storage.online_store import SQLiteOnlineStore
-from model_registry.client import EXPERIMENT, HOME_RANKER_MODEL, RegisteredVersion, RegistryClient
+from model_registry.client import (
+    EXPERIMENT,
+    GOVERNANCE_NOTE,
+    HOME_RANKER_MODEL,
+    RegisteredVersion,
+    RegistryClient,
+)
 from model_registry.gate import CHECK_NAMES
 
 if TYPE_CHECKING:
@@ -218,6 +224,10 @@ def test_first_run_registers_version_1(graph: GraphRun) -> None:
     mlflow_version = MlflowClient(tracking_uri=graph.tracking_uri).get_model_version(
         HOME_RANKER_MODEL, "1"
     )
+    registered = MlflowClient(tracking_uri=graph.tracking_uri).get_registered_model(
+        HOME_RANKER_MODEL
+    )
+    assert registered.description == GOVERNANCE_NOTE
     assert mlflow_version.description == (
         f"Trained by Dagster run [{graph.first.run_id}]"
         f"({default_dagster_url()}/runs/{graph.first.run_id}) of `training_job`."
