@@ -2,10 +2,11 @@
 
 ``fitpulse ui`` runs on a tiny trained home (version 1 champion, a monitoring run, version 2
 registered and gate-passed, reviewer ``ada`` on the roster). Debian's chromium, driven by
-Playwright, loads the asset graph, finds the CLI's training run on its job's page, opens the
-drift report from the asset's metadata link and sees the drift-over-time plot beside it, fills
-the review Launchpad for version 2 and launches it, then watches ``registry_status`` until the
-promotion sensor has made version 2 the champion.
+Playwright, loads the asset graph, finds the CLI's training run on its job's page and
+re-executes one of its ingestion runs from the run's page, opens the drift report from the
+asset's metadata link and sees the drift-over-time plot beside it, fills the review Launchpad
+for version 2 and launches it, then watches ``registry_status`` until the promotion sensor has
+made version 2 the champion.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest import TrainedWorld
+from conftest import TINY_START, TrainedWorld
+from dagster._core.storage.dagster_run import RunsFilter
 from gate_samples import PASSED
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from serving_setup import register_copy, registry_workflow
@@ -152,6 +154,22 @@ def test_the_clis_training_run_is_on_its_jobs_page(console: Console, page: Page)
     _open(page, f"{console.dagster}{JOBS}/training_job/runs")
 
     expect(page.get_by_text(console.training_run_id[:8]).first).to_be_visible()
+
+
+def test_a_cli_run_re_executes_from_its_run_page(console: Console, page: Page) -> None:
+    (first_day,) = console.instance.get_runs(
+        RunsFilter(job_name="ingestion_job", tags={"dagster/partition": TINY_START.isoformat()})
+    )
+    _open(page, f"{console.dagster}/runs/{first_day.run_id}")
+    page.get_by_role("button", name="Re-execute all").click()
+
+    page.wait_for_url(lambda url: "/runs/" in url and first_day.run_id not in url)
+    run_id = page.url.rstrip("/").split("/")[-1]
+    _wait_for_success(console.instance, run_id)
+    again = console.instance.get_run_by_id(run_id)
+    assert again is not None
+    assert again.parent_run_id == first_day.run_id
+    assert again.tags["dagster/partition"] == TINY_START.isoformat()
 
 
 def test_the_drift_reports_link_opens_the_report(console: Console, page: Page) -> None:
