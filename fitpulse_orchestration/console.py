@@ -193,6 +193,7 @@ class Console:
             urls.get("mlflow-ui") or default_mlflow_url(),
             dagster_url=urls.get("dagster-webserver"),
         )
+        self._prepare_instance(env)
         for proc in self.processes:
             with (self.log_dir / f"{proc.name}.log").open("ab") as log:
                 try:
@@ -206,6 +207,35 @@ class Console:
                     )
                 except OSError as exc:
                     raise ConsoleError(f"{proc.name} could not start: {exc}") from exc
+
+    def _prepare_instance(self, env: Mapping[str, str]) -> None:
+        """Create (or migrate) the home's Dagster storage before any process opens it.
+
+        On a new home the webserver and the daemon would otherwise both create the SQLite
+        tables at once, and the loser exits ("table alembic_version already exists").
+
+        Raises:
+            ConsoleError: when ``dagster instance migrate`` fails.
+        """
+        log_path = self.log_dir / "dagster-instance.log"
+        with log_path.open("ab") as log:
+            try:
+                done = subprocess.run(
+                    [_script("dagster"), "instance", "migrate"],
+                    env=dict(env),
+                    cwd=self.home.root,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    timeout=300,
+                    check=False,
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise ConsoleError(f"the Dagster instance could not be prepared: {exc}") from exc
+        if done.returncode != 0:
+            raise ConsoleError(
+                f"the Dagster instance under {self.home.dagster} could not be prepared "
+                f"(dagster instance migrate exited {done.returncode}); see {log_path}"
+            )
 
     def exited(self) -> dict[str, int]:
         """Processes that have exited, with their exit codes."""

@@ -172,6 +172,9 @@ def launch(
     location's origin and the job's own snapshot (the console builds the same definitions for
     the same home), so the job's page lists it and re-executes it from the workspace. The
     jobs run on the in-process executor, so one process runs every step, as in the console.
+    Dagster has no public call for this (its own launchers use the same internals), so it
+    rests on the pinned dagster 1.13.27; ``tests/orchestration/test_run_origin.py`` and the
+    console's browser test check it.
     """
     job = defs.resolve_job_def(job_name)
     tags = merge_run_tags(job, partition_key, None, None, instance, run_config)

@@ -4,10 +4,10 @@ The same code location runs with ``FITPULSE_PROFILE=production`` and nothing els
 Dagster's runs and event log in PostgreSQL (``deploy/dagster.yaml``), MLflow tracking and
 registry in PostgreSQL with artifacts in S3, the object store in S3 and the online store and
 push counters in Redis. Ingestion and training run through ``dagster job execute``, in their own
-processes, the way a run launcher starts them; the last ingestion partition runs with the
-multiprocess executor (the earlier days are ingested by the domain functions directly, to keep
-the suite's time). Each test database object lives in its own PostgreSQL schema, dropped at
-the end. Skips, with the reason, where PostgreSQL or Redis is not reachable.
+processes, the way a run launcher starts them (the earlier ingestion days are ingested by the
+domain functions directly, to keep the suite's time). Each test database object lives in its
+own PostgreSQL schema, dropped at the end. Skips, with the reason, where PostgreSQL or Redis is
+not reachable.
 """
 
 from __future__ import annotations
@@ -209,19 +209,31 @@ def test_runs_and_event_log_live_in_postgres(production: ProductionRun) -> None:
     assert count == len(runs)
 
 
-def test_cli_ingestion_ran_with_the_multiprocess_executor(production: ProductionRun) -> None:
+def test_cli_ingestion_ran_in_its_own_process_through_postgres(
+    production: ProductionRun,
+) -> None:
     (run,) = [
         r
         for r in production.instance.get_runs(dg.RunsFilter(job_name="ingestion_job"))
         if r.tags.get("dagster/partition") == production.days[-1]
     ]
     logs = production.instance.all_logs(run.run_id)
-    started = [
-        e
+    # The executor's closing engine event names the process that ran the steps: the
+    # `dagster job execute` process, whose events reached this one through PostgreSQL.
+    (finished,) = [
+        e.dagster_event
         for e in logs
-        if e.dagster_event and e.dagster_event.event_type_value == "STEP_WORKER_STARTED"
+        if e.dagster_event
+        and e.dagster_event.event_type_value == "ENGINE_EVENT"
+        and "Finished steps in process" in (e.dagster_event.message or "")
     ]
-    assert started, "multiprocess executor starts a worker process per step"
+    pid = finished.engine_event_data.metadata["pid"].value
+    assert pid != os.getpid()
+    assert [
+        e.dagster_event.step_key
+        for e in logs
+        if e.dagster_event and e.dagster_event.is_step_success
+    ] == ["raw_events"]
     assert run.status == dg.DagsterRunStatus.SUCCESS
 
 
