@@ -120,10 +120,27 @@ class ProjectHome:
         return self.root / "secrets" / "local_api_token"
 
     def create(self) -> ProjectHome:
-        """Create the directories (idempotent) and return self."""
+        """Create the directories and the local Dagster instance's settings (idempotent).
+
+        An existing ``dagster/dagster.yaml`` is the operator's and is left as it is.
+        """
         for path in (self.store, self.dagster, self.mlflow_artifacts, self.reports):
             path.mkdir(parents=True, exist_ok=True)
+        instance_yaml = self.dagster / "dagster.yaml"
+        if not instance_yaml.exists():
+            instance_yaml.write_text(LOCAL_DAGSTER_YAML)
         return self
+
+
+LOCAL_DAGSTER_YAML = """\
+# The local profile's Dagster instance: SQLite storage in this folder (Dagster's default).
+# A platform for health data sends no usage telemetry, as deploy/dagster.yaml in production;
+# and the operator console opens without Dagster's newsletter dialog.
+telemetry:
+  enabled: false
+nux:
+  enabled: false
+"""
 
 
 def current_profile() -> str:
