@@ -3,7 +3,7 @@
 A home directory (default ``.fitpulse`` in the working directory, or ``FITPULSE_HOME``) holds::
 
     store/      object store root: landing zone, warehouse, persisted asset values
-    dagster/    Dagster instance (SQLite run, event-log and schedule storage)
+    dagster/    Dagster instance (SQLite run, event-log and schedule storage; dagster.yaml)
     mlflow/     MLflow tracking and registry (SQLite) and its artifacts
     online/     the online feature store (SQLite)
     serving/    model bundles the feed service downloaded
