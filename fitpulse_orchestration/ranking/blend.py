@@ -65,7 +65,9 @@ def blend_scores(
             raise ValueError(f"cold weights weigh only {COLD_SOURCES}, got {sorted(cold_weights)}")
         cold = history_less(candidates)
         if cold.any():
-            score[cold] = _fused(candidates[cold], cold_weights)
+            # Row by row, so the whole frame's scores cut to the cold rows: a boolean-indexed
+            # copy of the frame would cost more than the scoring (per request, this is serving).
+            score[cold] = _fused(candidates, cold_weights)[cold]
     return score
 
 

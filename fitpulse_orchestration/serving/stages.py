@@ -68,8 +68,12 @@ class FeedRequest:
     cold: bool = True
     user_values: dict[str, float] = field(default_factory=dict)
     store_ok: bool = True
-    users: pd.DataFrame = field(default_factory=pd.DataFrame)
-    candidates: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # None until lookup and retrieval set them: two empty frames per request cost more than
+    # the re-rank.
+    users: pd.DataFrame | None = None
+    """The member as ``retrieve_candidates`` reads members (one row), from ``lookup``."""
+    candidates: pd.DataFrame | None = None
+    """The candidates with their ``score``, from ``retrieval`` (and ``ranking``)."""
     attrs: ItemRows | None = None
     """Catalog attributes of ``candidates``, row for row."""
     featured: pd.DataFrame | None = None
@@ -96,7 +100,12 @@ class FeedRequest:
     @property
     def optional_stages_run(self) -> bool:
         """A model, candidates and time are left for features and ranking."""
-        return self.model is not None and not self.stopped and len(self.candidates) > 0
+        return (
+            self.model is not None
+            and not self.stopped
+            and self.candidates is not None
+            and len(self.candidates) > 0
+        )
 
 
 def lookup(backend: StageBackend, req: FeedRequest) -> None:
@@ -114,6 +123,7 @@ def lookup(backend: StageBackend, req: FeedRequest) -> None:
 def retrieval(backend: StageBackend, req: FeedRequest) -> None:
     """Candidates from every source of the version, else the popularity fallback's."""
     state, loaded, model = req.state, req.loaded, req.model
+    assert req.users is not None
     candidates = None
     if model is not None:
         no_two_tower = model.two_tower is not None and state.two_tower_index(loaded) is None
@@ -149,6 +159,7 @@ def features(backend: StageBackend, req: FeedRequest) -> None:
     """
     assert req.model is not None
     assert req.attrs is not None
+    assert req.candidates is not None
     if req.model.scorer == "blend" and not req.log_features:
         return
     req.featured, ok = feature_frame(
@@ -170,6 +181,7 @@ def ranking(backend: StageBackend, req: FeedRequest) -> None:
     A ranker scorer scores with its compiled trees (``ranking.compiled``), a blend as offline.
     """
     assert req.model is not None
+    assert req.candidates is not None
     compiled = req.loaded.compiled if req.model is req.loaded.model else None
     # A blend without features (``features``) scores the candidates' retrieval ranks.
     featured = req.candidates if req.featured is None else req.featured
@@ -190,6 +202,7 @@ def rerank_stage(backend: StageBackend, req: FeedRequest) -> None:
     attrs = req.attrs
     assert attrs is not None
     candidates = req.candidates
+    assert candidates is not None
     req.pool = pool = RerankPool(
         item_ids=candidates["item_id"].to_numpy(),
         scores=candidates["score"].to_numpy(dtype=float),
@@ -258,6 +271,7 @@ def respond(req: FeedRequest, config: ServingConfig) -> FeedResponse:
     feed = req.feed
     assert feed is not None
     assert req.attrs is not None
+    assert req.candidates is not None
     rows = feed.rows
     item_ids = req.candidates["item_id"].to_numpy()[rows]
     attrs = req.attrs.take(rows)
