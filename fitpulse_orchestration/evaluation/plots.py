@@ -95,10 +95,11 @@ def evaluation_plot(intervals: pd.DataFrame, lifts: pd.DataFrame, title: str = "
         for name in SLICES:
             part = frame[frame["slice"] == name]
             y = [position[m] + offsets[name] for m in part["row"]]
+            x, low, high = (part[c].to_numpy(dtype=float) for c in (value, "low", "high"))
             ax.errorbar(
-                part[value],
+                x,
                 y,
-                xerr=[part[value] - part["low"], part["high"] - part[value]],
+                xerr=[x - low, high - x],
                 fmt="o",
                 capsize=3,
                 label=f"{name} users",
