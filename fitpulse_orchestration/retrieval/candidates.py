@@ -228,9 +228,8 @@ def retrieve_candidates(
     """
     published = pools.published
     rows: list[tuple[str, str, str, float, int]] = []
-    # Each source's position of every (user, item) it listed (a source lists an item once per
-    # user: its first position counts).
-    listed: dict[tuple[str, str], dict[str, int]] = {}
+    # Per row, its item's position in each source's list of eligible items (NaN: not listed).
+    rank_values: dict[str, list[float]] = {column: [] for column in RANK_COLUMNS.values()}
     user_ids = users["user_id"].astype(str).to_numpy()
     rows_als = np.array(
         [als.user_row(u) if als is not None and len(als.user_ids) else None for u in user_ids]
@@ -266,6 +265,10 @@ def retrieve_candidates(
         user_seen = seen.get(u, frozenset())
         quota = params.quotas(len(user_seen))
         taken: set[str] = set()
+        # Each source's position of every item it listed for this user (a source lists an item
+        # once: its first position counts).
+        positions: dict[str, dict[str, int]] = {}
+        first_row = len(rows)
 
         def take(
             source: str,
@@ -275,15 +278,17 @@ def retrieve_candidates(
             user: str = u,
             taken: set[str] = taken,
             user_seen: AbstractSet[str] = user_seen,
+            positions: dict[str, dict[str, int]] = positions,
         ) -> None:
             rank = 0
             position = 0
+            listed = positions.setdefault(source, {})
             for item, score in zip(items, scores, strict=True):
                 if rank >= limit:
                     break
                 if not item or item in user_seen or item not in published:
                     continue
-                listed.setdefault((user, item), {}).setdefault(source, position)
+                listed.setdefault(item, position)
                 position += 1
                 if item in taken:
                     continue
@@ -303,12 +308,15 @@ def retrieve_candidates(
         if seg is not None:
             take("popular", seg["item_id"].to_numpy(), seg["score"].to_numpy(), quota["popular"])
         take("fresh", fresh, -np.arange(len(fresh), dtype=float), quota["fresh"])
+        user_items = [row[1] for row in rows[first_row:]]
+        for source, column in RANK_COLUMNS.items():
+            listed = positions.get(source)
+            if listed is None:
+                rank_values[column].extend([np.nan] * len(user_items))
+            else:
+                rank_values[column].extend([listed.get(item, np.nan) for item in user_items])
     names = ["user_id", "item_id", "source", "retrieval_score", "retrieval_rank"]
-    found = [listed.get((user, item), {}) for user, item, *_ in rows]
-    ranks = {
-        column: np.array([f.get(source, np.nan) for f in found], dtype=float)
-        for source, column in RANK_COLUMNS.items()
-    }
+    ranks = {column: np.array(values, dtype=float) for column, values in rank_values.items()}
     if not rows:
         return pd.DataFrame(rows, columns=names).assign(**ranks)
     # One frame from whole columns: per request this is most of the stage's cost otherwise.
