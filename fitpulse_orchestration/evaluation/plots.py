@@ -84,7 +84,8 @@ def evaluation_plot(intervals: pd.DataFrame, lifts: pd.DataFrame, title: str = "
     import matplotlib.pyplot as plt
 
     models = list(dict.fromkeys(intervals["model"]))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * max(len(models), 4) + 1.6))
+    # One panel above the other: the asset page's metadata column is about 800 pixels wide.
+    fig, axes = plt.subplots(2, 1, figsize=(7.5, 0.9 * max(len(models), 4) + 2.4))
     offsets = dict(zip(SLICES, (-0.18, 0.18), strict=True))
     for ax, frame, value, label in (
         (axes[0], intervals.rename(columns={"model": "row"}), "ndcg_at_10", "NDCG@10"),
@@ -116,6 +117,6 @@ def evaluation_plot(intervals: pd.DataFrame, lifts: pd.DataFrame, title: str = "
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     return buffer.getvalue()

@@ -449,7 +449,7 @@ def drift_history_plot(history: pd.DataFrame, threshold: float, title: str) -> b
 
     frame = history.sort_values("at")
     drifted = frame[frame["dataset_drift"].astype(bool)]
-    fig, ax = plt.subplots(figsize=(9.5, 3.4))
+    fig, ax = plt.subplots(figsize=(7, 3.6))
     ax.plot(frame["at"], frame["drift_share"], marker="o", label="share of drifted columns")
     ax.scatter(drifted["at"], drifted["drift_share"], color="red", s=60, zorder=3, label="drift")
     ax.axhline(
@@ -457,13 +457,15 @@ def drift_history_plot(history: pd.DataFrame, threshold: float, title: str) -> b
     )
     ax.set_ylim(0.0, 1.02)
     ax.set_ylabel("share of drifted columns")
-    ax.set_title(title)
+    fig.suptitle(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    # Above the axes: inside, it would cover points; beside them, it would widen the picture
+    # past the asset page's metadata column.
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     ax.xaxis.set_major_formatter(DateFormatter("%Y-%m-%d %H:%M", tz="UTC"))
     fig.autofmt_xdate()
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     return buffer.getvalue()
