@@ -175,7 +175,8 @@ class Console:
         """Start every process (each in a session of its own), logging to ``log_dir``.
 
         Raises:
-            ConsoleError: when the home is not a project home or a port is taken.
+            ConsoleError: when the home is not a project home, a port is taken, the Dagster
+                storage cannot be prepared or a process cannot start.
         """
         if not self.home.store.is_dir():
             raise ConsoleError(f"{self.home.root} is not a project home (no store/ folder)")

@@ -29,6 +29,8 @@ from fitpulse_orchestration.console import (
     HOST,
     MLFLOW_URL_ENV,
     REPORTS_URL_ENV,
+    Console,
+    ConsoleError,
     console_env,
     console_processes,
     default_reports_url,
@@ -131,6 +133,26 @@ def test_a_taken_port_is_refused_before_anything_starts(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert f"port {port} for dagster-webserver is taken" in result.output
     assert not (tmp_path / "reports" / "console").exists()
+
+
+def test_nothing_starts_when_the_dagster_storage_cannot_be_prepared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = ProjectHome(tmp_path / "home").create()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    failing = bin_dir / "dagster"
+    failing.write_text("#!/bin/sh\necho 'cannot migrate' >&2\nexit 3\n")
+    failing.chmod(0o755)
+    monkeypatch.setattr("fitpulse_orchestration.console._script", lambda name: str(bin_dir / name))
+    ports = (_free_port(), _free_port(), _free_port())
+    console = Console(home, console_processes(home, *ports), tmp_path / "logs")
+
+    with pytest.raises(ConsoleError, match="dagster instance migrate exited 3"):
+        console.start()
+
+    assert console.running == {}
+    assert "cannot migrate" in (tmp_path / "logs" / "dagster-instance.log").read_text()
 
 
 def test_a_folder_that_is_no_project_home_is_refused(tmp_path: Path) -> None:
