@@ -52,8 +52,9 @@ def home_feed_evaluation(
     """
     model_registry: ModelRegistryResource = context.resources.model_registry
     split = training_snapshot.split
+    store = context.resources.object_store.get_store()
     oracle = world_oracle(
-        context.resources.object_store.get_store(),
+        store,
         context.resources.pseudonymizer.get_pseudonymizer().pseudonymize,
         sorted(heldout_relevance(training_snapshot.inputs.events, split)),
         split.eval_start,
@@ -75,7 +76,6 @@ def home_feed_evaluation(
     intervals = slice_intervals(evaluation.per_user)
     lifts = lift_intervals(evaluation.per_user)
     plot = evaluation_plot(intervals, lifts, evaluation.protocol)
-    store = context.resources.object_store.get_store()
     plot_key = layout.report_key("evaluation", dt.datetime.now(dt.UTC), ".png")
     store.put_bytes(plot_key, plot)
     log_stage(

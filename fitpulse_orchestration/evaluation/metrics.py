@@ -63,6 +63,19 @@ def catalog_coverage(lists: Iterable[Sequence[str]], catalog_size: int) -> float
     return len(shown) / catalog_size
 
 
+def bootstrap_interval(
+    values: np.ndarray, rng: np.random.Generator, confidence: float = 0.95, samples: int = 1000
+) -> tuple[float, float]:
+    """The two-sided ``confidence`` percentile-bootstrap interval of the mean of ``values``.
+
+    ``samples`` resamples of ``values`` with replacement, drawn from ``rng``; ``values`` must
+    not be empty.
+    """
+    means = values[rng.integers(0, values.size, size=(samples, values.size))].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
+
+
 def beats_beyond_noise(
     challenger: np.ndarray,
     default: np.ndarray,
@@ -82,7 +95,5 @@ def beats_beyond_noise(
     diff = np.asarray(challenger, dtype=float) - np.asarray(default, dtype=float)
     if diff.size == 0:
         return False, float("nan")
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, diff.size, size=(samples, diff.size))].mean(axis=1)
-    low = float(np.quantile(means, (1.0 - confidence) / 2.0))
+    low, _ = bootstrap_interval(diff, np.random.default_rng(seed), confidence, samples)
     return low > 0.0, low

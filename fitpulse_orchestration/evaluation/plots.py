@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from fitpulse_orchestration.evaluation.home_feed import SLICES
+from fitpulse_orchestration.evaluation.metrics import bootstrap_interval
 
 CANDIDATE = "candidate"
 INTERVAL_COLUMNS = ["model", "slice", "users", "ndcg_at_10", "low", "high"]
@@ -21,14 +22,6 @@ LIFT_COLUMNS = ["baseline", "slice", "users", "lift", "low", "high"]
 
 def _slice(per_user: pd.DataFrame, name: str) -> pd.DataFrame:
     return per_user if name == "all" else per_user[per_user["cold"].astype(bool)]
-
-
-def _interval(
-    values: np.ndarray, rng: np.random.Generator, samples: int, confidence: float
-) -> tuple[float, float]:
-    means = values[rng.integers(0, values.size, size=(samples, values.size))].mean(axis=1)
-    tail = (1.0 - confidence) / 2.0
-    return float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
 
 
 def slice_intervals(
@@ -45,7 +38,7 @@ def slice_intervals(
             values = _slice(frame, name)["ndcg_at_10"].to_numpy(dtype=float)
             if values.size == 0:
                 continue
-            low, high = _interval(values, rng, samples, confidence)
+            low, high = bootstrap_interval(values, rng, confidence, samples)
             rows.append((model, name, values.size, float(values.mean()), low, high))
     return pd.DataFrame(rows, columns=INTERVAL_COLUMNS)
 
@@ -71,7 +64,7 @@ def lift_intervals(
                 diff = (part[CANDIDATE] - part[baseline]).dropna().to_numpy(dtype=float)
                 if diff.size == 0:
                     continue
-                low, high = _interval(diff, rng, samples, confidence)
+                low, high = bootstrap_interval(diff, rng, confidence, samples)
                 rows.append((baseline, name, diff.size, float(diff.mean()), low, high))
     return pd.DataFrame(rows, columns=LIFT_COLUMNS)
 
