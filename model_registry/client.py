@@ -141,7 +141,8 @@ GOVERNANCE_NOTE = (
     "Governed by FitPulse: the `champion` and `challenger` aliases move only through the "
     "audited promotion workflow (gate, review and promotion from the Dagster UI's registry "
     "jobs or `fitpulse registry`). An alias set or moved on this page is never served: the "
-    "promotion sensor restores it and raises an alert (`registry_audit_intact`)."
+    "services follow the signed audit log, not MLflow's aliases. For fitpulse-home-ranker the "
+    "promotion sensor also puts such an alias back and raises an alert (`registry_audit_intact`)."
 )
 """The registered model's MLflow description: MLflow's alias editor bypasses the gate."""
 
