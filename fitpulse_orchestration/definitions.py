@@ -8,6 +8,8 @@ variables through ``dg.EnvVar`` (resolved when a run starts, never at import).
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import os
 
 import dagster as dg
@@ -84,13 +86,24 @@ def partition_start(home: ProjectHome, profile: str = "local") -> str:
 
     A local home starts earlier when its landing zone does (an imported log from 1997): the
     CLI's runs and the console's code location then see the same partitions, so the same job
-    snapshots.
+    snapshots. A landing key without a valid ``date=`` (a stray file) is ignored here: the
+    code location must load whatever lies in the landing zone, and ingestion reports the key.
+
+    Raises:
+        ValueError: when ``$FITPULSE_PARTITION_START`` is not a ``YYYY-MM-DD`` date.
     """
     start = os.environ.get(PARTITION_START_ENV) or DEFAULT_PARTITION_START
+    try:
+        dt.date.fromisoformat(start)
+    except ValueError:
+        raise ValueError(f"{PARTITION_START_ENV}={start!r} is not a YYYY-MM-DD date") from None
     if profile != "local":
         return start
-    days = layout.landed_dates(LocalObjectStore(home.store).list_keys(f"{layout.LANDING_EVENTS}/"))
-    return min(days[0].isoformat(), start) if days else start
+    days = []
+    for key in LocalObjectStore(home.store).list_keys(f"{layout.LANDING_EVENTS}/"):
+        with contextlib.suppress(ValueError):
+            days.append(layout.date_of_key(key))
+    return min(min(days).isoformat(), start) if days else start
 
 
 def _resources(profile: str, home: ProjectHome) -> dict[str, object]:

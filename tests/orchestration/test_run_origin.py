@@ -78,3 +78,28 @@ def test_partitions_start_at_an_imported_logs_first_day(
     assert partition_start(old, "production") == "2020-01-01"
     monkeypatch.delenv(PARTITION_START_ENV)
     assert partition_start(ProjectHome(tmp_path / "empty")) == definitions.DEFAULT_PARTITION_START
+
+
+def test_a_stray_landing_key_does_not_stop_the_code_location_loading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(PARTITION_START_ENV, raising=False)
+    home = _home_with_landed_day(tmp_path, dt.date(1998, 1, 5))
+    store = LocalObjectStore(home.store)
+    store.put_bytes(f"{layout.LANDING_EVENTS}/date=bogus/batch.jsonl.gz", b"")
+    store.put_bytes(f"{layout.LANDING_EVENTS}/date=1997-13-40/batch.jsonl.gz", b"")
+    store.put_bytes(f"{layout.LANDING_EVENTS}/notes.txt", b"")
+
+    assert partition_start(home) == "1998-01-05"
+    monkeypatch.setenv("FITPULSE_HOME", str(home.root))
+    assert definitions.defs().resolve_job_def("ingestion_job").name == "ingestion_job"
+
+
+def test_a_malformed_partition_start_is_refused_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PARTITION_START_ENV, "2024-13-01")
+    home = _home_with_landed_day(tmp_path, dt.date(1998, 1, 5))
+
+    with pytest.raises(ValueError, match=r"FITPULSE_PARTITION_START='2024-13-01' is not a"):
+        partition_start(home)
