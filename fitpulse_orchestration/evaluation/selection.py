@@ -4,10 +4,12 @@ The validation users are cut in two halves by a seeded draw. A ranker trained on
 half's examples and every blend weighting (``ranking.blend.weight_grid``) order the second
 half's candidate pools, built by the validation models as of the validation part's start.
 Every option is first scored on its order alone (a vectorised top 10); the ranker and the
-``GUARDED_FINALISTS`` best blends are then cut through the same guardrails that serve, and the
-best guarded blend replaces the default scorer, the ranker, only when it beats the ranker's
-per-user NDCG@10 beyond noise (paired bootstrap, 95%): on a small validation split the choice
-would chase noise. The held-out part is never looked at.
+``GUARDED_FINALISTS`` best blends are then cut through the same guardrails that serve. The
+best guarded blend is the default scorer; the ranker, a stage more (features, a model, its
+skew), serves only when it earns its place: when it beats that blend's per-user NDCG@10 beyond
+noise (paired bootstrap, 95%; ``ranker_earns_its_place``). On a small validation split a choice
+by the means alone would chase noise, and a ranker kept by default would serve a feed worse
+than its own first stage whenever the blend is as good. The held-out part is never looked at.
 
 History-less members (``ranking.blend.history_less``: new, or unknown to ALS and EASE) get
 their own weights over ``COLD_SOURCES``, chosen first on the history-less judged members alone
@@ -120,6 +122,20 @@ def choose_cold_weights(
     return dict(table["weights"].iloc[0]), table.reset_index(drop=True)
 
 
+def ranker_earns_its_place(
+    ranker: np.ndarray, best_blend: np.ndarray, seed: int = 7
+) -> tuple[bool, float]:
+    """Whether the ranker serves instead of the best blend, from paired per-user NDCG@10.
+
+    The blend is the default: the ranker serves only when its lift over the blend is above 0
+    at the lower bound of the 95% paired bootstrap interval (``beats_beyond_noise``).
+
+    Returns:
+        The verdict and that lower bound.
+    """
+    return beats_beyond_noise(ranker, best_blend, seed=seed)
+
+
 def select_scorer(
     models: ValidationModels,
     ranker: RankerArtifacts,
@@ -131,6 +147,8 @@ def select_scorer(
     seed: int = 7,
 ) -> FeedSelection:
     """Compare ``ranker`` with every blend weighting on the users of ``relevance``.
+
+    The best blend through the guardrails serves unless ``ranker_earns_its_place``.
 
     Args:
         models: the validation models (fit part only).
@@ -197,15 +215,15 @@ def select_scorer(
     ranker_ndcg = float(per_user["ranker"].mean())
     blend_rows = table[table["scorer"] == "blend"]
     best_blend = blend_rows.iloc[0]
-    wins, low = beats_beyond_noise(per_user[best_blend["option"]], per_user["ranker"], seed=seed)
-    best = best_blend if wins else table[table["scorer"] == "ranker"].iloc[0]
+    wins, low = ranker_earns_its_place(per_user["ranker"], per_user[best_blend["option"]], seed)
+    best = table[table["scorer"] == "ranker"].iloc[0] if wins else best_blend
     verdict = "beats" if wins else "does not beat"
     reason = (
-        f"{best['option']} serves: the best blend ({best_blend['option'].removeprefix('blend: ')}"
-        f", NDCG@10 {best_blend['ndcg_at_10']:.4f}) {verdict} the ranker ({ranker_ndcg:.4f}) "
-        f"beyond noise over {len(judged)} validation users (95% CI lower bound of the lift "
-        f"{low:+.4f}); history-less members: {describe_weights(cold_weights)} "
-        f"({int(cold_table['users'].iloc[0])} judged)"
+        f"{best['option']} serves: the ranker (NDCG@10 {ranker_ndcg:.4f}) {verdict} the best "
+        f"blend ({best_blend['option'].removeprefix('blend: ')}, "
+        f"{best_blend['ndcg_at_10']:.4f}) beyond noise over {len(judged)} validation users "
+        f"(95% CI lower bound of the ranker's lift {low:+.4f}); history-less members: "
+        f"{describe_weights(cold_weights)} ({int(cold_table['users'].iloc[0])} judged)"
     )
     singles = {
         source: float(
@@ -227,7 +245,7 @@ def select_scorer(
         cold_table=cold_table,
         users=len(judged),
         metrics={
-            "blend_lift_ci_low": low,
+            "ranker_lift_ci_low": low,
             "ranker_ndcg_at_10": ranker_ndcg,
             "best_blend_ndcg_at_10": float(best_blend["ndcg_at_10"]),
             **{f"{s}_only_unguarded_ndcg_at_10": v for s, v in singles.items()},

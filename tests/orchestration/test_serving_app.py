@@ -62,6 +62,7 @@ from fitpulse_orchestration.serving.feed_types import (
     ServingConfig,
     StageBudgets,
 )
+from fitpulse_orchestration.serving.loading import compile_ranker
 from fitpulse_orchestration.serving.logs import read_served_features
 from fitpulse_orchestration.settings import ProjectHome
 from fitpulse_orchestration.storage import LocalObjectStore
@@ -202,6 +203,20 @@ def _runtime(
     return build_runtime(backends, cache, clock="snapshot", config=config, **kwargs)
 
 
+def _serve_the_ranker(rt: ServiceRuntime) -> ServiceRuntime:
+    """``rt`` with its champion scored by the version's ranker, compiled as a load compiles it.
+
+    The tiny world's validation chooses a blend (the ranker does not beat it beyond noise), so
+    tests of the ranker's request path switch the loaded champion to its own trained ranker.
+    """
+    champion = rt.service.state.models["champion"]
+    assert champion.model is not None
+    assert champion.model.scorer == "blend"
+    champion.model = dataclasses.replace(champion.model, scorer="ranker")
+    champion.compiled = compile_ranker(champion.model, champion.version)
+    return rt
+
+
 def _client(rt: ServiceRuntime) -> TestClient:
     return authed(create_app(rt.service, rt.watcher, rt.served_log, tokens=TOKENS))
 
@@ -308,7 +323,7 @@ def test_unknown_user_gets_a_beginner_safe_feed(trained: TrainedHome, tmp_path: 
 
 
 def test_the_compiled_ranker_serves_lightgbms_scores(trained: TrainedHome, tmp_path: Path) -> None:
-    rt = _runtime(trained, tmp_path / "models")
+    rt = _serve_the_ranker(_runtime(trained, tmp_path / "models"))
     loaded = rt.service.state.models["champion"]
     assert loaded.model is not None
     assert loaded.model.scorer == "ranker"
@@ -533,7 +548,9 @@ def test_unreachable_online_store_serves_beginner_safe_defaults(
     )
     with pytest.raises(ValueError, match="clock 'snapshot' needs the online store"):
         build_runtime(backends, tmp_path / "models", clock="snapshot", config=ROOMY)
-    rt = build_runtime(backends, tmp_path / "models", clock=trained.as_of.isoformat(), config=ROOMY)
+    rt = _serve_the_ranker(
+        build_runtime(backends, tmp_path / "models", clock=trained.as_of.isoformat(), config=ROOMY)
+    )
     advanced = trained.warm_user("advanced")
     with _client(rt) as client:
         ready = client.get("/readyz")
@@ -551,7 +568,7 @@ def test_unreachable_online_store_serves_beginner_safe_defaults(
     response = rt.service.home_feed(advanced)
     assert response.fitness_level == "unknown"
     assert response.served[list(USER_FEATURES)].isna().all().all()
-    healthy = _runtime(trained, tmp_path / "models").service.home_feed(advanced)
+    healthy = _serve_the_ranker(_runtime(trained, tmp_path / "models")).service.home_feed(advanced)
     assert healthy.fallbacks == []
     assert {i.id for i in healthy.items} & trained.unsafe_items, "no contrast: pick another user"
 
@@ -932,10 +949,8 @@ def test_a_blend_champion_computes_features_only_for_the_logged_sample(
         )
         champion = rt.service.state.models["champion"]
         assert champion.model is not None
-        champion.model = dataclasses.replace(
-            champion.model, scorer="blend", blend_weights={"als": 0.5, "two_tower": 0.5}
-        )
-        champion.compiled = None
+        assert champion.model.scorer == "blend"
+        assert champion.compiled is None
         served[share] = rt.service.home_feed(trained.warm_user(), request_id="req-blend-0001")
 
     unlogged, logged = served[0.0], served[1.0]

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from fitpulse_orchestration.evaluation.selection import choose_cold_weights
+from fitpulse_orchestration.evaluation.selection import choose_cold_weights, ranker_earns_its_place
 from fitpulse_orchestration.ranking.blend import DEFAULT_COLD_WEIGHTS
 
 
@@ -48,3 +49,38 @@ def test_without_history_less_members_the_default_cold_weights_hold() -> None:
 
     assert weights == DEFAULT_COLD_WEIGHTS
     assert table["unguarded_ndcg_at_10"].isna().all()
+
+
+def test_a_ranker_level_with_the_blend_does_not_serve() -> None:
+    # Per-user NDCG@10 of 400 validation users: the ranker is a little ahead on average, but
+    # the lead is far inside the noise, so the stage it adds does not earn its place.
+    rng = np.random.default_rng(3)
+    blend = rng.uniform(0.0, 0.3, 400)
+    ranker = blend + rng.normal(0.002, 0.05, 400)
+    assert ranker.mean() > blend.mean()
+
+    wins, low = ranker_earns_its_place(ranker, blend)
+
+    assert not wins
+    assert low < 0.0
+
+
+def test_a_ranker_that_hurts_does_not_serve() -> None:
+    blend = np.full(200, 0.2)
+    ranker = np.full(200, 0.1)
+
+    wins, low = ranker_earns_its_place(ranker, blend)
+
+    assert not wins
+    assert low == pytest.approx(-0.1)
+
+
+def test_a_ranker_ahead_beyond_noise_serves() -> None:
+    rng = np.random.default_rng(5)
+    blend = rng.uniform(0.0, 0.3, 400)
+    ranker = blend + rng.uniform(0.01, 0.05, 400)
+
+    wins, low = ranker_earns_its_place(ranker, blend)
+
+    assert wins
+    assert low > 0.0
