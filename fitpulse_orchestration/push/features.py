@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final
@@ -240,48 +240,66 @@ def push_features(history: PushHistory, at: float, item: PushItem | None) -> np.
 
     Only events strictly before ``at`` count; item features are NaN without an item.
     """
+    user, window = _user_values(history, at)
+    return np.array([*user, *_item_values(history, at, item, window)])
+
+
+def push_feature_matrix(history: PushHistory, at: float, items: Sequence[PushItem]) -> np.ndarray:
+    """``push_features`` of each of ``items`` as rows, the user's part computed once.
+
+    Equal, value for value, to stacking ``push_features(history, at, item)`` per item: both
+    call the same two helpers.
+    """
+    user, window = _user_values(history, at)
+    rows = [[*user, *_item_values(history, at, item, window)] for item in items]
+    return np.array(rows, dtype=float).reshape(len(items), len(PUSH_FEATURES))
+
+
+def _user_values(history: PushHistory, at: float) -> tuple[list[float], tuple[int, int]]:
+    """The user's ``PUSH_FEATURES`` (all but the item's) and the 28-day engagement slice."""
     local = local_time(at, history.timezone)
     window = HISTORY_DAYS * DAY_S
     pushes_28d = _count(history.sent, at, window)
     opens_28d = _count(history.opened, at, window)
     lo = int(np.searchsorted(history.engaged, at - window, side="right"))
     hi = int(np.searchsorted(history.engaged, at, side="left"))
-    engagements_28d = hi - lo
+    values = [
+        float(local.hour),
+        float(local.weekday() >= 5),
+        history.level,
+        _hours_since(history.sent, at),
+        float(_count(history.sent, at, DAY_S)),
+        float(_count(history.sent, at, 7 * DAY_S)),
+        float(pushes_28d),
+        float(opens_28d),
+        float(_count(history.dismissed, at, window)),
+        (opens_28d + 0.5) / (pushes_28d + 2.0),
+        _hours_since(history.app_opens, at),
+        float(_count(history.app_opens, at, 7 * DAY_S)),
+        float(_count(history.engaged, at, 7 * DAY_S)),
+        float(hi - lo),
+    ]
+    return values, (lo, hi)
+
+
+def _item_values(
+    history: PushHistory, at: float, item: PushItem | None, window: tuple[int, int]
+) -> list[float]:
+    """The item's ``PUSH_FEATURES`` for this user (``window``: ``_user_values``'s slice)."""
     if item is None:
-        item_values = [np.nan] * 6
-        level_gap = np.nan
-    else:
-        in_category = int(np.count_nonzero(history.engaged_category[lo:hi] == item.category))
-        age = (at - item.published) / DAY_S if np.isfinite(item.published) else np.nan
-        item_values = [
-            float(ITEM_TYPES.index(item.item_type)) if item.item_type in ITEM_TYPES else np.nan,
-            item.difficulty,
-            item.intensity,
-            item.duration_min,
-            age,
-            (in_category + 0.5) / (engagements_28d + 5.0),
-        ]
-        level_gap = item.difficulty - history.level
-    return np.array(
-        [
-            float(local.hour),
-            float(local.weekday() >= 5),
-            history.level,
-            _hours_since(history.sent, at),
-            float(_count(history.sent, at, DAY_S)),
-            float(_count(history.sent, at, 7 * DAY_S)),
-            float(pushes_28d),
-            float(opens_28d),
-            float(_count(history.dismissed, at, window)),
-            (opens_28d + 0.5) / (pushes_28d + 2.0),
-            _hours_since(history.app_opens, at),
-            float(_count(history.app_opens, at, 7 * DAY_S)),
-            float(_count(history.engaged, at, 7 * DAY_S)),
-            float(engagements_28d),
-            *item_values,
-            level_gap,
-        ]
-    )
+        return [np.nan] * 7
+    lo, hi = window
+    in_category = int(np.count_nonzero(history.engaged_category[lo:hi] == item.category))
+    age = (at - item.published) / DAY_S if np.isfinite(item.published) else np.nan
+    return [
+        float(ITEM_TYPES.index(item.item_type)) if item.item_type in ITEM_TYPES else np.nan,
+        item.difficulty,
+        item.intensity,
+        item.duration_min,
+        age,
+        (in_category + 0.5) / ((hi - lo) + 5.0),
+        item.difficulty - history.level,
+    ]
 
 
 def epoch_seconds(ts: pd.Series) -> np.ndarray:

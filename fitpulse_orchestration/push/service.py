@@ -35,6 +35,7 @@ from fitpulse_orchestration.push.features import (
     PushHistory,
     PushItem,
     local_time,
+    push_feature_matrix,
     push_features,
     push_items,
 )
@@ -324,6 +325,30 @@ class PushDecisionService:
         day = int(np.count_nonzero(sends > now - 86400.0))
         week = len(sends)
 
+        def guardrail(name: str) -> PushDecision:
+            earliest = (
+                None
+                if name in ("opted_out", "unsafe_for_beginner")
+                else earliest_send_time(history, now, params, sends)
+            )
+            return answer(name, [f"guardrail: {name}"], None, history, earliest)
+
+        # Every guardrail but unsafe_for_beginner depends on the user alone, so it is checked
+        # before any candidate is retrieved or scored (GUARDRAILS order). unsafe_for_beginner
+        # never blocks a member who is not a beginner, and it comes second: so a beginner's
+        # candidates are still looked at before a time guardrail answers.
+        blocked = blocking_guardrails(
+            push_features(history, now, None),
+            np.array([history.notifications_off(now)]),
+            np.array([False]),
+            np.array([False]),
+            params,
+            sends_day=np.array([day]),
+            sends_week=np.array([week]),
+        )[0]
+        if blocked == "opted_out" or (blocked is not None and not history.is_beginner):
+            return guardrail(str(blocked))
+
         ids = [item_id] if item_id is not None else self._candidates(pid, history)
         cands = [items[i] for i in ids if i in items]
         if history.is_beginner:
@@ -338,24 +363,9 @@ class PushDecisionService:
             cands = safe
         if not cands:
             return answer("no_candidate", ["retrieval returned no candidate"], None, history)
-        features = np.vstack([push_features(history, now, c) for c in cands])
-        n = len(cands)
-        blocked = blocking_guardrails(
-            features,
-            np.full(n, history.notifications_off(now)),
-            np.full(n, history.is_beginner),
-            np.array([c.unsafe_for_beginners for c in cands]),
-            params,
-            sends_day=np.full(n, day),
-            sends_week=np.full(n, week),
-        )
-        if blocked[0] is not None:
-            earliest = (
-                None
-                if blocked[0] in ("opted_out", "unsafe_for_beginner")
-                else earliest_send_time(history, now, params, sends)
-            )
-            return answer(str(blocked[0]), [f"guardrail: {blocked[0]}"], None, history, earliest)
+        if blocked is not None:
+            return guardrail(str(blocked))
+        features = push_feature_matrix(history, now, cands)
         try:
             p_open, p_fatigue, value = expected_values(
                 bundle.models, features, [c.item_type for c in cands], params

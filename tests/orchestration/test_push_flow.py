@@ -193,6 +193,46 @@ def test_quiet_hours_block_and_say_when(trained: PushHome, tmp_path: Path) -> No
     assert earliest.hour < 21
 
 
+def test_user_guardrails_answer_before_any_candidate_is_retrieved(
+    trained: PushHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = _runtime(trained, tmp_path)
+    push = runtime.push
+    assert push is not None
+    retrieved: list[str] = []
+    retrieve = push._candidates
+
+    def candidates(pid: str, history: PushHistory) -> list[str]:
+        retrieved.append(pid)
+        return retrieve(pid, history)
+
+    monkeypatch.setattr(push, "_candidates", candidates)
+    as_of = float(runtime.service.state.as_of.timestamp())
+    awake = trained.profiles[~trained.profiles["push_opt_out"]]
+    advanced = awake[awake["fitness_level"] == "advanced"]["user_id"].iloc[0]
+    beginner = next(
+        user
+        for user in awake[awake["fitness_level"] == "beginner"]["user_id"]
+        if not _history(trained, user).notifications_off(as_of)
+    )
+    opted = trained.profiles[trained.profiles["push_opt_out"]]["user_id"].iloc[0]
+    unsafe = sorted(set(trained.catalog.loc[unsafe_for_beginners(trained.catalog), "item_id"]))
+
+    def night_for(user: str) -> None:
+        night = local_time(as_of, _history(trained, user).timezone).replace(hour=23, minute=30)
+        push.set_clock(night.timestamp)
+
+    night_for(advanced)
+    assert push.decide(opted).blocked_by == "opted_out"
+    assert push.decide(advanced).blocked_by == "quiet_hours"
+    assert retrieved == []
+    # A beginner's candidates come first: unsafe_for_beginner precedes the time guardrails.
+    night_for(beginner)
+    assert push.decide(beginner, item_id=unsafe[0]).blocked_by == "unsafe_for_beginner"
+    assert push.decide(beginner).blocked_by == "quiet_hours"
+    assert retrieved == [trained.pseudonymizer.pseudonymize(beginner)]
+
+
 def test_fail_safe_without_a_push_model(trained: PushHome, tmp_path: Path) -> None:
     audit = AuditLog(
         LocalObjectStore(trained.home.store), load_audit_key(trained.home.audit_key_file)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from typing import TYPE_CHECKING
@@ -29,6 +30,7 @@ from fitpulse_orchestration.push.features import (
     PushHistory,
     PushItem,
     compute_push_histories,
+    push_feature_matrix,
     push_features,
     push_items,
 )
@@ -399,3 +401,27 @@ def test_examples_need_push_events(inputs: FeatureInputs) -> None:
     assert len(no_push) > 0
     with pytest.raises(ValueError, match="push_decision or push_sent"):
         build_push_examples(FeatureInputs(no_push, inputs.catalog, inputs.profiles))
+
+
+def test_the_feature_matrix_equals_the_stacked_vectors() -> None:
+    history = PushHistory(
+        fitness_level="intermediate",
+        sent=_arr(AT - 3 * DAY_S, AT - 2 * HOUR_S),
+        opened=_arr(AT - 3 * DAY_S + 60),
+        app_opens=_arr(AT - 5 * HOUR_S, AT - DAY_S),
+        engaged=_arr(AT - 40 * DAY_S, AT - 6 * DAY_S, AT - 2 * DAY_S, AT - HOUR_S),
+        engaged_category=np.array(["yoga", "yoga", "hiit", "yoga"], dtype=object),
+        timezone="Europe/Berlin",
+    )
+    items = [
+        ITEM,
+        dataclasses.replace(ITEM, item_id="wk_2", category="hiit", published=np.nan),
+        dataclasses.replace(ITEM, item_id="x_3", item_type="podcast", difficulty=np.nan),
+    ]
+
+    matrix = push_feature_matrix(history, AT, items)
+
+    expected = np.vstack([push_features(history, AT, item) for item in items])
+    np.testing.assert_array_equal(matrix, expected)
+    assert _f(matrix[0], "category_share_28d") == pytest.approx((2 + 0.5) / (3 + 5.0))
+    assert push_feature_matrix(history, AT, []).shape == (0, len(PUSH_FEATURES))
