@@ -84,7 +84,8 @@ class StageTimer:
 
     Wrapped: the online store's ``lookup_records`` (push history), the cap store's
     ``send_times`` (cap read) and ``try_reserve`` (reservation), the service's ``_candidates``
-    (retrieval), and the service module's ``push_features`` and ``expected_values`` (the two
+    (retrieval), and the service module's ``push_features`` (the user's row, for the guardrails)
+    and ``push_feature_matrix`` (the candidates' rows) as features, ``expected_values`` (the two
     models) and the catalog's ``attributes`` (the pushed item's title).
     """
 
@@ -119,6 +120,8 @@ class StageTimer:
         self.wrap(push.feed.store, "lookup_records", "history_lookup")
         self.wrap(push, "_candidates", "candidates")
         self.wrap(push_service_module, "push_features", "features")
+        if hasattr(push_service_module, "push_feature_matrix"):  # absent before 14d59d6
+            self.wrap(push_service_module, "push_feature_matrix", "features")
         self.wrap(push_service_module, "expected_values", "scoring")
         self.wrap(push.feed.state.catalog, "attributes", "title")
 
