@@ -8,7 +8,6 @@ variables through ``dg.EnvVar`` (resolved when a run starts, never at import).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 
@@ -87,7 +86,8 @@ def partition_start(home: ProjectHome, profile: str = "local") -> str:
     A local home starts earlier when its landing zone does (an imported log from 1997): the
     CLI's runs and the console's code location then see the same partitions, so the same job
     snapshots. A landing key without a valid ``date=`` (a stray file) is ignored here: the
-    code location must load whatever lies in the landing zone, and ingestion reports the key.
+    code location must load whatever lies in the landing zone; ``fitpulse train`` and the landing
+    sensor name such keys.
 
     Raises:
         ValueError: when ``$FITPULSE_PARTITION_START`` is not a ``YYYY-MM-DD`` date.
@@ -99,11 +99,8 @@ def partition_start(home: ProjectHome, profile: str = "local") -> str:
         raise ValueError(f"{PARTITION_START_ENV}={start!r} is not a YYYY-MM-DD date") from None
     if profile != "local":
         return start
-    days = []
-    for key in LocalObjectStore(home.store).list_keys(f"{layout.LANDING_EVENTS}/"):
-        with contextlib.suppress(ValueError):
-            days.append(layout.date_of_key(key))
-    return min(min(days).isoformat(), start) if days else start
+    days = layout.landed_dates(LocalObjectStore(home.store).list_keys(f"{layout.LANDING_EVENTS}/"))
+    return min(days[0].isoformat(), start) if days else start
 
 
 def _resources(profile: str, home: ProjectHome) -> dict[str, object]:

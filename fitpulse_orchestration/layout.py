@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable
 
 LANDING_EVENTS = "landing/events"
 LANDING_CATALOG = "landing/catalog"
@@ -81,9 +82,26 @@ def hour_of_key(key: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def landed_dates(keys: list[str]) -> list[dt.date]:
-    """Distinct dates of the given keys, sorted."""
-    return sorted({date_of_key(key) for key in keys})
+def dated(key: str) -> dt.date | None:
+    """The key's ``date=YYYY-MM-DD`` as a date; None when it has none or it is no calendar day."""
+    try:
+        return date_of_key(key)
+    except ValueError:
+        return None
+
+
+def landed_dates(keys: Iterable[str]) -> list[dt.date]:
+    """Distinct dates of the given keys, sorted; keys without a valid date are left out.
+
+    A stray file in a landing zone (``notes.txt``, ``date=bogus/...``) is never a day to
+    ingest, and must not stop the days that are: callers report ``undated_keys``.
+    """
+    return sorted({day for key in keys if (day := dated(key)) is not None})
+
+
+def undated_keys(keys: Iterable[str]) -> list[str]:
+    """The keys without a valid ``date=YYYY-MM-DD`` component, sorted."""
+    return sorted(key for key in keys if dated(key) is None)
 
 
 def report_key(kind: str, stamp: dt.datetime, suffix: str) -> str:

@@ -228,7 +228,14 @@ def ingest_landed(
     """
     home.create()
     store = object_store(home)
-    days = layout.landed_dates(store.list_keys(f"{layout.LANDING_EVENTS}/"))
+    keys = store.list_keys(f"{layout.LANDING_EVENTS}/")
+    days = layout.landed_dates(keys)
+    stray = layout.undated_keys(keys)
+    if stray:
+        say(
+            f"skipping {len(stray)} landing key(s) without a valid date=YYYY-MM-DD "
+            f"(first: {stray[0]}): no day's ingestion reads them"
+        )
     if until is not None:
         days = [d for d in days if d <= until]
     if not days:

@@ -84,7 +84,14 @@ def build_landing_sensor(
         """Request ingestion of each landing day whose set of batches changed."""
         store = object_store.get_store()
         previous = json.loads(context.cursor) if context.cursor else {}
-        current = landing_fingerprints(store.iter_keys(f"{layout.LANDING_EVENTS}/"))
+        keys = store.list_keys(f"{layout.LANDING_EVENTS}/")
+        current = landing_fingerprints(keys)
+        stray = layout.undated_keys(keys)
+        if stray:
+            context.log.warning(
+                f"{len(stray)} landing key(s) without a valid date=YYYY-MM-DD are not ingested "
+                f"(first: {stray[0]}); move them under landing/events/date=YYYY-MM-DD/"
+            )
         first = partitions.start.date().isoformat()
         changed = changed_days(current, previous)
         requests = [

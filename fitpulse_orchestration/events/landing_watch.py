@@ -11,10 +11,15 @@ from fitpulse_orchestration import layout
 
 
 def landing_fingerprints(keys: Iterable[str]) -> dict[str, str]:
-    """Fingerprint of each landing day's set of batch keys: ``{YYYY-MM-DD: sha1}``."""
+    """Fingerprint of each landing day's set of batch keys: ``{YYYY-MM-DD: sha1}``.
+
+    Keys without a valid ``date=`` belong to no day and are left out (``layout.undated_keys``).
+    """
     by_day: dict[dt.date, list[str]] = defaultdict(list)
     for key in keys:
-        by_day[layout.date_of_key(key)].append(key)
+        day = layout.dated(key)
+        if day is not None:
+            by_day[day].append(key)
     return {
         day.isoformat(): hashlib.sha1("\n".join(sorted(ks)).encode()).hexdigest()[:16]
         for day, ks in sorted(by_day.items())

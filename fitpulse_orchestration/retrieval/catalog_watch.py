@@ -57,9 +57,10 @@ def new_catalog_files(
     """The landed ``.parquet`` catalog keys not requested yet, in key (time) order.
 
     ``initial`` is True on the first call (empty cursor): everything landed so far is one
-    batch, applied by a full build.
+    batch, applied by a full build. A key without a valid ``date=`` is no day's file and is
+    left out.
     """
-    keys = sorted(k for k in keys if k.endswith(".parquet"))
+    keys = sorted(k for k in keys if k.endswith(".parquet") and layout.dated(k) is not None)
     if not keys:
         return CatalogBatch([], cursor, initial=False)
     newest = max(layout.date_of_key(k) for k in keys)

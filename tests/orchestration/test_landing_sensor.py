@@ -115,6 +115,19 @@ def test_new_batch_requests_only_its_day_again(
     assert _tick(defs, instance, second.cursor).run_requests == []
 
 
+def test_a_stray_landing_key_leaves_every_day_requested(
+    fresh_world: WorldHome, instance: dg.DagsterInstance
+) -> None:
+    defs = build_definitions(fresh_world.home, "local", fresh_world.days[0])
+    fresh_world.store.put_bytes(f"{layout.LANDING_EVENTS}/date=bogus/batch.jsonl.gz", b"")
+    fresh_world.store.put_bytes(f"{layout.LANDING_EVENTS}/notes.txt", b"")
+
+    data = _tick(defs, instance, None)
+
+    assert [r.partition_key for r in data.run_requests] == fresh_world.days
+    assert sorted(json.loads(data.cursor or "")) == fresh_world.days
+
+
 def test_days_before_the_partition_start_are_skipped(
     world_home: WorldHome, instance: dg.DagsterInstance
 ) -> None:

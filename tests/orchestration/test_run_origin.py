@@ -9,6 +9,7 @@ home, also for an imported log that starts before the default partition start.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,28 @@ def test_a_stray_landing_key_does_not_stop_the_code_location_loading(
     assert partition_start(home) == "1998-01-05"
     monkeypatch.setenv("FITPULSE_HOME", str(home.root))
     assert definitions.defs().resolve_job_def("ingestion_job").name == "ingestion_job"
+
+
+def test_ingestion_names_stray_landing_keys_and_ingests_the_days(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(PARTITION_START_ENV, raising=False)
+    home = _home_with_landed_day(tmp_path, dt.date(1998, 1, 5))
+    store = LocalObjectStore(home.store)
+    store.put_bytes(
+        f"{layout.landing_events_prefix(dt.date(1998, 1, 5))}batch.jsonl.gz", gzip.compress(b"")
+    )
+    store.put_bytes(f"{layout.LANDING_EVENTS}/date=bogus/batch.jsonl.gz", b"")
+    store.put_bytes(f"{layout.LANDING_EVENTS}/notes.txt", b"")
+    said: list[str] = []
+
+    run = ingest_landed(home, say=said.append)
+
+    assert run.days == [dt.date(1998, 1, 5)]
+    assert said[0] == (
+        "skipping 2 landing key(s) without a valid date=YYYY-MM-DD "
+        f"(first: {layout.LANDING_EVENTS}/date=bogus/batch.jsonl.gz): no day's ingestion reads them"
+    )
 
 
 def test_a_malformed_partition_start_is_refused_by_name(

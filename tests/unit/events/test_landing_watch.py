@@ -57,3 +57,17 @@ def test_changed_days_is_empty_when_nothing_changed_and_everything_on_first_look
     assert changed_days(current, dict(current)) == []
     assert changed_days(current, {}) == sorted(current.items())
     assert [day for day, _ in changed_days(current, {})] == ["2026-10-19", "2026-10-20"]
+
+
+def test_keys_without_a_valid_date_belong_to_no_day() -> None:
+    stray = [
+        f"{layout.LANDING_EVENTS}/notes.txt",
+        f"{layout.LANDING_EVENTS}/date=bogus/batch.jsonl.gz",
+        f"{layout.LANDING_EVENTS}/date=1997-13-40/batch.jsonl.gz",
+    ]
+    keys = [*_keys((D1, 0)), *stray]
+
+    assert list(landing_fingerprints(keys)) == ["2026-10-19"]
+    assert landing_fingerprints(keys) == landing_fingerprints(_keys((D1, 0)))
+    assert layout.landed_dates(keys) == [D1]
+    assert layout.undated_keys(keys) == sorted(stray)
