@@ -50,6 +50,7 @@ from fitpulse_orchestration.serving.feed_types import (
 )
 from fitpulse_orchestration.serving.stages import FeedRequest, respond, retrieve_for, run_pipeline
 from fitpulse_orchestration.storage.online_store import (
+    CorruptRecordError,
     OnlineFeatureStore,
     OnlineStoreUnavailableError,
 )
@@ -226,6 +227,10 @@ class FeedService:
         try:
             record = self.store.lookup_records("history", [pid]).get(pid)
             row = self.store.lookup_row("user", pid)
+        except CorruptRecordError as exc:
+            # One member's damaged row: their feed falls back, the store stays healthy.
+            log.warning("serving features_unavailable: %s", exc)
+            return None, dict.fromkeys(USER_FEATURES, np.nan), False
         except (OnlineStoreUnavailableError, LookupError) as exc:
             self._store_failed(exc)
             return None, dict.fromkeys(USER_FEATURES, np.nan), False

@@ -46,6 +46,35 @@ class OnlineStoreUnavailableError(RuntimeError):
     """The online store cannot be reached (the caller falls back to default features)."""
 
 
+class CorruptRecordError(LookupError):
+    """A stored row is not the JSON object of numbers (or record) that was written.
+
+    A ``LookupError``: request paths serve that one member or item as if its row could not be
+    read (labelled fallbacks), and the store stays healthy for everyone else.
+    """
+
+
+def _decode(kind: str, id_: str, payload: str) -> dict[str, Any]:
+    """One stored payload as a JSON object; ``CorruptRecordError`` otherwise."""
+    try:
+        data = json.loads(payload)
+    except (ValueError, TypeError) as exc:
+        raise CorruptRecordError(f"the online {kind} row of {id_!r} is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CorruptRecordError(f"the online {kind} row of {id_!r} is not a JSON object")
+    return data
+
+
+def _numbers(kind: str, id_: str, data: Mapping[str, Any], features: Sequence[str]) -> np.ndarray:
+    """``features`` of one decoded row as floats (NaN for null); ``CorruptRecordError`` else."""
+    try:
+        return np.array([data.get(f) for f in features], dtype=float)
+    except (ValueError, TypeError) as exc:
+        raise CorruptRecordError(
+            f"the online {kind} row of {id_!r} holds a non-number: {exc}"
+        ) from None
+
+
 @dataclass(frozen=True)
 class TableMeta:
     """What a materialized feature table holds."""
@@ -92,11 +121,11 @@ def decode_rows(
 ) -> pd.DataFrame:
     """A frame with the id column and ``features`` (float64, NaN for null) from stored pairs."""
     id_col = ID_COLUMNS[_check_kind(kind)]
-    decoded = [json.loads(payload) for _, payload in pairs]
-    # None becomes NaN in a float array; one array build beats a frame built from dicts.
-    values = np.array([[row.get(f) for f in features] for row in decoded], dtype=float).reshape(
-        len(decoded), len(features)
-    )
+    # None becomes NaN in a float array.
+    values = np.array(
+        [_numbers(kind, i, _decode(kind, i, payload), features) for i, payload in pairs],
+        dtype=float,
+    ).reshape(len(pairs), len(features))
     frame = pd.DataFrame(values, columns=list(features))
     frame.insert(0, id_col, [i for i, _ in pairs])
     return frame
@@ -126,6 +155,7 @@ class OnlineFeatureStore(abc.ABC):
         Raises:
             OnlineStoreUnavailableError: when the store cannot be reached.
             LookupError: when the ``kind`` table was never materialized.
+            CorruptRecordError: when a stored row is not what was written (a ``LookupError``).
         """
         meta = self.cached_meta(kind)
         if meta is None:
@@ -151,9 +181,8 @@ class OnlineFeatureStore(abc.ABC):
                 if payload is None:
                     found[item] = nan_row
                     continue
-                data = json.loads(payload)
                 # json null -> None -> NaN in a float array.
-                found[item] = np.array([data.get(f) for f in meta.features], dtype=float)
+                found[item] = _numbers(kind, item, _decode(kind, item, payload), meta.features)
             if cache is not None:
                 if len(cache) + len(found) > VALUE_CACHE_ROWS:
                     cache.clear()
@@ -174,8 +203,8 @@ class OnlineFeatureStore(abc.ABC):
         pairs = self._get(kind, [id_])
         if not pairs:
             return None
-        data = json.loads(pairs[0][1])
-        return {f: math.nan if data.get(f) is None else float(data[f]) for f in meta.features}
+        values = _numbers(kind, id_, _decode(kind, id_, pairs[0][1]), meta.features)
+        return dict(zip(meta.features, values.tolist(), strict=True))
 
     def _value_cache(self, kind: str, meta: TableMeta) -> dict[str, np.ndarray] | None:
         """Decoded rows of a ``CACHED_KINDS`` table's current generation (None: not cached).
@@ -210,7 +239,7 @@ class OnlineFeatureStore(abc.ABC):
         """
         if self.cached_meta(_check_kind(kind)) is None:
             raise LookupError(f"the online {kind} records were never materialized")
-        return {i: json.loads(p) for i, p in self._get(kind, list(dict.fromkeys(ids)))}
+        return {i: _decode(kind, i, p) for i, p in self._get(kind, list(dict.fromkeys(ids)))}
 
     def cached_meta(self, kind: str) -> TableMeta | None:
         """``meta``, read from the store at most once per ``META_TTL_S`` seconds.

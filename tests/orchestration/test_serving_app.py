@@ -14,11 +14,13 @@ import itertools
 import json
 import re
 import shutil
+import sqlite3
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -571,6 +573,37 @@ def test_unreachable_online_store_serves_beginner_safe_defaults(
     healthy = _serve_the_ranker(_runtime(trained, tmp_path / "models")).service.home_feed(advanced)
     assert healthy.fallbacks == []
     assert {i.id for i in healthy.items} & trained.unsafe_items, "no contrast: pick another user"
+
+
+def test_a_damaged_online_row_degrades_that_member_alone(
+    trained: TrainedHome, tmp_path: Path
+) -> None:
+    copy = tmp_path / "online.sqlite"
+    with closing(sqlite3.connect(trained.home.online_store)) as source:
+        with closing(sqlite3.connect(copy)) as target:
+            source.backup(target)
+    damaged, healthy = trained.warm_user("advanced"), trained.warm_user("beginner")
+    with closing(sqlite3.connect(copy)) as conn, conn:
+        changed = conn.execute(
+            'UPDATE features SET payload = \'{"u_engaged_7d": 3.0, "u_lev\' '
+            "WHERE kind = 'user' AND id = ?",
+            (trained.pseudo(damaged),),
+        ).rowcount
+    assert changed == 1
+    backends = dataclasses.replace(
+        profile_backends(trained.home, "local"), online=SQLiteOnlineStore(copy, create=False)
+    )
+    rt = build_runtime(backends, tmp_path / "models", clock="snapshot", config=ROOMY)
+    with _client(rt) as client:
+        broken = _feed(client, damaged)
+        fine = _feed(client, healthy)
+        ready = client.get("/readyz")
+
+    assert broken["fallback"] == "features_unavailable"
+    assert broken["items"]
+    trained.assert_beginner_safe(broken["items"])  # without its row, the level is unknown
+    assert fine["fallback"] is None
+    assert ready.status_code == 200, ready.text
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import socket
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 
 from fitpulse_orchestration.storage.online_store import (
+    CorruptRecordError,
     OnlineFeatureStore,
     OnlineStoreUnavailableError,
     RedisOnlineStore,
@@ -243,3 +245,36 @@ def test_member_features_are_never_cached(
 
     assert reads == [1, 1]
     assert np.isnan(values).all()
+
+
+@pytest.mark.parametrize(
+    ("payload", "why"),
+    [
+        ('{"u_engaged_7d": 1.0, "u_lev', "is not JSON"),
+        ("[1.0, 0.0]", "is not a JSON object"),
+        ('{"u_engaged_7d": "many", "u_level": 0.0}', "holds a non-number"),
+    ],
+)
+def test_a_damaged_row_is_a_lookup_error_of_that_row_alone(
+    tmp_path: Path, payload: str, why: str
+) -> None:
+    path = tmp_path / "online.sqlite"
+    store = SQLiteOnlineStore(path)
+    store.materialize("user", _users([1.0, 2.0]), FEATURES, AS_OF)
+    store.materialize_records("history", {"p_0": {"level": "beginner"}, "p_1": {}}, AS_OF)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE features SET payload = ? WHERE id = 'p_1'", (payload,))
+
+    lookups = [
+        lambda: store.lookup_row("user", "p_1"),
+        lambda: store.lookup_values("user", ["p_0", "p_1"]),
+        lambda: store.lookup("user", ["p_1"]),
+    ]
+    if why != "holds a non-number":  # a record is any JSON object
+        lookups.append(lambda: store.lookup_records("history", ["p_1"]))
+    for lookup in lookups:
+        with pytest.raises(CorruptRecordError, match=rf"the online \w+ row of 'p_1' {why}"):
+            lookup()
+    assert issubclass(CorruptRecordError, LookupError)
+    assert store.lookup_row("user", "p_0") == {"u_engaged_7d": 1.0, "u_level": 0.0}
+    assert store.lookup_records("history", ["p_0"]) == {"p_0": {"level": "beginner"}}
