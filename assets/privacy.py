@@ -65,6 +65,7 @@ def raw_event_retention(
             "last_expired_day": report.last_expired_day,
             "records_deleted": report.records_deleted,
             "unreadable_objects_deleted": len(report.unreadable_objects),
+            "undated_objects": json.dumps(report.undated_objects),
             "zones": dg.MetadataValue.json({z: summary[z] for z in report.zones}),
         },
     )
@@ -74,7 +75,8 @@ def raw_event_retention(
     asset=raw_event_retention,
     blocking=True,
     description="A second, read-only pass over every expired landing day finds no record of a "
-    "restricted user in any event zone.",
+    "restricted user in any event zone, and no object of an event zone lacks a day (its age, so "
+    "its expiry, cannot be established).",
 )
 def no_expired_raw_events(
     raw_event_retention: RetentionReport,
@@ -91,12 +93,15 @@ def no_expired_raw_events(
     remaining = {zone: counts.records_deleted for zone, counts in verify.zones.items()}
     scanned = {zone: counts.objects_scanned for zone, counts in verify.zones.items()}
     return dg.AssetCheckResult(
-        passed=verify.records_deleted == 0 and not verify.unreadable_objects,
+        passed=verify.records_deleted == 0
+        and not verify.unreadable_objects
+        and not verify.undated_objects,
         metadata={
             "last_expired_day": verify.last_expired_day,
             "restricted_records_remaining": dg.MetadataValue.json(remaining),
             "objects_scanned": dg.MetadataValue.json(scanned),
             "unreadable_objects": json.dumps(verify.unreadable_objects),
+            "undated_objects": json.dumps(verify.undated_objects),
         },
     )
 

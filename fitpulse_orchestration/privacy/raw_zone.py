@@ -61,6 +61,8 @@ class ZoneCounts:
     records_deleted: int = 0
     records_kept: int = 0
     unreadable_objects: list[str] = field(default_factory=list)
+    undated_objects: list[str] = field(default_factory=list)
+    """Objects without a valid ``date=YYYY-MM-DD`` in their key: no day, so no age to expire."""
 
     def add(self, other: ZoneCounts) -> None:
         """Accumulate ``other`` into this one."""
@@ -70,6 +72,7 @@ class ZoneCounts:
         self.records_deleted += other.records_deleted
         self.records_kept += other.records_kept
         self.unreadable_objects += other.unreadable_objects
+        self.undated_objects += other.undated_objects
 
 
 def zone_keys(store: ObjectStore, zone: str) -> list[str]:

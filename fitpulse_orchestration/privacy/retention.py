@@ -109,6 +109,11 @@ class RetentionReport:
         """Expired objects whose users could not be read."""
         return [key for z in self.zones.values() for key in z.unreadable_objects]
 
+    @property
+    def undated_objects(self) -> list[str]:
+        """Objects of every zone whose key names no day: neither swept nor proven expired."""
+        return [key for z in self.zones.values() for key in z.undated_objects]
+
     def summary(self) -> dict[str, Any]:
         """Per-zone counts for metadata and audit."""
         return {
@@ -122,14 +127,25 @@ class RetentionReport:
                     "objects_deleted": c.objects_deleted,
                     "records_deleted": c.records_deleted,
                     "records_kept": c.records_kept,
+                    "undated_objects": len(c.undated_objects),
                 }
                 for zone, c in self.zones.items()
             },
         }
 
 
-def _expired_keys(store: ObjectStore, zone: str, last_expired: dt.date) -> list[str]:
-    return [k for k in zone_keys(store, zone) if layout.date_of_key(k) <= last_expired]
+def _expired_keys(
+    store: ObjectStore, zone: str, last_expired: dt.date
+) -> tuple[list[str], list[str]]:
+    """The zone's keys of days at or before ``last_expired``, and its keys without a day."""
+    expired, undated = [], []
+    for key in zone_keys(store, zone):
+        day = layout.dated(key)
+        if day is None:
+            undated.append(key)
+        elif day <= last_expired:
+            expired.append(key)
+    return expired, undated
 
 
 def _pass(
@@ -144,9 +160,10 @@ def _pass(
     raw, pseudo = load_user_regions(store, pseudonymizer).restricted(policy)
     report = RetentionReport(now.isoformat(), last_expired.isoformat(), policy.max_age_days)
     for zone in EVENT_ZONES:
-        counts = ZoneCounts()
         predicate = raw if zone in RAW_ID_ZONES else pseudo
-        for key in _expired_keys(store, zone, last_expired):
+        expired, undated = _expired_keys(store, zone, last_expired)
+        counts = ZoneCounts(undated_objects=undated)
+        for key in expired:
             result = filter_object(store, zone, key, predicate, dry_run)
             if result.unreadable_objects and not dry_run:
                 store.delete(key)
@@ -165,7 +182,9 @@ def sweep_expired_events(
     """Delete the restricted records of every expired landing day, in every event zone.
 
     An expired landing batch that cannot be decompressed is deleted whole (its users cannot be
-    established) and listed in ``unreadable_objects`` of its zone.
+    established) and listed in ``unreadable_objects`` of its zone. An object whose key names no
+    day (a stray file) has no age: it is left alone and listed in ``undated_objects``, and the
+    sweep goes on with every dated object.
     """
     return _pass(store, pseudonymizer, now, policy, dry_run=False)
 

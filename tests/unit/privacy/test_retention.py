@@ -293,6 +293,32 @@ def test_an_unreadable_expired_batch_is_deleted_whole_and_listed(
     assert expired_restricted_records(world, pseudonymizer, NOW).unreadable_objects == []
 
 
+def test_objects_without_a_day_are_listed_and_the_sweep_goes_on(
+    world: LocalObjectStore, pseudonymizer: Pseudonymizer
+) -> None:
+    clean = expired_restricted_records(world, pseudonymizer, NOW)
+    stray_landing = f"{layout.LANDING_EVENTS}/notes.txt"
+    stray_clean = f"{layout.WAREHOUSE_EVENTS}/date=bogus/events.parquet"
+    world.put_bytes(stray_landing, gzip.compress(b'{"user_id": "usr_0000001"}\n'))
+    world.put_bytes(stray_clean, b"not parquet")
+
+    pending = expired_restricted_records(world, pseudonymizer, NOW)
+    report = sweep_expired_events(world, pseudonymizer, NOW)
+    verified = expired_restricted_records(world, pseudonymizer, NOW)
+
+    assert pending.records_deleted == clean.records_deleted > 0
+    assert report.records_deleted == clean.records_deleted
+    assert report.zones["landing"].undated_objects == [stray_landing]
+    assert report.zones["clean"].undated_objects == [stray_clean]
+    assert report.undated_objects == [stray_landing, stray_clean]
+    assert report.summary()["landing"]["undated_objects"] == 1
+    # Left alone, and still reported by the proof pass: no age, so no proof of expiry.
+    assert world.exists(stray_landing)
+    assert world.exists(stray_clean)
+    assert verified.records_deleted == 0
+    assert verified.undated_objects == [stray_landing, stray_clean]
+
+
 # ---------------------------------------------------------------- hand-written stores
 
 
