@@ -60,7 +60,22 @@ def test_every_ingestion_run_has_the_code_locations_job_snapshot(
 def _home_with_landed_day(root: Path, day: dt.date) -> ProjectHome:
     home = ProjectHome(root).create()
     store = LocalObjectStore(home.store)
-    store.put_bytes(f"{layout.landing_events_prefix(day)}batch.jsonl.gz", b"")
+    store.put_bytes(f"{layout.landing_events_prefix(day)}batch.jsonl.gz", gzip.compress(b""))
+    return home
+
+
+STRAY_KEYS = (
+    f"{layout.LANDING_EVENTS}/date=bogus/batch.jsonl.gz",
+    f"{layout.LANDING_EVENTS}/date=1997-13-40/batch.jsonl.gz",
+    f"{layout.LANDING_EVENTS}/notes.txt",
+)
+"""Landing keys without a valid day: a stray file, a bad date, a key without a date at all."""
+
+
+def _home_with_stray_keys(root: Path, day: dt.date) -> ProjectHome:
+    home = _home_with_landed_day(root, day)
+    for key in STRAY_KEYS:
+        LocalObjectStore(home.store).put_bytes(key, b"")
     return home
 
 
@@ -85,11 +100,7 @@ def test_a_stray_landing_key_does_not_stop_the_code_location_loading(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(PARTITION_START_ENV, raising=False)
-    home = _home_with_landed_day(tmp_path, dt.date(1998, 1, 5))
-    store = LocalObjectStore(home.store)
-    store.put_bytes(f"{layout.LANDING_EVENTS}/date=bogus/batch.jsonl.gz", b"")
-    store.put_bytes(f"{layout.LANDING_EVENTS}/date=1997-13-40/batch.jsonl.gz", b"")
-    store.put_bytes(f"{layout.LANDING_EVENTS}/notes.txt", b"")
+    home = _home_with_stray_keys(tmp_path, dt.date(1998, 1, 5))
 
     assert partition_start(home) == "1998-01-05"
     monkeypatch.setenv("FITPULSE_HOME", str(home.root))
@@ -100,21 +111,16 @@ def test_ingestion_names_stray_landing_keys_and_ingests_the_days(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(PARTITION_START_ENV, raising=False)
-    home = _home_with_landed_day(tmp_path, dt.date(1998, 1, 5))
-    store = LocalObjectStore(home.store)
-    store.put_bytes(
-        f"{layout.landing_events_prefix(dt.date(1998, 1, 5))}batch.jsonl.gz", gzip.compress(b"")
-    )
-    store.put_bytes(f"{layout.LANDING_EVENTS}/date=bogus/batch.jsonl.gz", b"")
-    store.put_bytes(f"{layout.LANDING_EVENTS}/notes.txt", b"")
+    home = _home_with_stray_keys(tmp_path, dt.date(1998, 1, 5))
     said: list[str] = []
 
     run = ingest_landed(home, say=said.append)
 
     assert run.days == [dt.date(1998, 1, 5)]
     assert said[0] == (
-        "skipping 2 landing key(s) without a valid date=YYYY-MM-DD "
-        f"(first: {layout.LANDING_EVENTS}/date=bogus/batch.jsonl.gz): no day's ingestion reads them"
+        "skipping 3 landing key(s) without a valid date=YYYY-MM-DD "
+        f"(first: {layout.LANDING_EVENTS}/date=1997-13-40/batch.jsonl.gz): no day's ingestion "
+        "reads them"
     )
 
 
