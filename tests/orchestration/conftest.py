@@ -71,15 +71,22 @@ class WorldHome:
         return records
 
 
+def fix_pseudonym_key(home: ProjectHome, key: str = "5eed" * 16) -> None:
+    """Give ``home`` a fixed pseudonymization key before anything lands or trains there.
+
+    Pseudonyms order the users that per-user draws (holdouts, the scorer choice's halves,
+    sampled users) run over, so a random key per home would make training, and every number,
+    differ run to run.
+    """
+    home.pseudonym_key_file.parent.mkdir(parents=True, exist_ok=True)
+    home.pseudonym_key_file.write_text(key + "\n")
+    home.pseudonym_key_file.chmod(0o600)
+
+
 def make_world_home(root: Path) -> WorldHome:
     """Generate the ``tiny`` world into ``<root>/store`` (a project home at ``root``)."""
     home = ProjectHome(root).create()
-    # A fixed pseudonymization key: pseudonyms order the users that per-user draws (the scorer
-    # choice's halves, sampled users) run over, so a random key per home would make training
-    # differ run to run.
-    home.pseudonym_key_file.parent.mkdir(parents=True, exist_ok=True)
-    home.pseudonym_key_file.write_text("5eed" * 16 + "\n")
-    home.pseudonym_key_file.chmod(0o600)
+    fix_pseudonym_key(home)
     store = LocalObjectStore(home.store)
     summary = generate_world(world_params("tiny"), store)
     assert summary.landed_days[0] == TINY_START

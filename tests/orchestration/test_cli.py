@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from api_client import TOKENS, authed
+from conftest import fix_pseudonym_key
 from serving_setup import make_champion
 from typer.testing import CliRunner, Result
 
@@ -76,18 +77,6 @@ def _report(home: Path) -> Path:
     return ProjectHome(home).reports / "home_feed_evaluation.json"
 
 
-def _fix_pseudonym_key(home: Path) -> None:
-    """Give ``home`` a fixed pseudonymization key before anything lands there.
-
-    Pseudonyms order the users that per-user draws (holdouts, the scorer choice's halves) run
-    over, so a random key per home would make the split, and every number, differ run to run.
-    """
-    key_file = ProjectHome(home).pseudonym_key_file
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    key_file.write_text("5eed" * 16 + "\n")
-    key_file.chmod(0o600)
-
-
 def test_help_lists_the_commands() -> None:
     result = _invoke("--help")
 
@@ -138,7 +127,7 @@ def test_train_without_landed_events_is_a_usage_error(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def trained_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Result]:
     home = tmp_path_factory.mktemp("cli_home")
-    _fix_pseudonym_key(home)
+    fix_pseudonym_key(ProjectHome(home))
     generated = _invoke("generate", "--scale", "tiny", "--home", home)
     assert generated.exit_code == 0, generated.output
     # Twelve of the fourteen days, and a gate no candidate can pass: the one CLI training of the
@@ -383,7 +372,7 @@ def movielens(tmp_path_factory: pytest.TempPathFactory) -> MovieLensRun:
     catalog_file = work / "ml-catalog.csv"
     items[["item_id", "title", "genres"]].to_csv(catalog_file, index=False)
     home = work / "H2"
-    _fix_pseudonym_key(home)
+    fix_pseudonym_key(ProjectHome(home))
 
     imported = _invoke("import-interactions", source, *ML_IMPORT_OPTIONS, "--home", home)
     # Films are not workouts: the operator declares them fit for every level, or the

@@ -15,6 +15,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+from conftest import fix_pseudonym_key
 
 from fitpulse_orchestration.console import default_reports_url
 from fitpulse_orchestration.definitions import build_definitions
@@ -112,6 +113,13 @@ def _checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
 def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
     root = tmp_path_factory.mktemp("loop")
     home = ProjectHome(root / "home").create()
+    # A fixed key, so every run is the same run. Not the other modules' key: under that one the
+    # retrained candidate (the blend validation chose) scores NDCG@10 0.0422 on the shifted
+    # held-out window against guarded popularity's 0.0489, candidate_beats_popularity blocks it
+    # and no version 2 exists, while this module tests what the loop does with one. Under this
+    # key it scores 0.0570 against 0.0489. In both the ranker scored more on the shifted window
+    # (0.0703, 0.0741) after losing or tying on validation: docs/pipeline.md, "after a shift".
+    fix_pseudonym_key(home, "1005" * 16)
     store = LocalObjectStore(home.store)
     params = world_params("tiny", days=18, shift=ShiftParams(days=SHIFT_DAYS))
     summary = generate_world(params, store)

@@ -24,6 +24,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
+from conftest import fix_pseudonym_key
 
 from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.privacy.erasure import DERIVED_VALUE_DAYS
@@ -115,6 +116,7 @@ def _restricted_clean_rows(run_home: ProjectHome, pseudo: Pseudonymizer, last: d
 @pytest.fixture(scope="module")
 def privacy_run(tmp_path_factory: pytest.TempPathFactory) -> PrivacyRun:
     root = tmp_path_factory.mktemp("privacy_home")
+    fix_pseudonym_key(ProjectHome(root))
     demo = subprocess.run(
         [FITPULSE, "demo", "--scale", "tiny", "--home", str(root)],
         capture_output=True,
