@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from pathlib import Path
@@ -122,18 +123,18 @@ def serve(
             else ""
         )
     )
-    runtime = serving_runtime(home, profile, clock, experiment, poll_s, shadow_share, rollout)
-    state = runtime.service.state
-    for alias, loaded in state.models.items():
-        say(
-            f"{alias}: version {loaded.version}"
-            + (f" (degraded: {loaded.problem})" if loaded.problem else "")
-        )
+    as_of = _say_what_serves(
+        serving_runtime(home, profile, clock, experiment, poll_s, shadow_share, rollout)
+    )
+    # That check loaded every model; the app loads its own copy (in this process, or in each
+    # worker). build_runtime froze the heap (gc.freeze), so the check's reference cycles would
+    # otherwise stay for the server's lifetime.
+    gc.unfreeze()
+    gc.collect()
     say(
-        f"serving as of {state.as_of.isoformat()} with {processes} process(es) x {threads} "
+        f"serving as of {as_of} with {processes} process(es) x {threads} "
         f"thread(s) on http://{host}:{port}/v1/home-feed/USER_ID"
     )
-    del runtime
     options = {
         "home": str(ProjectHome.resolve(home).root),
         "profile": profile or current_profile(),
@@ -156,3 +157,17 @@ def serve(
         workers=processes,
         log_level="warning",
     )
+
+
+def _say_what_serves(runtime: ServiceRuntime) -> str:
+    """Print each alias's loaded version (and why it is degraded); the state's as-of time.
+
+    A function, so that nothing of ``runtime`` outlives the check in the caller's frame.
+    """
+    state = runtime.service.state
+    for alias, loaded in state.models.items():
+        say(
+            f"{alias}: version {loaded.version}"
+            + (f" (degraded: {loaded.problem})" if loaded.problem else "")
+        )
+    return state.as_of.isoformat()

@@ -8,13 +8,17 @@ its own runtime (model cache under its ``tmp_path``) and app, so faults injected
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import itertools
 import json
 import re
 import shutil
+import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -1178,3 +1182,45 @@ def test_an_erasure_rewrite_reaches_a_running_server(trained: TrainedHome, tmp_p
     assert len(after.model.als.user_ids) == len(before.model.als.user_ids) - 1
     assert find_traces(cache, [member]) == {}
     assert not rt.watcher.check_once()
+
+
+def test_fitpulse_serve_answers_from_its_worker_processes(trained: TrainedHome) -> None:
+    import httpx
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    fitpulse = str(Path(sys.executable).with_name("fitpulse"))
+    command = [fitpulse, "serve", "--home", str(trained.home.root), "--processes", "2"]
+    server = subprocess.Popen(
+        [*command, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, server.communicate()[0][-3000:]
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "fitpulse serve never became ready"
+            time.sleep(1)
+        token = trained.home.local_token_file.read_text().strip()
+        feed = httpx.get(
+            f"{base}/v1/home-feed/{trained.warm_user()}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        workers = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=60)[0]
+
+    assert feed.status_code == 200, feed.text
+    assert feed.json()["model_version"] == "1"
+    assert len(feed.json()["items"]) >= 10
+    # uvicorn's supervisor spawns the two workers (and multiprocessing's resource tracker).
+    assert len(workers) == 3
+    assert "champion: version 1" in output
+    assert "with 2 process(es) x 1 thread(s)" in output
+    assert server.returncode == 0
