@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
 import math
 import os
 import sqlite3
@@ -40,6 +41,9 @@ CACHED_KINDS: Final = ("item",)
 VALUE_CACHE_ROWS: Final = 500_000
 """Rows a value cache holds at most (about 60 MB at 15 features); past it, it starts over."""
 ID_COLUMNS: Final = {"user": "user_id", "item": "item_id", "history": "user_id", "push": "user_id"}
+
+
+log = logging.getLogger(__name__)
 
 
 class OnlineStoreUnavailableError(RuntimeError):
@@ -165,7 +169,8 @@ class OnlineFeatureStore(abc.ABC):
     def lookup_values(self, kind: str, ids: Sequence[str]) -> tuple[np.ndarray, tuple[str, ...]]:
         """Feature values of ``ids`` as a float matrix aligned with ``ids`` (NaN rows: unknown).
 
-        The request path's lookup: no frame is built. Raises like ``lookup``.
+        The request path's lookup: no frame is built. A damaged row (``CorruptRecordError``)
+        reads as unknown and is logged. Raises like ``lookup`` otherwise.
         """
         meta = self.cached_meta(kind)
         if meta is None:
@@ -181,8 +186,14 @@ class OnlineFeatureStore(abc.ABC):
                 if payload is None:
                     found[item] = nan_row
                     continue
-                # json null -> None -> NaN in a float array.
-                found[item] = _numbers(kind, item, _decode(kind, item, payload), meta.features)
+                try:
+                    # json null -> None -> NaN in a float array.
+                    found[item] = _numbers(kind, item, _decode(kind, item, payload), meta.features)
+                except CorruptRecordError as exc:
+                    # One damaged row must not take every other row of the call with it: it
+                    # reads as unknown (cached with the rest, so logged once a generation).
+                    log.warning("%s; read as missing", exc)
+                    found[item] = nan_row
             if cache is not None:
                 if len(cache) + len(found) > VALUE_CACHE_ROWS:
                     cache.clear()

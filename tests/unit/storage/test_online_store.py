@@ -267,7 +267,6 @@ def test_a_damaged_row_is_a_lookup_error_of_that_row_alone(
 
     lookups = [
         lambda: store.lookup_row("user", "p_1"),
-        lambda: store.lookup_values("user", ["p_0", "p_1"]),
         lambda: store.lookup("user", ["p_1"]),
     ]
     if why != "holds a non-number":  # a record is any JSON object
@@ -276,5 +275,10 @@ def test_a_damaged_row_is_a_lookup_error_of_that_row_alone(
         with pytest.raises(CorruptRecordError, match=rf"the online \w+ row of 'p_1' {why}"):
             lookup()
     assert issubclass(CorruptRecordError, LookupError)
+    # The request path's batch lookup reads the damaged row as unknown and keeps the others.
+    values, names = store.lookup_values("user", ["p_0", "p_1"])
+    assert names == FEATURES
+    assert values[0].tolist() == [1.0, 0.0]
+    assert np.isnan(values[1]).all()
     assert store.lookup_row("user", "p_0") == {"u_engaged_7d": 1.0, "u_level": 0.0}
     assert store.lookup_records("history", ["p_0"]) == {"p_0": {"level": "beginner"}}
