@@ -225,8 +225,7 @@ class FeedService:
         unreachable store gives missing values (NaN) for every feature.
         """
         try:
-            record = self.store.lookup_records("history", [pid]).get(pid)
-            row = self.store.lookup_row("user", pid)
+            record, row = self.store.lookup_member(pid, "history", "user")
         except CorruptRecordError as exc:
             # One member's damaged row: their feed falls back, the store stays healthy.
             log.warning("serving features_unavailable: %s", exc)

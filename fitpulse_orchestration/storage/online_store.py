@@ -217,6 +217,33 @@ class OnlineFeatureStore(abc.ABC):
         values = _numbers(kind, id_, _decode(kind, id_, pairs[0][1]), meta.features)
         return dict(zip(meta.features, values.tolist(), strict=True))
 
+    def lookup_member(
+        self, id_: str, record_kind: str, row_kind: str
+    ) -> tuple[dict[str, Any] | None, dict[str, float] | None]:
+        """``lookup_records(record_kind, [id_])`` and ``lookup_row(row_kind, id_)`` in one read.
+
+        The request path's member lookup: one round trip to the store for both rows (the
+        tables' metadata comes from ``cached_meta``). Raises like ``lookup_row``.
+        """
+        if self.cached_meta(_check_kind(record_kind)) is None:
+            raise LookupError(f"the online {record_kind} records were never materialized")
+        meta = self.cached_meta(row_kind)
+        if meta is None:
+            raise LookupError(f"the online {row_kind} features were never materialized")
+        record, row = self._get_rows([(record_kind, id_), (row_kind, id_)])
+        values = None
+        if row is not None:
+            numbers = _numbers(row_kind, id_, _decode(row_kind, id_, row), meta.features)
+            values = dict(zip(meta.features, numbers.tolist(), strict=True))
+        return (None if record is None else _decode(record_kind, id_, record)), values
+
+    def _get_rows(self, keys: Sequence[tuple[str, str]]) -> list[str | None]:
+        """The payload of each ``(kind, id)``, None where absent.
+
+        Stores override it to read every key in one round trip.
+        """
+        return [dict(self._get(kind, [id_])).get(id_) for kind, id_ in keys]
+
     def _value_cache(self, kind: str, meta: TableMeta) -> dict[str, np.ndarray] | None:
         """Decoded rows of a ``CACHED_KINDS`` table's current generation (None: not cached).
 
@@ -442,6 +469,15 @@ class SQLiteOnlineStore(OnlineFeatureStore):
         except sqlite3.Error as exc:
             raise OnlineStoreUnavailableError(f"cannot write {self.path}: {exc}") from exc
 
+    def _get_rows(self, keys: Sequence[tuple[str, str]]) -> list[str | None]:
+        where = " OR ".join("(kind = ? AND id = ?)" for _ in keys)
+        rows = self._read(
+            f"SELECT kind, id, payload FROM features WHERE {where}",
+            [value for key in keys for value in key],
+        )
+        found = {(kind, id_): payload for kind, id_, payload in rows}
+        return [found.get(key) for key in keys]
+
     def _get(self, kind: str, ids: list[str]) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
         for start in range(0, len(ids), 500):
@@ -556,6 +592,18 @@ class RedisOnlineStore(OnlineFeatureStore):
             return int(self._redis.hdel(self._key(kind), row_id))  # type: ignore[arg-type]
         except self._errors as exc:
             raise OnlineStoreUnavailableError(f"redis unreachable: {exc}") from exc
+
+    def _get_rows(self, keys: Sequence[tuple[str, str]]) -> list[str | None]:
+        pipe = self._redis.pipeline(transaction=False)
+        for kind, id_ in keys:
+            pipe.hget(self._key(kind), id_)
+        try:
+            values = pipe.execute()
+        except self._errors as exc:
+            raise OnlineStoreUnavailableError(f"redis unreachable: {exc}") from exc
+        return [
+            None if v is None else v.decode() if isinstance(v, bytes) else str(v) for v in values
+        ]
 
     def _get(self, kind: str, ids: list[str]) -> list[tuple[str, str]]:
         if not ids:

@@ -76,6 +76,39 @@ def test_lookup_row_answers_one_members_values_or_none(store: OnlineFeatureStore
         store.lookup_row("item", "wk_1")
 
 
+def test_lookup_member_reads_the_record_and_the_row_in_one_round_trip(
+    store: OnlineFeatureStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.materialize("user", _users([1.0, np.nan]), FEATURES, AS_OF)
+    store.materialize_records("history", {"p_0": {"n": 3}, "p_9": {"n": 1}}, AS_OF)
+    store.cached_meta("user")
+    store.cached_meta("history")
+    reads: list[object] = []
+    for name in ("_get", "_get_rows"):
+        original = getattr(store, name)
+
+        def counted(*args: object, _original: object = original, _name: str = name) -> object:
+            reads.append(_name)
+            return _original(*args)  # type: ignore[operator]
+
+        monkeypatch.setattr(store, name, counted)
+
+    both = store.lookup_member("p_0", "history", "user")
+    row_only = store.lookup_member("p_1", "history", "user")
+    record_only = store.lookup_member("p_9", "history", "user")
+    nobody = store.lookup_member("nobody", "history", "user")
+
+    assert both == ({"n": 3}, {"u_engaged_7d": 1.0, "u_level": 0.0})
+    assert row_only[0] is None
+    assert row_only[1] is not None
+    assert np.isnan(row_only[1]["u_engaged_7d"])
+    assert record_only == ({"n": 1}, None)
+    assert nobody == (None, None)
+    assert reads == ["_get_rows"] * 4
+    with pytest.raises(LookupError, match="never materialized"):
+        store.lookup_member("p_0", "push", "user")
+
+
 def test_materialize_replaces_the_whole_table(store: OnlineFeatureStore) -> None:
     store.materialize("user", _users([1.0, 2.0, 3.0]), FEATURES, AS_OF)
     store.materialize("user", _users([9.0]), FEATURES, AS_OF + pd.Timedelta(days=1))
