@@ -226,6 +226,11 @@ class FeedService:
         """
         try:
             record, row = self.store.lookup_member(pid, "history", "user")
+            history = UserHistory.from_record(record) if record is not None else None
+        except (TypeError, ValueError, AttributeError) as exc:
+            # A JSON object of the wrong shape (a number where a list was written).
+            log.warning("serving features_unavailable: the history record of %r: %r", pid, exc)
+            return None, dict.fromkeys(USER_FEATURES, np.nan), False
         except CorruptRecordError as exc:
             # One member's damaged row: their feed falls back, the store stays healthy.
             log.warning("serving features_unavailable: %s", exc)
@@ -234,7 +239,6 @@ class FeedService:
             self._store_failed(exc)
             return None, dict.fromkeys(USER_FEATURES, np.nan), False
         self.store_problem = None
-        history = UserHistory.from_record(record) if record is not None else None
         if row is None:
             return history, dict(COLD_USER_FEATURES), True
         return history, {c: row.get(c, np.nan) for c in USER_FEATURES}, True

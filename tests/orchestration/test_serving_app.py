@@ -587,24 +587,33 @@ def test_a_damaged_online_row_degrades_that_member_alone(
         with closing(sqlite3.connect(copy)) as target:
             source.backup(target)
     damaged, healthy = trained.warm_user("advanced"), trained.warm_user("beginner")
+    misshapen = trained.warm_user("intermediate")
     with closing(sqlite3.connect(copy)) as conn, conn:
         changed = conn.execute(
             'UPDATE features SET payload = \'{"u_engaged_7d": 3.0, "u_lev\' '
             "WHERE kind = 'user' AND id = ?",
             (trained.pseudo(damaged),),
         ).rowcount
-    assert changed == 1
+        # Valid JSON of the wrong shape: category counts that are not an object.
+        changed += conn.execute(
+            "UPDATE features SET payload = '{\"cat\": 5}' WHERE kind = 'history' AND id = ?",
+            (trained.pseudo(misshapen),),
+        ).rowcount
+    assert changed == 2
     backends = dataclasses.replace(
         profile_backends(trained.home, "local"), online=SQLiteOnlineStore(copy, create=False)
     )
     rt = build_runtime(backends, tmp_path / "models", clock="snapshot", config=ROOMY)
     with _client(rt) as client:
         broken = _feed(client, damaged)
+        odd = _feed(client, misshapen)
         fine = _feed(client, healthy)
         ready = client.get("/readyz")
 
     assert broken["fallback"] == "features_unavailable"
+    assert odd["fallback"] == "features_unavailable"
     assert broken["items"]
+    assert odd["items"]
     trained.assert_beginner_safe(broken["items"])  # without its row, the level is unknown
     assert fine["fallback"] is None
     assert ready.status_code == 200, ready.text
