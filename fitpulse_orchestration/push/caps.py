@@ -143,8 +143,12 @@ class PushCapStore(abc.ABC):
         """The user's sends in ``(at - 24 h, at]`` and in ``(at - 7 d, at]``."""
 
     @abc.abstractmethod
-    def send_times(self, user_id: str, at: dt.datetime) -> list[float]:
-        """Epoch seconds of the user's sends in ``(at - 7 d, at]``, oldest first."""
+    def send_times(self, user_id: str, at: dt.datetime, exclude: str | None = None) -> list[float]:
+        """Epoch seconds of the user's sends in ``(at - 7 d, at]``, oldest first.
+
+        ``exclude``: a send id left out, a decision's own: a concurrent twin of the same
+        idempotency key may already have reserved it, and it must not count against itself.
+        """
 
     @abc.abstractmethod
     def record_sends(self, sends: Iterable[tuple[str, str, dt.datetime]]) -> int:
@@ -311,13 +315,14 @@ class SQLitePushCapStore(PushCapStore):
         day, week, _, _ = self._read(lambda conn: self._count(conn, user_id, t, None))
         return day, week
 
-    def send_times(self, user_id: str, at: dt.datetime) -> list[float]:
-        """Epoch seconds of the user's sends in the last 7 days, oldest first."""
+    def send_times(self, user_id: str, at: dt.datetime, exclude: str | None = None) -> list[float]:
+        """Epoch seconds of the user's sends in the last 7 days but ``exclude``, oldest first."""
         t = _epoch(at)
         rows = self._read(
             lambda conn: conn.execute(
-                "SELECT ts FROM push_sends WHERE user_id = ? AND ts > ? AND ts <= ? ORDER BY ts",
-                (user_id, t - WEEK_S, t),
+                "SELECT ts FROM push_sends WHERE user_id = ? AND ts > ? AND ts <= ? "
+                "AND send_id IS NOT ? ORDER BY ts",
+                (user_id, t - WEEK_S, t, exclude),
             ).fetchall()
         )
         return [float(r[0]) for r in rows]
@@ -520,15 +525,16 @@ class RedisPushCapStore(PushCapStore):
 
         return self._call(work)
 
-    def send_times(self, user_id: str, at: dt.datetime) -> list[float]:
-        """Epoch seconds of the user's sends in the last 7 days, oldest first."""
+    def send_times(self, user_id: str, at: dt.datetime, exclude: str | None = None) -> list[float]:
+        """Epoch seconds of the user's sends in the last 7 days but ``exclude``, oldest first."""
         t = _epoch(at)
         pairs: Any = self._call(
             lambda: self._redis.zrangebyscore(
                 self._key(user_id), f"({t - WEEK_S!r}", repr(t), withscores=True
             )
         )
-        return [float(score) for _, score in pairs]
+        skip = None if exclude is None else exclude.encode()
+        return [float(score) for member, score in pairs if member != skip]
 
     def record_sends(self, sends: Iterable[tuple[str, str, dt.datetime]]) -> int:
         """Idempotently record delivered sends (``ZADD NX``); return how many were new."""

@@ -309,7 +309,11 @@ class PushDecisionService:
         history = PushHistory.from_record(record)
         moment = dt.datetime.fromtimestamp(now, dt.UTC)
         try:
-            sends = np.asarray(self.caps.send_times(pid, moment)) if self.caps is not None else None
+            sends = (
+                np.asarray(self.caps.send_times(pid, moment, exclude=send_id))
+                if self.caps is not None
+                else None
+            )
         except OnlineStoreUnavailableError as exc:
             sends = None
             problem = str(exc)

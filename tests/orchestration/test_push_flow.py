@@ -491,3 +491,25 @@ def test_nothing_is_decided_or_kept_for_an_erased_or_unknown_user(
     assert (stranger["send"], stranger["blocked_by"]) == (False, "unknown_user")
     unknown = trained.pseudonymizer.pseudonymize("never-seen-9f3a")
     assert runtime.push.caps.recall_decision(unknown, key["Idempotency-Key"]) is None
+
+
+def test_a_twin_that_finds_its_keys_reservation_still_sends(
+    trained: PushHome, tmp_path: Path
+) -> None:
+    runtime = _runtime(trained, tmp_path)
+    _always_send(runtime)
+    push = runtime.push
+    assert push is not None
+    assert push.caps is not None
+    assert push.policy.bundle is not None
+    user, noon = _sendable_user(trained, runtime)
+    moment = dt.datetime.fromisoformat(noon) + dt.timedelta(days=1)
+    pid = trained.pseudonymizer.pseudonymize(user)
+    # A concurrent twin of the same key reserved the send and has not remembered its answer.
+    caps = push.policy.bundle.params.caps
+    assert push.caps.try_reserve(pid, "idem:twin-key-0002", moment, caps).allowed
+
+    decision = push.decide(user, at=moment.isoformat(), idempotency_key="twin-key-0002")
+
+    assert (decision.send, decision.blocked_by) == (True, None)
+    assert push.caps.counts(pid, moment)[0] == 1

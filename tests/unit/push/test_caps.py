@@ -459,3 +459,14 @@ def test_a_forgotten_user_leaves_no_byte_in_the_sqlite_file_or_its_wal(tmp_path:
 
     assert secret.encode() not in on_disk()
     assert store.counts("p_other", at) == (1, 1)
+
+
+def test_a_decisions_own_reservation_is_left_out_of_its_send_times(store: PushCapStore) -> None:
+    # A concurrent twin of the same idempotency key reserved this decision's send already: the
+    # decision counts the other sends only, or the daily cap would block it against itself.
+    assert store.record_sends([("u", "earlier", T0 - 2 * DAY)]) == 1
+    assert store.try_reserve("u", "idem:key-0001", T0, CAPS).allowed
+
+    assert store.send_times("u", T0) == [(T0 - 2 * DAY).timestamp(), T0.timestamp()]
+    assert store.send_times("u", T0, exclude="idem:key-0001") == [(T0 - 2 * DAY).timestamp()]
+    assert store.send_times("u", T0, exclude="other") == store.send_times("u", T0)
