@@ -28,7 +28,7 @@ from fitpulse_orchestration.privacy.suppression import add_erased, erased_key
 from fitpulse_orchestration.push.caps import SQLitePushCapStore
 from fitpulse_orchestration.push.features import PushHistory, local_time
 from fitpulse_orchestration.push.policy import GUARDRAILS, PushPolicyBundle
-from fitpulse_orchestration.push.service import LoadedPushPolicy
+from fitpulse_orchestration.push.service import LoadedPushPolicy, PushDecisionService
 from fitpulse_orchestration.runner import TrainingRun, dagster_instance
 from fitpulse_orchestration.server.app import create_app
 from fitpulse_orchestration.server.runtime import ServiceRuntime, build_runtime, profile_backends
@@ -281,6 +281,19 @@ def _always_send(runtime: ServiceRuntime) -> None:
     runtime.push.swap_policy(LoadedPushPolicy(runtime.push.policy.version, eager))
 
 
+def _eager_push(
+    trained: PushHome, tmp_path: Path, days: int
+) -> tuple[PushDecisionService, str, dt.datetime]:
+    """A push service that sends what passes the guardrails, a sendable user, and a daytime
+    moment ``days`` after ``_sendable_user``'s (tests that send pick days no other uses)."""
+    runtime = _runtime(trained, tmp_path)
+    _always_send(runtime)
+    assert runtime.push is not None
+    assert runtime.push.caps is not None
+    user, noon = _sendable_user(trained, runtime)
+    return runtime.push, user, dt.datetime.fromisoformat(noon) + dt.timedelta(days=days)
+
+
 def _sendable_user(trained: PushHome, runtime: ServiceRuntime) -> tuple[str, str]:
     """An advanced user who may receive pushes, and a daytime moment with no cool-down."""
     assert runtime.push is not None
@@ -408,13 +421,8 @@ def test_a_replayed_idempotency_key_returns_the_original_answer(
 def test_concurrent_twins_of_one_key_share_one_answer_and_one_send(
     trained: PushHome, tmp_path: Path
 ) -> None:
-    runtime = _runtime(trained, tmp_path)
-    _always_send(runtime)
-    push = runtime.push
-    assert push is not None
-    assert push.caps is not None
-    user, noon = _sendable_user(trained, runtime)
-    moment = (dt.datetime.fromisoformat(noon) + dt.timedelta(days=1)).isoformat()
+    push, user, tomorrow = _eager_push(trained, tmp_path, days=1)
+    moment = tomorrow.isoformat()
     barrier = threading.Barrier(8)
     answers: list[dict[str, Any]] = []
     lock = threading.Lock()
@@ -496,14 +504,10 @@ def test_nothing_is_decided_or_kept_for_an_erased_or_unknown_user(
 def test_a_twin_that_finds_its_keys_reservation_still_sends(
     trained: PushHome, tmp_path: Path
 ) -> None:
-    runtime = _runtime(trained, tmp_path)
-    _always_send(runtime)
-    push = runtime.push
-    assert push is not None
+    # Ten days on: outside the caps' windows of every send the module's other tests make.
+    push, user, moment = _eager_push(trained, tmp_path, days=10)
     assert push.caps is not None
     assert push.policy.bundle is not None
-    user, noon = _sendable_user(trained, runtime)
-    moment = dt.datetime.fromisoformat(noon) + dt.timedelta(days=1)
     pid = trained.pseudonymizer.pseudonymize(user)
     # A concurrent twin of the same key reserved the send and has not remembered its answer.
     caps = push.policy.bundle.params.caps
