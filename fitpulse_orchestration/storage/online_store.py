@@ -79,6 +79,12 @@ def _numbers(kind: str, id_: str, data: Mapping[str, Any], features: Sequence[st
         ) from None
 
 
+def _row_values(kind: str, id_: str, payload: str, features: Sequence[str]) -> dict[str, float]:
+    """One stored feature row as ``{feature: value}`` (NaN for null)."""
+    values = _numbers(kind, id_, _decode(kind, id_, payload), features)
+    return dict(zip(features, values.tolist(), strict=True))
+
+
 @dataclass(frozen=True)
 class TableMeta:
     """What a materialized feature table holds."""
@@ -214,8 +220,7 @@ class OnlineFeatureStore(abc.ABC):
         pairs = self._get(kind, [id_])
         if not pairs:
             return None
-        values = _numbers(kind, id_, _decode(kind, id_, pairs[0][1]), meta.features)
-        return dict(zip(meta.features, values.tolist(), strict=True))
+        return _row_values(kind, id_, pairs[0][1], meta.features)
 
     def lookup_member(
         self, id_: str, record_kind: str, row_kind: str
@@ -231,11 +236,10 @@ class OnlineFeatureStore(abc.ABC):
         if meta is None:
             raise LookupError(f"the online {row_kind} features were never materialized")
         record, row = self._get_rows([(record_kind, id_), (row_kind, id_)])
-        values = None
-        if row is not None:
-            numbers = _numbers(row_kind, id_, _decode(row_kind, id_, row), meta.features)
-            values = dict(zip(meta.features, numbers.tolist(), strict=True))
-        return (None if record is None else _decode(record_kind, id_, record)), values
+        return (
+            None if record is None else _decode(record_kind, id_, record),
+            None if row is None else _row_values(row_kind, id_, row, meta.features),
+        )
 
     def _get_rows(self, keys: Sequence[tuple[str, str]]) -> list[str | None]:
         """The payload of each ``(kind, id)``, None where absent.
