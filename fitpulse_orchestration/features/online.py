@@ -32,6 +32,7 @@ from fitpulse_orchestration.features.point_in_time import (
     connect_events,
 )
 from fitpulse_orchestration.features.reference import LEVEL_ORDINAL, UNKNOWN
+from fitpulse_orchestration.storage.online_store import CorruptRecordError
 
 COLD_USER_FEATURES: Final = {
     "u_engaged_7d": 0.0,
@@ -83,15 +84,22 @@ class UserHistory:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> UserHistory:
-        """Inverse of ``to_record``."""
-        return cls(
-            fitness_level=str(record.get("level", UNKNOWN)),
-            region=str(record.get("region", UNKNOWN)),
-            category_counts={str(k): int(v) for k, v in record.get("cat", {}).items()},
-            engaged=frozenset(map(str, record.get("engaged", ()))),
-            impressions_7d={str(k): int(v) for k, v in record.get("imps7", {}).items()},
-            completed_recent=frozenset(map(str, record.get("done", ()))),
-        )
+        """Inverse of ``to_record``.
+
+        Raises:
+            CorruptRecordError: when a field does not have the shape ``to_record`` writes.
+        """
+        try:
+            return cls(
+                fitness_level=str(record.get("level", UNKNOWN)),
+                region=str(record.get("region", UNKNOWN)),
+                category_counts={str(k): int(v) for k, v in record.get("cat", {}).items()},
+                engaged=frozenset(map(str, record.get("engaged", ()))),
+                impressions_7d={str(k): int(v) for k, v in record.get("imps7", {}).items()},
+                completed_recent=frozenset(map(str, record.get("done", ()))),
+            )
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise CorruptRecordError(f"a history record of the wrong shape: {exc}") from None
 
 
 def compute_user_histories(

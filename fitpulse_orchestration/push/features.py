@@ -32,6 +32,7 @@ from fitpulse_orchestration.features.reference import (
     publication_times,
     unsafe_for_beginners,
 )
+from fitpulse_orchestration.storage.online_store import CorruptRecordError
 
 HISTORY_DAYS: Final = 28
 HOUR_S: Final = 3600.0
@@ -113,8 +114,16 @@ def push_items(catalog: pd.DataFrame) -> dict[str, PushItem]:
     return out
 
 
+def _vector(values: Any, dtype: type) -> np.ndarray:
+    """``values`` as a 1-D array; ``ValueError`` for anything else (a scalar, a table)."""
+    array: np.ndarray = np.asarray(values, dtype=dtype)
+    if array.ndim != 1:
+        raise ValueError(f"expected a list, got {values!r}")
+    return array
+
+
 def _times(values: Any) -> np.ndarray:
-    return np.sort(np.asarray(values, dtype=float))
+    return np.sort(_vector(values, float))
 
 
 @dataclass
@@ -204,20 +213,27 @@ class PushHistory:
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> PushHistory:
-        """Inverse of ``to_record``."""
+        """Inverse of ``to_record``.
+
+        Raises:
+            CorruptRecordError: when a field does not have the shape ``to_record`` writes.
+        """
         off = record.get("off")
-        return cls(
-            fitness_level=str(record.get("level", UNKNOWN)),
-            timezone=str(record.get("tz", "UTC")),
-            opted_out=bool(record.get("opt_out", False)),
-            disabled_at=None if off is None else float(off),
-            sent=_times(record.get("sent", [])),
-            opened=_times(record.get("open", [])),
-            dismissed=_times(record.get("dism", [])),
-            app_opens=_times(record.get("app", [])),
-            engaged=np.asarray(record.get("eng", []), dtype=float),
-            engaged_category=np.asarray(record.get("cat", []), dtype=object),
-        )
+        try:
+            return cls(
+                fitness_level=str(record.get("level", UNKNOWN)),
+                timezone=str(record.get("tz", "UTC")),
+                opted_out=bool(record.get("opt_out", False)),
+                disabled_at=None if off is None else float(off),
+                sent=_times(record.get("sent", [])),
+                opened=_times(record.get("open", [])),
+                dismissed=_times(record.get("dism", [])),
+                app_opens=_times(record.get("app", [])),
+                engaged=_vector(record.get("eng", []), float),
+                engaged_category=_vector(record.get("cat", []), object),
+            )
+        except (TypeError, ValueError) as exc:
+            raise CorruptRecordError(f"a push record of the wrong shape: {exc}") from None
 
 
 def _count(times: np.ndarray, at: float, window_s: float) -> int:

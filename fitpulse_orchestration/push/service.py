@@ -300,13 +300,13 @@ class PushDecisionService:
         pid = self.feed.pseudonymizer.pseudonymize(user_id)
         try:
             record = self.feed.store.lookup_records("push", [pid]).get(pid)
+            history = None if record is None else PushHistory.from_record(record)
         except (OnlineStoreUnavailableError, LookupError) as exc:
             return answer(
                 None, [f"fail safe: push history unavailable ({exc})"], "features_unavailable"
             )
-        if record is None:
+        if history is None:
             return answer("unknown_user", ["no profile or push history for this user"])
-        history = PushHistory.from_record(record)
         moment = dt.datetime.fromtimestamp(now, dt.UTC)
         try:
             sends = (

@@ -227,13 +227,9 @@ class FeedService:
         try:
             record, row = self.store.lookup_member(pid, "history", "user")
             history = UserHistory.from_record(record) if record is not None else None
-        except (TypeError, ValueError, AttributeError) as exc:
-            # A JSON object of the wrong shape (a number where a list was written).
-            log.warning("serving features_unavailable: the history record of %r: %r", pid, exc)
-            return None, dict.fromkeys(USER_FEATURES, np.nan), False
         except CorruptRecordError as exc:
-            # One member's damaged row: their feed falls back, the store stays healthy.
-            log.warning("serving features_unavailable: %s", exc)
+            # One member's damaged row or record: their feed falls back, the store stays healthy.
+            log.warning("serving features_unavailable for %r: %s", pid, exc)
             return None, dict.fromkeys(USER_FEATURES, np.nan), False
         except (OnlineStoreUnavailableError, LookupError) as exc:
             self._store_failed(exc)

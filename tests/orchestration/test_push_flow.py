@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -517,3 +518,29 @@ def test_a_twin_that_finds_its_keys_reservation_still_sends(
 
     assert (decision.send, decision.blocked_by) == (True, None)
     assert push.caps.counts(pid, moment)[0] == 1
+
+
+def test_a_push_record_of_the_wrong_shape_fails_safe(trained: PushHome, tmp_path: Path) -> None:
+    copy = tmp_path / "online.sqlite"
+    with closing(sqlite3.connect(trained.home.online_store)) as source:
+        with closing(sqlite3.connect(copy)) as target:
+            source.backup(target)
+    user = trained.profiles[~trained.profiles["push_opt_out"]]["user_id"].iloc[0]
+    with closing(sqlite3.connect(copy)) as conn, conn:
+        changed = conn.execute(
+            "UPDATE features SET payload = '{\"sent\": 5}' WHERE kind = 'push' AND id = ?",
+            (trained.pseudonymizer.pseudonymize(user),),
+        ).rowcount
+    assert changed == 1
+    backends = dataclasses.replace(
+        profile_backends(trained.home, "local"), online=SQLiteOnlineStore(copy, create=False)
+    )
+    runtime = build_runtime(backends, tmp_path / "models", poll_s=3600.0)
+    client = authed(create_app(runtime.service, push=runtime.push, tokens=TOKENS))
+
+    response = client.post("/v1/push/decision", json={"user_id": user})
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["send"], body["fallback"]) == (False, "features_unavailable")
+    assert "a push record of the wrong shape" in body["reasons"][0]

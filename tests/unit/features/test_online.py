@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,7 @@ from fitpulse_orchestration.features.reference import (
 from fitpulse_orchestration.features.snapshot import load_feature_inputs
 from fitpulse_orchestration.ranking.feed import recently_completed
 from fitpulse_orchestration.retrieval.candidates import seen_items
+from fitpulse_orchestration.storage.online_store import CorruptRecordError
 
 if TYPE_CHECKING:
     from conftest import TinyWorld
@@ -121,3 +122,12 @@ def test_cold_user_defaults_are_what_the_offline_code_computes(inputs: FeatureIn
         expected = offline[col]
         got = COLD_USER_FEATURES[col]
         assert (np.isnan(expected) and np.isnan(got)) or expected == pytest.approx(got), col
+
+
+@pytest.mark.parametrize(
+    "record",
+    [{"cat": 5}, {"engaged": 3}, {"imps7": {"wk_1": "many"}}, {"cat": ["yoga"]}],
+)
+def test_a_history_record_of_the_wrong_shape_is_a_corrupt_record(record: dict[str, Any]) -> None:
+    with pytest.raises(CorruptRecordError, match="a history record of the wrong shape"):
+        UserHistory.from_record(record)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -34,6 +34,7 @@ from fitpulse_orchestration.push.features import (
     push_features,
     push_items,
 )
+from fitpulse_orchestration.storage.online_store import CorruptRecordError
 
 if TYPE_CHECKING:
     from conftest import TinyWorld
@@ -425,3 +426,12 @@ def test_the_feature_matrix_equals_the_stacked_vectors() -> None:
     np.testing.assert_array_equal(matrix, expected)
     assert _f(matrix[0], "category_share_28d") == pytest.approx((2 + 0.5) / (3 + 5.0))
     assert push_feature_matrix(history, AT, []).shape == (0, len(PUSH_FEATURES))
+
+
+@pytest.mark.parametrize(
+    "record",
+    [{"sent": 5}, {"eng": 1.5}, {"off": "soon"}, {"app": [[1.0, 2.0]]}, {"cat": "yoga"}],
+)
+def test_a_push_record_of_the_wrong_shape_is_a_corrupt_record(record: dict[str, Any]) -> None:
+    with pytest.raises(CorruptRecordError, match="a push record of the wrong shape"):
+        PushHistory.from_record(record)
