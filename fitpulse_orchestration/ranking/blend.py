@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -35,20 +35,25 @@ RRF_K: Final = 10.0
 """Rank offset of the fusion: how fast a source's vote decays with the item's position."""
 
 
-def history_less(candidates: pd.DataFrame) -> np.ndarray:
+Candidates: TypeAlias = pd.DataFrame | Mapping[str, np.ndarray]
+"""Candidate rows: a frame, or its columns as arrays (the request path's)."""
+
+
+def history_less(candidates: Candidates) -> np.ndarray:
     """Per candidate row: no history source listed any item for its member."""
-    listed = np.zeros(len(candidates), dtype=bool)
+    user_ids = np.asarray(candidates["user_id"])
+    listed = np.zeros(len(user_ids), dtype=bool)
     for source in HISTORY_SOURCES:
         column = RANK_COLUMNS[source]
-        if column in candidates.columns:
-            listed |= ~np.isnan(candidates[column].to_numpy(dtype=float))
-    codes, uniques = pd.factorize(candidates["user_id"].to_numpy(), use_na_sentinel=False)
+        if column in candidates:
+            listed |= ~np.isnan(np.asarray(candidates[column], dtype=float))
+    codes, uniques = pd.factorize(user_ids, use_na_sentinel=False)
     listed_by_user = np.bincount(codes, weights=listed, minlength=len(uniques)) > 0
     return ~listed_by_user[codes]
 
 
 def blend_scores(
-    candidates: pd.DataFrame,
+    candidates: Candidates,
     weights: Mapping[str, float],
     cold_weights: Mapping[str, float] | None = None,
 ) -> np.ndarray:
@@ -71,18 +76,24 @@ def blend_scores(
     return score
 
 
-def _fused(candidates: pd.DataFrame, weights: Mapping[str, float]) -> np.ndarray:
+def _fused(candidates: Candidates, weights: Mapping[str, float]) -> np.ndarray:
     unknown = set(weights) - set(BLEND_SOURCES)
     if unknown:
         raise ValueError(f"unknown blend sources {sorted(unknown)}; one of {BLEND_SOURCES}")
-    score = np.zeros(len(candidates), dtype=float)
+    score = np.zeros(_n_rows(candidates), dtype=float)
     for source, weight in weights.items():
         column = RANK_COLUMNS[source]
-        if weight == 0 or column not in candidates.columns:
+        if weight == 0 or column not in candidates:
             continue
-        ranks = candidates[column].to_numpy(dtype=float)
+        ranks = np.asarray(candidates[column], dtype=float)
         score += np.where(np.isnan(ranks), 0.0, weight / (RRF_K + np.nan_to_num(ranks)))
     return score
+
+
+def _n_rows(candidates: Candidates) -> int:
+    if isinstance(candidates, pd.DataFrame):
+        return len(candidates)
+    return len(next(iter(candidates.values()), ()))
 
 
 def weight_grid(steps: int = 4, sources: tuple[str, ...] = BLEND_SOURCES) -> list[dict[str, float]]:

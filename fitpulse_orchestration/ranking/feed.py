@@ -17,7 +17,7 @@ from fitpulse_orchestration.features.reference import (
     unsafe_for_beginners,
 )
 from fitpulse_orchestration.features.training import EXAMPLES_SCHEMA
-from fitpulse_orchestration.ranking.blend import blend_scores
+from fitpulse_orchestration.ranking.blend import Candidates, blend_scores
 from fitpulse_orchestration.ranking.ranker import RankerArtifacts, score_candidates
 from fitpulse_orchestration.ranking.rerank import RerankParams, rerank
 from fitpulse_orchestration.retrieval.als import (
@@ -80,14 +80,16 @@ class HomeFeedModel:
 SCORERS = ("ranker", "blend")
 
 
-def model_scores(model: HomeFeedModel, featured: pd.DataFrame) -> np.ndarray:
+def model_scores(model: HomeFeedModel, featured: Candidates) -> np.ndarray:
     """The serving score of each candidate row by ``model.scorer``.
 
-    ``featured`` holds the ranker's features for ``ranker`` and the ``RANK_COLUMNS`` for
-    ``blend``.
+    ``featured`` holds the ranker's features (a frame) for ``ranker`` and the ``RANK_COLUMNS``
+    (a frame or its columns) for ``blend``.
     """
     if model.scorer == "blend":
         return blend_scores(featured, model.blend_weights, model.cold_blend_weights)
+    if not isinstance(featured, pd.DataFrame):
+        raise TypeError("the ranker scores a feature frame")
     return score_candidates(model.ranker, featured)
 
 

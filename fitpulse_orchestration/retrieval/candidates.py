@@ -9,7 +9,7 @@ unpublished or flagged since (``status``); an item taken down is gone from every
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
 
@@ -109,7 +109,7 @@ class CandidatePools:
     Attributes:
         published: ids of live catalog items (``live_mask``).
         fresh: ids of fresh items, newest first (``fresh_items``).
-        by_segment: popularity rows per segment key (``split_segments``).
+        by_segment: each segment's popularity list (``SegmentList.segments``).
         unpublished_als: how many ALS items are not yet published (searched for and dropped).
         unpublished_tt: how many two-tower index items are not live (searched for and dropped).
         unpublished_ease: how many EASE items are not live (listed and dropped).
@@ -117,10 +117,34 @@ class CandidatePools:
 
     published: frozenset[str]
     fresh: np.ndarray
-    by_segment: dict[str, pd.DataFrame]
+    by_segment: dict[str, SegmentList]
     unpublished_als: int
     unpublished_tt: int = 0
     unpublished_ease: int = 0
+
+    @property
+    def fresh_scores(self) -> np.ndarray:
+        """The fresh source's scores: newest first, 0, -1, -2, ..."""
+        return -np.arange(len(self.fresh), dtype=float)
+
+
+@dataclass(frozen=True)
+class SegmentList:
+    """One popularity segment's item ids, best first, with their scores (``pick_segment``)."""
+
+    items: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @classmethod
+    def segments(cls, popular: pd.DataFrame) -> dict[str, SegmentList]:
+        """``split_segments`` of a popularity table, as arrays."""
+        return {
+            key: cls(rows["item_id"].to_numpy(), rows["score"].to_numpy())
+            for key, rows in split_segments(popular).items()
+        }
 
 
 def candidate_pools(
@@ -137,7 +161,7 @@ def candidate_pools(
     return CandidatePools(
         published=published,
         fresh=fresh_items(catalog, as_of, params.fresh_days)["item_id"].to_numpy(),
-        by_segment=split_segments(popular),
+        by_segment=SegmentList.segments(popular),
         unpublished_als=0
         if als is None
         else sum(1 for item in als.item_ids if item not in published),
@@ -221,111 +245,161 @@ def retrieve_candidates(
     tt_index: ItemIndex | None = None,
     ease: EaseArtifacts | None = None,
 ) -> pd.DataFrame:
-    """``generate_candidates`` with the shared lookups already built (the serving path).
-
-    Without ALS factors or an index (``None``) users get no ALS candidates; without user
-    vectors or a two-tower index no two-tower candidates; without ``ease`` no EASE candidates.
-    """
-    published = pools.published
-    rows: list[tuple[str, str, str, float, int]] = []
-    # Per row, its item's position in each source's list of eligible items (NaN: not listed).
-    rank_values: dict[str, list[float]] = {column: [] for column in RANK_COLUMNS.values()}
-    user_ids = users["user_id"].astype(str).to_numpy()
-    rows_als = np.array(
-        [als.user_row(u) if als is not None and len(als.user_ids) else None for u in user_ids]
+    """``generate_candidates`` with the shared lookups already built (``retrieve_columns``)."""
+    return pd.DataFrame(
+        retrieve_columns(
+            users["user_id"].astype(str).to_numpy(),
+            users["fitness_level"].fillna(UNKNOWN).to_numpy(),
+            users["region"].fillna(UNKNOWN).to_numpy(),
+            als,
+            index,
+            pools,
+            seen,
+            params,
+            user_vectors,
+            tt_index,
+            ease,
+        )
     )
+
+
+def retrieve_columns(
+    user_ids: Sequence[str],
+    levels: Sequence[str],
+    regions: Sequence[str],
+    als: AlsArtifacts | None,
+    index: ItemIndex | None,
+    pools: CandidatePools,
+    seen: Mapping[str, AbstractSet[str]],
+    params: CandidateParams,
+    user_vectors: np.ndarray | None = None,
+    tt_index: ItemIndex | None = None,
+    ease: EaseArtifacts | None = None,
+) -> dict[str, np.ndarray]:
+    """The candidates of ``user_ids`` (with their ``levels`` and ``regions``) as columns.
+
+    The columns of ``generate_candidates``' frame, as arrays: the request path reads them
+    without building a frame. Without ALS factors or an index (``None``) users get no ALS
+    candidates; without user vectors or a two-tower index no two-tower candidates; without
+    ``ease`` no EASE candidates.
+    """
+    ids = np.asarray(user_ids, dtype=object)
+    published = pools.published
+    known = als is not None and len(als.user_ids) > 0
+    rows_als = [als.user_row(u) if known and als is not None else None for u in ids]
     has_als = np.array([r is not None for r in rows_als], dtype=bool)
     als_hits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if als is not None and has_als.any() and index is not None and len(index):
-        queries = als.user_factors[rows_als[has_als].astype(int)]
+        queries = als.user_factors[[r for r in rows_als if r is not None]]
         # Seen and not-yet-published items are filtered after the search: ask for enough extra.
-        max_seen = max((len(seen.get(u, ())) for u in user_ids[has_als]), default=0)
+        max_seen = max((len(seen.get(u, ())) for u in ids[has_als]), default=0)
         items, scores = index.search(queries, params.n_als + max_seen + pools.unpublished_als)
-        for u, it, sc in zip(user_ids[has_als], items, scores, strict=True):
+        for u, it, sc in zip(ids[has_als], items, scores, strict=True):
             als_hits[u] = (it, sc)
     tt_hits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    if user_vectors is not None and tt_index is not None and len(tt_index) and len(user_ids):
-        if len(user_vectors) != len(user_ids):
+    if user_vectors is not None and tt_index is not None and len(tt_index) and len(ids):
+        if len(user_vectors) != len(ids):
             raise ValueError("user_vectors must have one row per user")
-        max_seen = max((len(seen.get(u, ())) for u in user_ids), default=0)
+        max_seen = max((len(seen.get(u, ())) for u in ids), default=0)
         # Indexed items that are not live (taken down, or not yet published at an offline
         # ``as_of``) are dropped after the search: ask for that many extra.
         want = max(params.n_two_tower, params.cold_n_two_tower) + max_seen + pools.unpublished_tt
         items, scores = tt_index.search(user_vectors, want)
-        for u, it, sc in zip(user_ids, items, scores, strict=True):
+        for u, it, sc in zip(ids, items, scores, strict=True):
             tt_hits[u] = (it, sc)
-    by_segment = pools.by_segment
-    fresh = pools.fresh
-    for u, level, region in zip(
-        user_ids,
-        users["fitness_level"].fillna(UNKNOWN),
-        users["region"].fillna(UNKNOWN),
-        strict=True,
-    ):
+    parts: list[_UserCandidates] = []
+    for u, level, region in zip(ids, levels, regions, strict=True):
         user_seen = seen.get(u, frozenset())
         quota = params.quotas(len(user_seen))
-        taken: set[str] = set()
-        # Each source's position of every item it listed for this user (a source lists an item
-        # once: its first position counts).
-        positions: dict[str, dict[str, int]] = {}
-        first_row = len(rows)
-
-        def take(
-            source: str,
-            items: np.ndarray,
-            scores: np.ndarray,
-            limit: int,
-            user: str = u,
-            taken: set[str] = taken,
-            user_seen: AbstractSet[str] = user_seen,
-            positions: dict[str, dict[str, int]] = positions,
-        ) -> None:
-            rank = 0
-            position = 0
-            listed = positions.setdefault(source, {})
-            for item, score in zip(items, scores, strict=True):
-                if rank >= limit:
-                    break
-                if not item or item in user_seen or item not in published:
-                    continue
-                listed.setdefault(item, position)
-                position += 1
-                if item in taken:
-                    continue
-                taken.add(item)
-                rows.append((user, item, source, float(score), rank))
-                rank += 1
-
+        mine = _UserCandidates(str(u), user_seen, published)
         if u in als_hits:
-            take("als", *als_hits[u], quota["als"])
+            mine.take("als", *als_hits[u], quota["als"])
         if ease is not None and quota["ease"] > 0 and user_seen:
             # Seen and not-live items are skipped by ``take``: ask for that many extra.
             want = quota["ease"] + len(user_seen) + pools.unpublished_ease
-            take("ease", *ease.top_items(user_seen, want), quota["ease"])
+            mine.take("ease", *ease.top_items(user_seen, want), quota["ease"])
         if u in tt_hits:
-            take("two_tower", *tt_hits[u], quota["two_tower"])
-        seg = pick_segment(by_segment, level, region, quota["popular"])
+            mine.take("two_tower", *tt_hits[u], quota["two_tower"])
+        seg = pick_segment(pools.by_segment, str(level), str(region), quota["popular"])
         if seg is not None:
-            take("popular", seg["item_id"].to_numpy(), seg["score"].to_numpy(), quota["popular"])
-        take("fresh", fresh, -np.arange(len(fresh), dtype=float), quota["fresh"])
-        user_items = [row[1] for row in rows[first_row:]]
-        for source, column in RANK_COLUMNS.items():
-            listed = positions.get(source)
-            if listed is None:
-                rank_values[column].extend([np.nan] * len(user_items))
-            else:
-                rank_values[column].extend([listed.get(item, np.nan) for item in user_items])
-    names = ["user_id", "item_id", "source", "retrieval_score", "retrieval_rank"]
-    ranks = {column: np.array(values, dtype=float) for column, values in rank_values.items()}
-    if not rows:
-        return pd.DataFrame(rows, columns=names).assign(**ranks)
-    # One frame from whole columns: per request this is most of the stage's cost otherwise.
-    users_col, items_col, sources_col, scores_col, ranks_col = zip(*rows, strict=True)
-    columns = {
-        "user_id": np.array(users_col, dtype=object),
-        "item_id": np.array(items_col, dtype=object),
-        "source": np.array(sources_col, dtype=object),
-        "retrieval_score": np.array(scores_col, dtype=float),
-        "retrieval_rank": np.array(ranks_col, dtype=np.int64),
+            mine.take("popular", seg.items, seg.scores, quota["popular"])
+        mine.take("fresh", pools.fresh, pools.fresh_scores, quota["fresh"])
+        parts.append(mine)
+    return _columns(parts)
+
+
+class _UserCandidates:
+    """One user's candidates as sources add them (``retrieve_columns``)."""
+
+    def __init__(self, user: str, seen: AbstractSet[str], published: AbstractSet[str]) -> None:
+        self.user = user
+        self.seen = seen
+        self.published = published
+        self.row_of: dict[str, int] = {}
+        """Item -> its row: the first source that listed it took it."""
+        self.items: list[str] = []
+        self.sources: list[str] = []
+        self.scores: list[float] = []
+        self.ranks: list[int] = []
+        self.listed: dict[str, tuple[list[int], list[int]]] = {}
+        """Per source, the rows it listed and the item's position in its list of eligible items."""
+
+    def take(self, source: str, items: np.ndarray, scores: np.ndarray, limit: int) -> None:
+        """Add ``source``'s items (best first) until it has added ``limit`` new ones.
+
+        Seen, empty and not-live items are skipped and take no position; an item listed twice
+        keeps its first position; an item an earlier source added keeps that source's row.
+        """
+        rows: list[int] = []
+        positions: list[int] = []
+        self.listed[source] = (rows, positions)
+        if limit <= 0:
+            return
+        seen, published, row_of = self.seen, self.published, self.row_of
+        here: set[str] = set()
+        rank = 0
+        position = 0
+        item_list = items.tolist() if isinstance(items, np.ndarray) else list(items)
+        score_list = scores.tolist() if isinstance(scores, np.ndarray) else list(scores)
+        for item, score in zip(item_list, score_list, strict=True):
+            if rank >= limit:
+                break
+            if not item or item in seen or item not in published:
+                continue
+            if item in here:
+                position += 1
+                continue
+            here.add(item)
+            row = row_of.get(item)
+            if row is None:
+                row = row_of[item] = len(self.items)
+                self.items.append(item)
+                self.sources.append(source)
+                self.scores.append(float(score))
+                self.ranks.append(rank)
+                rank += 1
+            rows.append(row)
+            positions.append(position)
+            position += 1
+
+
+def _columns(parts: list[_UserCandidates]) -> dict[str, np.ndarray]:
+    """The candidate columns of every user, in user order then row order."""
+    sizes = [len(p.items) for p in parts]
+    n = sum(sizes)
+    columns: dict[str, np.ndarray] = {
+        "user_id": np.repeat(np.array([p.user for p in parts], dtype=object), sizes),
+        "item_id": np.array([i for p in parts for i in p.items], dtype=object),
+        "source": np.array([s for p in parts for s in p.sources], dtype=object),
+        "retrieval_score": np.array([x for p in parts for x in p.scores], dtype=float),
+        "retrieval_rank": np.array([r for p in parts for r in p.ranks], dtype=np.int64),
     }
-    return pd.DataFrame({**columns, **ranks})
+    offsets = np.cumsum([0, *sizes], dtype=np.int64)[:-1]
+    for source, column in RANK_COLUMNS.items():
+        values = np.full(n, np.nan)
+        for part, offset in zip(parts, offsets, strict=True):
+            listed = part.listed.get(source)
+            if listed is not None and listed[0]:
+                values[offset + np.asarray(listed[0], dtype=np.int64)] = listed[1]
+        columns[column] = values
+    return columns

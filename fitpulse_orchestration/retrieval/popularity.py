@@ -6,7 +6,9 @@ The source for cold users and the universal fallback. Besides exact segments the
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sized
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -15,6 +17,8 @@ from fitpulse_orchestration.events.schema import ENGAGEMENT_GRADE
 from fitpulse_orchestration.features.reference import UNKNOWN
 
 ANY = "*"
+
+_Segment = TypeVar("_Segment", bound=Sized)
 
 
 @dataclass(frozen=True)
@@ -90,11 +94,12 @@ def compute_popular_items(
 
 
 def pick_segment(
-    by_segment: dict[str, pd.DataFrame], fitness_level: str, region: str, n: int
-) -> pd.DataFrame | None:
+    by_segment: Mapping[str, _Segment], fitness_level: str, region: str, n: int
+) -> _Segment | None:
     """The most specific segment list with at least ``n`` items, else the global one.
 
-    ``by_segment`` maps segment key to its rows of the popularity table (``split_segments``).
+    ``by_segment`` maps segment key to its rows of the popularity table (``split_segments``),
+    or to any list of them whose ``len`` is its number of items.
     """
     global_key = f"{ANY}|{ANY}"
     for key in segment_keys(fitness_level, region):

@@ -213,10 +213,7 @@ class FeedService:
             raise ServiceUnavailableError(f"model version {loaded.version} is not loaded")
         pid = self.pseudonymizer.pseudonymize(user_id)
         history = self.lookup_user(pid)[0] or UserHistory()
-        users = pd.DataFrame(
-            {"user_id": [pid], "fitness_level": [history.fitness_level], "region": [history.region]}
-        )
-        return retrieve_for(state, loaded, users, history)
+        return pd.DataFrame(retrieve_for(state, loaded, pid, history))
 
     def lookup_user(self, pid: str) -> tuple[UserHistory | None, dict[str, float], bool]:
         """The user's history, user feature values and whether the store answered.

@@ -12,7 +12,7 @@ finished request into the response.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final, Protocol
 
@@ -25,7 +25,7 @@ from fitpulse_orchestration.features.reference import LEVEL_ORDINAL
 from fitpulse_orchestration.ranking.feed import HomeFeedModel, model_scores, source_codes
 from fitpulse_orchestration.ranking.rerank import Reranked, RerankParams, RerankPool, rerank_pool
 from fitpulse_orchestration.retrieval.als import als_scores
-from fitpulse_orchestration.retrieval.candidates import CandidateParams, retrieve_candidates
+from fitpulse_orchestration.retrieval.candidates import CandidateParams, retrieve_columns
 from fitpulse_orchestration.retrieval.two_tower import request_inputs
 from fitpulse_orchestration.serving.budget import StageClock
 from fitpulse_orchestration.serving.experiments import Assignment
@@ -68,12 +68,10 @@ class FeedRequest:
     cold: bool = True
     user_values: dict[str, float] = field(default_factory=dict)
     store_ok: bool = True
-    # None until lookup and retrieval set them: two empty frames per request cost more than
-    # the re-rank.
-    users: pd.DataFrame | None = None
-    """The member as ``retrieve_candidates`` reads members (one row), from ``lookup``."""
-    candidates: pd.DataFrame | None = None
-    """The candidates with their ``score``, from ``retrieval`` (and ``ranking``)."""
+    candidates: dict[str, np.ndarray] | None = None
+    """The candidates as columns (``retrieve_columns``) with their ``score``, from
+    ``retrieval`` (and ``ranking``). Arrays, not a frame: per request a frame's construction
+    and column reads cost more than the re-rank."""
     attrs: ItemRows | None = None
     """Catalog attributes of ``candidates``, row for row."""
     featured: pd.DataFrame | None = None
@@ -104,7 +102,7 @@ class FeedRequest:
             self.model is not None
             and not self.stopped
             and self.candidates is not None
-            and len(self.candidates) > 0
+            and len(self.candidates["item_id"]) > 0
         )
 
 
@@ -115,39 +113,37 @@ def lookup(backend: StageBackend, req: FeedRequest) -> None:
         req.fall_back("features_unavailable")
     req.cold = history is None
     req.history = history or UserHistory()
-    req.users = pd.DataFrame(
-        {"user_id": [req.pid], "fitness_level": [req.level], "region": [req.history.region]}
-    )
 
 
 def retrieval(backend: StageBackend, req: FeedRequest) -> None:
     """Candidates from every source of the version, else the popularity fallback's."""
     state, loaded, model = req.state, req.loaded, req.model
-    assert req.users is not None
     candidates = None
     if model is not None:
         no_two_tower = model.two_tower is not None and state.two_tower_index(loaded) is None
         if model.index is None or no_two_tower:
             req.fall_back("index_unavailable")
         try:
-            candidates = retrieve_for(state, loaded, req.users, req.history)
+            candidates = retrieve_for(state, loaded, req.pid, req.history)
         except Exception:
             log.exception("retrieval failed for version %s", loaded.version)
             candidates = None
     if candidates is None:
         req.model = None
         req.fall_back("model_unavailable")
-        candidates = retrieve_candidates(
-            req.users,
+        candidates = retrieve_columns(
+            [req.pid],
+            [req.level],
+            [req.history.region],
             None,
             None,
             state.fallback_pools,
             {req.pid: req.history.engaged},
             CandidateParams(),
         )
-    req.attrs = state.catalog.attributes(candidates["item_id"].to_numpy())
+    req.attrs = state.catalog.attributes(candidates["item_id"])
     # Retrieval order is the fallback order: sources by priority, then their own rank.
-    candidates["score"] = -np.arange(len(candidates), dtype=float)
+    candidates["score"] = -np.arange(len(candidates["item_id"]), dtype=float)
     req.candidates = candidates
 
 
@@ -204,9 +200,9 @@ def rerank_stage(backend: StageBackend, req: FeedRequest) -> None:
     candidates = req.candidates
     assert candidates is not None
     req.pool = pool = RerankPool(
-        item_ids=candidates["item_id"].to_numpy(),
-        scores=candidates["score"].to_numpy(dtype=float),
-        sources=candidates["source"].to_numpy(),
+        item_ids=candidates["item_id"],
+        scores=np.asarray(candidates["score"], dtype=float),
+        sources=candidates["source"],
         categories=attrs.category,
         unsafe=attrs.unsafe_for_beginner,
         published=attrs.published_at,
@@ -273,7 +269,7 @@ def respond(req: FeedRequest, config: ServingConfig) -> FeedResponse:
     assert req.attrs is not None
     assert req.candidates is not None
     rows = feed.rows
-    item_ids = req.candidates["item_id"].to_numpy()[rows]
+    item_ids = req.candidates["item_id"][rows]
     attrs = req.attrs.take(rows)
     items = [
         FeedItem(
@@ -328,14 +324,14 @@ def served_frame(pool: RerankPool, feed: Reranked, featured: pd.DataFrame | None
 def feature_frame(
     store: OnlineFeatureStore,
     model: HomeFeedModel,
-    candidates: pd.DataFrame,
+    candidates: Mapping[str, np.ndarray],
     attrs: ItemRows,
     history: UserHistory,
     user_values: dict[str, float],
     store_ok: bool,
 ) -> tuple[pd.DataFrame, bool]:
     """Ranker features of the candidates; False when the item lookup failed (NaN used)."""
-    item_ids = candidates["item_id"].to_numpy().astype(str)
+    item_ids = np.asarray(candidates["item_id"]).astype(str)
     n = len(item_ids)
     ok = store_ok
     values = np.full((n, len(ITEM_FEATURES)), np.nan)
@@ -347,13 +343,13 @@ def feature_frame(
             ok = False
     # One frame built from whole columns (no concat, no column inserts): the candidates'
     # columns, then the item, user and cross features, the ALS score and the source code.
-    columns: dict[str, np.ndarray] = {c: candidates[c].to_numpy() for c in candidates.columns}
+    columns: dict[str, np.ndarray] = {c: np.asarray(v) for c, v in candidates.items()}
     for j, name in enumerate(names):
         columns[name] = values[:, j]
     for col in USER_FEATURES:
         columns[col] = np.full(n, user_values[col])
     columns.update(cross_feature_columns(history, item_ids, attrs.category, attrs.difficulty))
-    pid = str(candidates["user_id"].iloc[0])
+    pid = str(candidates["user_id"][0])
     columns["als_score"] = als_scores(model.als, np.full(n, pid, dtype=object), item_ids)
     columns["x_source"] = source_codes(columns["source"])
     frame = pd.DataFrame(columns)
@@ -361,9 +357,9 @@ def feature_frame(
 
 
 def retrieve_for(
-    state: ServingState, loaded: LoadedModel, users: pd.DataFrame, history: UserHistory
-) -> pd.DataFrame | None:
-    """Candidates of one user (``users`` has one row) from every source of ``loaded``.
+    state: ServingState, loaded: LoadedModel, pid: str, history: UserHistory
+) -> dict[str, np.ndarray] | None:
+    """Candidates of member ``pid`` from every source of ``loaded`` (``retrieve_columns``).
 
     The two-tower query comes from the user's profile and engaged items (the request path of
     ``two_tower.history_inputs``) and searches the live index when it belongs to this version.
@@ -378,15 +374,16 @@ def retrieve_for(
         engaged = np.array(sorted(history.engaged), dtype=object)
         user_vectors = model.two_tower.embed_users(
             request_inputs(
-                str(users["fitness_level"].iloc[0]),
+                history.fitness_level,
                 history.region,
                 state.catalog.token_codes(engaged),
                 len(engaged),
             )
         )
-    pid = str(users["user_id"].iloc[0])
-    return retrieve_candidates(
-        users,
+    return retrieve_columns(
+        [pid],
+        [history.fitness_level],
+        [history.region],
         model.als,
         model.index,
         loaded.pools,

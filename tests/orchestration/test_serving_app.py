@@ -44,9 +44,16 @@ from fitpulse_orchestration.features.point_in_time import (
     CROSS_FEATURES,
     ITEM_FEATURES,
     USER_FEATURES,
+    FeatureInputs,
     feature_columns,
 )
-from fitpulse_orchestration.features.reference import load_catalog, unsafe_for_beginners
+from fitpulse_orchestration.features.reference import (
+    UNKNOWN,
+    load_catalog,
+    load_profiles,
+    unsafe_for_beginners,
+)
+from fitpulse_orchestration.features.snapshot import load_feature_inputs
 from fitpulse_orchestration.monitoring.serving import compute_skew
 from fitpulse_orchestration.privacy.pseudonymize import (
     PSEUDONYM_PREFIX,
@@ -54,6 +61,7 @@ from fitpulse_orchestration.privacy.pseudonymize import (
 )
 from fitpulse_orchestration.privacy.traces import find_traces
 from fitpulse_orchestration.ranking.compiled import PARITY_TOLERANCE
+from fitpulse_orchestration.ranking.feed import build_feeds
 from fitpulse_orchestration.ranking.ranker import score_candidates
 from fitpulse_orchestration.server.app import create_app
 from fitpulse_orchestration.server.runtime import (
@@ -1006,6 +1014,45 @@ def test_a_blend_champion_computes_features_only_for_the_logged_sample(
     assert "als_score" not in unlogged.served.columns
     assert "als_score" in logged.served.columns
     pd.testing.assert_frame_equal(unlogged.served, logged.served[list(unlogged.served.columns)])
+
+
+def test_served_feeds_are_the_offline_feeds(trained: TrainedHome, tmp_path: Path) -> None:
+    """The request path and ``build_feeds`` are one pipeline: same inputs, same feed.
+
+    The service serves at the online snapshot's time (the ``snapshot`` clock), from what the
+    online store materialized; offline builds the same members' feeds as of that time from the
+    clean events before it. The most and the least engaged members, of every level.
+    """
+    rt = _runtime(trained, tmp_path / "models")
+    champion = rt.service.state.models["champion"]
+    assert champion.model is not None
+    pseudonymizer = trained.pseudonymizer
+    inputs = load_feature_inputs(
+        trained.store, load_catalog(trained.store), load_profiles(trained.store, pseudonymizer)
+    )
+    inputs = FeatureInputs(
+        events=inputs.events[inputs.events["ts"] < trained.as_of].reset_index(drop=True),
+        catalog=inputs.catalog,
+        profiles=inputs.profiles,
+    )
+    ranked = trained.users()
+    raw = [*ranked[:6], *ranked[-4:]]
+    pids = [trained.pseudo(u) for u in raw]
+    profiles = inputs.profiles.set_index("user_id")
+    users = pd.DataFrame(
+        {
+            "user_id": pids,
+            "fitness_level": [profiles["fitness_level"].get(p, UNKNOWN) for p in pids],
+            "region": [profiles["region"].get(p, UNKNOWN) for p in pids],
+        }
+    )
+    offline = build_feeds(champion.model, inputs, users, trained.as_of).feeds
+    expected = offline.groupby("user_id")["item_id"].agg(list).to_dict()
+
+    for user, pid in zip(raw, pids, strict=True):
+        response = rt.service.home_feed(user, request_id=f"req-parity-{pid[:8]}")
+        assert response.fallbacks == []
+        assert [item.id for item in response.items] == expected[pid], user
 
 
 def test_exposures_and_served_features_are_logged(trained: TrainedHome, tmp_path: Path) -> None:
