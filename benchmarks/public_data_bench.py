@@ -49,8 +49,9 @@ Reference models, inside this script, trained on the train part only:
 
 **The project's path**, through the real CLI in a fresh home (a temp dir, or ``--keep-home``):
 the train part is written as a CSV (``user_id,item_id,rating,timestamp``) and landed with
-``fitpulse import-interactions ... --weight-col rating --grades ...``; ml-latest-small also
-lands ``movies.csv`` with ``fitpulse import-catalog`` when the CLI has that command; then
+``fitpulse import-interactions ... --weight-col rating --grades ...``; the films' catalog
+(ml-latest-small's ``movies.csv``, ml-100k's ``u.item`` rewritten in that shape) is landed with
+``fitpulse import-catalog ... --difficulty beginner --intensity low`` (``CATALOG_ARGS``); then
 ``fitpulse train --home H --holdout X`` (the option is left out, and the row says so, while
 ``fitpulse train --help`` does not list it), then ``fitpulse recommend --users USERS.csv --n 10
 --output RECS.parquet`` for every evaluated user (raw ids). ``train`` exits 1 when a blocking
@@ -108,7 +109,13 @@ EASE_LAMBDAS = (100.0, 200.0, 300.0, 500.0, 800.0, 1200.0)
 EASE_PUBLISHED_LAMBDA = 500.0
 ML100K_GRADES = "5:workout_complete,4:workout_start,1:click"
 SMALL_GRADES = "5:workout_complete,4:workout_start,0.5:click"
-CATALOG_ARGS = "--id-col movieId --title-col title --genres-col genres"
+CATALOG_ARGS = (
+    "--id-col movieId --title-col title --genres-col genres --difficulty beginner --intensity low"
+)
+"""``import-catalog`` options for a film catalog. The declared difficulty and intensity say that
+every film may be shown to anyone: without them every item's difficulty is unknown, so the
+beginner-safety rule (which applies to members of unknown level too, as every imported member
+is) would keep every item out of every feed."""
 TAIL_LINES = 12
 SUMMARY_LINES = 120
 STAMP = re.compile(r"^\[fitpulse \d\d:\d\d:\d\d\] ")
@@ -142,6 +149,37 @@ def load_ml100k() -> pd.DataFrame:
         names=["user", "item", "rating", "timestamp"],
         dtype={"user": np.int64, "item": np.int64, "rating": np.float64, "timestamp": np.int64},
     )
+
+
+def ml100k_catalog(workdir: Path) -> Path:
+    """``u.item`` as a ``movies.csv``-shaped file (``movieId,title,genres``) in ``workdir``.
+
+    ``u.item`` is ``|``-separated Latin-1 with one 0/1 column per genre of ``u.genre``; the
+    film's genres are joined with ``|`` as ml-latest-small writes them (``unknown`` is left out;
+    a film without another genre gets ``(no genres listed)``).
+    """
+    genres = pd.read_csv(
+        DATA / "ml-100k" / "u.genre", sep="|", header=None, names=["genre", "code"]
+    ).dropna()
+    names = list(genres.sort_values("code")["genre"])
+    items = pd.read_csv(
+        DATA / "ml-100k" / "u.item",
+        sep="|",
+        header=None,
+        encoding="latin-1",
+        names=["movieId", "title", "released", "video", "imdb", *names],
+    )
+    flags = items[names].to_numpy(dtype=bool)
+    joined = [
+        "|".join(g for g, on in zip(names, row, strict=True) if on and g != "unknown")
+        or "(no genres listed)"
+        for row in flags
+    ]
+    out = workdir / "movies.csv"
+    pd.DataFrame({"movieId": items["movieId"], "title": items["title"], "genres": joined}).to_csv(
+        out, index=False
+    )
+    return out
 
 
 def load_ml_latest_small() -> pd.DataFrame:
@@ -772,7 +810,8 @@ class DatasetSpec:
     load: Callable[[], pd.DataFrame]
     time_based: bool
     grades: str
-    catalog: Path | None
+    catalog: Callable[[Path], Path] | None
+    """Writes (or finds) the dataset's ``movies.csv``-shaped catalog, given the work dir."""
 
 
 def split_dataset(
@@ -838,7 +877,7 @@ def bench_dataset(spec: DatasetSpec, args: argparse.Namespace, root: Path) -> di
             workdir,
             spec.grades,
             holdout,
-            spec.catalog,
+            None if spec.catalog is None else spec.catalog(workdir),
             args.catalog_args.split(),
             args.step_timeout,
             spec.time_based,
@@ -988,7 +1027,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--catalog-args",
         default=CATALOG_ARGS,
-        help="options of `fitpulse import-catalog` for movies.csv (ml-latest-small)",
+        help="options of `fitpulse import-catalog` for each dataset's movies.csv",
     )
     parser.add_argument(
         "--step-timeout", type=float, default=3600.0, help="seconds per CLI step before it is cut"
@@ -1006,13 +1045,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     specs = {
-        "ml-100k": DatasetSpec("ml-100k", load_ml100k, False, ML100K_GRADES, None),
+        "ml-100k": DatasetSpec("ml-100k", load_ml100k, False, ML100K_GRADES, ml100k_catalog),
         "ml-latest-small": DatasetSpec(
             "ml-latest-small",
             load_ml_latest_small,
             True,
             SMALL_GRADES,
-            DATA / "ml-latest-small" / "movies.csv",
+            lambda _: DATA / "ml-latest-small" / "movies.csv",
         ),
     }
     git = checkout_state()

@@ -20,6 +20,7 @@ from fitpulse_orchestration.evaluation.metrics import (
 from fitpulse_orchestration.features.point_in_time import FeatureInputs, compute_user_features
 from fitpulse_orchestration.features.reference import (
     UNKNOWN,
+    treated_as_beginner,
     unsafe_for_beginners,
 )
 from fitpulse_orchestration.features.training import TimeSplit, heldout_relevance
@@ -438,7 +439,7 @@ def evaluate_home_feed(
     ctx = EvaluationContext(
         relevance=relevance,
         cold_users=cold,
-        beginners=frozenset(users.loc[users["fitness_level"] == "beginner", "user_id"]),
+        beginners=frozenset(users.loc[users["fitness_level"].map(treated_as_beginner), "user_id"]),
         unsafe_items=frozenset(inputs.catalog.loc[unsafe_for_beginners(inputs.catalog), "item_id"]),
         item_category=inputs.catalog.set_index("item_id")["category"].to_dict(),
         catalog_size=int((inputs.catalog["published_at"] < as_of).sum()),

@@ -211,6 +211,16 @@ def publication_times(catalog: pd.DataFrame) -> pd.Series:
     return known.set_axis(catalog["item_id"].to_numpy())
 
 
+def treated_as_beginner(fitness_level: object) -> bool:
+    """Whether the beginner-safety rule applies to a member of ``fitness_level``.
+
+    Beginners, and every member whose level is not a known one (``unknown``, a missing or
+    garbled profile): the rule cannot tell them apart from beginners, so it must hold for
+    them. One rule for the served feed, push, the offline feeds and their checks.
+    """
+    return LEVEL_ORDINAL.get(fitness_level, 0) == 0 if isinstance(fitness_level, str) else True
+
+
 def unsafe_for_beginners(catalog: pd.DataFrame) -> pd.Series:
     """Boolean per catalog row: advanced, high-intensity, or of unknown difficulty/intensity.
 

@@ -27,7 +27,11 @@ import pandas as pd
 
 from fitpulse_orchestration.events.schema import ENGAGEMENT_TYPES
 from fitpulse_orchestration.features.point_in_time import FeatureInputs, attach_features
-from fitpulse_orchestration.features.reference import UNKNOWN, unsafe_for_beginners
+from fitpulse_orchestration.features.reference import (
+    UNKNOWN,
+    treated_as_beginner,
+    unsafe_for_beginners,
+)
 from fitpulse_orchestration.ranking.feed import HomeFeedModel, build_feeds
 
 LOG_KEYS: Final = ("request_id", "user_id", "fitness_level", "as_of")
@@ -223,7 +227,7 @@ def ux_metrics(served: pd.DataFrame) -> dict[str, float]:
         items=("item_id", "count"),
         personalized=("source", lambda s: bool((s == "als").any())),
     )
-    beginners = served["fitness_level"] == "beginner"
+    beginners = served["fitness_level"].map(treated_as_beginner).astype(bool)
     return {
         "requests": float(len(per_request)),
         "empty_feed_rate": float((per_request["items"] == 0).mean()),

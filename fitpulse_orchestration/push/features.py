@@ -30,6 +30,7 @@ from fitpulse_orchestration.features.reference import (
     LEVEL_ORDINAL,
     UNKNOWN,
     publication_times,
+    treated_as_beginner,
     unsafe_for_beginners,
 )
 from fitpulse_orchestration.storage.online_store import CorruptRecordError
@@ -150,7 +151,7 @@ class PushHistory:
     @property
     def is_beginner(self) -> bool:
         """Beginner-safe content only: beginners and users of unknown level."""
-        return self.fitness_level in ("beginner", UNKNOWN)
+        return treated_as_beginner(self.fitness_level)
 
     def notifications_off(self, at: float) -> bool:
         """Opted out in the profile, or switched notifications off before ``at``."""

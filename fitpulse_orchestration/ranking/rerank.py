@@ -23,7 +23,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from fitpulse_orchestration.features.reference import UNKNOWN
+from fitpulse_orchestration.features.reference import UNKNOWN, treated_as_beginner
 
 REASONS: Final = {
     "als": "for_you",
@@ -164,7 +164,10 @@ def rerank_pool(
     order = np.lexsort((item_ids, -pool.scores))
     items = item_ids[order]
     categories = pool.categories[order]
-    unsafe = pool.unsafe[order] if fitness_level == "beginner" else np.zeros(len(items), dtype=bool)
+    if treated_as_beginner(fitness_level):
+        unsafe = pool.unsafe[order]
+    else:
+        unsafe = np.zeros(len(items), dtype=bool)
     if recently_completed:
         recent = np.fromiter((i in recently_completed for i in items), dtype=bool, count=len(items))
     else:

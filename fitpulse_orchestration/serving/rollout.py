@@ -39,6 +39,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
+from fitpulse_orchestration.features.reference import treated_as_beginner
 from fitpulse_orchestration.serving.experiments import Experiment, Variant
 from fitpulse_orchestration.storage import ObjectStore
 from fitpulse_orchestration.storage.audit import AuditEntry, AuditLog
@@ -188,7 +189,7 @@ def metrics_from_served_log(rows: pd.DataFrame, disabled_users: set[Any]) -> dic
         rows = rows.assign(latency_ms=np.nan)
     frame = rows.assign(
         _violation=rows["unsafe_for_beginner"].fillna(False).astype(bool)
-        & rows["fitness_level"].isin(["beginner", "unknown"])
+        & rows["fitness_level"].map(treated_as_beginner).astype(bool)
         & rows["item_id"].notna()
     )
     per_request = frame.groupby("request_id", sort=False).agg(

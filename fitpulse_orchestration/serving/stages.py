@@ -21,7 +21,6 @@ import pandas as pd
 
 from fitpulse_orchestration.features.online import UserHistory, cross_feature_columns
 from fitpulse_orchestration.features.point_in_time import ITEM_FEATURES, USER_FEATURES
-from fitpulse_orchestration.features.reference import LEVEL_ORDINAL
 from fitpulse_orchestration.ranking.feed import HomeFeedModel, model_scores, source_codes
 from fitpulse_orchestration.ranking.rerank import Reranked, RerankParams, RerankPool, rerank_pool
 from fitpulse_orchestration.retrieval.als import als_scores
@@ -209,11 +208,10 @@ def rerank_stage(backend: StageBackend, req: FeedRequest) -> None:
     )
     model = req.model
     params = model.rerank_params if model is not None else default_rerank(req.state)
-    # A level serving does not know gets the beginner rule: it cannot tell them apart.
-    safety_level = req.level if req.level in LEVEL_ORDINAL else "beginner"
+    # A level serving does not know gets the beginner rule (``treated_as_beginner``).
     req.feed = rerank_pool(
         pool,
-        safety_level,
+        req.level,
         set(req.history.completed_recent),
         req.now,
         replace(params, n=req.n, **dict(req.assignment.rerank)),

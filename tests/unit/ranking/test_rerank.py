@@ -77,6 +77,15 @@ def test_beginner_never_gets_unsafe_items_and_feed_gets_shorter() -> None:
     assert stats.unsafe_removed == 3
 
 
+@pytest.mark.parametrize("level", ["unknown", "", "Beginner", "expert"])
+def test_a_member_of_no_known_level_gets_the_beginner_rule(level: str) -> None:
+    """Offline as online: the rule cannot tell such a member from a beginner."""
+    feed, stats = _run(_unsafe_top(), level=level, params=RerankParams(n=5))
+
+    assert feed["item_id"].tolist() == ["safe00", "safe01", "safe02"]
+    assert stats.unsafe_removed == 3
+
+
 @pytest.mark.parametrize("level", ["intermediate", "advanced"])
 def test_non_beginners_get_unsafe_items(level: str) -> None:
     feed, stats = _run(_unsafe_top(), level=level, params=RerankParams(n=5))
