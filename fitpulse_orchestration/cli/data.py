@@ -99,6 +99,7 @@ def import_interactions_cmd(
     ] = False,
 ) -> None:
     """Land an external interaction log in the collector's format for the same pipeline."""
+    from fitpulse_orchestration import layout
     from fitpulse_orchestration.importing.interactions import ImportOptions, import_interactions
 
     if (event_col is None) == (weight_col is None):
@@ -129,6 +130,14 @@ def import_interactions_cmd(
     say(f"events: {summary.event_counts}")
     if summary.rejects_file:
         say(f"rejected rows with reasons: {summary.rejects_file}")
+    store = home_store(project)
+    if not store.list_keys(f"{layout.LANDING_CATALOG}/"):
+        say(
+            "no catalog is landed: every item is of unknown difficulty, and no feed shows such "
+            "an item to a member of unknown level, as every imported member is. Land item "
+            "metadata first (`fitpulse import-catalog FILE --difficulty ... --intensity ...` "
+            "declares it for items without their own)"
+        )
     say(f"next: fitpulse train --home {project.root}")
 
 
@@ -224,6 +233,14 @@ def import_catalog_cmd(
         say(f"{summary.recoded_rows:,} rows were not UTF-8 and were read as {fallback_encoding}")
     if not summary.publish_times_known:
         say("publish times unknown: items are available from the first event, never fresh")
-    say(f"{summary.beginner_safe:,} of {summary.rows_landed:,} items may be shown to beginners")
+    say(
+        f"{summary.beginner_safe:,} of {summary.rows_landed:,} items may be shown to beginners "
+        "and to members of unknown level (every imported member)"
+    )
+    if summary.rows_landed and not summary.beginner_safe:
+        say(
+            "no item may be shown to them: declare what the file does not say with --difficulty "
+            "and --intensity (e.g. --difficulty beginner --intensity low for content safe for all)"
+        )
     if summary.rejects_file:
         say(f"rejected rows with reasons: {summary.rejects_file}")
