@@ -28,7 +28,6 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import io
-import json
 import logging
 import threading
 import uuid
@@ -36,6 +35,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any, Final
 
+import orjson
 import pandas as pd
 
 from fitpulse_orchestration import layout
@@ -105,21 +105,35 @@ def served_feature_rows(response: FeedResponse) -> pd.DataFrame:
     ``ranked`` says whether the features were used (a fallback that skipped ranking has none);
     an empty feed keeps one row with a null ``item_id``, so it is counted.
     """
-    rows = response.served.drop(
-        columns=["request_id", "user_id", "fitness_level", "as_of"], errors="ignore"
+    served = response.served
+    # One frame from whole columns: inserts and drops on a frame cost the writer thread, which
+    # shares the GIL with the request thread, about 1 ms per sampled feed.
+    body: dict[str, Any] = (
+        {c: served[c].to_numpy() for c in served.columns if c not in _NOT_SERVED_COLUMNS}
+        if len(served)
+        else {"item_id": [None]}
     )
-    if rows.empty:
-        rows = pd.DataFrame({"item_id": [None]})
-    rows.insert(0, "request_id", response.request_id)
-    rows.insert(1, "user_id", response.pseudo_id)
-    rows.insert(2, "fitness_level", response.fitness_level)
-    rows.insert(3, "as_of", response.as_of)
-    rows["model_version"] = response.model_version
-    rows["variant"] = response.variant
-    rows["ranked"] = response.ranked
-    rows["fallback"] = response.fallbacks[0] if response.fallbacks else None
-    rows["latency_ms"] = float(sum(response.stage_ms.values()))
-    return rows.drop(columns=["retrieval_score", "retrieval_rank"], errors="ignore")
+    # Scalars broadcast over the body's rows.
+    keys = {
+        "request_id": response.request_id,
+        "user_id": response.pseudo_id,
+        "fitness_level": response.fitness_level,
+        "as_of": response.as_of,
+    }
+    tail = {
+        "model_version": response.model_version,
+        "variant": response.variant,
+        "ranked": response.ranked,
+        "fallback": response.fallbacks[0] if response.fallbacks else None,
+        "latency_ms": float(sum(response.stage_ms.values())),
+    }
+    return pd.DataFrame({**keys, **body, **tail})
+
+
+_NOT_SERVED_COLUMNS: Final = frozenset(
+    {"request_id", "user_id", "fitness_level", "as_of", "retrieval_score", "retrieval_rank"}
+)
+"""Columns of the served rows the log leaves out (the keys are the response's own)."""
 
 
 class ServedLog:
@@ -139,7 +153,7 @@ class ServedLog:
         # Exposures are serialized when recorded (a few microseconds per item in the request)
         # and grouped by landing hour, so a flush only compresses and writes. Each line keeps
         # its user's pseudonym beside it, for the erasure list.
-        self._exposures: dict[tuple[str, int], list[tuple[str, str]]] = defaultdict(list)
+        self._exposures: dict[tuple[str, int], list[tuple[str, bytes]]] = defaultdict(list)
         self._features: list[pd.DataFrame] = []
         self._erased: frozenset[str] = frozenset()
         self._flusher = Periodic("served-log", flush_s, self.flush)
@@ -167,7 +181,9 @@ class ServedLog:
         """Serialize one queued feed into the buffers a flush writes."""
         ts = response.as_of.tz_convert("UTC")
         hour_key = (ts.date().isoformat(), ts.hour)
-        lines = [json.dumps(rec, separators=(",", ":")) for rec in exposure_records(response)]
+        # orjson: the writer thread shares the GIL with the request thread (json.dumps took
+        # 0.07 ms of it per 20-item feed).
+        lines = [orjson.dumps(rec) for rec in exposure_records(response)]
         features = (
             served_feature_rows(response)
             if sampled(response.request_id, self.feature_share)
@@ -190,7 +206,7 @@ class ServedLog:
         with self._lock:
             buffered, self._exposures = self._exposures, defaultdict(list)
             features, self._features = self._features, []
-        exposures: dict[tuple[str, int], list[tuple[str, str]]] = {}
+        exposures: dict[tuple[str, int], list[tuple[str, bytes]]] = {}
         for hour_key, pairs in buffered.items():
             kept = [(pseudo, line) for pseudo, line in pairs if pseudo not in self._erased]
             self.skipped_erased += len(pairs) - len(kept)
@@ -203,8 +219,8 @@ class ServedLog:
             while exposures:
                 (day, hour), pairs = next(iter(exposures.items()))
                 key = layout.landing_events_key(dt.date.fromisoformat(day), hour, batch)
-                body = "".join(line + "\n" for _, line in pairs)
-                self.store.put_bytes(key, gzip.compress(body.encode()))
+                body = b"".join(line + b"\n" for _, line in pairs)
+                self.store.put_bytes(key, gzip.compress(body))
                 self.written_exposures += len(pairs)
                 del exposures[(day, hour)]
             if features:
