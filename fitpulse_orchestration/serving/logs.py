@@ -30,6 +30,7 @@ import gzip
 import io
 import logging
 import threading
+import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -66,29 +67,77 @@ def served_features_key(day: str, batch: str) -> str:
 
 def exposure_records(response: FeedResponse) -> list[dict[str, Any]]:
     """Landing records of one served feed: an impression per item, in feed order."""
-    ts = response.as_of.isoformat()
+    return _records(_exposure_row(response))
+
+
+ExposureRow = tuple[
+    int,
+    str,
+    str,
+    str,
+    str,
+    str | None,
+    str,
+    str,
+    str | None,
+    bool,
+    str | None,
+    tuple[str, ...],
+]
+"""What a feed's exposures need, as a tuple of strings, numbers and ``None``: ``as_of`` (ns since
+the epoch, and its zone), ``request_id``, ``user_id``, the pseudonym, experiment, variant, model
+version, fallback, known user, client request id and the item ids. Such a tuple leaves the
+garbage collector's tracking, which a queued response (its items, pool and closures) does not."""
+
+
+def _exposure_row(response: FeedResponse) -> ExposureRow:
+    return (
+        response.as_of.value,
+        str(response.as_of.tz),
+        response.request_id,
+        response.user_id,
+        response.pseudo_id,
+        response.experiment,
+        response.variant,
+        response.model_version,
+        response.fallbacks[0] if response.fallbacks else None,
+        not response.cold,
+        response.client_request_id,
+        tuple(item.id for item in response.items),
+    )
+
+
+def _as_of(row: ExposureRow) -> pd.Timestamp:
+    return pd.Timestamp(row[0], tz=row[1])
+
+
+def _records(row: ExposureRow) -> list[dict[str, Any]]:
+    (_, _, request_id, user_id, _, experiment, variant, version, fallback, known, client, items) = (
+        row
+    )
+    ts = _as_of(row).isoformat()
     payload = {
         "source": EXPOSURE_SOURCE,
-        "experiment": response.experiment,
-        "variant": response.variant,
-        "model_version": response.model_version,
-        "fallback": response.fallbacks[0] if response.fallbacks else None,
-        "known_user": not response.cold,
+        "experiment": experiment,
+        "variant": variant,
+        "model_version": version,
+        "fallback": fallback,
+        "known_user": known,
     }
-    extra = {"client_request_id": response.client_request_id} if response.client_request_id else {}
+    extra = {"client_request_id": client} if client else {}
     return [
         {
-            "event_id": f"{response.request_id}-{pos}",
+            "event_id": f"{request_id}-{pos}",
             "event_type": "impression",
-            "user_id": response.user_id,
+            "user_id": user_id,
             "ts": ts,
-            "item_id": item.id,
-            "request_id": response.request_id,
+            "item_id": item,
+            "request_id": request_id,
             "position": pos,
             "payload": payload,
             **extra,
         }
-        for pos, item in enumerate(response.items)
+        for pos, item in enumerate(items)
     ]
 
 
@@ -149,7 +198,9 @@ class ServedLog:
         self._flush_lock = threading.Lock()
         # Feeds served since the last flush, serialized by the flusher (deque appends and pops
         # are atomic: request threads append while the flusher drains).
-        self._pending: deque[FeedResponse] = deque()
+        # A sampled feed keeps its response (its feature rows are built from it), the others
+        # only their ``ExposureRow``.
+        self._pending: deque[tuple[ExposureRow, FeedResponse | None]] = deque()
         # Exposures are serialized when recorded (a few microseconds per item in the request)
         # and grouped by landing hour, so a flush only compresses and writes. Each line keeps
         # its user's pseudonym beside it, for the erasure list.
@@ -169,28 +220,26 @@ class ServedLog:
     def record(self, response: FeedResponse) -> None:
         """Queue one served feed (an ``on_served`` callback of ``FeedService``).
 
-        Only the append happens in the request: the exposures and the sampled feature rows are
+        Only a tuple is queued in the request: the exposures and the sampled feature rows are
         serialized by the flusher thread, at the next flush.
         """
         if response.pseudo_id in self._erased:
             self.skipped_erased += len(response.items)
             return
-        self._pending.append(response)
+        keep = response if sampled(response.request_id, self.feature_share) else None
+        self._pending.append((_exposure_row(response), keep))
 
-    def _absorb(self, response: FeedResponse) -> None:
+    def _absorb(self, row: ExposureRow, response: FeedResponse | None) -> None:
         """Serialize one queued feed into the buffers a flush writes."""
-        ts = response.as_of.tz_convert("UTC")
+        ts = _as_of(row).tz_convert("UTC")
         hour_key = (ts.date().isoformat(), ts.hour)
         # orjson: the writer thread shares the GIL with the request thread (json.dumps took
         # 0.07 ms of it per 20-item feed).
-        lines = [orjson.dumps(rec) for rec in exposure_records(response)]
-        features = (
-            served_feature_rows(response)
-            if sampled(response.request_id, self.feature_share)
-            else None
-        )
+        lines = [orjson.dumps(rec) for rec in _records(row)]
+        features = None if response is None else served_feature_rows(response)
+        pseudo_id = row[4]
         with self._lock:
-            self._exposures[hour_key].extend((response.pseudo_id, line) for line in lines)
+            self._exposures[hour_key].extend((pseudo_id, line) for line in lines)
             if features is not None and len(features):
                 self._features.append(features)
 
@@ -201,7 +250,11 @@ class ServedLog:
 
     def _flush(self) -> None:
         while self._pending:
-            self._absorb(self._pending.popleft())
+            self._absorb(*self._pending.popleft())
+            # Hand the GIL over after each feed: a request thread waiting for it (after a FAISS
+            # search or a numpy call released it) would otherwise wait out the interpreter's
+            # switch interval (5 ms) behind this loop, several times per request.
+            time.sleep(0)
         self._erased = current_erasures(self.store, self._erased, "served log")
         with self._lock:
             buffered, self._exposures = self._exposures, defaultdict(list)
