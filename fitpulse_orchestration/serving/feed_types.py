@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import pandas as pd
 
@@ -63,13 +63,9 @@ class ServingConfig:
     feature_log_share: float = 0.1
 
 
-class FeedItem(NamedTuple):
-    """One item of a served feed (the compact payload).
-
-    A tuple of strings, which the garbage collector stops tracking: the served log keeps every
-    response until its writer thread serializes it, and as dataclasses their items were most
-    of what each full collection scanned (pauses of 40-100 ms in the request thread).
-    """
+@dataclass(frozen=True)
+class FeedItem:
+    """One item of a served feed (the compact payload)."""
 
     id: str
     type: str
