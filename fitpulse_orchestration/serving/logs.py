@@ -93,7 +93,7 @@ garbage collector's tracking, which a queued response (its items, pool and closu
 def _exposure_row(response: FeedResponse) -> ExposureRow:
     return (
         response.as_of.value,
-        str(response.as_of.tz),
+        "" if response.as_of.tz is None else str(response.as_of.tz),
         response.request_id,
         response.user_id,
         response.pseudo_id,
@@ -108,7 +108,7 @@ def _exposure_row(response: FeedResponse) -> ExposureRow:
 
 
 def _as_of(row: ExposureRow) -> pd.Timestamp:
-    return pd.Timestamp(row[0], tz=row[1])
+    return pd.Timestamp(row[0], tz=row[1] or None)
 
 
 def _records(row: ExposureRow) -> list[dict[str, Any]]:
