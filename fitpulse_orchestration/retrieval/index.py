@@ -70,6 +70,20 @@ class ItemIndex:
         self._removed: set[int] = set()
         self.kind = kind
         self.dim = dim
+        self._lookup: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _sorted_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        """The id map as arrays (FAISS ids ascending, their item ids), built on first search.
+
+        A search maps its ids with one ``searchsorted`` instead of a dict lookup per id;
+        ``add`` and ``remove`` drop it.
+        """
+        if self._lookup is None:
+            fids = np.fromiter(self._id_map.keys(), dtype=np.int64, count=len(self._id_map))
+            names = np.array(list(self._id_map.values()), dtype=object)
+            order = np.argsort(fids, kind="stable")
+            self._lookup = (fids[order], names[order])
+        return self._lookup
 
     def __len__(self) -> int:
         """Items searchable now (removed ones excluded)."""
@@ -106,6 +120,7 @@ class ItemIndex:
         if present.any() and self.kind != "hnsw":
             self._index.remove_ids(ids[present])
         self._index.add_with_ids(vectors, ids)
+        self._lookup = None
         for fid, item in zip(ids, item_ids, strict=True):
             self._id_map[int(fid)] = str(item)
             self._removed.discard(int(fid))
@@ -117,6 +132,7 @@ class ItemIndex:
         gone = [i for i in ids if i in self._id_map and i not in self._removed]
         if not gone:
             return 0
+        self._lookup = None
         if self.kind == "hnsw":
             self._removed.update(gone)
         else:
@@ -146,10 +162,13 @@ class ItemIndex:
         extra = int(self._index.ntotal) - len(self._id_map) + len(self._removed)
         scores, ids = self._index.search(queries, min(k + extra, int(self._index.ntotal)))
         if extra == 0:
-            items = np.array(
-                [[self._id_map.get(int(i), "") for i in row] for row in ids], dtype=object
-            )
-            return items, np.where(ids < 0, -np.inf, scores)
+            fids, names = self._sorted_ids()
+            if not len(fids):
+                return np.full(ids.shape, "", dtype=object), np.full(ids.shape, -np.inf)
+            at = np.minimum(np.searchsorted(fids, ids), len(fids) - 1)
+            found = fids[at] == ids
+            items = np.where(found, names[at], "")
+            return items, np.where(found, scores, -np.inf)
         items = np.full((len(queries), k), "", dtype=object)
         out = np.full((len(queries), k), -np.inf)
         for r, (row_ids, row_scores) in enumerate(zip(ids, scores, strict=True)):
@@ -190,6 +209,7 @@ class ItemIndex:
         self._removed = set(state.get("removed", ()))
         self.kind = state["kind"]
         self.dim = state["dim"]
+        self._lookup = None
 
 
 def build_item_index(
