@@ -206,6 +206,16 @@ def test_unpublished_top_hits_do_not_shrink_als_quota() -> None:
     assert out.loc[out["source"] == "als", "item_id"].tolist() == ["a2", "a3", "a4"]
 
 
+def test_many_not_live_top_hits_are_searched_past() -> None:
+    """More not-live items outrank the live ones than the first search asks for: searched again."""
+    gone = {f"gone{k}": 20.0 + k for k in range(10)}  # ALS items no longer in the catalog
+    out = _generate(als_scores={**ALS_SCORES, **gone, "late": 10.0}, users=USERS.iloc[:1])
+
+    als_rows = out[out["source"] == "als"]
+    assert als_rows["item_id"].tolist() == ["a2", "a3", "a4"]
+    assert als_rows["rank_als"].tolist() == [0.0, 1.0, 2.0]
+
+
 def test_fresh_items_window_newest_first() -> None:
     catalog = pd.DataFrame(
         {
