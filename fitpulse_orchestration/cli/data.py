@@ -122,7 +122,8 @@ def import_interactions_cmd(
         column_names=(user_col, item_col, str(middle), ts_col) if no_header else None,
     )
     project = ProjectHome.resolve(home).create()
-    summary = import_interactions(file, home_store(project), options)
+    store = home_store(project)
+    summary = import_interactions(file, store, options)
     say(
         f"read {summary.rows_read:,} rows: landed {summary.rows_landed:,}, rejected "
         f"{summary.rows_rejected:,} {summary.reject_reasons or ''} over {len(summary.days)} days"
@@ -130,7 +131,6 @@ def import_interactions_cmd(
     say(f"events: {summary.event_counts}")
     if summary.rejects_file:
         say(f"rejected rows with reasons: {summary.rejects_file}")
-    store = home_store(project)
     if not store.list_keys(f"{layout.LANDING_CATALOG}/"):
         say(
             "no catalog is landed: every item is of unknown difficulty, and no feed shows such "

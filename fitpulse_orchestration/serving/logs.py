@@ -67,7 +67,8 @@ def served_features_key(day: str, batch: str) -> str:
 
 def exposure_records(response: FeedResponse) -> list[dict[str, Any]]:
     """Landing records of one served feed: an impression per item, in feed order."""
-    return _records(_exposure_row(response))
+    row = _exposure_row(response)
+    return _records(row, _as_of(row))
 
 
 ExposureRow = tuple[
@@ -111,11 +112,11 @@ def _as_of(row: ExposureRow) -> pd.Timestamp:
     return pd.Timestamp(row[0], tz=row[1] or None)
 
 
-def _records(row: ExposureRow) -> list[dict[str, Any]]:
+def _records(row: ExposureRow, as_of: pd.Timestamp) -> list[dict[str, Any]]:
     (_, _, request_id, user_id, _, experiment, variant, version, fallback, known, client, items) = (
         row
     )
-    ts = _as_of(row).isoformat()
+    ts = as_of.isoformat()
     payload = {
         "source": EXPOSURE_SOURCE,
         "experiment": experiment,
@@ -201,9 +202,9 @@ class ServedLog:
         # A sampled feed keeps its response (its feature rows are built from it), the others
         # only their ``ExposureRow``.
         self._pending: deque[tuple[ExposureRow, FeedResponse | None]] = deque()
-        # Exposures are serialized when recorded (a few microseconds per item in the request)
-        # and grouped by landing hour, so a flush only compresses and writes. Each line keeps
-        # its user's pseudonym beside it, for the erasure list.
+        # Exposure lines, serialized by the writer thread (``_absorb``) and grouped by landing
+        # hour, so the write itself only compresses and puts. Each line keeps its user's
+        # pseudonym beside it, for the erasure list.
         self._exposures: dict[tuple[str, int], list[tuple[str, bytes]]] = defaultdict(list)
         self._features: list[pd.DataFrame] = []
         self._erased: frozenset[str] = frozenset()
@@ -231,11 +232,12 @@ class ServedLog:
 
     def _absorb(self, row: ExposureRow, response: FeedResponse | None) -> None:
         """Serialize one queued feed into the buffers a flush writes."""
-        ts = _as_of(row).tz_convert("UTC")
-        hour_key = (ts.date().isoformat(), ts.hour)
+        as_of = _as_of(row)
+        utc = as_of.tz_convert("UTC")
+        hour_key = (utc.date().isoformat(), utc.hour)
         # orjson: the writer thread shares the GIL with the request thread (json.dumps took
         # 0.07 ms of it per 20-item feed).
-        lines = [orjson.dumps(rec) for rec in _records(row)]
+        lines = [orjson.dumps(rec) for rec in _records(row, as_of)]
         features = None if response is None else served_feature_rows(response)
         pseudo_id = row[4]
         with self._lock:
