@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from pathlib import Path
@@ -79,3 +80,18 @@ def test_the_shadow_log_writes_no_row_of_an_erased_user(tmp_path: Path) -> None:
     rows = read_shadow_rows(store)
     assert set(rows["user_id"]) == {"p_kept"}
     assert len(rows) == 6  # three items on each side
+
+
+def test_a_feed_json_cannot_encode_as_utf8_is_still_written(tmp_path: Path) -> None:
+    """A lone surrogate (here in the experiment's name) is escaped, not a dead writer thread."""
+    store = LocalObjectStore(tmp_path)
+    log = ServedLog(store, feature_share=0.0)
+    odd = dataclasses.replace(_response("odd", "r-odd"), experiment="exp-\ud800")
+    log.record(odd)
+    log.record(_response("next", "r-next"))
+
+    log.flush()
+
+    assert sorted(set(_exposed_users(store))) == ["next", "odd"]
+    assert log.written_exposures == 6
+    assert log.write_errors == 0
