@@ -8,7 +8,15 @@ import pandas as pd
 
 from assets.groups import INGESTION
 from assets.resources import ObjectStoreResource, PseudonymizerResource
+from fitpulse_orchestration import layout
 from fitpulse_orchestration.events.ingest import ingest_day, write_ingested
+from fitpulse_orchestration.events.landing_watch import landing_fingerprints
+from fitpulse_orchestration.events.manifest import (
+    day_fingerprint,
+    ingestion_context,
+    window_fingerprints,
+    write_manifest,
+)
 from fitpulse_orchestration.features.reference import load_catalog, load_profiles
 from fitpulse_orchestration.privacy.erasure import purge_erased_lines
 from fitpulse_orchestration.privacy.suppression import erased_pseudonyms
@@ -50,6 +58,15 @@ def build_ingestion_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.
         day = dt.date.fromisoformat(context.partition_key)
         store = object_store.get_store()
         pseudo = pseudonymizer.get_pseudonymizer()
+        # What this run reads, hashed before it reads it: a batch that lands meanwhile makes
+        # the next pass see a change, never the reverse.
+        landing = landing_fingerprints(store.list_versions(layout.landing_events_prefix(day)))
+        fingerprint = day_fingerprint(
+            ingestion_context(pseudo, erased_pseudonyms(store)),
+            day,
+            landing.get(day.isoformat(), ""),
+            window_fingerprints(store, day),
+        )
         result = ingest_day(store, day, pseudo)
         paths = write_ingested(store, day, result)
         purged = 0
@@ -58,8 +75,10 @@ def build_ingestion_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.
             purged = purge_erased_lines(
                 store, result.erased_sources, pseudo, erased
             ).records_deleted
+        write_manifest(store, day, fingerprint, result)
         return dg.MaterializeResult(
             metadata={
+                "inputs_fingerprint": fingerprint,
                 "read": result.read,
                 "accepted": result.accepted,
                 "quarantined": result.quarantined,

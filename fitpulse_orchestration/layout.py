@@ -39,6 +39,8 @@ IMPORT_REJECTS = "landing/import_rejects"
 """The rows an import could not land (CSV, the source's own columns: raw ids)."""
 WAREHOUSE_EVENTS = "warehouse/events"
 WAREHOUSE_QUARANTINE = "warehouse/quarantine"
+WAREHOUSE_INGESTED = "warehouse/ingested"
+"""One manifest per ingested day: what its ingestion read (hashes and counts, no records)."""
 ASSETS = "assets"
 REPORTS = "reports"
 SERVED_FEATURES = "serving/features"
@@ -66,6 +68,11 @@ def landing_reference_key(kind_prefix: str, day: dt.date, name: str) -> str:
 def warehouse_key(prefix: str, day: dt.date, name: str) -> str:
     """Key of a clean or quarantine partition."""
     return f"{prefix}/date={day.isoformat()}/{name}.parquet"
+
+
+def ingest_manifest_key(day: dt.date) -> str:
+    """Key of the manifest of ``day``'s last ingestion."""
+    return f"{WAREHOUSE_INGESTED}/date={day.isoformat()}/manifest.json"
 
 
 def date_of_key(key: str) -> dt.date:

@@ -75,18 +75,19 @@ def build_landing_sensor(
         job=job,
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.STOPPED,
-        description="One ingestion_job run per landing day whose set of event batches is new or "
-        "changed since the last tick (days before the partitions' start are only reported).",
+        description="One ingestion_job run per landing day whose event batches are new or changed "
+        "(added, removed or rewritten) since the last tick (days before the partitions' start "
+        "are only reported).",
     )
     def ingestion_job_on_landing(
         context: dg.SensorEvaluationContext, object_store: ObjectStoreResource
     ) -> dg.SensorResult:
-        """Request ingestion of each landing day whose set of batches changed."""
+        """Request ingestion of each landing day whose batches were added, removed or rewritten."""
         store = object_store.get_store()
         previous = json.loads(context.cursor) if context.cursor else {}
-        keys = store.list_keys(f"{layout.LANDING_EVENTS}/")
-        current = landing_fingerprints(keys)
-        stray = layout.undated_keys(keys)
+        versions = store.list_versions(f"{layout.LANDING_EVENTS}/")
+        current = landing_fingerprints(versions)
+        stray = layout.undated_keys(list(versions))
         if stray:
             context.log.warning(
                 f"{len(stray)} landing key(s) without a valid date=YYYY-MM-DD are not ingested "

@@ -5,21 +5,24 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Mapping
 
 from fitpulse_orchestration import layout
 
 
-def landing_fingerprints(keys: Iterable[str]) -> dict[str, str]:
-    """Fingerprint of each landing day's set of batch keys: ``{YYYY-MM-DD: sha1}``.
+def landing_fingerprints(versions: Mapping[str, str]) -> dict[str, str]:
+    """Fingerprint of each landing day's batches: ``{YYYY-MM-DD: sha1}``.
 
-    Keys without a valid ``date=`` belong to no day and are left out (``layout.undated_keys``).
+    ``versions`` is ``ObjectStore.list_versions`` of the landing zone: a day's fingerprint
+    changes when a batch lands, goes, or is rewritten under the same key (an import run again
+    with other options rewrites its batches in place). Keys without a valid ``date=`` belong to
+    no day and are left out (``layout.undated_keys``).
     """
     by_day: dict[dt.date, list[str]] = defaultdict(list)
-    for key in keys:
+    for key, version in versions.items():
         day = layout.dated(key)
         if day is not None:
-            by_day[day].append(key)
+            by_day[day].append(f"{key}\t{version}")
     return {
         day.isoformat(): hashlib.sha1("\n".join(sorted(ks)).encode()).hexdigest()[:16]
         for day, ks in sorted(by_day.items())

@@ -65,6 +65,15 @@ class ObjectStore(abc.ABC):
         """Return every key under ``prefix``, sorted."""
 
     @abc.abstractmethod
+    def list_versions(self, prefix: str = "") -> dict[str, str]:
+        """Every key under ``prefix`` with a token of the object's current version.
+
+        The token changes whenever the object is replaced by other bytes, and comes with the
+        listing itself (no read of any object): what a caller compares to tell that an object
+        was rewritten under the same key.
+        """
+
+    @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Delete ``key``; deleting a missing key is not an error."""
 
@@ -140,21 +149,39 @@ class LocalObjectStore(ObjectStore):
         """Return whether the file for ``key`` exists."""
         return self._path(key).is_file()
 
-    def list_keys(self, prefix: str = "") -> list[str]:
-        """Walk the directory tree under the prefix's directory part."""
+    def _walk(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """``(key, path)`` of every file under the prefix's directory part that matches it."""
         _check_prefix(prefix)
         base = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
         if not base.is_dir():
-            return []
-        keys = []
+            return
         for dirpath, _dirs, files in os.walk(base):
             for name in files:
                 if name.startswith(".tmp-"):
                     continue
-                rel = Path(dirpath, name).relative_to(self.root).as_posix()
+                path = os.path.join(dirpath, name)
+                rel = Path(path).relative_to(self.root).as_posix()
                 if rel.startswith(prefix):
-                    keys.append(rel)
-        return sorted(keys)
+                    yield rel, path
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        """Walk the directory tree under the prefix's directory part."""
+        return sorted(key for key, _path in self._walk(prefix))
+
+    def list_versions(self, prefix: str = "") -> dict[str, str]:
+        """The file's inode, size and modification time in nanoseconds.
+
+        ``put_bytes`` renames a new file into place, so a rewrite changes the inode and the
+        modification time even when the size stays.
+        """
+        versions = {}
+        for key, path in self._walk(prefix):
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:  # deleted between the walk and the stat
+                continue
+            versions[key] = f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"
+        return dict(sorted(versions.items()))
 
     def delete(self, key: str) -> None:
         """Remove the file for ``key`` if present (a directory is not an object)."""
@@ -230,16 +257,29 @@ class S3ObjectStore(ObjectStore):
             raise
         return True
 
-    def list_keys(self, prefix: str = "") -> list[str]:
-        """Page through ``ListObjectsV2`` and strip the store prefix."""
+    def _listing(self, prefix: str) -> Iterator[dict[str, Any]]:
+        """The ``ListObjectsV2`` entries under ``prefix``, every page."""
         _check_prefix(prefix)
         full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
-        strip = len(self.prefix) + 1 if self.prefix else 0
-        keys: list[str] = []
         paginator = self._client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
-            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
-        return sorted(keys)
+            yield from page.get("Contents", [])
+
+    def _key(self, full: str) -> str:
+        return full[len(self.prefix) + 1 :] if self.prefix else full
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        """Page through ``ListObjectsV2`` and strip the store prefix."""
+        return sorted(self._key(obj["Key"]) for obj in self._listing(prefix))
+
+    def list_versions(self, prefix: str = "") -> dict[str, str]:
+        """The listing's ETag and size of each object (a digest of its bytes, for S3)."""
+        return dict(
+            sorted(
+                (self._key(obj["Key"]), f"{obj['ETag'].strip(chr(34))}-{obj['Size']:x}")
+                for obj in self._listing(prefix)
+            )
+        )
 
     def delete(self, key: str) -> None:
         """Delete ``key`` (S3 treats a missing key as success)."""

@@ -10,8 +10,11 @@ D2 = dt.date(2026, 10, 20)
 D3 = dt.date(2026, 10, 21)
 
 
-def _keys(*day_hours: tuple[dt.date, int]) -> list[str]:
-    return [layout.landing_events_key(day, hour, f"batch-{hour:02d}") for day, hour in day_hours]
+def _keys(*day_hours: tuple[dt.date, int]) -> dict[str, str]:
+    """Landing keys of the given days and hours, each at version ``v1``."""
+    return {
+        layout.landing_events_key(day, hour, f"batch-{hour:02d}"): "v1" for day, hour in day_hours
+    }
 
 
 def test_fingerprints_have_one_entry_per_day_in_date_order() -> None:
@@ -27,7 +30,7 @@ def test_fingerprints_have_one_entry_per_day_in_date_order() -> None:
 def test_fingerprint_ignores_key_order() -> None:
     keys = _keys((D1, 0), (D1, 1), (D2, 5))
 
-    assert landing_fingerprints(keys) == landing_fingerprints(list(reversed(keys)))
+    assert landing_fingerprints(keys) == landing_fingerprints(dict(reversed(keys.items())))
 
 
 def test_fingerprint_changes_only_for_the_day_that_gains_a_batch() -> None:
@@ -38,8 +41,16 @@ def test_fingerprint_changes_only_for_the_day_that_gains_a_batch() -> None:
     assert after["2026-10-20"] != before["2026-10-20"]
 
 
+def test_fingerprint_changes_for_a_batch_rewritten_under_the_same_key() -> None:
+    before = _keys((D1, 0), (D2, 0))
+    after = {**before, layout.landing_events_key(D2, 0, "batch-00"): "v2"}
+
+    assert landing_fingerprints(after)["2026-10-19"] == landing_fingerprints(before)["2026-10-19"]
+    assert landing_fingerprints(after)["2026-10-20"] != landing_fingerprints(before)["2026-10-20"]
+
+
 def test_fingerprints_of_no_keys_are_empty() -> None:
-    assert landing_fingerprints([]) == {}
+    assert landing_fingerprints({}) == {}
 
 
 def test_changed_days_returns_new_and_changed_days_oldest_first() -> None:
@@ -65,9 +76,9 @@ def test_keys_without_a_valid_date_belong_to_no_day() -> None:
         f"{layout.LANDING_EVENTS}/date=bogus/batch.jsonl.gz",
         f"{layout.LANDING_EVENTS}/date=1997-13-40/batch.jsonl.gz",
     ]
-    keys = [*_keys((D1, 0)), *stray]
+    keys = {**_keys((D1, 0)), **dict.fromkeys(stray, "v1")}
 
     assert list(landing_fingerprints(keys)) == ["2026-10-19"]
     assert landing_fingerprints(keys) == landing_fingerprints(_keys((D1, 0)))
-    assert layout.landed_dates(keys) == [D1]
-    assert layout.undated_keys(keys) == sorted(stray)
+    assert layout.landed_dates(list(keys)) == [D1]
+    assert layout.undated_keys(list(keys)) == sorted(stray)

@@ -61,6 +61,20 @@ def test_list_keys_under_prefix_is_sorted_and_excludes_siblings(store: ObjectSto
     assert store.list_keys("nothing/here/") == []
 
 
+def test_list_versions_tell_a_rewritten_object_from_an_untouched_one(store: ObjectStore) -> None:
+    for key, data in (("d/a.bin", b"one"), ("d/b.bin", b"two"), ("e/c.bin", b"six")):
+        store.put_bytes(key, data)
+    before = store.list_versions("d/")
+    assert list(before) == ["d/a.bin", "d/b.bin"]
+
+    store.put_bytes("d/a.bin", b"uno")  # the same size, other bytes
+    after = store.list_versions("d/")
+
+    assert after["d/a.bin"] != before["d/a.bin"]
+    assert after["d/b.bin"] == before["d/b.bin"]
+    assert store.list_versions("nothing/") == {}
+
+
 def test_list_keys_without_prefix_returns_every_key_sorted(store: ObjectStore) -> None:
     keys = ["z.txt", "m/n.txt", "a/b/c.txt", "a.txt"]
     for key in keys:
