@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import tracemalloc
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from fitpulse_orchestration.retrieval.als import (
     InteractionMatrix,
     als_scores,
     build_interaction_matrix,
+    positive_mse,
     train_als,
 )
 
@@ -168,3 +170,49 @@ def test_unsorted_interaction_ids_are_rejected(checkerboard: csr_matrix) -> None
 def test_matrix_shape_must_match_ids(checkerboard: csr_matrix) -> None:
     with pytest.raises(ValueError, match="does not match"):
         InteractionMatrix(checkerboard, USERS[:4], ITEMS)
+
+
+def _random_fit(users: int, seed: int = 3) -> tuple[csr_matrix, np.ndarray, np.ndarray]:
+    """A sparse confidence matrix (about 20 cells per user) and random factors."""
+    rng = np.random.default_rng(seed)
+    items = 500
+    dense = rng.random((users, items)) < 0.04
+    rows, cols = np.nonzero(dense)
+    data = rng.uniform(0.5, 5.0, len(rows)).astype(np.float32)
+    matrix = csr_matrix((data, (rows, cols)), shape=(users, items))
+    user_factors = rng.normal(0, 0.3, (users, 16)).astype(np.float32)
+    item_factors = rng.normal(0, 0.3, (items, 16)).astype(np.float32)
+    return matrix, user_factors, item_factors
+
+
+def test_the_blocked_fit_check_is_the_weighted_mean_over_every_cell() -> None:
+    matrix, user_factors, item_factors = _random_fit(300)
+    coo = matrix.tocoo()
+    pred = (user_factors[coo.row].astype(np.float64) * item_factors[coo.col]).sum(axis=1)
+    expected = np.average((1.0 - pred) ** 2, weights=1.0 + coo.data.astype(np.float64))
+
+    for block in (1, 7, 4096, matrix.nnz, 10 * matrix.nnz):
+        assert positive_mse(matrix, user_factors, item_factors, block) == pytest.approx(
+            expected, rel=1e-6
+        )
+    empty = csr_matrix((3, 4), dtype=np.float32)
+    assert positive_mse(empty, user_factors[:3], item_factors[:4]) == 0.0
+
+
+def _peak_bytes(users: int) -> int:
+    matrix, user_factors, item_factors = _random_fit(users)
+    tracemalloc.start()
+    try:
+        positive_mse(matrix, user_factors, item_factors, block_cells=2048)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_the_fit_checks_memory_does_not_grow_with_the_matrix() -> None:
+    small, large = _peak_bytes(1_000), _peak_bytes(4_000)
+
+    # One block's gather (2,048 cells x 16 factors x 4 bytes x 2 = 256 KiB) is the peak at
+    # either size; gathering every cell at once would take 4x more at 4x the cells.
+    assert large < 1.25 * small
+    assert large < 1 << 20
