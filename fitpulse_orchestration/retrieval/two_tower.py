@@ -326,39 +326,60 @@ class TrainingExamples:
     cutoff: pd.Timestamp
 
 
+EXAMPLE_BLOCK_ROWS: Final = 65_536
+"""First engagements per block of ``build_examples`` (cut at a member's first row)."""
+
+
 def build_examples(
     events: pd.DataFrame,
     catalog: pd.DataFrame,
     profiles: pd.DataFrame,
     before: pd.Timestamp,
     max_examples: int,
+    block_rows: int = EXAMPLE_BLOCK_ROWS,
 ) -> TrainingExamples:
     """One example per first engagement before ``before``, user input from strictly earlier ones.
 
-    Keeps the latest ``max_examples`` positives (their histories still use older ones).
+    Keeps the latest ``max_examples`` positives (their histories still use older ones). The
+    positives are chosen first, by time; the dense content rows are then encoded over blocks of
+    about ``block_rows`` first engagements, each block whole members, and only the kept rows are
+    copied out. So the dense memory is one block's plus the output's, whatever the log holds
+    (every first engagement as a dense row at once is tens of TiB at full scale).
     """
     first = _first_engagements(events, before).reset_index(drop=True)
-    hot = multi_hot(_catalog_codes(catalog, first["item_id"].to_numpy()))
     users = first["user_id"].to_numpy()
-    # Exclusive prefix sums per user: rows are grouped by user in time order.
-    csum = np.cumsum(hot, axis=0, dtype=np.float32)
-    start = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1] if len(users) else np.array([])
-    group_start = np.zeros(len(users), dtype=np.int64)
-    if len(users):
-        lengths = np.diff(np.r_[start, len(users)])
-        group_start = np.repeat(start, lengths)
-    before_row = csum - hot
-    base = np.where(group_start[:, None] > 0, csum[np.maximum(group_start - 1, 0)], 0.0)
-    sums = (before_row - base).astype(np.float32)
-    counts = (np.arange(len(users)) - group_start).astype(np.float32)
-    prof = profile_attributes(profiles, users)
+    n = len(users)
+    keep = np.argsort(first["ts"].to_numpy(), kind="stable")[-max_examples:].astype(np.int64)
+    slot = np.full(n, -1, dtype=np.int64)
+    slot[keep] = np.arange(len(keep))
+    codes = _catalog_codes(catalog, first["item_id"].to_numpy())
+    starts = np.r_[0, np.flatnonzero(users[1:] != users[:-1]) + 1] if n else np.array([], int)
+    group_start = np.repeat(starts, np.diff(np.r_[starts, n])) if n else np.array([], int)
+    sums = np.zeros((len(keep), CONTENT_DIM), dtype=np.float32)
+    item_x = np.zeros((len(keep), CONTENT_DIM), dtype=np.float32)
+    counts = (np.arange(n) - group_start)[keep].astype(np.float32)
+    lo = 0
+    while lo < n:
+        cut = int(np.searchsorted(starts, lo + block_rows))
+        hi = int(starts[cut]) if cut < len(starts) else n
+        hot = multi_hot(codes[lo:hi])
+        csum = np.cumsum(hot, axis=0, dtype=np.float32)
+        # Exclusive prefix sums per member: rows are grouped by member in time order, and a
+        # block starts at a member's first row.
+        first_row = group_start[lo:hi] - lo
+        base = np.where(first_row[:, None] > 0, csum[np.maximum(first_row - 1, 0)], 0.0)
+        kept = slot[lo:hi] >= 0
+        dest = slot[lo:hi][kept]
+        sums[dest] = (csum - hot - base)[kept]
+        item_x[dest] = hot[kept]
+        lo = hi
+    prof = profile_attributes(profiles, users[keep])
     user_x = user_inputs(prof["fitness_level"].to_numpy(), prof["region"].to_numpy(), sums, counts)
-    order = np.argsort(first["ts"].to_numpy(), kind="stable")[-max_examples:]
     return TrainingExamples(
-        user_x=user_x[order],
-        item_x=hot[order],
-        item_ids=first["item_id"].to_numpy().astype(str)[order],
-        ts=first["ts"].to_numpy()[order],
+        user_x=user_x,
+        item_x=item_x,
+        item_ids=first["item_id"].to_numpy().astype(str)[keep],
+        ts=first["ts"].to_numpy()[keep],
         cutoff=pd.Timestamp(before),
     )
 

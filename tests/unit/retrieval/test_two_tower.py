@@ -308,6 +308,29 @@ def test_examples_take_history_from_earlier_engagements_only(snapshot: TrainingS
     assert (ts < split.eval_start).all()
 
 
+@pytest.mark.parametrize("block_rows", [1, 7, 200])
+def test_examples_built_in_blocks_are_the_examples_built_at_once(
+    snapshot: TrainingSnapshot, block_rows: int
+) -> None:
+    inputs, split = snapshot.inputs, snapshot.split
+
+    def build(max_examples: int, rows: int) -> TrainingExamples:
+        return build_examples(
+            inputs.events, inputs.catalog, inputs.profiles, split.eval_start, max_examples, rows
+        )
+
+    everything = build(1_000_000, 1 << 30)
+    for kept in (len(everything.item_ids), 300):
+        at_once, blocked = build(kept, 1 << 30), build(kept, block_rows)
+        assert len(blocked.item_ids) == kept
+        np.testing.assert_array_equal(blocked.user_x, at_once.user_x)
+        np.testing.assert_array_equal(blocked.item_x, at_once.item_x)
+        np.testing.assert_array_equal(blocked.item_ids, at_once.item_ids)
+        np.testing.assert_array_equal(blocked.ts, at_once.ts)
+    # Kept examples still take their history from engagements that were not kept.
+    np.testing.assert_array_equal(build(300, block_rows).user_x, everything.user_x[-300:])
+
+
 def test_train_two_tower_needs_enough_positives(snapshot: TrainingSnapshot) -> None:
     inputs, split = snapshot.inputs, snapshot.split
 
