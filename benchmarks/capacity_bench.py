@@ -751,7 +751,8 @@ def report(meta: dict[str, Any], measured: dict[str, Any], extra: dict[str, Any]
         f"{_fmt(ing['lines_per_s_with_write'])} lines/s end to end",
         f"  accepted {ing['accepted']:,} / read {ing['read']:,}, quarantined "
         f"{ing['quarantined']:,}, duplicates {ing['duplicates']:,}, balanced {ing['balanced']}",
-        f"  the day's accepted event ids as a frozenset (ingest_day's seen_event_ids): "
+        f"  the day's accepted event ids as a Python set (how ingest_day held its 30-day "
+        "window before accepted_among read it one partition at a time): "
         f"{ing['seen_ids_bytes_per_id']:.0f} B per id",
     ]
     a, d = extra["assumptions"], extra["derived"]
@@ -779,8 +780,8 @@ def report(meta: dict[str, Any], measured: dict[str, Any], extra: dict[str, Any]
         f"in {a['window_min']} min: {d['ingest_cores_peak_hour']:,} single-core workers",
         f"  DERIVED     ingestion memory: one ingest_batches call over the peak hour would "
         f"peak at ~{d['ingest_gib_per_peak_hour_one_call']:,.0f} GiB; 4 GiB holds about "
-        f"{d['ingest_lines_per_4gib_call']:,.0f} lines per call; the previous day's event ids "
-        f"(seen_event_ids) would take {d['seen_ids_gib_per_day']:,.0f} GiB",
+        f"{d['ingest_lines_per_4gib_call']:,.0f} lines per call; a day's event ids "
+        f"held as a set would take {d['seen_ids_gib_per_day']:,.0f} GiB",
         f"  DERIVED     features, incremental (daily rollup, each event once): "
         f"{d['rollup_core_hours_per_day']:,.1f} core-hours/day; peak hour in "
         f"{a['window_min']} min: {d['rollup_cores_peak_hour']} core(s) at 1 thread, "

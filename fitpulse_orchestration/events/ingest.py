@@ -23,7 +23,8 @@ import json
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -328,7 +329,7 @@ def ingest_batches(
     batches: Iterable[tuple[str, bytes]],
     day: dt.date,
     pseudonymizer: Pseudonymizer,
-    seen_event_ids: frozenset[str] = frozenset(),
+    accepted_before: Callable[[pd.Series], AbstractSet[str]] | None = None,
     erased_users: frozenset[str] = frozenset(),
 ) -> IngestResult:
     """Parse, validate, de-duplicate and pseudonymize one day of landed batches.
@@ -339,8 +340,9 @@ def ingest_batches(
             ``FUTURE_TOLERANCE``) is quarantined as ``future_timestamp``.
         day: the landing date of the partition.
         pseudonymizer: keyed hash that replaces user ids.
-        seen_event_ids: ids already accepted in earlier partitions (a re-send can cross
-            midnight); records repeating them count as duplicates.
+        accepted_before: which of the given event ids earlier partitions already accepted
+            (a re-send can cross midnight); records repeating them count as duplicates. None:
+            no earlier partition.
         erased_users: pseudonyms on the erasure list; their valid events count as ``erased``
             and are not written.
 
@@ -392,7 +394,9 @@ def ingest_batches(
             (frame.at[idx, "_source_file"], int(frame.at[idx, "_line_no"]), reason, raw_lines[idx])
         )
     good = frame.drop(index=list(bad_reasons))
-    dup_mask = good["event_id"].duplicated(keep="first") | good["event_id"].isin(seen_event_ids)
+    dup_mask = good["event_id"].duplicated(keep="first")
+    if accepted_before is not None and len(good):
+        dup_mask |= good["event_id"].isin(accepted_before(good.loc[~dup_mask, "event_id"]))
     duplicates = int(dup_mask.sum())
     events, health_removed = _to_clean(good[~dup_mask], pseudonymizer)
     erased_mask = events["user_id"].isin(erased_users)
@@ -492,25 +496,32 @@ def ingest_day(store: ObjectStore, day: dt.date, pseudonymizer: Pseudonymizer) -
     list are skipped (counted as ``erased``).
     """
     keys = list(store.iter_keys(layout.landing_events_prefix(day)))
+    start = day - STALE_AFTER.to_pytimedelta()
     return ingest_batches(
         ((key, store.get_bytes(key)) for key in keys),
         day,
         pseudonymizer,
-        accepted_event_ids(store, day - STALE_AFTER.to_pytimedelta(), day),
+        lambda ids: accepted_among(store, start, day, ids),
         erased_pseudonyms(store),
     )
 
 
-def accepted_event_ids(store: ObjectStore, start: dt.date, end: dt.date) -> frozenset[str]:
-    """Event ids of the clean partitions dated ``start`` (inclusive) to ``end`` (exclusive)."""
-    ids: set[str] = set()
+def accepted_among(store: ObjectStore, start: dt.date, end: dt.date, ids: pd.Series) -> set[str]:
+    """Which of ``ids`` the clean partitions dated ``start`` (inclusive) to ``end`` accepted.
+
+    A semi-join, one partition's ``event_id`` column at a time: the memory is the candidates
+    and one day's ids, not the ids of the whole window (about 175 GiB as a set at full scale).
+    """
+    wanted = pd.Index(ids.unique())
+    found: set[str] = set()
     for offset in range((end - start).days):
         key = layout.warehouse_key(
             layout.WAREHOUSE_EVENTS, start + dt.timedelta(days=offset), "events"
         )
         if store.exists(key):
-            ids.update(read_parquet(store, key, columns=["event_id"])["event_id"])
-    return frozenset(ids)
+            earlier = read_parquet(store, key, columns=["event_id"])["event_id"]
+            found.update(earlier[earlier.isin(wanted)])
+    return found
 
 
 def write_ingested(store: ObjectStore, day: dt.date, result: IngestResult) -> dict[str, str]:

@@ -13,6 +13,7 @@ import pytest
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.events.ingest import (
     IngestResult,
+    accepted_among,
     ingest_batches,
     ingest_day,
     read_clean_events,
@@ -24,7 +25,7 @@ from fitpulse_orchestration.events.schema import (
     QUARANTINE_COLUMNS,
 )
 from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
-from fitpulse_orchestration.storage import LocalObjectStore, read_parquet
+from fitpulse_orchestration.storage import LocalObjectStore, read_parquet, write_parquet
 
 DAY = dt.date(2026, 10, 19)
 KEY = layout.landing_events_key(DAY, 10, "b")
@@ -251,11 +252,36 @@ def test_event_ids_seen_in_earlier_partitions_count_as_duplicates(
 ) -> None:
     batches = [(KEY, _gz([_line("e0"), _line("e1")]))]
 
-    result = ingest_batches(batches, DAY, pseudonymizer, seen_event_ids=frozenset({"e0"}))
+    asked: list[list[str]] = []
+
+    def accepted_before(ids: pd.Series) -> set[str]:
+        asked.append(sorted(ids))
+        return {"e0", "e9"} & set(ids)
+
+    result = ingest_batches(batches, DAY, pseudonymizer, accepted_before)
 
     assert list(result.events["event_id"]) == ["e1"]
     assert result.duplicates == 1
     assert result.balanced
+    assert asked == [["e0", "e1"]]
+
+
+def test_earlier_acceptances_are_found_in_the_window_alone(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    for day, ids in (
+        (DAY - dt.timedelta(days=31), ["old"]),  # before the window: may be accepted again
+        (DAY - dt.timedelta(days=30), ["a", "b"]),
+        (DAY - dt.timedelta(days=1), ["c"]),
+        (DAY, ["d"]),  # the day itself is not an earlier partition
+    ):
+        key = layout.warehouse_key(layout.WAREHOUSE_EVENTS, day, "events")
+        write_parquet(store, key, pd.DataFrame({"event_id": ids}))
+
+    found = accepted_among(
+        store, DAY - dt.timedelta(days=30), DAY, pd.Series(["old", "a", "c", "d", "new", "a"])
+    )
+
+    assert found == {"a", "c"}
 
 
 def test_valid_resend_of_a_quarantined_copy_is_accepted(pseudonymizer: Pseudonymizer) -> None:
