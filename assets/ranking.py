@@ -59,23 +59,21 @@ def feed_selection(
 ) -> dg.Output[FeedSelection]:
     """Which scorer serves (the ranker or a ranker-free blend), chosen on the validation split.
 
-    Every blend weighting orders every validation user's pool. The validation users are halved
-    for the ranker: one with ``home_ranker``'s settings learns from the first half's examples
-    and is judged, beside the best blend, on the second half.
+    The validation users are halved: a ranker with ``home_ranker``'s settings learns from the
+    first half's examples, and it and every blend weighting order the second half's pools.
     """
     split = training_snapshot.split
     relevance = validation_relevance(training_snapshot.inputs.events, split)
-    learn, _judge = split_users(list(relevance))
+    learn, judge = split_users(list(relevance))
     frame = ranker_training_frame[ranker_training_frame["user_id"].isin(set(learn))]
     ranker = train_ranker(frame, home_ranker.feature_names, home_ranker.params)
     selection = select_scorer(
         validation_models,
         ranker,
         training_snapshot.example_inputs(),
-        relevance,
+        {u: relevance[u] for u in judge},
         config.candidate_params(),
         config.rerank_params(),
-        ranker_users=learn,
     )
     selection.ranker_users = len(learn)
     log_stage(

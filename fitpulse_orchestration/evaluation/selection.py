@@ -1,17 +1,15 @@
 """Which scorer serves: the ranker or a ranker-free blend, chosen on the validation split.
 
-Every blend weighting (``ranking.blend.weight_grid``) orders the candidate pools of every
-validation user, built by the validation models as of the validation part's start: a blend
-learns nothing from those users. The ranker learns from examples, so the validation users are
-cut in two halves by a seeded draw and a ranker trained on the first half's examples orders
-the pools of the second. Every option is first scored on its order alone (a vectorised top 10);
-the ranker and the ``GUARDED_FINALISTS`` best blends are then cut through the same guardrails
-that serve. The best guarded blend is the default scorer; the ranker, a stage more (features, a
-model, its skew), serves only when it earns its place: when it beats that blend's per-user
-NDCG@10 on the second half beyond noise (paired bootstrap, 95%; ``ranker_earns_its_place``). On
-a small validation split a choice by the means alone would chase noise, and a ranker kept by
-default would serve a feed worse than its own first stage whenever the blend is as good. The
-held-out part is never looked at.
+The validation users are cut in two halves by a seeded draw. A ranker trained on the first
+half's examples and every blend weighting (``ranking.blend.weight_grid``) order the second
+half's candidate pools, built by the validation models as of the validation part's start.
+Every option is first scored on its order alone (a vectorised top 10); the ranker and the
+``GUARDED_FINALISTS`` best blends are then cut through the same guardrails that serve. The
+best guarded blend is the default scorer; the ranker, a stage more (features, a model, its
+skew), serves only when it earns its place: when it beats that blend's per-user NDCG@10 beyond
+noise (paired bootstrap, 95%; ``ranker_earns_its_place``). On a small validation split a choice
+by the means alone would chase noise, and a ranker kept by default would serve a feed worse
+than its own first stage whenever the blend is as good. The held-out part is never looked at.
 
 History-less members (``ranking.blend.history_less``: new, or unknown to ALS and EASE) get
 their own weights over ``COLD_SOURCES``, chosen first on the history-less judged members alone
@@ -20,7 +18,7 @@ their own weights over ``COLD_SOURCES``, chosen first on the history-less judged
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -145,30 +143,25 @@ def select_scorer(
     relevance: Mapping[str, Mapping[str, int]],
     candidate_params: CandidateParams,
     rerank_params: RerankParams,
-    ranker_users: Collection[str] = (),
-    max_users: int = 2000,
+    max_users: int = 1000,
     seed: int = 7,
 ) -> FeedSelection:
     """Compare ``ranker`` with every blend weighting on the users of ``relevance``.
 
-    The blends and the history-less weights learn nothing from the validation users, so they
-    are judged on all of them; the ranker learned from ``ranker_users``' examples, so it is
-    judged, paired with the best blend, on the others alone. The best blend through the
-    guardrails serves unless ``ranker_earns_its_place`` on those users.
+    The best blend through the guardrails serves unless ``ranker_earns_its_place``.
 
     Args:
         models: the validation models (fit part only).
-        ranker: a ranker trained on the validation examples of ``ranker_users``.
+        ranker: a ranker trained on other users' validation examples.
         inputs: the events features may see (``TrainingSnapshot.example_inputs``).
         relevance: graded validation relevance of the users to judge on.
         candidate_params: candidate quotas.
         rerank_params: guardrails.
-        ranker_users: the users whose examples trained ``ranker``.
         max_users: at most this many users (a seeded sample) are judged.
         seed: seed of that sample.
 
     Raises:
-        ValueError: when ``relevance`` is empty, or every user of it trained the ranker.
+        ValueError: when ``relevance`` is empty.
     """
     if not relevance:
         raise ValueError("no validation users to choose a scorer on")
@@ -176,29 +169,20 @@ def select_scorer(
     if len(users) > max_users:
         picked = np.random.default_rng(seed).choice(len(users), size=max_users, replace=False)
         users = [users[i] for i in sorted(picked)]
-    learned = set(ranker_users)
-    held = np.array([u not in learned for u in users])
-    if not held.any():
-        raise ValueError("every validation user trained the ranker: none is left to judge it on")
     judged = {u: relevance[u] for u in users}
-    unseen = {u: relevance[u] for u, keep in zip(users, held, strict=True) if keep}
     frame = profile_attributes(inputs.profiles, users)
     model = models.feed_model(ranker, candidate_params, rerank_params)
     result = build_feeds(model, inputs, frame, models.as_of)
     scored = result.scored
     cold_weights, cold_table = choose_cold_weights(scored, judged)
     per_user = {"ranker": _user_ndcg(result.feeds, judged)}
-    scored_unseen = scored[scored["user_id"].astype(str).isin(unseen)]
     rows: list[dict[str, Any]] = [
         {
             "option": "ranker",
             "scorer": "ranker",
             "weights": {},
-            "users": len(unseen),
-            "unguarded_ndcg_at_10": _unguarded_ndcg(
-                scored_unseen, scored_unseen["score"].to_numpy(), unseen
-            ),
-            "ndcg_at_10": float(per_user["ranker"][held].mean()),
+            "unguarded_ndcg_at_10": _unguarded_ndcg(scored, scored["score"].to_numpy(), judged),
+            "ndcg_at_10": float(per_user["ranker"].mean()),
         }
     ]
     blends: list[dict[str, Any]] = [
@@ -206,7 +190,6 @@ def select_scorer(
             "option": f"blend: {describe_weights(weights)}",
             "scorer": "blend",
             "weights": weights,
-            "users": len(judged),
             "unguarded_ndcg_at_10": _unguarded_ndcg(
                 scored, blend_scores(scored, weights, cold_weights), judged
             ),
@@ -222,26 +205,24 @@ def select_scorer(
         row["ndcg_at_10"] = float(per_user[row["option"]].mean())
     rows.extend(blends)
     table = pd.DataFrame(rows)
+    table["users"] = len(judged)
     table = table.sort_values(
         ["ndcg_at_10", "unguarded_ndcg_at_10"],
         ascending=[False, False],
         kind="stable",
         na_position="last",
     ).reset_index(drop=True)
-    ranker_ndcg = float(per_user["ranker"][held].mean())
+    ranker_ndcg = float(per_user["ranker"].mean())
     blend_rows = table[table["scorer"] == "blend"]
     best_blend = blend_rows.iloc[0]
-    blend_unseen = per_user[best_blend["option"]][held]
-    wins, low = ranker_earns_its_place(per_user["ranker"][held], blend_unseen, seed)
+    wins, low = ranker_earns_its_place(per_user["ranker"], per_user[best_blend["option"]], seed)
     best = table[table["scorer"] == "ranker"].iloc[0] if wins else best_blend
     verdict = "beats" if wins else "does not beat"
     reason = (
         f"{best['option']} serves: the ranker (NDCG@10 {ranker_ndcg:.4f}) {verdict} the best "
-        f"blend ({best_blend['option'].removeprefix('blend: ')}, {blend_unseen.mean():.4f}) "
-        f"beyond noise over the {len(unseen)} validation users it did not learn from (95% CI "
-        f"lower bound of the ranker's lift {low:+.4f}); that blend is the best of "
-        f"{len(blend_rows)} over all {len(judged)} validation users "
-        f"({best_blend['ndcg_at_10']:.4f}); history-less members: "
+        f"blend ({best_blend['option'].removeprefix('blend: ')}, "
+        f"{best_blend['ndcg_at_10']:.4f}) beyond noise over {len(judged)} validation users "
+        f"(95% CI lower bound of the ranker's lift {low:+.4f}); history-less members: "
         f"{describe_weights(cold_weights)} ({int(cold_table['users'].iloc[0])} judged)"
     )
     singles = {
@@ -267,7 +248,6 @@ def select_scorer(
             "ranker_lift_ci_low": low,
             "ranker_ndcg_at_10": ranker_ndcg,
             "best_blend_ndcg_at_10": float(best_blend["ndcg_at_10"]),
-            "best_blend_ndcg_at_10_ranker_judged": float(blend_unseen.mean()),
             **{f"{s}_only_unguarded_ndcg_at_10": v for s, v in singles.items()},
         },
     )
@@ -275,13 +255,10 @@ def select_scorer(
 
 def format_selection_markdown(selection: FeedSelection, top: int = 10) -> str:
     """The best ``top`` options as a Markdown table, with the verdict."""
-    lines = [
-        "| option | users | NDCG@10 (guardrails) | NDCG@10 (order alone) |",
-        "|---|---:|---|---|",
-    ]
+    lines = ["| option | NDCG@10 (guardrails) | NDCG@10 (order alone) |", "|---|---|---|"]
     for row in selection.table.head(top).itertuples():
         guarded = "-" if pd.isna(row.ndcg_at_10) else f"{row.ndcg_at_10:.4f}"
-        lines.append(f"| {row.option} | {row.users} | {guarded} | {row.unguarded_ndcg_at_10:.4f} |")
+        lines.append(f"| {row.option} | {guarded} | {row.unguarded_ndcg_at_10:.4f} |")
     cold = selection.cold_table
     if not cold.empty and cold["unguarded_ndcg_at_10"].notna().any():
         lines += ["", "| history-less members: weights | NDCG@10 (order alone) |", "|---|---|"]

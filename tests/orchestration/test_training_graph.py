@@ -19,11 +19,9 @@ from mlflow.tracking import MlflowClient
 from fitpulse_orchestration.console import default_dagster_url
 from fitpulse_orchestration.definitions import build_definitions
 from fitpulse_orchestration.evaluation.home_feed import METRICS, MODELS, SLICES, metric
-from fitpulse_orchestration.evaluation.selection import split_users
 from fitpulse_orchestration.evaluation.tuning import POPULARITY_HALF_LIVES
 from fitpulse_orchestration.events.schema import ENGAGEMENT_GRADE
 from fitpulse_orchestration.features.point_in_time import USER_FEATURES
-from fitpulse_orchestration.features.training import validation_relevance
 from fitpulse_orchestration.storage.asset_values import load_asset_value
 from fitpulse_orchestration.storage.online_store import SQLiteOnlineStore
 from model_registry.client import (
@@ -207,23 +205,6 @@ def test_fallback_popularity_counts_every_day_up_to_the_end(graph: GraphRun) -> 
     assert only_recent
     assert only_recent & set(fallback["item_id"])
     assert not only_recent & set(load_asset_value(store, "popular_items")["item_id"])
-
-
-def test_blends_are_judged_on_every_validation_user_the_ranker_on_those_it_did_not_learn(
-    graph: GraphRun,
-) -> None:
-    store = graph.world.store
-    snapshot = load_asset_value(store, "training_snapshot")
-    validation = validation_relevance(snapshot.inputs.events, snapshot.split)  # type: ignore[attr-defined]
-    learn, judge = split_users(list(validation))
-    selection = load_asset_value(store, "feed_selection")
-    table = selection.table  # type: ignore[attr-defined]
-
-    users = table.groupby("scorer")["users"].unique().to_dict()
-    assert users["blend"].tolist() == [len(validation)]
-    assert users["ranker"].tolist() == [len(judge)]
-    assert selection.ranker_users == len(learn)  # type: ignore[attr-defined]
-    assert 0 < len(judge) < len(validation)
 
 
 def test_second_run_moves_the_candidate_alias(graph: GraphRun) -> None:
