@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -112,7 +112,8 @@ class CandidatePools:
         by_segment: each segment's popularity list (``SegmentList.segments``).
         unpublished_als: how many ALS items are not yet published (searched for and dropped).
         unpublished_tt: how many two-tower index items are not live (searched for and dropped).
-        unpublished_ease: how many EASE items are not live (listed and dropped).
+        ease_not_live: positions in the EASE model's ``item_ids`` of items that are not live
+            (never listed).
     """
 
     published: frozenset[str]
@@ -120,7 +121,7 @@ class CandidatePools:
     by_segment: dict[str, SegmentList]
     unpublished_als: int
     unpublished_tt: int = 0
-    unpublished_ease: int = 0
+    ease_not_live: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
 
     @property
     def fresh_scores(self) -> np.ndarray:
@@ -168,9 +169,9 @@ def candidate_pools(
         unpublished_tt=0
         if tt_index is None
         else sum(1 for item in tt_index.item_ids() if item not in published),
-        unpublished_ease=0
+        ease_not_live=np.array([], dtype=np.int64)
         if ease is None
-        else sum(1 for item in ease.item_ids if item not in published),
+        else np.flatnonzero([item not in published for item in ease.item_ids]),
     )
 
 
@@ -317,16 +318,22 @@ def retrieve_columns(
                 for k, it, sc in zip(short, again, again_scores, strict=True):
                     als_hits[als_users[k]] = (it, sc)
     tt_hits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    tt_row: dict[str, int] = {}
+    tt_need = tt_full = 0
     if user_vectors is not None and tt_index is not None and len(tt_index) and len(ids):
         if len(user_vectors) != len(ids):
             raise ValueError("user_vectors must have one row per user")
         max_seen = max((len(seen.get(u, ())) for u in ids), default=0)
-        # Indexed items that are not live (taken down, or not yet published at an offline
-        # ``as_of``) are dropped after the search: ask for that many extra.
-        want = max(params.n_two_tower, params.cold_n_two_tower) + max_seen + pools.unpublished_tt
-        items, scores = tt_index.search(user_vectors, want)
-        for u, it, sc in zip(ids, items, scores, strict=True):
+        # Seen, not-live (taken down, or not yet published at an offline ``as_of``) and
+        # already-listed items are dropped after the search. As for ALS, the first search asks
+        # for at most as many not-live items as it wants listable ones, and a member it leaves
+        # short is searched again with every not-live item as slack.
+        tt_need = max(params.n_two_tower, params.cold_n_two_tower) + max_seen
+        tt_full = tt_need + pools.unpublished_tt
+        items, scores = tt_index.search(user_vectors, tt_need + min(pools.unpublished_tt, tt_need))
+        for k, (u, it, sc) in enumerate(zip(ids, items, scores, strict=True)):
             tt_hits[u] = (it, sc)
+            tt_row[u] = k
     parts: list[_UserCandidates] = []
     for u, level, region in zip(ids, levels, regions, strict=True):
         user_seen = seen.get(u, frozenset())
@@ -335,11 +342,24 @@ def retrieve_columns(
         if u in als_hits:
             mine.take("als", *als_hits[u], quota["als"])
         if ease is not None and quota["ease"] > 0 and user_seen:
-            # Seen and not-live items are skipped by ``take``: ask for that many extra.
-            want = quota["ease"] + len(user_seen) + pools.unpublished_ease
-            mine.take("ease", *ease.top_items(user_seen, want), quota["ease"])
+            # Seen and not-live items are never listed; an item ALS took is skipped by
+            # ``take``: ask for that many extra.
+            want = quota["ease"] + len(mine.items)
+            mine.take("ease", *ease.top_items(user_seen, want, pools.ease_not_live), quota["ease"])
         if u in tt_hits:
-            mine.take("two_tower", *tt_hits[u], quota["two_tower"])
+            it, sc = tt_hits[u]
+            if (
+                tt_index is not None
+                and user_vectors is not None
+                and len(it) < tt_full
+                and all(it)
+                and _eligible(it, user_seen, published, quota["two_tower"], mine.row_of)
+                < quota["two_tower"]
+            ):
+                row = tt_row[u]
+                again, again_scores = tt_index.search(user_vectors[row : row + 1], tt_full)
+                it, sc = again[0], again_scores[0]
+            mine.take("two_tower", it, sc, quota["two_tower"])
         seg = pick_segment(pools.by_segment, str(level), str(region), quota["popular"])
         if seg is not None:
             mine.take("popular", seg.items, seg.scores, quota["popular"])
@@ -349,12 +369,19 @@ def retrieve_columns(
 
 
 def _eligible(
-    items: np.ndarray, seen: AbstractSet[str], published: AbstractSet[str], enough: int
+    items: np.ndarray,
+    seen: AbstractSet[str],
+    published: AbstractSet[str],
+    enough: int,
+    taken: Mapping[str, int] | AbstractSet[str] = frozenset(),
 ) -> int:
-    """How many of ``items`` a member may get (listed, unseen, live), counting up to ``enough``."""
+    """How many of ``items`` a member may get, counting up to ``enough``.
+
+    Listed (not empty), unseen, live, and not ``taken`` by an earlier source.
+    """
     count = 0
     for item in items.tolist():
-        if item and item not in seen and item in published:
+        if item and item not in seen and item in published and item not in taken:
             count += 1
             if count >= enough:
                 break

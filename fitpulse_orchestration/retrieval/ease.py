@@ -78,17 +78,24 @@ class EaseArtifacts:
             return np.zeros(len(self.item_ids), dtype=np.float32)
         return np.asarray(self.weights[rows].sum(axis=0), dtype=np.float32)
 
-    def top_items(self, history: Collection[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+    def top_items(
+        self, history: Collection[str], k: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best-scored head items (history excluded), best first, with scores.
 
-        Users without any head item in ``history`` get nothing.
+        ``exclude``: positions in ``item_ids`` never to list (items that are not live), so
+        ``k`` counts listable items only. Users without any head item in ``history`` get
+        nothing.
         """
         rows = self._rows(history)
         if rows.size == 0 or k <= 0:
             return np.array([], dtype=object), np.array([], dtype=np.float32)
         scores = np.asarray(self.weights[rows].sum(axis=0), dtype=np.float32)
         scores[rows] = -np.inf
-        k = min(k, len(scores) - rows.size)
+        if exclude is not None:
+            scores[exclude] = -np.inf
+        dropped = int(np.isneginf(scores).sum())
+        k = min(k, len(scores) - dropped)
         if k <= 0:
             return np.array([], dtype=object), np.array([], dtype=np.float32)
         top = np.argpartition(-scores, k - 1)[:k]

@@ -459,3 +459,80 @@ def test_taken_down_top_hits_do_not_shrink_two_tower_quota() -> None:
 
     cold = out[(out["user_id"] == "cold") & (out["source"] == "two_tower")]
     assert cold["item_id"].tolist() == ["t1", "a2"]
+
+
+def test_ease_lists_past_not_live_items_and_the_items_als_took() -> None:
+    from fitpulse_orchestration.retrieval.ease import EaseArtifacts, EaseParams
+
+    # Hand-set weights from the warm user's a1: the not-yet-published "late" first, then the
+    # items ALS also ranks first (a2, a3, a4), then a5 and p2.
+    order = ["late", "a2", "a3", "a4", "a5", "p2"]
+    item_ids = np.array(sorted(["a1", *order]))
+    weights = np.zeros((len(item_ids), len(item_ids)), dtype=np.float32)
+    row = int(np.searchsorted(item_ids, "a1"))
+    for rank, item in enumerate(order):
+        weights[row, int(np.searchsorted(item_ids, item))] = 10.0 - rank
+    ease = EaseArtifacts(item_ids=item_ids, weights=weights, params=EaseParams())
+    als = _als()
+    params = CandidateParams(n_als=3, n_ease=2, n_popular=0, n_fresh=0, cold_threshold=1)
+
+    out = generate_candidates(
+        USERS.iloc[:1],
+        AS_OF,
+        als,
+        build_item_index(als.item_ids, als.item_factors),
+        _popular(),
+        CATALOG,
+        SEEN,
+        params,
+        ease=ease,
+    )
+
+    # EASE still adds its two: ALS's three items and the unpublished one take no place.
+    assert _rows(out, "warm") == [
+        ("a2", "als", 0),
+        ("a3", "als", 1),
+        ("a4", "als", 2),
+        ("a5", "ease", 0),
+        ("p2", "ease", 1),
+    ]
+
+
+def test_the_first_two_tower_search_is_bounded_and_a_short_member_searched_again() -> None:
+    # Ten flagged items outrank every live one: more than the first search's slack.
+    gone = {f"gone{k}": 20.0 + k for k in range(10)}
+    catalog = pd.concat(
+        [
+            TT_CATALOG,
+            pd.DataFrame(
+                {
+                    "item_id": list(gone),
+                    "published_at": OLD,
+                    "item_type": "workout",
+                    "status": "flagged",
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
+    index = _tt_index({**gone, **TT_SCORES})
+    searches: list[tuple[int, int]] = []
+    search = index.search
+
+    def recording(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        searches.append((len(queries), k))
+        return search(queries, k)
+
+    index.search = recording  # type: ignore[method-assign]
+    params = CandidateParams(
+        n_als=3, n_two_tower=2, n_popular=0, n_fresh=0, cold_n_two_tower=2, cold_threshold=2
+    )
+
+    out = _tt_generate(catalog, params, index)
+
+    # want 2 + 2 seen = 4; 11 not-live items (the ten and "late"): 4 more first, then one
+    # search per member with all 11 as slack.
+    assert searches == [(2, 8), (1, 15), (1, 15)]
+    tt = out[out["source"] == "two_tower"]
+    assert tt.loc[tt["user_id"] == "cold", "item_id"].tolist() == ["t1", "a2"]
+    assert tt.loc[tt["user_id"] == "warm", "item_id"].tolist() == ["t1", "p1"]
