@@ -119,6 +119,34 @@ def rss_mib(pid: int | str = "self") -> float:
     return float("nan")
 
 
+def memory_mib(pid: int) -> dict[str, float]:
+    """RSS, PSS and private memory of a process (``/proc/PID/smaps_rollup``; NaN elsewhere).
+
+    PSS splits each shared page between the processes that map it, so the PSS of a process tree
+    sums to what the machine holds for it; private memory is what the process alone holds.
+    """
+    fields: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[1].isdigit():
+                fields[parts[0].rstrip(":")] = int(parts[1])
+    except OSError:
+        return {"rss": float("nan"), "pss": float("nan"), "private": float("nan")}
+    private = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+    return {
+        "rss": fields.get("Rss", 0) / 1024,
+        "pss": fields.get("Pss", 0) / 1024,
+        "private": private / 1024,
+    }
+
+
+def tree_memory(root: int) -> list[dict[str, Any]]:
+    """``memory_mib`` of ``root`` and each of its descendants, largest RSS first."""
+    rows = [{"pid": pid, **memory_mib(pid)} for pid in _tree_pids(root)]
+    return sorted(rows, key=lambda row: -row["rss"])
+
+
 def prepare_home(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     """The trained home to serve from: ``--home``, else a reused or new demo home."""
     if args.home is not None:
@@ -996,6 +1024,8 @@ def bench_http(
                         scrape=workers == 1,
                     )
                 )
+            # After the levels: every worker has loaded its models and served requests.
+            result["memory"] = tree_memory(server["pid"])
             best_rps = max(level["throughput_rps"] for level in result["levels"])
             rate = args.utilization * best_rps
             say(
@@ -1112,6 +1142,23 @@ def format_in_process(title: str, block: dict[str, Any]) -> list[str]:
     return lines
 
 
+def format_memory(rows: list[dict[str, Any]]) -> list[str]:
+    """The server's processes after the levels: each one's RSS, PSS and private memory."""
+    if not rows:
+        return []
+    lines = [
+        f"  memory after the levels: {len(rows)} process(es), RSS sum "
+        f"{sum(r['rss'] for r in rows):,.0f} MiB, PSS sum {sum(r['pss'] for r in rows):,.0f} MiB "
+        "(what the machine holds for them)"
+    ]
+    lines += [
+        f"    pid {r['pid']}: RSS {r['rss']:,.0f} MiB, PSS {r['pss']:,.0f} MiB, private "
+        f"{r['private']:,.0f} MiB"
+        for r in rows
+    ]
+    return lines
+
+
 def format_report(meta: dict[str, Any], results: dict[str, Any]) -> str:
     home = meta["home"]
     model = results["model"]
@@ -1176,6 +1223,7 @@ def format_report(meta: dict[str, Any], results: dict[str, Any]) -> str:
             f"HTTP: uvicorn, {server['workers']} worker process(es) x {server['threads']} "
             f"request threads, {server['index']} index; ready in {server['ready_s']:.1f} s; "
             f"idle RSS {server['idle_rss_mib']:,.0f} MiB",
+            *format_memory(server.get("memory", [])),
             f"  server: {server['command']}",
             "  client: httpx keep-alive clients in threads of this process (same cores as the "
             "server); gzip accepted",
