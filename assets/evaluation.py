@@ -96,6 +96,8 @@ def home_feed_evaluation(
         **plot_metadata(store, plot_key, "plot"),
         "protocol": evaluation.protocol,
         "scorer": evaluation.scorer,
+        "heldout_users": evaluation.heldout_users,
+        "evaluated_users": int(metric(table, "candidate", "users")),
         **{
             f"{model}_ndcg_at_10": metric(table, model, "ndcg_at_10")
             for model in table["model"].unique()

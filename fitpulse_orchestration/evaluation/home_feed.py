@@ -94,7 +94,8 @@ class HomeFeedEvaluation:
     ``table``: one row per (model, slice) (``evaluate_models``) plus ``scoring_p50_ms`` and
     ``scoring_p99_ms`` for the models that run the ranker. ``per_user``: ``model``, ``user_id``,
     ``cold`` and ``ndcg_at_10`` of every evaluated user (the promotion gate's bootstrap input).
-    ``feeds``: the candidate's feeds and scored pools. ``protocol``: the split it was
+    ``feeds``: the candidate's feeds and scored pools of the evaluated users. ``protocol``: the
+    split it was
     measured under (``TimeSplit.describe``); ``scorer``: the candidate's scorer.
     """
 
@@ -103,6 +104,9 @@ class HomeFeedEvaluation:
     feeds: FeedResult
     protocol: str = ""
     scorer: str = "ranker"
+    heldout_users: int = 0
+    """Users with an engagement in the held-out part (``table`` holds a sample of them when
+    there are more than ``EVAL_MAX_USERS``)."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,9 @@ def evaluate_models(
 ) -> pd.DataFrame:
     """One row per (model, slice) with every metric in ``METRICS`` and the user count.
 
+    ``ndcg_at_10_ci95`` is the half-width of the normal 95% interval of NDCG@10's mean over
+    the slice's users: how far the row could move with other users of the same population.
+
     Users without a list for a model count with an empty list (0 for ranking metrics), so all
     models are compared on the same users: everyone with an engagement in the held-out window.
     Coverage is over the catalog; safety violations count unsafe items in beginners' feeds.
@@ -140,6 +147,7 @@ def evaluate_models(
             empty = RankedLists([], [])
             got = [per_user.get(u, empty) for u in slice_users]
             rel = [ctx.relevance[u] for u in slice_users]
+            ndcg = np.array([ndcg_at_k(g.feed, r, 10) for g, r in zip(got, rel, strict=True)])
             rows.append(
                 {
                     "model": model,
@@ -153,9 +161,7 @@ def evaluate_models(
                             ]
                         )
                     ),
-                    "ndcg_at_10": float(
-                        np.mean([ndcg_at_k(g.feed, r, 10) for g, r in zip(got, rel, strict=True)])
-                    ),
+                    "ndcg_at_10": float(ndcg.mean()),
                     "map_at_10": float(
                         np.mean(
                             [
@@ -182,9 +188,17 @@ def evaluate_models(
                             if u in ctx.beginners
                         )
                     ),
+                    "ndcg_at_10_ci95": _half_width(ndcg),
                 }
             )
-    return pd.DataFrame(rows, columns=["model", "slice", "users", *METRICS])
+    return pd.DataFrame(rows, columns=["model", "slice", "users", *METRICS, "ndcg_at_10_ci95"])
+
+
+def _half_width(values: np.ndarray) -> float:
+    """Half-width of the normal 95% interval of the mean of ``values`` (0 for one value)."""
+    if len(values) < 2:
+        return 0.0
+    return float(1.96 * values.std(ddof=1) / np.sqrt(len(values)))
 
 
 def per_user_ndcg(
@@ -348,25 +362,49 @@ def _single_source_lists(
     return out
 
 
+EVAL_MAX_USERS: Final = 20_000
+"""At most this many held-out users are evaluated (a seeded sample above it)."""
+EVAL_BATCH_USERS: Final = 2_000
+"""Users whose feeds are built in one call."""
+
+
+def sample_users(users: list[str], max_users: int, seed: int = 7) -> list[str]:
+    """``users`` (sorted) when there are at most ``max_users``, else a seeded sample of them."""
+    users = sorted(users)
+    if len(users) <= max_users:
+        return users
+    picked = np.random.default_rng(seed).choice(len(users), size=max_users, replace=False)
+    return [users[i] for i in sorted(picked)]
+
+
 def evaluate_home_feed(
     model: HomeFeedModel,
     inputs: FeatureInputs,
     split: TimeSplit,
     champion: HomeFeedModel | None = None,
     oracle: Mapping[str, list[str]] | None = None,
+    max_users: int = EVAL_MAX_USERS,
+    batch_users: int = EVAL_BATCH_USERS,
 ) -> HomeFeedEvaluation:
     """Evaluate the candidate pipeline, its stages, the champion (if any) and the baselines.
 
     Every model serves, as of ``split.eval_start``, each user with an engagement in the
-    held-out part, seeing only the events the split lets models learn from
-    (``split.train_events``); relevance is that user's deepest engagement grade per item. The
-    champion serves with its own artifacts but today's events and catalog, as it would in
-    production. ``oracle`` (a synthetic world's true preference order per user) is cut through
-    the same guardrails as the candidate and reported as the ``oracle`` row: the ceiling.
+    held-out part (a seeded sample of ``max_users`` of them when there are more), seeing only
+    the events the split lets models learn from (``split.train_events``); relevance is that
+    user's deepest engagement grade per item. Feeds are built for ``batch_users`` users at a
+    time, so the scored pools in memory are one batch's (a user's feed depends on that user
+    alone). The champion serves with its own artifacts but today's events and catalog, as it
+    would in production. ``oracle`` (a synthetic world's true preference order per user) is cut
+    through the same guardrails as the candidate and reported as the ``oracle`` row: the
+    ceiling.
     """
-    relevance = heldout_relevance(inputs.events, split)
-    if not relevance:
+    if max_users < 1 or batch_users < 1:
+        raise ValueError("max_users and batch_users must be at least 1")
+    heldout = heldout_relevance(inputs.events, split)
+    if not heldout:
         raise ValueError("the held-out part has no engagements to evaluate against")
+    user_ids = sample_users(list(heldout), max_users)
+    relevance = {u: heldout[u] for u in user_ids}
     as_of = split.eval_start
     inputs = FeatureInputs(
         events=split.train_events(inputs.events).reset_index(drop=True),
@@ -374,7 +412,6 @@ def evaluate_home_feed(
         profiles=inputs.profiles,
     )
     profiles = inputs.profiles.set_index("user_id")
-    user_ids = sorted(relevance)
     users = pd.DataFrame(
         {
             "user_id": user_ids,
@@ -383,6 +420,61 @@ def evaluate_home_feed(
         }
     )
     seen = seen_items(inputs.events, as_of)
+    lists: dict[str, dict[str, RankedLists]] = {}
+    latency: dict[str, tuple[float, float]] = {}
+    results: list[FeedResult] = []
+    for start in range(0, len(users), batch_users):
+        batch = users.iloc[start : start + batch_users].reset_index(drop=True)
+        result, batch_lists, batch_latency = _evaluate_batch(
+            model, inputs, batch, seen, as_of, champion, oracle
+        )
+        results.append(result)
+        for name, per_user in batch_lists.items():
+            lists.setdefault(name, {}).update(per_user)
+        for name, value in batch_latency.items():
+            latency.setdefault(name, value)
+    engaged = compute_user_features(inputs, users.assign(as_of=as_of))
+    cold = frozenset(engaged.loc[engaged["u_is_cold"] > 0, "user_id"])
+    ctx = EvaluationContext(
+        relevance=relevance,
+        cold_users=cold,
+        beginners=frozenset(users.loc[users["fitness_level"].map(treated_as_beginner), "user_id"]),
+        unsafe_items=frozenset(inputs.catalog.loc[unsafe_for_beginners(inputs.catalog), "item_id"]),
+        item_category=inputs.catalog.set_index("item_id")["category"].to_dict(),
+        catalog_size=int((inputs.catalog["published_at"] < as_of).sum()),
+    )
+    table = evaluate_models(lists, ctx)
+    table["scoring_p50_ms"] = table["model"].map({m: v[0] for m, v in latency.items()})
+    table["scoring_p99_ms"] = table["model"].map({m: v[1] for m, v in latency.items()})
+    guardrails: dict[str, int] = {}
+    for result in results:
+        for rule, count in result.guardrails.items():
+            guardrails[rule] = guardrails.get(rule, 0) + count
+    return HomeFeedEvaluation(
+        table=table,
+        per_user=per_user_ndcg(lists, ctx),
+        feeds=FeedResult(
+            feeds=pd.concat([r.feeds for r in results], ignore_index=True),
+            scored=pd.concat([r.scored for r in results], ignore_index=True),
+            guardrails=guardrails,
+        ),
+        protocol=split.describe(),
+        scorer=model.scorer,
+        heldout_users=len(heldout),
+    )
+
+
+def _evaluate_batch(
+    model: HomeFeedModel,
+    inputs: FeatureInputs,
+    users: pd.DataFrame,
+    seen: dict[str, set[str]],
+    as_of: pd.Timestamp,
+    champion: HomeFeedModel | None,
+    oracle: Mapping[str, list[str]] | None,
+) -> tuple[FeedResult, dict[str, dict[str, RankedLists]], dict[str, tuple[float, float]]]:
+    """Every model's lists for one batch of users, the candidate's feeds and scoring latency."""
+    user_ids = users["user_id"].tolist()
     result = build_feeds(model, inputs, users, as_of)
     lists = {"candidate": _candidate_lists(result)}
     latency = {"candidate": measure_scoring_latency(model, result.scored)}
@@ -409,7 +501,7 @@ def evaluate_home_feed(
     if oracle is not None:
         unseen = {
             str(u): [i for i in oracle.get(str(u), []) if i not in seen.get(str(u), set())][:300]
-            for u in users["user_id"]
+            for u in user_ids
         }
         # The oracle's own top 300 (not the retrieval pool): the ceiling of the whole pipeline.
         lists["oracle"] = _guarded_lists(unseen, "oracle", inputs, users, as_of, model)
@@ -434,26 +526,7 @@ def evaluate_home_feed(
         as_of,
         model,
     )
-    engaged = compute_user_features(inputs, users.assign(as_of=as_of))
-    cold = frozenset(engaged.loc[engaged["u_is_cold"] > 0, "user_id"])
-    ctx = EvaluationContext(
-        relevance=relevance,
-        cold_users=cold,
-        beginners=frozenset(users.loc[users["fitness_level"].map(treated_as_beginner), "user_id"]),
-        unsafe_items=frozenset(inputs.catalog.loc[unsafe_for_beginners(inputs.catalog), "item_id"]),
-        item_category=inputs.catalog.set_index("item_id")["category"].to_dict(),
-        catalog_size=int((inputs.catalog["published_at"] < as_of).sum()),
-    )
-    table = evaluate_models(lists, ctx)
-    table["scoring_p50_ms"] = table["model"].map({m: v[0] for m, v in latency.items()})
-    table["scoring_p99_ms"] = table["model"].map({m: v[1] for m, v in latency.items()})
-    return HomeFeedEvaluation(
-        table=table,
-        per_user=per_user_ndcg(lists, ctx),
-        feeds=result,
-        protocol=split.describe(),
-        scorer=model.scorer,
-    )
+    return result, lists, latency
 
 
 def _guarded_lists(

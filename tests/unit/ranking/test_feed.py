@@ -267,3 +267,40 @@ def test_duplicate_user_rows_are_rejected(served: Served, trained: Trained) -> N
 
     with pytest.raises(ValueError, match="more than once"):
         build_feeds(trained.model, trained.snapshot.inputs, pd.concat([users, users]), served.as_of)
+
+
+def test_the_evaluation_in_batches_is_the_evaluation_at_once(trained: Trained) -> None:
+    inputs, split = trained.snapshot.inputs, trained.snapshot.split
+    timed = ["scoring_p50_ms", "scoring_p99_ms"]  # wall-clock latencies differ run to run
+
+    at_once = evaluate_home_feed(trained.model, inputs, split, batch_users=1_000_000)
+    batched = evaluate_home_feed(trained.model, inputs, split, batch_users=17)
+
+    pd.testing.assert_frame_equal(
+        batched.table.drop(columns=timed), at_once.table.drop(columns=timed)
+    )
+    pd.testing.assert_frame_equal(batched.per_user, at_once.per_user)
+    pd.testing.assert_frame_equal(batched.feeds.feeds, at_once.feeds.feeds)
+    assert batched.feeds.guardrails == at_once.feeds.guardrails
+    assert (
+        batched.heldout_users
+        == at_once.heldout_users
+        == int(metric(at_once.table, "candidate", "users"))
+    )
+
+
+def test_above_the_cap_a_seeded_sample_of_users_is_evaluated(trained: Trained) -> None:
+    inputs, split = trained.snapshot.inputs, trained.snapshot.split
+
+    sampled = evaluate_home_feed(trained.model, inputs, split, max_users=40)
+    again = evaluate_home_feed(trained.model, inputs, split, max_users=40, batch_users=9)
+
+    assert sampled.heldout_users > 40
+    assert set(sampled.table.loc[sampled.table["slice"] == "all", "users"]) == {40}
+    assert sampled.per_user["user_id"].nunique() == 40
+    pd.testing.assert_frame_equal(sampled.per_user, again.per_user)
+    # The interval is that of the 40 evaluated users' mean.
+    mine = sampled.per_user.loc[sampled.per_user["model"] == "candidate", "ndcg_at_10"]
+    assert metric(sampled.table, "candidate", "ndcg_at_10_ci95") == pytest.approx(
+        1.96 * mine.std(ddof=1) / np.sqrt(40)
+    )
