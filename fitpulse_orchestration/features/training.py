@@ -304,12 +304,20 @@ EXAMPLES_SCHEMA = pa.DataFrameSchema(
 )
 
 
+MAX_RANKER_GROUPS: Final = 200_000
+"""Most groups (feed requests or sampled engagements) the ranker learns from: a seeded sample
+of the validation window's groups above it. About 20 rows a group, so at most about 4M rows of
+features (about 2 GiB as the training frame); LambdaRank's gains flatten long before that on
+every world measured here, while a full-scale day holds millions of engaged feed requests."""
+
+
 def build_ranker_examples(
     events: pd.DataFrame,
     catalog: pd.DataFrame,
     split: TimeSplit,
     negatives: int = 7,
     seed: int = 7,
+    max_groups: int = MAX_RANKER_GROUPS,
 ) -> pd.DataFrame:
     """Labelled (user, item, as_of) groups from the ranker window.
 
@@ -319,7 +327,8 @@ def build_ranker_examples(
     imported log), each engagement becomes a group with ``negatives`` items sampled by
     popularity among those published before it and never engaged by the user. The sampled
     path is also taken when fewer than ``MIN_IMPRESSION_GROUPS`` impression groups have a
-    positive.
+    positive. Above ``max_groups`` groups, a seeded sample of ``max_groups`` whole groups is
+    kept.
 
     Returns:
         ``EXAMPLES_SCHEMA`` rows, grouped contiguously by ``group_id``.
@@ -331,6 +340,10 @@ def build_ranker_examples(
         # Imported logs carry at most single-item "impressions" (low ratings) and engagements
         # without request ids: no impression group has both a positive and a negative.
         examples = _sampled_examples(events, window, catalog, split, negatives, seed)
+    groups = np.sort(examples["group_id"].unique())
+    if len(groups) > max_groups:
+        kept = np.random.default_rng(seed).choice(groups, size=max_groups, replace=False)
+        examples = examples[examples["group_id"].isin(kept)].reset_index(drop=True)
     validated: pd.DataFrame = EXAMPLES_SCHEMA.validate(examples)
     return validated
 

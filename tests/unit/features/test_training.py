@@ -312,6 +312,24 @@ def test_training_snapshot_of_the_tiny_world(tiny_world) -> None:
         build_training_snapshot(store, catalog, profiles, SplitParams(eval_days=7, ranker_days=7))
 
 
+def test_above_the_cap_a_seeded_sample_of_whole_groups_is_kept() -> None:
+    everything = build_ranker_examples(_impression_log(), CATALOG, SPLIT)
+    groups = everything["group_id"].nunique()
+    assert groups > 3
+
+    capped = build_ranker_examples(_impression_log(), CATALOG, SPLIT, max_groups=3)
+
+    assert capped["group_id"].nunique() == 3
+    kept = everything[everything["group_id"].isin(set(capped["group_id"]))]
+    pd.testing.assert_frame_equal(capped, kept.reset_index(drop=True))
+    assert _is_contiguous(capped["group_id"])
+    again = build_ranker_examples(_impression_log(), CATALOG, SPLIT, max_groups=3)
+    pd.testing.assert_frame_equal(capped, again)
+    assert len(build_ranker_examples(_impression_log(), CATALOG, SPLIT, max_groups=groups)) == len(
+        everything
+    )
+
+
 def test_tiny_world_ranker_examples_come_from_feed_requests(tiny_world) -> None:
     store = tiny_world.store
     snapshot = build_training_snapshot(
