@@ -78,7 +78,7 @@ def test_users_without_lists_count_as_empty(table: pd.DataFrame) -> None:
 
 
 def test_table_layout(table: pd.DataFrame) -> None:
-    assert list(table.columns) == ["model", "slice", "users", *METRICS]
+    assert list(table.columns) == ["model", "slice", "users", *METRICS, "ndcg_at_10_ci95"]
     assert list(zip(table["model"], table["slice"], strict=True)) == [
         ("ranked", "all"),
         ("ranked", "cold"),
