@@ -16,6 +16,7 @@ from fitpulse_orchestration.evaluation.metrics import (
     intra_list_diversity,
     ndcg_at_k,
     recall_at_k,
+    sample_users,
 )
 from fitpulse_orchestration.features.point_in_time import FeatureInputs, compute_user_features
 from fitpulse_orchestration.features.reference import (
@@ -368,15 +369,6 @@ EVAL_BATCH_USERS: Final = 2_000
 """Users whose feeds are built in one call."""
 
 
-def sample_users(users: list[str], max_users: int, seed: int = 7) -> list[str]:
-    """``users`` (sorted) when there are at most ``max_users``, else a seeded sample of them."""
-    users = sorted(users)
-    if len(users) <= max_users:
-        return users
-    picked = np.random.default_rng(seed).choice(len(users), size=max_users, replace=False)
-    return [users[i] for i in sorted(picked)]
-
-
 def evaluate_home_feed(
     model: HomeFeedModel,
     inputs: FeatureInputs,
@@ -403,7 +395,7 @@ def evaluate_home_feed(
     heldout = heldout_relevance(inputs.events, split)
     if not heldout:
         raise ValueError("the held-out part has no engagements to evaluate against")
-    user_ids = sample_users(list(heldout), max_users)
+    user_ids = sample_users(heldout, max_users)
     relevance = {u: heldout[u] for u in user_ids}
     as_of = split.eval_start
     inputs = FeatureInputs(

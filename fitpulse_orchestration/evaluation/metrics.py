@@ -97,3 +97,16 @@ def beats_beyond_noise(
         return False, float("nan")
     low, _ = bootstrap_interval(diff, np.random.default_rng(seed), confidence, samples)
     return low > 0.0, low
+
+
+def sample_users(users: Iterable[str], max_users: int, seed: int = 7) -> list[str]:
+    """``users`` sorted when there are at most ``max_users``, else a seeded sample of them.
+
+    The draw picks positions in the sorted order, so the same users and seed give the same
+    sample; the sample keeps that order.
+    """
+    ordered = sorted(users)
+    if len(ordered) <= max_users:
+        return ordered
+    picked = np.random.default_rng(seed).choice(len(ordered), size=max_users, replace=False)
+    return [ordered[i] for i in sorted(picked)]

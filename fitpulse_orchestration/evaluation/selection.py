@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fitpulse_orchestration.evaluation.metrics import beats_beyond_noise, ndcg_at_k
+from fitpulse_orchestration.evaluation.metrics import beats_beyond_noise, ndcg_at_k, sample_users
 from fitpulse_orchestration.features.point_in_time import FeatureInputs
 from fitpulse_orchestration.features.reference import profile_attributes
 from fitpulse_orchestration.ranking.blend import (
@@ -165,10 +165,7 @@ def select_scorer(
     """
     if not relevance:
         raise ValueError("no validation users to choose a scorer on")
-    users = sorted(relevance)
-    if len(users) > max_users:
-        picked = np.random.default_rng(seed).choice(len(users), size=max_users, replace=False)
-        users = [users[i] for i in sorted(picked)]
+    users = sample_users(relevance, max_users, seed)
     judged = {u: relevance[u] for u in users}
     frame = profile_attributes(inputs.profiles, users)
     model = models.feed_model(ranker, candidate_params, rerank_params)

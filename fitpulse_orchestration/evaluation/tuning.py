@@ -23,7 +23,7 @@ from typing import Any, Final
 import numpy as np
 import pandas as pd
 
-from fitpulse_orchestration.evaluation.metrics import beats_beyond_noise, ndcg_at_k
+from fitpulse_orchestration.evaluation.metrics import beats_beyond_noise, ndcg_at_k, sample_users
 from fitpulse_orchestration.features.reference import profile_attributes
 from fitpulse_orchestration.retrieval.als import AlsParams, build_interaction_matrix, train_als
 from fitpulse_orchestration.retrieval.candidates import seen_items
@@ -100,11 +100,7 @@ class TuningResult:
 def _judged(
     relevance: Mapping[str, Mapping[str, int]], max_users: int, seed: int
 ) -> dict[str, Mapping[str, int]]:
-    users = sorted(relevance)
-    if len(users) > max_users:
-        picked = np.random.default_rng(seed).choice(len(users), size=max_users, replace=False)
-        users = [users[i] for i in sorted(picked)]
-    return {u: relevance[u] for u in users}
+    return {u: relevance[u] for u in sample_users(relevance, max_users, seed)}
 
 
 def als_validation_ndcg(
