@@ -317,9 +317,8 @@ def retrieve_columns(
                 again, again_scores = index.search(queries[short], full)
                 for k, it, sc in zip(short, again, again_scores, strict=True):
                     als_hits[als_users[k]] = (it, sc)
-    tt_hits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    tt_row: dict[str, int] = {}
-    tt_need = tt_full = 0
+    tt_found: tuple[np.ndarray, np.ndarray] | None = None
+    tt_more = 0
     if user_vectors is not None and tt_index is not None and len(tt_index) and len(ids):
         if len(user_vectors) != len(ids):
             raise ValueError("user_vectors must have one row per user")
@@ -327,15 +326,15 @@ def retrieve_columns(
         # Seen, not-live (taken down, or not yet published at an offline ``as_of``) and
         # already-listed items are dropped after the search. As for ALS, the first search asks
         # for at most as many not-live items as it wants listable ones, and a member it leaves
-        # short is searched again with every not-live item as slack.
+        # short is searched again with every not-live item as slack (``tt_more``: how many
+        # results that second search asks for; 0 when the first one already did).
         tt_need = max(params.n_two_tower, params.cold_n_two_tower) + max_seen
-        tt_full = tt_need + pools.unpublished_tt
-        items, scores = tt_index.search(user_vectors, tt_need + min(pools.unpublished_tt, tt_need))
-        for k, (u, it, sc) in enumerate(zip(ids, items, scores, strict=True)):
-            tt_hits[u] = (it, sc)
-            tt_row[u] = k
+        tt_first = tt_need + min(pools.unpublished_tt, tt_need)
+        tt_found = tt_index.search(user_vectors, tt_first)
+        if pools.unpublished_tt > tt_need:
+            tt_more = tt_need + pools.unpublished_tt
     parts: list[_UserCandidates] = []
-    for u, level, region in zip(ids, levels, regions, strict=True):
+    for row, (u, level, region) in enumerate(zip(ids, levels, regions, strict=True)):
         user_seen = seen.get(u, frozenset())
         quota = params.quotas(len(user_seen))
         mine = _UserCandidates(str(u), user_seen, published)
@@ -346,18 +345,17 @@ def retrieve_columns(
             # ``take``: ask for that many extra.
             want = quota["ease"] + len(mine.items)
             mine.take("ease", *ease.top_items(user_seen, want, pools.ease_not_live), quota["ease"])
-        if u in tt_hits:
-            it, sc = tt_hits[u]
+        if tt_found is not None:
+            it, sc = tt_found[0][row], tt_found[1][row]
             if (
-                tt_index is not None
+                tt_more
+                and tt_index is not None
                 and user_vectors is not None
-                and len(it) < tt_full
                 and all(it)
                 and _eligible(it, user_seen, published, quota["two_tower"], mine.row_of)
                 < quota["two_tower"]
             ):
-                row = tt_row[u]
-                again, again_scores = tt_index.search(user_vectors[row : row + 1], tt_full)
+                again, again_scores = tt_index.search(user_vectors[row : row + 1], tt_more)
                 it, sc = again[0], again_scores[0]
             mine.take("two_tower", it, sc, quota["two_tower"])
         seg = pick_segment(pools.by_segment, str(level), str(region), quota["popular"])
