@@ -58,16 +58,17 @@ def build_ingestion_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.
         day = dt.date.fromisoformat(context.partition_key)
         store = object_store.get_store()
         pseudo = pseudonymizer.get_pseudonymizer()
-        # What this run reads, hashed before it reads it: a batch that lands meanwhile makes
-        # the next pass see a change, never the reverse.
-        landing = landing_fingerprints(store.list_versions(layout.landing_events_prefix(day)))
+        # What this run reads, listed once and hashed before it is read: a batch rewritten
+        # meanwhile makes the next pass see a change, never the reverse.
+        versions = store.list_versions(layout.landing_events_prefix(day))
+        erased_now = erased_pseudonyms(store)
         fingerprint = day_fingerprint(
-            ingestion_context(pseudo, erased_pseudonyms(store)),
+            ingestion_context(pseudo, erased_now),
             day,
-            landing.get(day.isoformat(), ""),
+            landing_fingerprints(versions).get(day.isoformat(), ""),
             window_fingerprints(store, day),
         )
-        result = ingest_day(store, day, pseudo)
+        result = ingest_day(store, day, pseudo, keys=list(versions), erased=erased_now)
         paths = write_ingested(store, day, result)
         purged = 0
         if result.erased_sources:

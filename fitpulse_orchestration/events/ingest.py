@@ -486,7 +486,14 @@ def _to_clean(frame: pd.DataFrame, pseudonymizer: Pseudonymizer) -> tuple[pd.Dat
     return validated, sum(removed for _, removed in payloads)
 
 
-def ingest_day(store: ObjectStore, day: dt.date, pseudonymizer: Pseudonymizer) -> IngestResult:
+def ingest_day(
+    store: ObjectStore,
+    day: dt.date,
+    pseudonymizer: Pseudonymizer,
+    *,
+    keys: Iterable[str] | None = None,
+    erased: frozenset[str] | None = None,
+) -> IngestResult:
     """Read every batch that landed on ``day`` from ``store`` and ingest it (nothing written).
 
     Event ids accepted in the clean partitions of the ``STALE_AFTER`` days before ``day`` count
@@ -494,15 +501,20 @@ def ingest_day(store: ObjectStore, day: dt.date, pseudonymizer: Pseudonymizer) -
     are ``stale_timestamp``). Partitions should therefore be ingested in date order (the daily
     schedule does); a backfill run out of order can miss such a re-send. Users on the erasure
     list are skipped (counted as ``erased``).
+
+    ``keys`` (the day's landing keys) and ``erased`` (the erasure list) are read from ``store``
+    when not given; a caller that has already read them (to fingerprint what it ingests) passes
+    them, so the run ingests exactly what it recorded.
     """
-    keys = list(store.iter_keys(layout.landing_events_prefix(day)))
+    if keys is None:
+        keys = store.iter_keys(layout.landing_events_prefix(day))
     start = day - STALE_AFTER.to_pytimedelta()
     return ingest_batches(
         ((key, store.get_bytes(key)) for key in keys),
         day,
         pseudonymizer,
         lambda ids: accepted_among(store, start, day, ids),
-        erased_pseudonyms(store),
+        erased_pseudonyms(store) if erased is None else erased,
     )
 
 

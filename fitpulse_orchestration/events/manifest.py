@@ -114,13 +114,7 @@ def write_manifest(
     store: ObjectStore, day: dt.date, fingerprint: str, result: IngestResult
 ) -> None:
     """Record that ``day`` was ingested from inputs with ``fingerprint``, and its counts."""
-    counts = {
-        "read": result.read,
-        "accepted": result.accepted,
-        "quarantined": result.quarantined,
-        "duplicates": result.duplicates,
-        "erased": result.erased,
-    }
+    counts = {name: int(getattr(result, name)) for name in MANIFEST_COUNTS}
     body = {"day": day.isoformat(), "fingerprint": fingerprint, "counts": counts}
     store.put_bytes(layout.ingest_manifest_key(day), json.dumps(body, sort_keys=True).encode())
 
