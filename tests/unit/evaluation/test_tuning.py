@@ -3,7 +3,18 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from fitpulse_orchestration.evaluation.tuning import POPULARITY_HALF_LIVES, tune_popularity
+from fitpulse_orchestration.evaluation.tuning import (
+    ALS_ALPHA,
+    ALS_FACTORS,
+    ALS_REGULARIZATION,
+    ALS_STARTS,
+    POPULARITY_HALF_LIVES,
+    TuningParams,
+    tune_popularity,
+    tune_retrievers,
+)
+from fitpulse_orchestration.retrieval.als import AlsParams
+from fitpulse_orchestration.retrieval.ease import EaseParams
 from fitpulse_orchestration.retrieval.popularity import PopularityParams, compute_popular_items
 
 AS_OF = pd.Timestamp("2026-11-01", tz="UTC")
@@ -68,3 +79,52 @@ def test_a_trend_the_validation_members_follow_keeps_the_default() -> None:
 
     assert chosen.half_life_days == 7.0
     assert best == default > 0.0
+
+
+def _taste_groups() -> tuple[pd.DataFrame, dict[str, dict[str, int]]]:
+    """40 members in 4 taste groups: each completed 8 of its group's 12 items, and the
+    validation part holds two more of them."""
+    rows = [
+        (f"m{u}", f"g{u % 4}i{(u + k) % 12}", "workout_complete", 1.0 + k)
+        for u in range(40)
+        for k in range(8)
+    ]
+    events = pd.DataFrame(
+        {
+            "user_id": [r[0] for r in rows],
+            "item_id": [r[1] for r in rows],
+            "event_type": [r[2] for r in rows],
+            "ts": [AS_OF - pd.Timedelta(days=r[3]) for r in rows],
+        }
+    )
+    relevance = {
+        f"m{u}": {f"g{u % 4}i{(u + 8) % 12}": 3, f"g{u % 4}i{(u + 9) % 12}": 3} for u in range(40)
+    }
+    return events, relevance
+
+
+def test_the_als_search_scores_the_defaults_then_the_starts_then_its_ranges() -> None:
+    events, relevance = _taste_groups()
+    defaults = AlsParams(factors=16, iterations=3)
+
+    result = tune_retrievers(
+        events,
+        PROFILES,
+        AS_OF,
+        relevance,
+        defaults,
+        EaseParams(),
+        PopularityParams(),
+        TuningParams(n_trials=5),
+    )
+
+    als = result.trials[result.trials["model"] == "als"].sort_values("trial")
+    params = list(als["params"])
+    assert len(params) == 5
+    assert params[0] == {"factors": 16, "regularization": 0.05, "alpha": 4.0}
+    assert params[1 : 1 + len(ALS_STARTS)] == list(ALS_STARTS)
+    for searched in params[1 + len(ALS_STARTS) :]:
+        assert ALS_FACTORS[0] <= searched["factors"] <= ALS_FACTORS[1]
+        assert ALS_REGULARIZATION[0] <= searched["regularization"] <= ALS_REGULARIZATION[1]
+        assert ALS_ALPHA[0] <= searched["alpha"] <= ALS_ALPHA[1]
+    assert result.als.iterations == 3  # only the searched parameters change
