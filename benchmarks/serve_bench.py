@@ -646,6 +646,13 @@ def create_bench_app() -> Any:
     )
 
 
+def serve_prefork(port: int, workers: int) -> None:
+    """The benchmark app served as ``fitpulse serve`` serves: built once, workers forked."""
+    from fitpulse_orchestration.server.prefork import serve_forked
+
+    serve_forked(create_bench_app(), "127.0.0.1", port, workers)
+
+
 def _free_port() -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -702,9 +709,20 @@ def scrape_metrics(client: Any) -> dict[str, float]:
 
 @contextlib.contextmanager
 def bench_server(
-    home: Path, large: Path | None, workers: int, threads: int, workdir: Path, timeout_s: float
+    home: Path,
+    large: Path | None,
+    workers: int,
+    threads: int,
+    workdir: Path,
+    timeout_s: float,
+    kind: str = "prefork",
 ) -> Iterator[dict[str, Any]]:
-    """Start uvicorn in a subprocess, wait for ``/readyz``, always stop it on exit."""
+    """Start the server in a subprocess, wait for ``/readyz``, always stop it on exit.
+
+    ``kind``: ``prefork``, as ``fitpulse serve`` runs it (the app loads once, gunicorn forks
+    the workers: ``serve_prefork``); ``spawn``, uvicorn's ``--workers`` (each worker a new
+    interpreter that loads its own models), what ``fitpulse serve`` ran before.
+    """
     import httpx
 
     port = _free_port()
@@ -717,7 +735,14 @@ def bench_server(
         ENV_THREADS: str(threads),
         ENV_LARGE: str(large) if large is not None else "",
     }
+    bench_dir = str(Path(__file__).resolve().parent)
     cmd = [
+        sys.executable,
+        "-c",
+        f"import sys; sys.path.insert(0, {bench_dir!r}); import serve_bench; "
+        f"serve_bench.serve_prefork({port}, {workers})",
+    ]
+    spawn = [
         sys.executable,
         "-m",
         "uvicorn",
@@ -735,7 +760,11 @@ def bench_server(
         "warning",
         "--no-access-log",
     ]
-    log_path = workdir / f"uvicorn-w{workers}.log"
+    if kind == "spawn":
+        cmd = spawn
+    elif kind != "prefork":
+        raise ValueError(f"unknown server kind {kind!r}")
+    log_path = workdir / f"{kind}-w{workers}.log"
     say(f"starting: {' '.join(cmd)} (log: {log_path})")
     started = time.perf_counter()
     with log_path.open("w") as log:
@@ -748,10 +777,13 @@ def bench_server(
             while True:
                 if proc.poll() is not None:
                     raise SystemExit(
-                        f"uvicorn exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}"
+                        f"the {kind} server exited with {proc.returncode}:\n"
+                        f"{log_path.read_text()[-3000:]}"
                     )
                 if time.perf_counter() - started > timeout_s:
-                    raise SystemExit(f"uvicorn not ready after {timeout_s:.0f} s (log {log_path})")
+                    raise SystemExit(
+                        f"the {kind} server not ready after {timeout_s:.0f} s (log {log_path})"
+                    )
                 with contextlib.suppress(httpx.HTTPError):
                     if client.get("/readyz").status_code == 200:
                         break
@@ -998,11 +1030,12 @@ def bench_http(
     workdir: Path,
 ) -> list[dict[str, Any]]:
     out = []
-    for workers in args.http_workers:
+    for kind, workers in itertools.product(args.http_servers, args.http_workers):
         with bench_server(
-            home, large, workers, args.http_threads, workdir, args.http_startup_timeout
+            home, large, workers, args.http_threads, workdir, args.http_startup_timeout, kind
         ) as server:
             result: dict[str, Any] = {
+                "server": kind,
                 "workers": workers,
                 "threads": args.http_threads,
                 "index": "large" if large is not None else "trained",
@@ -1012,7 +1045,10 @@ def bench_http(
                 "levels": [],
             }
             for clients in args.http_clients:
-                say(f"HTTP: {workers} worker(s), {clients} clients, {args.http_seconds:.0f} s")
+                say(
+                    f"HTTP ({kind}): {workers} worker(s), {clients} clients, "
+                    f"{args.http_seconds:.0f} s"
+                )
                 result["levels"].append(
                     http_level(
                         server["base_url"],
@@ -1159,6 +1195,38 @@ def format_memory(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def format_memory_by_server(servers: list[dict[str, Any]]) -> list[str]:
+    """Machine memory (PSS sum) by server kind and worker count, and what a worker adds."""
+    rows = [s for s in servers if s.get("memory")]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Memory by server (PSS summed over the server's processes, after the levels):",
+        f"  {'server':>8}{'workers':>8}{'machine MiB':>13}{'worker private MiB':>20}"
+        f"{'added per worker MiB':>22}",
+    ]
+    for kind in dict.fromkeys(s.get("server", "spawn") for s in rows):
+        mine = sorted(
+            (s for s in rows if s.get("server", "spawn") == kind), key=lambda s: s["workers"]
+        )
+        previous: tuple[int, float] | None = None
+        for server in mine:
+            pss = sum(r["pss"] for r in server["memory"])
+            private = [r["private"] for r in server["memory"]]
+            added = (
+                f"{(pss - previous[1]) / (server['workers'] - previous[0]):,.0f}"
+                if previous is not None and server["workers"] > previous[0]
+                else "-"
+            )
+            lines.append(
+                f"  {kind:>8}{server['workers']:>8}{pss:>13,.0f}"
+                f"{min(private):>10,.0f}-{max(private):<10,.0f}{added:>22}"
+            )
+            previous = (server["workers"], pss)
+    return lines
+
+
 def format_report(meta: dict[str, Any], results: dict[str, Any]) -> str:
     home = meta["home"]
     model = results["model"]
@@ -1220,7 +1288,8 @@ def format_report(meta: dict[str, Any], results: dict[str, Any]) -> str:
     for server in results.get("http", []):
         lines += [
             "",
-            f"HTTP: uvicorn, {server['workers']} worker process(es) x {server['threads']} "
+            f"HTTP: {server.get('server', 'spawn')} server, {server['workers']} worker "
+            f"process(es) x {server['threads']} "
             f"request threads, {server['index']} index; ready in {server['ready_s']:.1f} s; "
             f"idle RSS {server['idle_rss_mib']:,.0f} MiB",
             *format_memory(server.get("memory", [])),
@@ -1259,6 +1328,7 @@ def format_report(meta: dict[str, Any], results: dict[str, Any]) -> str:
                 f"{loop['server_cpu_s'] / (loop['wall_s'] * server['workers']):.0%}; errors "
                 f"{_fmt_counts(loop['errors'])}; fallbacks {_fmt_counts(loop['fallbacks'])}"
             )
+    lines += format_memory_by_server(results.get("http", []))
     cap = results["capacity"]
     ip = cap["in_process"]
     lines += [
@@ -1356,7 +1426,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--index-items", type=int, default=1_000_000, help="large index size (0: skip)"
     )
-    parser.add_argument("--http-workers", type=_ints, default=[1], help="uvicorn worker processes")
+    parser.add_argument("--http-workers", type=_ints, default=[1], help="worker processes")
+    parser.add_argument(
+        "--http-servers",
+        type=lambda text: [k.strip() for k in text.split(",") if k.strip()],
+        default=["prefork"],
+        help="server kinds, comma-separated: prefork (as `fitpulse serve`: load, then fork the "
+        "workers) and spawn (uvicorn --workers: each worker loads its own models)",
+    )
     parser.add_argument(
         "--http-threads", type=int, default=2, help="request threads per worker (as serve)"
     )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -62,7 +62,8 @@ def serve(
     experiment: ExperimentOpt = None,
     poll_s: Annotated[float, typer.Option(help="Seconds between registry alias checks.")] = 10.0,
     processes: Annotated[
-        int, typer.Option(min=1, help="Worker processes (one per core; each loads the models).")
+        int,
+        typer.Option(min=1, help="Worker processes (one per core), forked after the models load."),
     ] = 1,
     threads: Annotated[
         int,
@@ -97,14 +98,15 @@ def serve(
     Every endpoint but /healthz, /readyz and /metrics needs 'Authorization: Bearer TOKEN'.
     """
     # One single-threaded worker per core: the OpenMP pools of FAISS and LightGBM must start
-    # at one thread, so the variable is set before anything loads them, here or in a spawned
-    # worker (a library's own setter reaches only the calling thread, not the request thread).
+    # at one thread, so the variable is set before anything loads them (a library's own setter
+    # reaches only the calling thread, not the request thread; and an OpenMP pool started
+    # before a fork does not work in the forked worker).
     # Without it the server spent 26-32 ms of CPU per request, with it 14.3-14.5 ms
     # (benchmarks/serve_bench.py, 2026-11-25).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import uvicorn
-
-    from fitpulse_orchestration.server.runtime import SERVE_ENV, service_tokens
+    from fitpulse_orchestration.server.app import create_app
+    from fitpulse_orchestration.server.prefork import serve_forked
+    from fitpulse_orchestration.server.runtime import service_tokens
     from fitpulse_orchestration.settings import current_profile
 
     # Fail here, with a readable message, rather than inside a worker process.
@@ -123,40 +125,40 @@ def serve(
             else ""
         )
     )
-    as_of = _say_what_serves(
-        serving_runtime(home, profile, clock, experiment, poll_s, shadow_share, rollout)
+    _check_port(host, port)
+    # The models load once, here; every worker is forked from this process and shares them
+    # (server.prefork). The watcher and the logs start in each worker, with the app.
+    runtime = serving_runtime(home, profile, clock, experiment, poll_s, shadow_share, rollout)
+    as_of = _say_what_serves(runtime)
+    served = create_app(
+        runtime.service,
+        runtime.watcher,
+        runtime.served_log,
+        threads=threads,
+        push=runtime.push,
+        shadow_log=runtime.shadow_log,
+        tokens=tokens,
+        docs=docs,
     )
-    # That check loaded every model; the app loads its own copy (in this process, or in each
-    # worker). build_runtime froze the heap (gc.freeze), so the check's reference cycles would
-    # otherwise stay for the server's lifetime.
-    gc.unfreeze()
-    gc.collect()
     say(
         f"serving as of {as_of} with {processes} process(es) x {threads} "
         f"thread(s) on http://{host}:{port}/v1/home-feed/USER_ID"
     )
-    options = {
-        "home": str(ProjectHome.resolve(home).root),
-        "profile": profile or current_profile(),
-        "clock": clock,
-        "experiment": str(experiment.resolve()) if experiment else "",
-        "poll_s": str(poll_s),
-        "threads": str(threads),
-        "shadow_share": str(shadow_share),
-        "rollout": rollout or "",
-        "docs": "1" if docs else "",
-    }
-    for key, value in options.items():
-        os.environ[SERVE_ENV[key]] = value
     logging.getLogger("fitpulse_orchestration").setLevel(logging.INFO)
-    uvicorn.run(
-        "fitpulse_orchestration.server.runtime:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=processes,
-        log_level="warning",
-    )
+    serve_forked(served, host, port, processes)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a host and port this process cannot bind, before any model loads."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            # As gunicorn binds: a port left in TIME_WAIT by a stopped server is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot listen on {host}:{port}: {exc}") from exc
 
 
 def _say_what_serves(runtime: ServiceRuntime) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
 from fitpulse_orchestration.push.caps import PushCapStore, RedisPushCapStore, SQLitePushCapStore
@@ -224,45 +224,3 @@ def build_runtime(
     )
     freeze_heap()
     return ServiceRuntime(service, watcher, served_log, loader, push, shadow_log)
-
-
-SERVE_ENV: Final = {
-    "home": "FITPULSE_SERVE_HOME",
-    "profile": "FITPULSE_SERVE_PROFILE",
-    "clock": "FITPULSE_SERVE_CLOCK",
-    "experiment": "FITPULSE_SERVE_EXPERIMENT",
-    "poll_s": "FITPULSE_SERVE_POLL_S",
-    "threads": "FITPULSE_SERVE_THREADS",
-    "shadow_share": "FITPULSE_SERVE_SHADOW_SHARE",
-    "rollout": "FITPULSE_SERVE_ROLLOUT",
-    "docs": "FITPULSE_SERVE_DOCS",
-}
-"""How ``fitpulse serve`` passes its options to each uvicorn worker process."""
-
-
-def app_from_env() -> Any:
-    """The feed app of one worker process, configured by ``SERVE_ENV`` (a uvicorn factory)."""
-    from fitpulse_orchestration.server.app import create_app
-
-    env = {key: os.environ.get(name, "") for key, name in SERVE_ENV.items()}
-    home = ProjectHome.resolve(env["home"] or None)
-    tokens, _ = service_tokens(home, env["profile"] or "local")
-    runtime = build_runtime(
-        profile_backends(home, env["profile"] or "local", serving=True),
-        home.model_cache,
-        clock=env["clock"] or "snapshot",
-        experiment_file=Path(env["experiment"]) if env["experiment"] else None,
-        poll_s=float(env["poll_s"] or 10.0),
-        shadow_share=float(env["shadow_share"] or 0.0),
-        rollout=env["rollout"] or None,
-    )
-    return create_app(
-        runtime.service,
-        runtime.watcher,
-        runtime.served_log,
-        threads=int(env["threads"] or 1),
-        push=runtime.push,
-        shadow_log=runtime.shadow_log,
-        tokens=tokens,
-        docs=env["docs"] == "1",
-    )

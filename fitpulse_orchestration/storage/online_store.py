@@ -395,19 +395,23 @@ class SQLiteOnlineStore(OnlineFeatureStore):
             raise OnlineStoreUnavailableError(f"cannot open {self.path}: {exc}") from exc
 
     def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        held: tuple[sqlite3.Connection, int] | None = getattr(self._local, "conn", None)
+        held: tuple[sqlite3.Connection, int, int] | None = getattr(self._local, "conn", None)
         try:
             inode = os.stat(self.path).st_ino
         except OSError as exc:
             self._drop_reader()
             raise OnlineStoreUnavailableError(f"cannot read {self.path}: {exc}") from exc
         try:
+            if held is not None and held[2] != os.getpid():
+                # A forked worker never uses its parent's connection (SQLite forbids carrying
+                # one across a fork): it forgets it, unclosed, and opens its own.
+                self._local.conn = held = None
             if held is None or held[1] != inode:
                 self._drop_reader()
                 conn = sqlite3.connect(
                     f"file:{self.path}?mode=ro", uri=True, timeout=self.timeout_s
                 )
-                held = (conn, inode)
+                held = (conn, inode, os.getpid())
                 self._local.conn = held
             return held[0].execute(sql, params).fetchall()
         except sqlite3.Error as exc:
@@ -415,7 +419,7 @@ class SQLiteOnlineStore(OnlineFeatureStore):
             raise OnlineStoreUnavailableError(f"cannot read {self.path}: {exc}") from exc
 
     def _drop_reader(self) -> None:
-        held: tuple[sqlite3.Connection, int] | None = getattr(self._local, "conn", None)
+        held: tuple[sqlite3.Connection, int, int] | None = getattr(self._local, "conn", None)
         self._local.conn = None
         if held is not None:
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import subprocess
 import sys
 from collections import defaultdict
@@ -554,3 +555,16 @@ def test_movielens_version_serves_a_feed_over_http(movielens: MovieLensRun, tmp_
     assert body["fallbacks"] == []
     assert len(items) == 20
     assert not set(items) & rated
+
+
+def test_serve_refuses_a_port_in_use_before_loading_anything(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # An empty home: had serve loaded anything, it would fail on the missing catalog.
+        result = _invoke("serve", "--home", tmp_path / "home", "--port", str(port))
+
+    assert result.exit_code == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in " ".join(result.output.split())
+    assert "catalog" not in result.output
