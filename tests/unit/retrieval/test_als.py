@@ -66,7 +66,7 @@ def test_train_als_shapes_and_metrics(checker_als: AlsArtifacts, checkerboard: c
 
 
 def test_build_interaction_matrix_orders_event_weights() -> None:
-    params = AlsParams()
+    params = AlsParams()  # every impression-only cell kept (the default)
     events = _events(
         [
             ("u1", "complete", "workout_complete", 1),
@@ -216,3 +216,28 @@ def test_the_fit_checks_memory_does_not_grow_with_the_matrix() -> None:
     # either size; gathering every cell at once would take 4x more at 4x the cells.
     assert large < 1.25 * small
     assert large < 1 << 20
+
+
+def test_engaged_cells_keep_their_impressions_and_impression_only_cells_are_sampled() -> None:
+    rows: list[tuple[str, str | None, str, float]] = [
+        (f"u{u}", f"i{i}", "impression", 1) for u in range(40) for i in range(100)
+    ]
+    rows += [(f"u{u}", f"i{u}", "click", 2) for u in range(40)]  # one engaged cell per user
+    events = _events(rows)
+    params = AlsParams(impression_share=0.25)
+
+    m = build_interaction_matrix(events, params)
+    again = build_interaction_matrix(events, params)
+    none = build_interaction_matrix(events, AlsParams(impression_share=0.0))
+
+    # Engaged cells: all kept, with their impression counted.
+    engaged = params.alpha * math.log1p(params.weight_click + params.weight_impression)
+    dense = pd.DataFrame(m.matrix.toarray(), index=m.user_ids, columns=m.item_ids)
+    assert [dense.loc[f"u{u}", f"i{u}"] for u in range(40)] == pytest.approx([engaged] * 40)
+    # Impression-only cells: about a quarter of the 3,960, the same ones every time.
+    assert 900 <= m.matrix.nnz - 40 <= 1100
+    assert (m.matrix != again.matrix).nnz == 0
+    assert none.matrix.nnz == 40
+    assert build_interaction_matrix(events, AlsParams()).matrix.nnz == 4000  # the default
+    with pytest.raises(ValueError, match="impression_share"):
+        AlsParams(impression_share=1.5)
