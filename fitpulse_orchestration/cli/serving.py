@@ -104,6 +104,10 @@ def serve(
     # Without it the server spent 26-32 ms of CPU per request, with it 14.3-14.5 ms
     # (benchmarks/serve_bench.py, 2026-11-25).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # MLflow keeps one SQLAlchemy engine per database for the process, pool and all: forked
+    # workers would share its pooled connections (the same sockets or SQLite handles). Without
+    # a pool each registry read opens its own connection (a poll every --poll-s per worker).
+    os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
     from fitpulse_orchestration.server.app import create_app
     from fitpulse_orchestration.server.prefork import serve_forked
     from fitpulse_orchestration.server.runtime import service_tokens

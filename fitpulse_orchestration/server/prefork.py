@@ -9,9 +9,11 @@ worker would otherwise write to the header of every object it walks and copy tho
 
 What each worker starts for itself: the app's lifespan (the reload watcher, the served-log
 writer) runs after the fork, in the worker. Connections follow the process: the SQLite stores
-open their own in a forked child (they check the pid), redis-py does the same. A model reload
-in a worker loads the new version into that worker alone, so after a reload each worker holds
-its own copy until the server restarts.
+and the S3 store open their own in a forked child (they check the pid), as redis-py and
+MLflow's HTTP sessions do; MLflow's database engine runs without a pool under ``fitpulse
+serve`` (``MLFLOW_SQLALCHEMYSTORE_POOLCLASS=NullPool``), so no pooled connection crosses the
+fork. A model reload in a worker loads the new version into that worker alone, so after a
+reload each worker holds its own copy until the server restarts.
 """
 
 from __future__ import annotations

@@ -205,13 +205,31 @@ class S3ObjectStore(ObjectStore):
         region_name: str | None = None,
         client: Any | None = None,
     ) -> None:
-        import boto3
-
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self._client = client or boto3.client(
-            "s3", endpoint_url=endpoint_url, region_name=region_name
-        )
+        self._endpoint_url = endpoint_url
+        self._region_name = region_name
+        self._injected = client is not None
+        self._pid = os.getpid()
+        self._made = client if client is not None else self._new_client()
+
+    def _new_client(self) -> Any:
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self._endpoint_url, region_name=self._region_name)
+
+    @property
+    def _client(self) -> Any:
+        """The S3 client of this process.
+
+        A forked worker (``fitpulse serve``) builds its own: its parent's pooled HTTP
+        connections are the same sockets, and two processes writing on one would mix their
+        requests. An injected client is kept as given.
+        """
+        if not self._injected and self._pid != os.getpid():
+            self._made = self._new_client()
+            self._pid = os.getpid()
+        return self._made
 
     def _full(self, key: str) -> str:
         key = _check_key(key)

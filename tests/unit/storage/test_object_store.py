@@ -317,3 +317,25 @@ def test_local_list_keys_rejects_prefixes_leaving_root(tmp_path: Path) -> None:
 def test_keys_with_empty_or_dot_segments_are_rejected(store: ObjectStore, key: str) -> None:
     with pytest.raises(ValueError, match="invalid object key"):
         store.put_bytes(key, b"1")
+
+
+def test_a_forked_process_gets_its_own_s3_client(s3_store: S3ObjectStore) -> None:
+    s3_store.put_bytes("fork/parent", b"p")  # the parent's client now holds a pooled connection
+    parent_client = s3_store._client
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a forked serving worker, in effect
+        try:
+            s3_store.put_bytes("fork/child", b"c")
+            ok = s3_store._client is not parent_client and s3_store.get_bytes("fork/parent") == b"p"
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.waitpid(pid, 0)
+    os.close(read)
+
+    assert answer == b"1"
+    assert s3_store._client is parent_client  # the parent keeps its own
+    assert s3_store.get_bytes("fork/child") == b"c"
