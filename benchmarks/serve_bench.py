@@ -1203,7 +1203,7 @@ def format_memory_by_server(servers: list[dict[str, Any]]) -> list[str]:
     lines = [
         "",
         "Memory by server (PSS summed over the server's processes, after the levels):",
-        f"  {'server':>8}{'workers':>8}{'machine MiB':>13}{'worker private MiB':>20}"
+        f"  {'server':>8}{'workers':>8}{'machine MiB':>13}{'private MiB, min-max':>21}"
         f"{'added per worker MiB':>22}",
     ]
     for kind in dict.fromkeys(s.get("server", "spawn") for s in rows):
