@@ -736,33 +736,33 @@ def bench_server(
         ENV_LARGE: str(large) if large is not None else "",
     }
     bench_dir = str(Path(__file__).resolve().parent)
-    cmd = [
-        sys.executable,
-        "-c",
-        f"import sys; sys.path.insert(0, {bench_dir!r}); import serve_bench; "
-        f"serve_bench.serve_prefork({port}, {workers})",
-    ]
-    spawn = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "serve_bench:create_bench_app",
-        "--factory",
-        "--app-dir",
-        str(Path(__file__).resolve().parent),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-    ]
-    if kind == "spawn":
-        cmd = spawn
-    elif kind != "prefork":
+    if kind == "prefork":
+        cmd = [
+            sys.executable,
+            "-c",
+            f"import sys; sys.path.insert(0, {bench_dir!r}); import serve_bench; "
+            f"serve_bench.serve_prefork({port}, {workers})",
+        ]
+    elif kind == "spawn":
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "serve_bench:create_bench_app",
+            "--factory",
+            "--app-dir",
+            bench_dir,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+    else:
         raise ValueError(f"unknown server kind {kind!r}")
     log_path = workdir / f"{kind}-w{workers}.log"
     say(f"starting: {' '.join(cmd)} (log: {log_path})")
@@ -1409,6 +1409,18 @@ def run_large(
     return facts, big, folder
 
 
+SERVER_KINDS = ("prefork", "spawn")
+
+
+def _server_kinds(text: str) -> list[str]:
+    """``--http-servers``: known kinds only, refused before any index is built."""
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = sorted(set(kinds) - set(SERVER_KINDS))
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"server kinds are {', '.join(SERVER_KINDS)}: {text!r}")
+    return kinds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, help="trained project home (default: a demo home)")
@@ -1429,7 +1441,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-workers", type=_ints, default=[1], help="worker processes")
     parser.add_argument(
         "--http-servers",
-        type=lambda text: [k.strip() for k in text.split(",") if k.strip()],
+        type=_server_kinds,
         default=["prefork"],
         help="server kinds, comma-separated: prefork (as `fitpulse serve`: load, then fork the "
         "workers) and spawn (uvicorn --workers: each worker loads its own models)",
