@@ -8,7 +8,7 @@ Measures, on synthetic data in the warehouse shape:
    ``threads=1`` and ``threads=2``, in a fresh child process per setting (clean peak RSS);
 2. the same per-user features in pandas (groupby) at the smallest size, checked against
    DuckDB's output;
-3. ``ingest_batches`` (the project's ingestion: JSON parsing, pandera validation,
+3. ``ingest_batches`` (the project's ingestion: JSON parsing, the contract checks,
    de-duplication, pseudonymization) on landed NDJSON.gz batches, in a child process, plus
    writing the clean partition as Parquet;
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
-import re
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -29,21 +28,24 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
+import orjson
 import pandas as pd
-import pandera.pandas as pa
-from pandera.errors import SchemaErrors
+import pyarrow as pat
+import pyarrow.compute as pc
 
 from fitpulse_orchestration import layout
+from fitpulse_orchestration.events import columns
 from fitpulse_orchestration.events.schema import (
-    CLEAN_EVENT_COLUMNS,
     CLEAN_EVENTS_SCHEMA,
     EVENT_TYPES,
     EXPOSURE_SOURCE,
     ID_PATTERN,
+    ID_PATTERN_ASCII,
     ITEM_EVENT_TYPES,
     QUARANTINE_COLUMNS,
     RAW_FIELDS,
     USER_ID_PATTERN,
+    USER_ID_PATTERN_ASCII,
     empty_clean_events,
 )
 from fitpulse_orchestration.privacy.health import strip_health_fields
@@ -107,147 +109,115 @@ class IngestResult:
         return self.quarantined / self.read if self.read else 0.0
 
 
-def _is_nonempty_str(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and len(value) > 0)
-
-
-def _id_column(pattern: re.Pattern[str], nullable: bool) -> pa.Column:
-    """An id column: a non-empty string (``wrong_type``) matching ``pattern`` (``invalid_id``)."""
-
-    def fits(value: Any) -> bool:
-        # Non-strings and "" are ``wrong_type`` already; don't count them twice.
-        return not isinstance(value, str) or not value or pattern.fullmatch(value) is not None
-
-    checks = [_element(_is_nonempty_str, "wrong_type"), _element(fits, "invalid_id")]
-    return pa.Column(object, checks, nullable=nullable)
-
-
-def _position_ok(value: Any) -> bool:
-    return not _is_int(value) or value is None or value <= MAX_POSITION
-
-
-def _is_int(value: Any) -> bool:
-    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+_IDS: Final = columns.IdPattern(ID_PATTERN, ID_PATTERN_ASCII)
+_USER_IDS: Final = columns.IdPattern(USER_ID_PATTERN, USER_ID_PATTERN_ASCII)
+_ID_FIELDS: Final = {
+    "event_id": _IDS,
+    "user_id": _USER_IDS,
+    "item_id": _IDS,
+    "request_id": _IDS,
+    "session_id": _IDS,
+}
+_REQUIRED_FIELDS: Final = ("event_id", "event_type", "user_id", "ts")
 
 
 _TZ_SUFFIX = r"(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+_CANONICAL_TS: Final = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,9})?"
+    r"(?:Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+"""The shape collectors send; Arrow parses it, and gives what pandas gives (see tests)."""
 
 
 def parse_timestamps(values: pd.Series) -> pd.Series:
     """Parse ISO-8601 strings with an explicit offset to UTC; anything else becomes NaT.
 
     The one parser of event timestamps: validation and the clean table use its result, so a
-    value that passes validation can always be converted.
+    value that passes validation can always be converted. pandas' ISO-8601 parser decides.
+    Values in the collectors' canonical shape (``_CANONICAL_TS``) are parsed by Arrow, which
+    gives what pandas gives on that shape; when Arrow refuses one of them (a 30th of
+    February), pandas parses them all, as it does every other value.
     """
-    is_str = values.map(lambda v: isinstance(v, str))
-    text = values.where(is_str).astype(object)
-    has_tz = text.str.contains(_TZ_SUFFIX, regex=True, na=False)
-    parsed = pd.to_datetime(text.where(has_tz), utc=True, errors="coerce", format="ISO8601")
-    return parsed.astype("datetime64[ns, UTC]")
+    column = columns.RawColumn(values)
+    nanos = np.full(len(values), np.iinfo(np.int64).min, dtype=np.int64)  # NaT
+    rest = column.is_str
+    strings = column.text
+    if strings is not None and len(strings):
+        canonical = columns.bool_mask(pc.match_substring_regex(strings, _CANONICAL_TS), False)
+        if canonical.any():
+            try:
+                fast = pc.cast(strings.filter(pat.array(canonical)), pat.timestamp("ns", tz="UTC"))
+            except pat.ArrowInvalid:
+                pass
+            else:
+                nanos[canonical] = fast.cast(pat.int64()).to_numpy()
+                rest = rest & ~canonical
+    if rest.any():
+        text = values[rest].astype(object)
+        has_tz = text.str.contains(_TZ_SUFFIX, regex=True, na=False)
+        slow = pd.to_datetime(text.where(has_tz), utc=True, errors="coerce", format="ISO8601")
+        nanos[rest] = slow.astype("datetime64[ns, UTC]").array.asi8
+    stamps = pd.DatetimeIndex(nanos.view("datetime64[ns]")).tz_localize("UTC")
+    return pd.Series(stamps, index=values.index)
 
 
-def _is_object(value: Any) -> bool:
-    return value is None or isinstance(value, dict)
+def raw_failures(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Every rule of the event contract a parsed record can break, as ``{reason: failing rows}``.
+
+    ``frame`` holds ``RAW_FIELDS`` as parsed (object columns), ``_ts`` (``parse_timestamps`` of
+    ``ts``), ``_batch_end`` (end of the landing hour) and ``_oldest`` (retention horizon). Each
+    rule is one vectorised expression over the whole frame; a record breaking several rules
+    gets every reason.
+    """
+    col = {name: columns.RawColumn(frame[name]) for name in RAW_FIELDS}
+    fails: dict[str, np.ndarray] = {}
+    for name in _REQUIRED_FIELDS:
+        fails[f"missing_field:{name}"] = col[name].null
+    for name, pattern in _ID_FIELDS.items():
+        c = col[name]
+        fails[f"wrong_type:{name}"] = ~(c.null | c.is_str) | c.is_empty_str()
+        fails[f"invalid_id:{name}"] = c.mismatches(pattern)
+    event_type = col["event_type"]
+    fails["wrong_type:event_type"] = ~(event_type.null | event_type.is_str)
+    fails["unknown_event_type"] = ~(event_type.null | event_type.in_set(EVENT_TYPES))
+    ts = col["ts"]
+    parsed = frame["_ts"].notna().to_numpy()
+    # A ts that is not a str is wrong_type already; one that is but does not parse is too.
+    fails["wrong_type:ts"] = ~(ts.null | ts.is_str) | (ts.is_str & ~parsed)
+    position = col["position"]
+    fails["wrong_type:position"] = ~(position.null | position.is_int)
+    fails["negative:position"] = position.int_test(lambda v: v >= 0)
+    fails["out_of_range:position"] = position.int_test(lambda v: v <= MAX_POSITION)
+    platform = col["platform"]
+    fails["wrong_type:platform"] = ~(platform.null | platform.is_str) | platform.is_empty_str()
+    payload = col["payload"]
+    fails["wrong_type:payload"] = ~(payload.null | payload.is_dict())
+    when = frame["_ts"]
+    fails["future_timestamp:ts"] = (
+        parsed & (when > frame["_batch_end"] + FUTURE_TOLERANCE).to_numpy()
+    )
+    fails["stale_timestamp:ts"] = parsed & (when < frame["_oldest"]).to_numpy()
+    fails["missing_field:item_id"] = event_type.in_set(ITEM_EVENT_TYPES) & col["item_id"].null
+    fails["missing_field:request_id"] = event_type.in_set(["impression"]) & col["request_id"].null
+    fails["unknown_user:user_id"] = _unknown_user_exposure(payload)
+    return fails
 
 
-def _element(check: Any, name: str) -> pa.Check:
-    return pa.Check(check, element_wise=True, name=name, ignore_na=False)
-
-
-def _future_ok(df: pd.DataFrame) -> pd.Series:
-    return df["_ts"].isna() | (df["_ts"] <= df["_batch_end"] + FUTURE_TOLERANCE)
-
-
-def _not_stale(df: pd.DataFrame) -> pd.Series:
-    return df["_ts"].isna() | (df["_ts"] >= df["_oldest"])
-
-
-def _ts_parses(df: pd.DataFrame) -> pd.Series:
-    # Non-strings are already "wrong_type:ts" through the column check; don't count them twice.
-    return df["ts"].isna() | ~df["ts"].map(lambda v: isinstance(v, str)) | df["_ts"].notna()
-
-
-def _known_user_exposure(df: pd.DataFrame) -> pd.Series:
-    """False for an impression the feed service logged for a user it did not know.
+def _unknown_user_exposure(payload: columns.RawColumn) -> np.ndarray:
+    """Impressions the feed service logged for a user it did not know.
 
     The service serves any well-formed id (cold start), so a caller can make up ids; their
     exposures are logged, flagged ``known_user: false``, and never become training data.
     """
-    return ~df["payload"].map(
-        lambda p: (
+    bad = np.zeros(len(payload.values), dtype=bool)
+    for i in np.flatnonzero(~payload.null):
+        p = payload.values[i]
+        bad[i] = (
             isinstance(p, dict)
             and p.get("source") == EXPOSURE_SOURCE
             and p.get("known_user") is False
         )
-    )
-
-
-def _needs(column: str, event_types: Iterable[str]) -> Any:
-    types = list(event_types)
-
-    def check(df: pd.DataFrame) -> pd.Series:
-        return ~df["event_type"].isin(types) | df[column].notna()
-
-    return check
-
-
-RAW_SCHEMA: Final = pa.DataFrameSchema(
-    {
-        "event_id": _id_column(ID_PATTERN, nullable=False),
-        "event_type": pa.Column(
-            object,
-            [
-                _element(lambda v: v is None or isinstance(v, str), "wrong_type"),
-                _element(lambda v: v is None or v in EVENT_TYPES, "unknown_event_type"),
-            ],
-            nullable=False,
-        ),
-        "user_id": _id_column(USER_ID_PATTERN, nullable=False),
-        "ts": pa.Column(
-            object,
-            _element(lambda v: v is None or isinstance(v, str), "wrong_type"),
-            nullable=False,
-        ),
-        "item_id": _id_column(ID_PATTERN, nullable=True),
-        "request_id": _id_column(ID_PATTERN, nullable=True),
-        "position": pa.Column(
-            object,
-            [
-                _element(_is_int, "wrong_type"),
-                _element(lambda v: not _is_int(v) or v is None or v >= 0, "negative"),
-                _element(_position_ok, "out_of_range"),
-            ],
-            nullable=True,
-        ),
-        "session_id": _id_column(ID_PATTERN, nullable=True),
-        "platform": pa.Column(object, _element(_is_nonempty_str, "wrong_type"), nullable=True),
-        "payload": pa.Column(object, _element(_is_object, "wrong_type"), nullable=True),
-        "_batch_end": pa.Column(pd.DatetimeTZDtype(tz="UTC")),
-        "_ts": pa.Column(pd.DatetimeTZDtype(tz="UTC"), nullable=True),
-        "_oldest": pa.Column(pd.DatetimeTZDtype(tz="UTC")),
-    },
-    checks=[
-        pa.Check(_ts_parses, name="wrong_type:ts"),
-        pa.Check(_future_ok, name="future_timestamp:ts"),
-        pa.Check(_not_stale, name="stale_timestamp:ts"),
-        pa.Check(_needs("item_id", ITEM_EVENT_TYPES), name="missing_field:item_id"),
-        pa.Check(_needs("request_id", ["impression"]), name="missing_field:request_id"),
-        pa.Check(_known_user_exposure, name="unknown_user:user_id"),
-    ],
-    name="raw_events",
-)
-"""Landed records as parsed from JSON, before any type coercion (columns are objects)."""
-
-
-def _reason(column: Any, check: str) -> str:
-    """Map a pandera failure to a stable quarantine reason such as ``missing_field:ts``."""
-    if check == "not_nullable":
-        return f"missing_field:{column}"
-    if check == "unknown_event_type":
-        return "unknown_event_type"
-    if ":" in check or column is None or column == "raw_events":
-        return check
-    return f"{check}:{column}"
+    return bad
 
 
 def _batch_end(key: str, day: dt.date) -> pd.Timestamp:
@@ -300,10 +270,61 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
+_INT64_BOUND: Final = 2.0**63
+"""orjson reads an integer beyond 64 bits as a float, the standard library as an int."""
+
+
 def _parse_line(line: bytes) -> tuple[Any, str | None]:
-    """The record of one line, or why the line is quarantined."""
+    """The record of one line, or why the line is quarantined.
+
+    orjson parses. A line it refuses goes to the standard library's parser
+    (``_parse_line_stdlib``), which names the reason; orjson accepts only what that parser
+    accepts, and parses it to the same value except for integers beyond 64 bits (a float for
+    orjson, an int for the standard library). Only ``position`` and ``payload`` keep such a
+    value's type (anywhere else a number is ``wrong_type`` either way), so a line with a float
+    of that size there is parsed again by the standard library. Both paths give one answer
+    (``tests/unit/events/test_hostile_lines.py``).
+    """
     if len(line) > MAX_LINE_BYTES:
         return None, "line_too_long"
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return _parse_line_stdlib(line)
+    if type(record) is dict and _may_hold_big_int(record):
+        return _parse_line_stdlib(line)
+    return _checked(record, line)
+
+
+def _may_hold_big_int(record: dict[str, Any]) -> bool:
+    position = record.get("position")
+    if type(position) is float and abs(position) >= _INT64_BOUND:
+        return True
+    payload = record.get("payload")
+    if not isinstance(payload, dict | list):
+        return False
+    stack = [payload]
+    while stack:
+        node = stack.pop()
+        for child in node.values() if isinstance(node, dict) else node:
+            if type(child) is float:
+                if abs(child) >= _INT64_BOUND:
+                    return True
+            elif isinstance(child, dict | list):
+                stack.append(child)
+    return False
+
+
+def _checked(record: Any, line: bytes) -> tuple[Any, str | None]:
+    if not isinstance(record, dict):
+        return None, "not_an_object"
+    # A record is nested no deeper than it has openers: count them before walking it.
+    if line.count(b"{") + line.count(b"[") > MAX_DEPTH and _depth(record, MAX_DEPTH) > MAX_DEPTH:
+        return None, "too_deep"
+    return record, None
+
+
+def _parse_line_stdlib(line: bytes) -> tuple[Any, str | None]:
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
@@ -318,11 +339,7 @@ def _parse_line(line: bytes) -> tuple[Any, str | None]:
         if str(exc).startswith("non-finite number"):
             return None, "non_finite_number"
         return None, "malformed_json"
-    if not isinstance(record, dict):
-        return None, "not_an_object"
-    if _depth(record, MAX_DEPTH) > MAX_DEPTH:
-        return None, "too_deep"
-    return record, None
+    return _checked(record, line)
 
 
 def ingest_batches(
@@ -350,7 +367,11 @@ def ingest_batches(
         Clean events (first copy of each event id, in landing order), the quarantine and counts.
     """
     records: list[dict[str, Any]] = []
-    raw_lines: list[str] = []
+    raw_lines: list[bytes] = []
+    line_nos: list[int] = []
+    file_of_record: list[int] = []
+    file_keys: list[str] = []
+    file_ends: list[pd.Timestamp] = []
     quarantine: list[tuple[str, int, str, str]] = []
     read = files = 0
     for key, data in batches:
@@ -360,30 +381,33 @@ def ingest_batches(
             read += 1
             quarantine.append((key, 0, str(error), ""))
             continue
-        end = _batch_end(key, day)
+        file_no = len(file_keys)
+        file_keys.append(key)
+        file_ends.append(_batch_end(key, day))
+        read += len(lines)
         for line_no, line in enumerate(lines, start=1):
-            read += 1
             rec, problem = _parse_line(line)
             if problem is not None:
                 quarantine.append((key, line_no, problem, _escaped(line)))
                 continue
-            row = {name: rec.get(name) for name in RAW_FIELDS}
-            row["_batch_end"] = end
-            row["_source_file"] = key
-            row["_line_no"] = line_no
-            records.append(row)
-            raw_lines.append(line.decode("utf-8"))
+            records.append(rec)
+            raw_lines.append(line)
+            line_nos.append(line_no)
+            file_of_record.append(file_no)
 
     # Object columns keep each JSON value as parsed, so type errors stay visible to the schema.
     frame = pd.DataFrame(
         {
-            name: pd.Series([rec[name] for rec in records], dtype=object)
-            for name in (*RAW_FIELDS, "_source_file", "_line_no")
-        }
+            name: np.fromiter((rec.get(name) for rec in records), dtype=object, count=len(records))
+            for name in RAW_FIELDS
+        },
+        copy=False,
     )
-    frame["_batch_end"] = pd.to_datetime(
-        pd.Series([rec["_batch_end"] for rec in records], dtype=object), utc=True
-    )
+    file_index = np.asarray(file_of_record, dtype=np.int64)
+    frame["_source_file"] = pd.Series(np.asarray(file_keys, dtype=object)[file_index], dtype=object)
+    frame["_line_no"] = np.asarray(line_nos, dtype=np.int64)
+    ends = pd.DatetimeIndex(file_ends, tz="UTC") if file_ends else pd.DatetimeIndex([], tz="UTC")
+    frame["_batch_end"] = pd.Series(ends.take(file_index), dtype="datetime64[ns, UTC]")
     frame["_ts"] = parse_timestamps(frame["ts"])
     frame["_oldest"] = pd.Series(
         pd.Timestamp(day, tz="UTC") - STALE_AFTER, index=frame.index, dtype="datetime64[ns, UTC]"
@@ -391,14 +415,22 @@ def ingest_batches(
     bad_reasons = validate_raw(frame)
     for idx, reason in bad_reasons.items():
         quarantine.append(
-            (frame.at[idx, "_source_file"], int(frame.at[idx, "_line_no"]), reason, raw_lines[idx])
+            (
+                frame.at[idx, "_source_file"],
+                int(frame.at[idx, "_line_no"]),
+                reason,
+                raw_lines[idx].decode("utf-8"),
+            )
         )
-    good = frame.drop(index=list(bad_reasons))
-    dup_mask = good["event_id"].duplicated(keep="first")
-    if accepted_before is not None and len(good):
-        dup_mask |= good["event_id"].isin(accepted_before(good.loc[~dup_mask, "event_id"]))
+    good = np.ones(len(frame), dtype=bool)
+    good[list(bad_reasons)] = False  # the frame's index is its row number
+    candidates = np.flatnonzero(good)
+    ids = pd.Series(frame["event_id"].to_numpy(dtype=object)[candidates], dtype=object)
+    dup_mask = ids.duplicated(keep="first")
+    if accepted_before is not None and len(ids):
+        dup_mask |= ids.isin(accepted_before(ids[~dup_mask]))
     duplicates = int(dup_mask.sum())
-    events, health_removed = _to_clean(good[~dup_mask], pseudonymizer)
+    events, health_removed = _to_clean(frame, candidates[~dup_mask.to_numpy()], pseudonymizer)
     erased_mask = events["user_id"].isin(erased_users)
     erased = int(erased_mask.sum())
     erased_sources = set(events.loc[erased_mask, "source_file"])
@@ -428,62 +460,60 @@ def ingest_batches(
 
 
 def validate_raw(frame: pd.DataFrame) -> dict[int, str]:
-    """Return ``{row index: reason}`` for every parsed record that breaks ``RAW_SCHEMA``."""
+    """Return ``{row index: reason}`` for every parsed record that breaks the event contract.
+
+    A record breaking several rules gets them all, sorted and ``;``-joined.
+    """
     if frame.empty:
         return {}
-    try:
-        RAW_SCHEMA.validate(frame, lazy=True)
-    except SchemaErrors as err:
-        cases = err.failure_cases
-        rows = cases[cases["index"].notna()]
-        unplaced = cases[cases["index"].isna()]
-        if not unplaced.empty:
-            raise ValueError(
-                "raw schema failed at table level (not row level): "
-                + "; ".join(
-                    f"{c}:{k}" for c, k in zip(unplaced["column"], unplaced["check"], strict=True)
-                )
-            ) from err
-        reasons: dict[int, set[str]] = {}
-        for column, check, index in zip(rows["column"], rows["check"], rows["index"], strict=True):
-            reasons.setdefault(int(index), set()).add(_reason(column, str(check)))
-        return {idx: ";".join(sorted(r)) for idx, r in sorted(reasons.items())}
-    return {}
+    reasons: dict[int, list[str]] = {}
+    for reason, failing in raw_failures(frame).items():
+        for row in np.flatnonzero(failing):
+            reasons.setdefault(int(frame.index[row]), []).append(reason)
+    return {idx: ";".join(sorted(r)) for idx, r in sorted(reasons.items())}
 
 
-def _clean_payload(payload: dict[str, Any] | None) -> tuple[str | None, int]:
-    if payload is None:
-        return None, 0
+def _clean_payload(payload: dict[str, Any]) -> tuple[str, int]:
     kept, removed = strip_health_fields(payload)
     return json.dumps(kept, sort_keys=True), removed
 
 
-def _to_clean(frame: pd.DataFrame, pseudonymizer: Pseudonymizer) -> tuple[pd.DataFrame, int]:
-    """Clean events and the number of health fields removed from their payloads."""
-    if frame.empty:
+def _to_clean(
+    frame: pd.DataFrame, rows: np.ndarray, pseudonymizer: Pseudonymizer
+) -> tuple[pd.DataFrame, int]:
+    """Clean events of the parsed records at ``rows``, and the health fields removed."""
+    if not len(rows):
         return empty_clean_events(), 0
-    payloads = [_clean_payload(p) for p in frame["payload"]]
+
+    def column(name: str) -> np.ndarray:
+        values: np.ndarray = frame[name].to_numpy(dtype=object)[rows]
+        return values
+
+    # Every value here passed the contract: ids and types are str, positions int or None.
+    payload_in = column("payload")
+    payload_out = np.full(len(rows), None, dtype=object)
+    removed = 0
+    for i in np.flatnonzero(~pd.isna(payload_in)):
+        payload_out[i], count = _clean_payload(payload_in[i])
+        removed += count
     out = pd.DataFrame(
         {
-            "event_id": frame["event_id"].astype(str),
-            "event_type": frame["event_type"].astype(str),
-            "user_id": pseudonymizer.pseudonymize_many(frame["user_id"].astype(str)),
-            "ts": frame["_ts"],
-            "item_id": frame["item_id"].astype(object),
-            "request_id": frame["request_id"].astype(object),
-            "position": pd.array(frame["position"].tolist(), dtype="Int64"),
-            "session_id": frame["session_id"].astype(object),
-            "platform": frame["platform"].astype(object),
-            "payload": [text for text, _ in payloads],
-            "source_file": frame["_source_file"].astype(str),
-            "line_no": frame["_line_no"].astype("int64"),
+            "event_id": column("event_id"),
+            "event_type": column("event_type"),
+            "user_id": np.asarray(pseudonymizer.pseudonymize_many(column("user_id")), dtype=object),
+            "ts": frame["_ts"].array.take(rows),
+            "item_id": column("item_id"),
+            "request_id": column("request_id"),
+            "position": pd.array(column("position"), dtype="Int64"),
+            "session_id": column("session_id"),
+            "platform": column("platform"),
+            "payload": payload_out,
+            "source_file": column("_source_file"),
+            "line_no": frame["_line_no"].to_numpy(dtype=np.int64)[rows],
         }
-    ).reset_index(drop=True)
-    out["ts"] = out["ts"].astype("datetime64[ns, UTC]")
-    for col in ("item_id", "request_id", "session_id", "platform"):
-        out[col] = out[col].where(out[col].notna(), None)
-    validated: pd.DataFrame = CLEAN_EVENTS_SCHEMA.validate(out[list(CLEAN_EVENT_COLUMNS)])
-    return validated, sum(removed for _, removed in payloads)
+    )
+    validated: pd.DataFrame = CLEAN_EVENTS_SCHEMA.validate(out)
+    return validated, removed
 
 
 def ingest_day(

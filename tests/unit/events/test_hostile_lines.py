@@ -95,6 +95,17 @@ HOSTILE: dict[str, tuple[bytes, str]] = {
     ),
     "a 5 MB line": (_line("e", payload={"blob": "a" * 5_000_000}), "line_too_long"),
     "NaN in a payload": (b'{"event_id": "e", "payload": {"hr": NaN}}', "non_finite_number"),
+    "position a float beyond 64 bits (not an int)": (
+        _line("e", event_type="impression", item_id="wk_1", request_id="r_1", position=1e19),
+        "wrong_type:position",
+    ),
+    "user id with a lone surrogate": (
+        b'{"event_id": "e", "event_type": "app_open", "user_id": "u\\ud800", '
+        b'"ts": "2026-11-03T10:05:00Z"}',
+        "invalid_id:user_id",
+    ),
+    "timestamp on 30 February": (_line("e", ts="2026-02-30T10:05:00Z"), "wrong_type:ts"),
+    "a byte-order mark before the object": (b"\xef\xbb\xbf" + _line("e"), "malformed_json"),
     "Infinity in a payload": (
         b'{"event_id": "e", "payload": {"x": -Infinity}}',
         "non_finite_number",
@@ -185,3 +196,35 @@ def test_a_resend_is_a_duplicate_for_the_whole_retention_window(tmp_path: Path) 
 
     assert (result.read, result.duplicates, result.quarantined) == (2, 1, 0)
     assert list(result.events["event_id"]) == ["evt-new"]
+
+
+def test_ids_follow_the_unicode_pattern_in_any_script() -> None:
+    ids = ["ユーザー1", "é", "\u0661\u0662", "usr_0000009", "é/x", "_é", "ü" * 65]
+
+    result = _ingest(*(_line(f"e{i}", user_id=uid) for i, uid in enumerate(ids)))
+
+    assert list(result.quarantine["line_no"]) == [5, 6, 7]
+    assert set(result.quarantine["reason"]) == {"invalid_id:user_id"}
+    assert result.accepted == 4
+
+
+def test_integers_beyond_64_bits_keep_their_value() -> None:
+    result = _ingest(_line("e", event_type="workout_complete", item_id="wk_1",
+                           payload={"n": 2**70, "m": -(2**64), "f": 1e300}))  # fmt: skip
+
+    assert json.loads(result.events["payload"].iloc[0]) == {"n": 2**70, "m": -(2**64), "f": 1e300}
+
+
+def test_timestamps_outside_the_collectors_shape_parse_as_pandas_parses_them() -> None:
+    stamps = ["2026-11-03T10:05:00Z", "2026-11-03T12:05:00+0200", "2026-11-03 10:06:00.5Z",
+              "2026-11-03T10:07:00-00:00", "2026-11-03T10:08"]  # fmt: skip
+
+    result = _ingest(*(_line(f"e{i}", ts=ts) for i, ts in enumerate(stamps)))
+
+    assert [str(t) for t in result.events["ts"]] == [
+        "2026-11-03 10:05:00+00:00",
+        "2026-11-03 10:05:00+00:00",
+        "2026-11-03 10:06:00.500000+00:00",
+        "2026-11-03 10:07:00+00:00",
+    ]
+    assert list(result.quarantine["reason"]) == ["wrong_type:ts"]
