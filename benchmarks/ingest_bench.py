@@ -96,7 +96,9 @@ def child(root: Path) -> dict[str, Any]:
     cpu = time.process_time() - cpu0
     peak = peak_rss_kib()
     digest = hashlib.sha256()
-    for frame in (result.events, result.quarantine):
+    # The quarantine in landing order: its row order follows the ingestion's chunks.
+    quarantine = result.quarantine.sort_values(["source_file", "line_no"], kind="stable")
+    for frame in (result.events, quarantine):
         digest.update(frame.astype(str).to_csv(index=False).encode())
     import fitpulse_orchestration
 

@@ -65,6 +65,9 @@ MAX_DEPTH: Final = 16
 """Deepest nesting of a record (the record itself is depth 1); deeper is ``too_deep``."""
 MAX_POSITION: Final = 2**31 - 1
 """Largest feed position (an int32 column)."""
+CHUNK_LINES: Final = 100_000
+"""Parsed records checked at a time: parsed JSON takes about 2 KB a line, typed clean rows
+about a third of that (``benchmarks/ingest_bench.py``)."""
 RAW_PREVIEW_BYTES: Final = 4096
 """How much of an oversized line the quarantine keeps (escaped), with its length."""
 
@@ -348,8 +351,12 @@ def ingest_batches(
     pseudonymizer: Pseudonymizer,
     accepted_before: Callable[[pd.Series], AbstractSet[str]] | None = None,
     erased_users: frozenset[str] = frozenset(),
+    chunk_lines: int = CHUNK_LINES,
 ) -> IngestResult:
     """Parse, validate, de-duplicate and pseudonymize one day of landed batches.
+
+    Parsed records are checked ``chunk_lines`` at a time (``CHUNK_LINES``): what a call holds
+    beyond one chunk's records is their clean rows (typed, pseudonymized) and the quarantine.
 
     Args:
         batches: ``(object key, file bytes)`` of each landed batch, in landing order. Keys carry
@@ -362,75 +369,50 @@ def ingest_batches(
             no earlier partition.
         erased_users: pseudonyms on the erasure list; their valid events count as ``erased``
             and are not written.
+        chunk_lines: parsed records checked at a time; it changes no result, only the order of
+            the quarantine (each chunk's unparseable lines, then its records that break rules).
 
     Returns:
         Clean events (first copy of each event id, in landing order), the quarantine and counts.
     """
-    records: list[dict[str, Any]] = []
-    raw_lines: list[bytes] = []
-    line_nos: list[int] = []
-    file_of_record: list[int] = []
-    file_keys: list[str] = []
-    file_ends: list[pd.Timestamp] = []
     quarantine: list[tuple[str, int, str, str]] = []
-    read = files = 0
+    files = _Files(day)
+    chunk = _Chunk()
+    parts: list[tuple[pd.DataFrame, np.ndarray]] = []
+    read = 0
     for key, data in batches:
-        files += 1
         lines, error = _read_lines(key, data)
         if lines is None:
+            files.count += 1
             read += 1
             quarantine.append((key, 0, str(error), ""))
             continue
-        file_no = len(file_keys)
-        file_keys.append(key)
-        file_ends.append(_batch_end(key, day))
+        file_no = files.add(key)
         read += len(lines)
         for line_no, line in enumerate(lines, start=1):
             rec, problem = _parse_line(line)
             if problem is not None:
                 quarantine.append((key, line_no, problem, _escaped(line)))
                 continue
-            records.append(rec)
-            raw_lines.append(line)
-            line_nos.append(line_no)
-            file_of_record.append(file_no)
+            chunk.add(rec, line, line_no, file_no)
+            if len(chunk.records) >= chunk_lines:
+                parts.append(chunk.settle(files, pseudonymizer, quarantine))
+                chunk = _Chunk()
+    parts.append(chunk.settle(files, pseudonymizer, quarantine))
 
-    # Object columns keep each JSON value as parsed, so type errors stay visible to the schema.
-    frame = pd.DataFrame(
-        {
-            name: np.fromiter((rec.get(name) for rec in records), dtype=object, count=len(records))
-            for name in RAW_FIELDS
-        },
-        copy=False,
-    )
-    file_index = np.asarray(file_of_record, dtype=np.int64)
-    frame["_source_file"] = pd.Series(np.asarray(file_keys, dtype=object)[file_index], dtype=object)
-    frame["_line_no"] = np.asarray(line_nos, dtype=np.int64)
-    ends = pd.DatetimeIndex(file_ends, tz="UTC") if file_ends else pd.DatetimeIndex([], tz="UTC")
-    frame["_batch_end"] = pd.Series(ends.take(file_index), dtype="datetime64[ns, UTC]")
-    frame["_ts"] = parse_timestamps(frame["ts"])
-    frame["_oldest"] = pd.Series(
-        pd.Timestamp(day, tz="UTC") - STALE_AFTER, index=frame.index, dtype="datetime64[ns, UTC]"
-    )
-    bad_reasons = validate_raw(frame)
-    for idx, reason in bad_reasons.items():
-        quarantine.append(
-            (
-                frame.at[idx, "_source_file"],
-                int(frame.at[idx, "_line_no"]),
-                reason,
-                raw_lines[idx].decode("utf-8"),
-            )
+    candidates = pd.concat([frame for frame, _ in parts], ignore_index=True)
+    removed_per_row = np.concatenate([removed for _, removed in parts])
+    dup_mask = candidates["event_id"].duplicated(keep="first")
+    if accepted_before is not None and len(candidates):
+        dup_mask |= candidates["event_id"].isin(
+            accepted_before(candidates.loc[~dup_mask, "event_id"])
         )
-    good = np.ones(len(frame), dtype=bool)
-    good[list(bad_reasons)] = False  # the frame's index is its row number
-    candidates = np.flatnonzero(good)
-    ids = pd.Series(frame["event_id"].to_numpy(dtype=object)[candidates], dtype=object)
-    dup_mask = ids.duplicated(keep="first")
-    if accepted_before is not None and len(ids):
-        dup_mask |= ids.isin(accepted_before(ids[~dup_mask]))
     duplicates = int(dup_mask.sum())
-    events, health_removed = _to_clean(frame, candidates[~dup_mask.to_numpy()], pseudonymizer)
+    kept = ~dup_mask.to_numpy()
+    health_removed = int(removed_per_row[kept].sum())
+    events: pd.DataFrame = CLEAN_EVENTS_SCHEMA.validate(
+        candidates.loc[kept].reset_index(drop=True) if duplicates else candidates
+    )
     erased_mask = events["user_id"].isin(erased_users)
     erased = int(erased_mask.sum())
     erased_sources = set(events.loc[erased_mask, "source_file"])
@@ -451,7 +433,7 @@ def ingest_batches(
         quarantine_frame,
         read,
         duplicates,
-        files,
+        files.count,
         dict(reasons),
         erased=erased,
         health_fields_removed=health_removed,
@@ -478,12 +460,83 @@ def _clean_payload(payload: dict[str, Any]) -> tuple[str, int]:
     return json.dumps(kept, sort_keys=True), removed
 
 
+class _Files:
+    """The landed files of one call: key and end of the landing hour of each readable one."""
+
+    def __init__(self, day: dt.date) -> None:
+        self.day = day
+        self.keys: list[str] = []
+        self.ends: list[pd.Timestamp] = []
+        self.count = 0
+
+    def add(self, key: str) -> int:
+        self.count += 1
+        self.keys.append(key)
+        self.ends.append(_batch_end(key, self.day))
+        return len(self.keys) - 1
+
+
+@dataclass
+class _Chunk:
+    """Parsed records waiting for the contract's checks (at most ``chunk_lines`` of them)."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    raw_lines: list[bytes] = field(default_factory=list)
+    line_nos: list[int] = field(default_factory=list)
+    file_nos: list[int] = field(default_factory=list)
+
+    def add(self, record: dict[str, Any], line: bytes, line_no: int, file_no: int) -> None:
+        self.records.append(record)
+        self.raw_lines.append(line)
+        self.line_nos.append(line_no)
+        self.file_nos.append(file_no)
+
+    def settle(
+        self,
+        files: _Files,
+        pseudonymizer: Pseudonymizer,
+        quarantine: list[tuple[str, int, str, str]],
+    ) -> tuple[pd.DataFrame, np.ndarray]:
+        """Check the records; quarantine the failures; the rest as clean rows (not de-duplicated).
+
+        Returns the clean rows (``CLEAN_EVENT_COLUMNS``) and the health fields removed from each.
+        """
+        records = self.records
+        # Object columns keep each JSON value as parsed, so type errors stay visible to the rules.
+        frame = pd.DataFrame(
+            {
+                name: np.fromiter((r.get(name) for r in records), dtype=object, count=len(records))
+                for name in RAW_FIELDS
+            },
+            copy=False,
+        )
+        file_index = np.asarray(self.file_nos, dtype=np.int64)
+        sources = np.asarray(files.keys, dtype=object)[file_index]
+        frame["_source_file"] = pd.Series(sources, dtype=object)
+        frame["_line_no"] = np.asarray(self.line_nos, dtype=np.int64)
+        ends = pd.DatetimeIndex(files.ends, dtype="datetime64[ns, UTC]")
+        frame["_batch_end"] = pd.Series(ends.take(file_index), dtype="datetime64[ns, UTC]")
+        frame["_ts"] = parse_timestamps(frame["ts"])
+        frame["_oldest"] = pd.Series(
+            pd.Timestamp(files.day, tz="UTC") - STALE_AFTER,
+            index=frame.index,
+            dtype="datetime64[ns, UTC]",
+        )
+        bad_reasons = validate_raw(frame)
+        for idx, reason in bad_reasons.items():
+            row = (sources[idx], self.line_nos[idx], reason, self.raw_lines[idx].decode("utf-8"))
+            quarantine.append(row)
+        good = np.ones(len(frame), dtype=bool)
+        good[list(bad_reasons)] = False  # the frame's index is its row number
+        return _to_clean(frame, np.flatnonzero(good), pseudonymizer)
+
+
 def _to_clean(
     frame: pd.DataFrame, rows: np.ndarray, pseudonymizer: Pseudonymizer
-) -> tuple[pd.DataFrame, int]:
-    """Clean events of the parsed records at ``rows``, and the health fields removed."""
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Clean rows of the parsed records at ``rows``, and the health fields removed from each."""
     if not len(rows):
-        return empty_clean_events(), 0
+        return empty_clean_events(), np.zeros(0, dtype=np.int64)
 
     def column(name: str) -> np.ndarray:
         values: np.ndarray = frame[name].to_numpy(dtype=object)[rows]
@@ -492,10 +545,9 @@ def _to_clean(
     # Every value here passed the contract: ids and types are str, positions int or None.
     payload_in = column("payload")
     payload_out = np.full(len(rows), None, dtype=object)
-    removed = 0
+    removed = np.zeros(len(rows), dtype=np.int64)
     for i in np.flatnonzero(~pd.isna(payload_in)):
-        payload_out[i], count = _clean_payload(payload_in[i])
-        removed += count
+        payload_out[i], removed[i] = _clean_payload(payload_in[i])
     out = pd.DataFrame(
         {
             "event_id": column("event_id"),
@@ -512,8 +564,7 @@ def _to_clean(
             "line_no": frame["_line_no"].to_numpy(dtype=np.int64)[rows],
         }
     )
-    validated: pd.DataFrame = CLEAN_EVENTS_SCHEMA.validate(out)
-    return validated, removed
+    return out, removed
 
 
 def ingest_day(

@@ -425,3 +425,27 @@ def test_write_ingested_and_read_clean_events_round_trip_sorted_by_time(
     pd.testing.assert_frame_equal(events, expected, check_dtype=False)
     assert list(read_clean_events(store, [day2])["event_id"]) == ["b1"]
     assert read_clean_events(store, [DAY - dt.timedelta(days=1)]).empty
+
+
+def test_checking_in_chunks_changes_no_result(tiny_world) -> None:
+    store, pseudonymizer = tiny_world.store, tiny_world.pseudonymizer
+    day = tiny_world.summary.landed_days[-1]
+    batches = [(k, store.get_bytes(k)) for k in store.iter_keys(layout.landing_events_prefix(day))]
+    batches.append((layout.landing_events_key(day, 23, "resent"), batches[0][1]))  # duplicates
+    erased = frozenset(ingest_batches(batches, day, pseudonymizer).events["user_id"][:1])
+
+    whole = ingest_batches(batches, day, pseudonymizer, erased_users=erased)
+    chunked = ingest_batches(batches, day, pseudonymizer, erased_users=erased, chunk_lines=7)
+
+    assert min(whole.quarantined, whole.duplicates, whole.erased) > 0
+    assert whole.read > 70
+    pd.testing.assert_frame_equal(chunked.events, whole.events)
+    assert _quarantine_rows(chunked) == _quarantine_rows(whole)
+    assert (chunked.read, chunked.duplicates, chunked.erased, chunked.health_fields_removed) == (
+        whole.read,
+        whole.duplicates,
+        whole.erased,
+        whole.health_fields_removed,
+    )
+    assert chunked.reasons == whole.reasons
+    assert chunked.balanced
