@@ -105,7 +105,11 @@ def validation_models(
     training_snapshot: TrainingSnapshot,
     two_tower_model: TwoTowerArtifacts,
 ) -> dg.Output[ValidationModels]:
-    """ALS, EASE, popularity and the two-tower fitted on the fit part, for validation."""
+    """ALS, EASE, popularity and the two-tower fitted on the fit part, for validation.
+
+    ALS is the search's own fit of the chosen parameters (``retrieval_tuning``) when it was
+    fitted on this matrix, so the training run fits it once (metadata ``als_from_search``).
+    """
     split = training_snapshot.split
     models = fit_validation_models(
         training_snapshot.fit_inputs(),
@@ -114,12 +118,14 @@ def validation_models(
         retrieval_tuning.ease,
         two_tower_model,
         retrieval_tuning.popularity,
+        fitted_als=retrieval_tuning.als_model,
     )
     return dg.Output(
         models,
         metadata={
             "as_of": models.as_of.isoformat(),
             "als_users": len(models.als.user_ids),
+            "als_from_search": models.als is retrieval_tuning.als_model,
             "ease_items": len(models.ease.item_ids) if models.ease else 0,
         },
     )

@@ -25,7 +25,12 @@ import pandas as pd
 
 from fitpulse_orchestration.evaluation.metrics import beats_beyond_noise, ndcg_at_k, sample_users
 from fitpulse_orchestration.features.reference import profile_attributes
-from fitpulse_orchestration.retrieval.als import AlsParams, build_interaction_matrix, train_als
+from fitpulse_orchestration.retrieval.als import (
+    AlsArtifacts,
+    AlsParams,
+    build_interaction_matrix,
+    train_als,
+)
 from fitpulse_orchestration.retrieval.candidates import seen_items
 from fitpulse_orchestration.retrieval.ease import EaseParams, train_ease
 from fitpulse_orchestration.retrieval.popularity import (
@@ -95,6 +100,9 @@ class TuningResult:
     default_ndcg: dict[str, float]
     best_ndcg: dict[str, float]
     users: int
+    als_model: AlsArtifacts | None = None
+    """ALS with the chosen parameters, fitted on the fit part before the validation part: the
+    validation ALS (``ranking.feed.fit_validation_models`` takes it instead of fitting again)."""
 
     def summary(self) -> dict[str, float]:
         """Flat numbers for metadata and MLflow."""
@@ -128,6 +136,16 @@ def als_validation_ndcg(
     relevance: Mapping[str, Mapping[str, int]],
 ) -> np.ndarray:
     """Per-user NDCG@10 of ALS fitted on ``events`` before ``as_of`` (no row: 0), in order."""
+    return _als_validation(events, as_of, params, relevance)[0]
+
+
+def _als_validation(
+    events: pd.DataFrame,
+    as_of: pd.Timestamp,
+    params: AlsParams,
+    relevance: Mapping[str, Mapping[str, int]],
+) -> tuple[np.ndarray, AlsArtifacts]:
+    """``als_validation_ndcg`` and the fitted model."""
     als = train_als(build_interaction_matrix(events, params, before=as_of), params)
     seen = seen_items(events, as_of)
     index = {item: j for j, item in enumerate(als.item_ids)}
@@ -144,7 +162,7 @@ def als_validation_ndcg(
                 s[j] = -np.inf
         top = np.argsort(-s, kind="stable")[:10]
         scores.append(ndcg_at_k(list(als.item_ids[top]), rel, 10))
-    return np.array(scores)
+    return np.array(scores), als
 
 
 def ease_validation_ndcg(
@@ -269,20 +287,26 @@ def tune_retrievers(
         defaults: dict[str, Any],
         starts: Sequence[dict[str, Any]],
         suggest: Callable[[optuna.Trial], dict[str, Any]],
-        score: Callable[[dict[str, Any]], np.ndarray],
-    ) -> tuple[dict[str, Any], float, float]:
+        score: Callable[[dict[str, Any]], tuple[np.ndarray, Any]],
+    ) -> tuple[dict[str, Any], float, float, Any]:
         sampler = optuna.samplers.TPESampler(seed=params.seed)
         study = optuna.create_study(direction="maximize", sampler=sampler)
         study.enqueue_trial(defaults)
         for start in starts:
             study.enqueue_trial(start)
         per_user: dict[int, np.ndarray] = {}
+        # The fitted model of the defaults and of the best trial so far: one of them is chosen.
+        fitted: dict[int, Any] = {}
 
         def objective(trial: optuna.Trial) -> float:
             started = time.perf_counter()
             chosen = suggest(trial)
-            per_user[trial.number] = score(chosen)
+            per_user[trial.number], artifact = score(chosen)
             value = float(per_user[trial.number].mean())
+            best_so_far = max(per_user, key=lambda n: (per_user[n].mean(), -n))
+            fitted[trial.number] = artifact
+            for number in [n for n in fitted if n not in (0, best_so_far)]:
+                del fitted[number]
             rows.append(
                 {
                     "model": model,
@@ -298,9 +322,14 @@ def tune_retrievers(
         best = study.best_trial
         wins, _ = beats_beyond_noise(per_user[best.number], per_user[0], seed=params.seed)
         chosen = best if wins else study.trials[0]
-        return dict(chosen.params), float(chosen.value or 0.0), float(study.trials[0].value or 0.0)
+        return (
+            dict(chosen.params),
+            float(chosen.value or 0.0),
+            float(study.trials[0].value or 0.0),
+            fitted.get(chosen.number),
+        )
 
-    als_best, als_value, als_default = run(
+    als_best, als_value, als_default, als_model = run(
         "als",
         {"factors": als.factors, "regularization": als.regularization, "alpha": als.alpha},
         ALS_STARTS,
@@ -309,14 +338,17 @@ def tune_retrievers(
             "regularization": t.suggest_float("regularization", *ALS_REGULARIZATION, log=True),
             "alpha": t.suggest_float("alpha", *ALS_ALPHA, log=True),
         },
-        lambda p: als_validation_ndcg(fit_events, as_of, replace(als, **p), judged),
+        lambda p: _als_validation(fit_events, as_of, replace(als, **p), judged),
     )
-    ease_best, ease_value, ease_default = run(
+    # EASE's fitted weights are not kept: each is a dense matrix over the head of the catalog,
+    # and keeping the defaults' and the best trial's beside the one being fitted would triple
+    # the search's peak memory. The validation EASE is fitted again.
+    ease_best, ease_value, ease_default, _ = run(
         "ease",
         {"l2": ease.l2},
         (),
         lambda t: {"l2": t.suggest_float("l2", 1.0, 1e4, log=True)},
-        lambda p: ease_validation_ndcg(fit_events, as_of, replace(ease, **p), judged),
+        lambda p: (ease_validation_ndcg(fit_events, as_of, replace(ease, **p), judged), None),
     )
     popular, popular_rows, popular_value, popular_default = tune_popularity(
         fit_events, profiles, as_of, popularity, judged, params.seed
@@ -330,6 +362,7 @@ def tune_retrievers(
         default_ndcg={"als": als_default, "ease": ease_default, "popularity": popular_default},
         best_ndcg={"als": als_value, "ease": ease_value, "popularity": popular_value},
         users=len(judged),
+        als_model=als_model,
     )
 
 

@@ -23,6 +23,7 @@ from fitpulse_orchestration.ranking.rerank import RerankParams, rerank
 from fitpulse_orchestration.retrieval.als import (
     AlsArtifacts,
     AlsParams,
+    InteractionMatrix,
     als_scores,
     build_interaction_matrix,
     train_als,
@@ -319,13 +320,21 @@ def fit_validation_models(
     ease_params: EaseParams,
     two_tower: TwoTowerArtifacts | None,
     popularity_params: PopularityParams,
+    fitted_als: AlsArtifacts | None = None,
 ) -> ValidationModels:
     """ALS (and its index), EASE and popularity on ``fit_inputs`` before ``as_of``.
 
     ``two_tower`` must already be trained on the same part; its index is built here.
+    ``fitted_als`` (the search's fit of the chosen parameters, ``TuningResult.als_model``) is
+    used instead of fitting ALS again when it was fitted with ``als_params`` on this very
+    matrix (same users, items and confidences); otherwise ALS is fitted here.
     """
     before = fit_inputs.events[fit_inputs.events["ts"] < as_of]
-    als = train_als(build_interaction_matrix(before, als_params), als_params)
+    matrix = build_interaction_matrix(before, als_params)
+    if fitted_als is not None and _fitted_on(fitted_als, matrix, als_params):
+        als = fitted_als
+    else:
+        als = train_als(matrix, als_params)
     return ValidationModels(
         als=als,
         index=build_item_index(als.item_ids, als.item_factors) if len(als.item_ids) else None,
@@ -334,6 +343,17 @@ def fit_validation_models(
         tt_index=build_two_tower_index(two_tower, fit_inputs.catalog) if two_tower else None,
         popular=compute_popular_items(before, fit_inputs.profiles, as_of, popularity_params),
         as_of=as_of,
+    )
+
+
+def _fitted_on(als: AlsArtifacts, matrix: InteractionMatrix, params: AlsParams) -> bool:
+    """Whether ``als`` was fitted with ``params`` on exactly ``matrix``."""
+    return (
+        als.params == params
+        and np.array_equal(als.user_ids, matrix.user_ids)
+        and np.array_equal(als.item_ids, matrix.item_ids)
+        and als.seen.shape == matrix.matrix.shape
+        and (als.seen != matrix.matrix).nnz == 0
     )
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -13,7 +14,7 @@ from fitpulse_orchestration.evaluation.tuning import (
     tune_popularity,
     tune_retrievers,
 )
-from fitpulse_orchestration.retrieval.als import AlsParams
+from fitpulse_orchestration.retrieval.als import AlsParams, build_interaction_matrix, train_als
 from fitpulse_orchestration.retrieval.ease import EaseParams
 from fitpulse_orchestration.retrieval.popularity import PopularityParams, compute_popular_items
 
@@ -128,3 +129,28 @@ def test_the_als_search_scores_the_defaults_then_the_starts_then_its_ranges() ->
         assert ALS_REGULARIZATION[0] <= searched["regularization"] <= ALS_REGULARIZATION[1]
         assert ALS_ALPHA[0] <= searched["alpha"] <= ALS_ALPHA[1]
     assert result.als.iterations == 3  # only the searched parameters change
+
+
+def test_the_search_hands_over_its_fit_of_the_chosen_als() -> None:
+    events, relevance = _taste_groups()
+    defaults = AlsParams(factors=16, iterations=3)
+
+    result = tune_retrievers(
+        events,
+        PROFILES,
+        AS_OF,
+        relevance,
+        defaults,
+        EaseParams(),
+        PopularityParams(),
+        TuningParams(n_trials=4),
+    )
+
+    kept = result.als_model
+    assert kept is not None
+    assert kept.params == result.als
+    again = train_als(build_interaction_matrix(events, result.als, before=AS_OF), result.als)
+    np.testing.assert_array_equal(kept.user_factors, again.user_factors)
+    np.testing.assert_array_equal(kept.item_factors, again.item_factors)
+    chosen = result.trials[result.trials["model"] == "als"]["ndcg_at_10"]
+    assert result.best_ndcg["als"] in set(chosen)

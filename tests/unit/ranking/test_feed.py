@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -304,3 +304,28 @@ def test_above_the_cap_a_seeded_sample_of_users_is_evaluated(trained: Trained) -
     assert metric(sampled.table, "candidate", "ndcg_at_10_ci95") == pytest.approx(
         1.96 * mine.std(ddof=1) / np.sqrt(40)
     )
+
+
+def test_validation_models_take_the_searchs_als_only_when_fitted_on_the_same_matrix(
+    trained: Trained,
+) -> None:
+    fit, start = trained.snapshot.fit_inputs(), trained.snapshot.split.ranker_start
+    params = AlsParams()
+    events = fit.events
+    searched = train_als(build_interaction_matrix(events, params, before=start), params)
+    other_params = train_als(
+        build_interaction_matrix(events, params, before=start), replace(params, factors=9)
+    )
+    one_user_less = events[events["user_id"] != events["user_id"].iloc[0]]
+    other_data = train_als(build_interaction_matrix(one_user_less, params, before=start), params)
+
+    def validation_als(fitted: Any) -> Any:
+        return fit_validation_models(
+            fit, start, params, EaseParams(), None, PopularityParams(), fitted_als=fitted
+        ).als
+
+    assert validation_als(searched) is searched
+    for stranger in (other_params, other_data):
+        refit = validation_als(stranger)
+        assert refit is not stranger
+        np.testing.assert_array_equal(refit.user_factors, searched.user_factors)
