@@ -400,6 +400,7 @@ def ingest_batches(
                 chunk = _Chunk()
     parts.append(chunk.settle(files, pseudonymizer, quarantine))
 
+    parts = [part for part in parts if len(part[0])] or parts[-1:]
     candidates = pd.concat([frame for frame, _ in parts], ignore_index=True)
     removed_per_row = np.concatenate([removed for _, removed in parts])
     dup_mask = candidates["event_id"].duplicated(keep="first")
