@@ -11,6 +11,7 @@ from fitpulse_orchestration.evaluation.tuning import (
     ALS_STARTS,
     POPULARITY_HALF_LIVES,
     TuningParams,
+    TuningResult,
     tune_popularity,
     tune_retrievers,
 )
@@ -104,20 +105,23 @@ def _taste_groups() -> tuple[pd.DataFrame, dict[str, dict[str, int]]]:
     return events, relevance
 
 
-def test_the_als_search_scores_the_defaults_then_the_starts_then_its_ranges() -> None:
+def _tuned(n_trials: int) -> TuningResult:
+    """The search over ``_taste_groups`` from ALS defaults of 16 factors and 3 iterations."""
     events, relevance = _taste_groups()
-    defaults = AlsParams(factors=16, iterations=3)
-
-    result = tune_retrievers(
+    return tune_retrievers(
         events,
         PROFILES,
         AS_OF,
         relevance,
-        defaults,
+        AlsParams(factors=16, iterations=3),
         EaseParams(),
         PopularityParams(),
-        TuningParams(n_trials=5),
+        TuningParams(n_trials=n_trials),
     )
+
+
+def test_the_als_search_scores_the_defaults_then_the_starts_then_its_ranges() -> None:
+    result = _tuned(n_trials=5)
 
     als = result.trials[result.trials["model"] == "als"].sort_values("trial")
     params = list(als["params"])
@@ -132,19 +136,9 @@ def test_the_als_search_scores_the_defaults_then_the_starts_then_its_ranges() ->
 
 
 def test_the_search_hands_over_its_fit_of_the_chosen_als() -> None:
-    events, relevance = _taste_groups()
-    defaults = AlsParams(factors=16, iterations=3)
+    events, _ = _taste_groups()
 
-    result = tune_retrievers(
-        events,
-        PROFILES,
-        AS_OF,
-        relevance,
-        defaults,
-        EaseParams(),
-        PopularityParams(),
-        TuningParams(n_trials=4),
-    )
+    result = _tuned(n_trials=4)
 
     kept = result.als_model
     assert kept is not None
