@@ -268,7 +268,17 @@ class ModelWatcher:
 
     On the wall clock the state is also rebuilt every ``refresh_s`` seconds, so items
     published since (and the catalog asset's updates) become servable.
+
+    A reload that leaves the same wanted versions failing or degraded (an artifact that does
+    not download, a corrupt index) is retried with a backoff counted in polls: 1, 2, 4, ... up
+    to ``MAX_RETRY_SKIP`` polls are skipped between attempts, so a bad version does not make
+    every worker reload (and warn) on every poll. A moved alias, a rewritten version, a live
+    index to follow or a stale state is acted on at the next poll whatever the backoff.
     """
+
+    MAX_RETRY_SKIP: int = 32
+    """Most polls skipped between two attempts at the same failing versions (about 5 minutes
+    at the default 10 s poll)."""
 
     def __init__(
         self,
@@ -286,6 +296,12 @@ class ModelWatcher:
         self._poller = Periodic("model-watcher", poll_s, self.check_once)
         self.reloads = 0
         self.last_error: str | None = None
+        self.attempts = 0
+        """Reloads tried (swapped or not)."""
+        self._failing: tuple[object, ...] | None = None
+        """What the last attempt wanted and what was still wrong after it."""
+        self._backoff = 0
+        self._skip = 0
 
     def served_versions(self) -> dict[str, str | None]:
         """Version each alias is served from now (None: alias absent)."""
@@ -299,7 +315,8 @@ class ModelWatcher:
         """Reload when an alias moved, a served version is degraded or a live state is stale.
 
         A newly wanted version that fails to load never replaces a working one: the alias
-        keeps its old version, ``last_error`` says why, and the next poll tries again.
+        keeps its old version, ``last_error`` says why, and a later poll tries again (after the
+        backoff of the class docstring).
 
         Returns:
             Whether the state was swapped.
@@ -323,7 +340,13 @@ class ModelWatcher:
             live_moved = meta is not None and meta.generation != served_live
             if not (alias_changes(served, wanted) or stale or degraded or live_moved or rebound):
                 self.last_error = None
+                self._failing, self._backoff, self._skip = None, 0, 0
                 return False
+            failing = (tuple(sorted(wanted.items())), self._problems(current))
+            if not (stale or live_moved or rebound) and failing == self._failing and self._skip:
+                self._skip -= 1
+                return False
+            self.attempts += 1
             reuse = [m for m in current.models.values() if m.version not in rebound]
             state: ServingState = self.loader.load(
                 wanted, reuse=reuse, reuse_live=current.live_index
@@ -334,25 +357,43 @@ class ModelWatcher:
                 if new.model is None and old is not None and old.model is not None:
                     state.models[alias] = old
                     kept.append(f"{alias}: version {new.version} failed ({new.problem})")
-            if (
+            unchanged = (
                 all(state.models.get(a) is current.models.get(a) for a in current.models)
                 and len(state.models) == len(current.models)
                 and not stale
                 and state.live_index is current.live_index
-            ):
-                self.last_error = "; ".join(kept) or None
+            )
+            self.last_error = "; ".join(kept) or None
+            # What the next poll compares with: the wanted versions and what is wrong after this.
+            problems = self._problems(current if unchanged else state)
+            self._back_off((failing[0], problems), bool(kept or problems))
+            if unchanged:
                 return False
             self.service.swap_state(state)
             del current
             freeze_heap(collect=True)
             self.reloads += 1
-            self.last_error = "; ".join(kept) or None
             log.info("serving reloaded: %s", self.served_versions())
             return True
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("model reload failed, still serving %s: %s", self.served_versions(), exc)
         return False
+
+    @staticmethod
+    def _problems(state: ServingState) -> tuple[tuple[str, str | None, str | None], ...]:
+        return tuple(
+            sorted((alias, m.version, m.problem) for alias, m in state.models.items() if m.problem)
+        )
+
+    def _back_off(self, failing: tuple[object, ...], still_wrong: bool) -> None:
+        """After an attempt: back off while the same versions stay wrong, else start over."""
+        if not still_wrong:
+            self._failing, self._backoff, self._skip = None, 0, 0
+            return
+        self._backoff = min(max(1, 2 * self._backoff), self.MAX_RETRY_SKIP)
+        self._skip = self._backoff
+        self._failing = failing
 
     def _follow_experiment(self) -> None:
         """Apply the traffic split ``experiment_source`` wants now (a rollout's state)."""

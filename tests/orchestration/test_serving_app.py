@@ -1291,3 +1291,39 @@ def test_fitpulse_serve_answers_from_its_worker_processes(trained: TrainedHome) 
     assert "champion: version 1" in output
     assert "with 2 process(es) x 1 thread(s)" in output
     assert server.returncode == 0
+
+
+def test_a_version_that_stays_broken_is_retried_with_a_backoff_in_polls(
+    trained: TrainedHome, tmp_path: Path
+) -> None:
+    def corrupt(folder: Path) -> None:
+        (folder / TWO_TOWER_INDEX_FILE).write_bytes(b"\x80\x05not a faiss index")
+
+    cache = tmp_path / "models"
+    rt = _runtime(trained, cache, source=_DamagedCopySource(trained.home, cache, corrupt))
+    assert rt.service.state.models["champion"].problem is not None
+
+    attempts = []
+    for _ in range(11):
+        rt.watcher.check_once()
+        attempts.append(rt.watcher.attempts)
+    # Tried at polls 1, 3, 6 and 11: 1, 2 then 4 polls skipped in between.
+    assert attempts == [1, 1, 2, 2, 2, 3, 3, 3, 3, 3, 4]
+    assert rt.service.state.models["champion"].problem is not None
+
+    # A moved alias is acted on at once, whatever the backoff: here a broken new version.
+    rt.watcher.loader.source = _BrokenVersionSource(
+        trained.home.mlflow_tracking_uri, cache, _audit(trained.home)
+    )
+    rt.watcher.check_once()
+    assert rt.watcher.attempts == 5
+    assert "version 99 failed" in (rt.watcher.last_error or "")
+    # The artifacts are fixed: the next attempt (the alias is back, so at once) heals.
+    rt.watcher.loader.source = RegistryModelSource(
+        trained.home.mlflow_tracking_uri, cache, _audit(trained.home)
+    )
+    assert rt.watcher.check_once() is True
+    assert rt.service.state.ready
+    assert rt.service.state.models["champion"].problem is None
+    assert rt.watcher.check_once() is False
+    assert rt.watcher.attempts == 6
