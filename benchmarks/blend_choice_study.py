@@ -241,6 +241,7 @@ def run_seed(seed: int, ratings: pd.DataFrame) -> dict:
     }
     per_user = {name: {w: f(w) for w in WEIGHTS} for name, f in designs.items()}
     tables = {n: {w: float(v.mean()) for w, v in d.items()} for n, d in per_user.items()}
+    simplest = {n: parsimonious(d) for n, d in per_user.items()}
     # paired standard error of (pick - runner-up) on validation users
     margin_se = {}
     for n, d in per_user.items():
@@ -276,7 +277,28 @@ def run_seed(seed: int, ratings: pd.DataFrame) -> dict:
         "fit_sizes": fit_sizes,
         "margin_se": margin_se,
         "als_noise": als_noise,
+        "simplest": simplest,
     }
+
+
+def parsimonious(per_user: dict) -> tuple:
+    """The simplest weighting no richer one beats beyond noise on the validation users.
+
+    The best single source first; then the best weighting of two sources replaces it only when
+    its paired lift over it has a 95% lower bound above 0 (normal approximation over users);
+    then the best of three likewise over the pick so far.
+    """
+
+    def size(w) -> int:
+        return sum(x > 0 for x in w)
+
+    pick = max((w for w in WEIGHTS if size(w) == 1), key=lambda w: per_user[w].mean())
+    for k in (2, 3):
+        best = max((w for w in WEIGHTS if size(w) == k), key=lambda w: per_user[w].mean())
+        lift = per_user[best] - per_user[pick]
+        if lift.mean() - 1.96 * lift.std(ddof=1) / np.sqrt(len(lift)) > 0:
+            pick = best
+    return pick
 
 
 def report(res: dict, full_for: tuple[str, ...]) -> None:
@@ -330,7 +352,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", default="42,43,44", help="outer split seeds, comma-separated")
     ap.add_argument("--out", default=None, help="write the raw numbers to this JSON file")
+    ap.add_argument(
+        "--als",
+        default=None,
+        help="ALS point factors,regularization,alpha (default: 18,1.317,3.765)",
+    )
     args = ap.parse_args()
+    if args.als:
+        global ALS_POINT
+        f, r, a = args.als.split(",")
+        ALS_POINT = pdb.AlsPoint(int(f), float(r), float(a))
     ratings = pdb.load_ml100k()
     results = []
     for s in [int(x) for x in args.seeds.split(",")]:
@@ -394,6 +425,17 @@ def main() -> None:
                 vals.append(r["test"][pick])
                 cells.append(f"{r['test'][pick]:.4f} ({label(pick)})")
             print(f"| {name} | " + " | ".join(cells) + f" | {np.mean(vals):.4f} |")
+        for name in names:
+            vals = [r["test"][r["simplest"][name]] for r in results]
+            cells = [
+                f"{r['test'][r['simplest'][name]]:.4f} ({label(r['simplest'][name])})"
+                for r in results
+            ]
+            print(
+                f"| {name}, simplest not beaten | "
+                + " | ".join(cells)
+                + f" | {np.mean(vals):.4f} |"
+            )
         cells = []
         vals = []
         for r in results:
