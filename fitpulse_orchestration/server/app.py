@@ -371,8 +371,12 @@ def create_app(
         client_id = _client_request_id(x_request_id)
         request_id = client_id or uuid.uuid4().hex
         try:
-            if not re.fullmatch(r"\d{1,4}", n):
+            if not re.fullmatch(r"\d+", n):
                 raise InvalidRequestError(f"n must be a whole number, got {n[:20]!r}")
+            if len(n) > 4:  # beyond any feed size: refused before int() reads a long string
+                raise InvalidRequestError(
+                    f"n must be between 1 and {service.config.max_items}, got {n[:20]}"
+                )
             response = service.home_feed(user_id, int(n), client_request_id=client_id)
         except InvalidRequestError as exc:
             metrics.requests.labels("none", "400").inc()

@@ -723,6 +723,11 @@ def test_zero_retrieval_budget_serves_retrieval_order(trained: TrainedHome, tmp_
         ("/v1/home-feed/-leading-dash", "malformed user id '-leading-dash'"),
         ("/v1/home-feed/usr_0000001?n=0", "n must be between 1 and 50, got 0"),
         ("/v1/home-feed/usr_0000001?n=51", "n must be between 1 and 50, got 51"),
+        ("/v1/home-feed/usr_0000001?n=99999", "n must be between 1 and 50, got 99999"),
+        (
+            f"/v1/home-feed/usr_0000001?n={'9' * 5000}",
+            f"n must be between 1 and 50, got {'9' * 20}",
+        ),
         ("/v1/home-feed/usr_0000001?n=abc", "n must be a whole number, got 'abc'"),
         ("/v1/home-feed/usr_0000001?n=-1", "n must be a whole number, got '-1'"),
         ("/v1/home-feed/abc%0A", "malformed user id 'abc\\n'"),
