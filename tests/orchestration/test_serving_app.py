@@ -391,12 +391,23 @@ class _DamagedCopySource(RegistryModelSource):
         return copy
 
 
+def _damaged_runtime(
+    trained: TrainedHome, tmp_path: Path, damage: Callable[[Path], None]
+) -> ServiceRuntime:
+    """A runtime whose every fetched bundle is a copy ``damage`` edited."""
+    cache = tmp_path / "models"
+    return _runtime(trained, cache, source=_DamagedCopySource(trained.home, cache, damage))
+
+
+def _corrupt_two_tower_index(folder: Path) -> None:
+    (folder / TWO_TOWER_INDEX_FILE).write_bytes(b"\x80\x05not a faiss index")
+
+
 def _served_damaged(
     trained: TrainedHome, tmp_path: Path, damage: Callable[[Path], None]
 ) -> tuple[ServiceRuntime, Any, dict[str, Any], str]:
     """A runtime over bundles ``damage`` edited, its /readyz and a warm user's feed."""
-    cache = tmp_path / "models"
-    rt = _runtime(trained, cache, source=_DamagedCopySource(trained.home, cache, damage))
+    rt = _damaged_runtime(trained, tmp_path, damage)
     user = trained.warm_user()
     with _client(rt) as client:
         ready = client.get("/readyz")
@@ -466,7 +477,7 @@ def test_a_pickle_naming_a_missing_module_starts_on_the_fallback_and_heals(
         (folder / MODEL_FILE).write_bytes(b"cno_such_fitpulse_module\nFeedModel\n.")
 
     cache = tmp_path / "models"
-    rt = _runtime(trained, cache, source=_DamagedCopySource(trained.home, cache, foreign))
+    rt = _damaged_runtime(trained, tmp_path, foreign)
 
     champion = rt.service.state.models["champion"]
     assert champion.model is None
@@ -484,10 +495,7 @@ def test_a_pickle_naming_a_missing_module_starts_on_the_fallback_and_heals(
 def test_a_corrupt_two_tower_index_is_labelled_and_not_ready(
     trained: TrainedHome, tmp_path: Path
 ) -> None:
-    def corrupt(folder: Path) -> None:
-        (folder / TWO_TOWER_INDEX_FILE).write_bytes(b"\x80\x05not a faiss index")
-
-    rt, ready, body, user = _served_damaged(trained, tmp_path, corrupt)
+    rt, ready, body, user = _served_damaged(trained, tmp_path, _corrupt_two_tower_index)
 
     assert ready.status_code == 503
     champion = ready.json()["models"]["champion"]
@@ -1301,11 +1309,8 @@ def test_fitpulse_serve_answers_from_its_worker_processes(trained: TrainedHome) 
 def test_a_version_that_stays_broken_is_retried_with_a_backoff_in_polls(
     trained: TrainedHome, tmp_path: Path
 ) -> None:
-    def corrupt(folder: Path) -> None:
-        (folder / TWO_TOWER_INDEX_FILE).write_bytes(b"\x80\x05not a faiss index")
-
     cache = tmp_path / "models"
-    rt = _runtime(trained, cache, source=_DamagedCopySource(trained.home, cache, corrupt))
+    rt = _damaged_runtime(trained, tmp_path, _corrupt_two_tower_index)
     assert rt.service.state.models["champion"].problem is not None
 
     attempts = []
