@@ -376,18 +376,18 @@ def ingest_batches(
         Clean events (first copy of each event id, in landing order), the quarantine and counts.
     """
     quarantine: list[tuple[str, int, str, str]] = []
-    files = _Files(day)
+    landed = _Files(day)
     chunk = _Chunk()
     parts: list[tuple[pd.DataFrame, np.ndarray]] = []
-    read = 0
+    read = files = 0
     for key, data in batches:
+        files += 1
         lines, error = _read_lines(key, data)
         if lines is None:
-            files.count += 1
             read += 1
             quarantine.append((key, 0, str(error), ""))
             continue
-        file_no = files.add(key)
+        file_no = landed.add(key)
         read += len(lines)
         for line_no, line in enumerate(lines, start=1):
             rec, problem = _parse_line(line)
@@ -396,9 +396,9 @@ def ingest_batches(
                 continue
             chunk.add(rec, line, line_no, file_no)
             if len(chunk.records) >= chunk_lines:
-                parts.append(chunk.settle(files, pseudonymizer, quarantine))
+                parts.append(chunk.settle(landed, pseudonymizer, quarantine))
                 chunk = _Chunk()
-    parts.append(chunk.settle(files, pseudonymizer, quarantine))
+    parts.append(chunk.settle(landed, pseudonymizer, quarantine))
 
     parts = [part for part in parts if len(part[0])] or parts[-1:]
     candidates = pd.concat([frame for frame, _ in parts], ignore_index=True)
@@ -434,7 +434,7 @@ def ingest_batches(
         quarantine_frame,
         read,
         duplicates,
-        files.count,
+        files,
         dict(reasons),
         erased=erased,
         health_fields_removed=health_removed,
@@ -468,10 +468,8 @@ class _Files:
         self.day = day
         self.keys: list[str] = []
         self.ends: list[pd.Timestamp] = []
-        self.count = 0
 
     def add(self, key: str) -> int:
-        self.count += 1
         self.keys.append(key)
         self.ends.append(_batch_end(key, self.day))
         return len(self.keys) - 1

@@ -328,7 +328,7 @@ class ModelWatcher:
             served = self.served_versions()
             state_age = (pd.Timestamp.now(tz="UTC") - current.as_of).total_seconds()
             stale = current.live and state_age > self.refresh_s
-            degraded = any(m.problem for m in current.models.values())
+            problems = self._problems(current)
             # A version whose artifacts were rewritten (an erasure) is loaded again.
             rebound = {
                 m.version
@@ -338,11 +338,11 @@ class ModelWatcher:
             meta = self.loader.live_meta()
             served_live = current.live_index.meta.generation if current.live_index else None
             live_moved = meta is not None and meta.generation != served_live
-            if not (alias_changes(served, wanted) or stale or degraded or live_moved or rebound):
+            failing = (tuple(sorted(wanted.items())), problems)
+            if not (alias_changes(served, wanted) or stale or problems or live_moved or rebound):
                 self.last_error = None
-                self._failing, self._backoff, self._skip = None, 0, 0
+                self._back_off(failing, still_wrong=False)
                 return False
-            failing = (tuple(sorted(wanted.items())), self._problems(current))
             if not (stale or live_moved or rebound) and failing == self._failing and self._skip:
                 self._skip -= 1
                 return False
@@ -365,8 +365,8 @@ class ModelWatcher:
             )
             self.last_error = "; ".join(kept) or None
             # What the next poll compares with: the wanted versions and what is wrong after this.
-            problems = self._problems(current if unchanged else state)
-            self._back_off((failing[0], problems), bool(kept or problems))
+            after = self._problems(current if unchanged else state)
+            self._back_off((failing[0], after), bool(kept or after))
             if unchanged:
                 return False
             self.service.swap_state(state)
