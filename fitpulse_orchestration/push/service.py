@@ -388,7 +388,8 @@ class PushDecisionService:
             "threshold": params.threshold,
             "fatigue_weight": params.fatigue_weight,
         }
-        title = str(self.feed.state.catalog.attributes(np.array([item.item_id])).title[0])[
+        catalog = self.feed.state.catalog
+        title = catalog.titles(catalog.rows(np.array([item.item_id])))[0][
             : self.feed.config.title_chars
         ]
         payload_item = {"id": item.item_id, "type": item.item_type, "title": title}

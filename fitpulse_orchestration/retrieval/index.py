@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -70,19 +71,25 @@ class ItemIndex:
         self._removed: set[int] = set()
         self.kind = kind
         self.dim = dim
-        self._lookup: tuple[np.ndarray, np.ndarray] | None = None
+        self._lookup: tuple[np.ndarray, pa.LargeStringArray] | None = None
+        self._sorted_ids()
 
-    def _sorted_ids(self) -> tuple[np.ndarray, np.ndarray]:
-        """The id map as arrays (FAISS ids ascending, their item ids), built on first search.
+    def _sorted_ids(self) -> tuple[np.ndarray, pa.LargeStringArray]:
+        """The id map as arrays: FAISS ids ascending and their item ids as an Arrow array.
 
-        A search maps its ids with one ``searchsorted`` instead of a dict lookup per id;
-        ``add`` and ``remove`` drop it.
+        A search maps its ids with one ``searchsorted`` instead of a dict lookup per id. Built
+        when the index is made or read, so a server builds it before it forks its workers;
+        ``add`` and ``remove`` drop it and the next search builds it again. The item ids are
+        one Arrow buffer, not ``str`` objects: reading a Python object writes its reference
+        count, which copies the page it lives on into every forked worker that reads it (an
+        array of objects here made each worker copy most of the 1M item ids of the benchmark's
+        index, ``benchmarks/README.md``); a search makes new ``str`` of the ids it returns.
         """
         if self._lookup is None:
             fids = np.fromiter(self._id_map.keys(), dtype=np.int64, count=len(self._id_map))
-            names = np.array(list(self._id_map.values()), dtype=object)
             order = np.argsort(fids, kind="stable")
-            self._lookup = (fids[order], names[order])
+            names = pa.array(list(self._id_map.values()), pa.large_string()).take(order)
+            self._lookup = (fids[order], names)
         return self._lookup
 
     def __len__(self) -> int:
@@ -167,7 +174,8 @@ class ItemIndex:
                 return np.full(ids.shape, "", dtype=object), np.full(ids.shape, -np.inf)
             at = np.minimum(np.searchsorted(fids, ids), len(fids) - 1)
             found = fids[at] == ids
-            items = np.where(found, names[at], "")
+            taken = names.take(at.ravel()).to_numpy(zero_copy_only=False).reshape(at.shape)
+            items = np.where(found, taken, "")
             return items, np.where(found, scores, -np.inf)
         items = np.full((len(queries), k), "", dtype=object)
         out = np.full((len(queries), k), -np.inf)
@@ -210,6 +218,7 @@ class ItemIndex:
         self.kind = state["kind"]
         self.dim = state["dim"]
         self._lookup = None
+        self._sorted_ids()
 
 
 def build_item_index(

@@ -10,6 +10,7 @@ from typing import Final
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from fitpulse_orchestration.features.reference import (
     DIFFICULTY_ORDINAL,
@@ -35,8 +36,8 @@ class ItemRows:
     """Catalog attributes of some items, one array per attribute, in the order asked for.
 
     Attributes:
+        row: catalog row of each item (``ItemCatalog.titles`` reads the payload titles by it).
         item_type: payload type (``UNKNOWN`` for an item the catalog lacks).
-        title: payload title ("" when unknown).
         category: guardrail category (``UNKNOWN`` when unknown: never capped).
         difficulty: ordinal difficulty (NaN when unknown).
         published_at: UTC publish time as ``datetime64[ns]`` without a zone (NaT when not a
@@ -44,8 +45,8 @@ class ItemRows:
         unsafe_for_beginner: unsafe for a beginner (True when unknown).
     """
 
+    row: np.ndarray
     item_type: np.ndarray
-    title: np.ndarray
     category: np.ndarray
     difficulty: np.ndarray
     published_at: np.ndarray
@@ -54,8 +55,8 @@ class ItemRows:
     def take(self, rows: np.ndarray) -> ItemRows:
         """These attributes at positions ``rows``."""
         return ItemRows(
+            self.row[rows],
             self.item_type[rows],
-            self.title[rows],
             self.category[rows],
             self.difficulty[rows],
             self.published_at[rows],
@@ -67,7 +68,10 @@ class ItemCatalog:
     """The catalog as serving needs it: payload fields and guardrail attributes by item id.
 
     Held as arrays behind an id index: a request reads ~200 rows by position, which is much
-    cheaper than reindexing a frame.
+    cheaper than reindexing a frame. What a forked worker reads stays shared with the server
+    that forked it: the id index is built here, before any fork, and the titles (one per
+    item, where types and categories repeat a few shared strings) are one Arrow buffer, not
+    ``str`` objects, whose reference counts a read would write.
     """
 
     def __init__(self, catalog: pd.DataFrame) -> None:
@@ -75,10 +79,13 @@ class ItemCatalog:
             raise ServiceUnavailableError("the catalog is empty: nothing can be served")
         frame = catalog.drop_duplicates("item_id", keep="last").reset_index(drop=True)
         self.index = pd.Index(frame["item_id"].astype(str))
+        # The first lookup builds the index's hash table and infers its type, reading every id.
+        self.index.get_indexer(self.index[:1])
         known = publish_time_known(frame).to_numpy()
+        self._titles = pa.array([*frame["title"].astype(str), ""], pa.large_string())
         self._columns: dict[str, np.ndarray] = {
+            "row": np.arange(len(frame) + 1),
             "item_type": np.append(frame["item_type"].astype(str).to_numpy(object), UNKNOWN),
-            "title": np.append(frame["title"].astype(str).to_numpy(object), ""),
             "category": np.append(frame["category"].astype(str).to_numpy(object), UNKNOWN),
             "difficulty": np.append(
                 frame["difficulty"].map(DIFFICULTY_ORDINAL).to_numpy(dtype=float), np.nan
@@ -106,6 +113,11 @@ class ItemCatalog:
         """The attributes of ``item_ids`` in order; unknown items are unknown and unsafe."""
         pos = self.rows(item_ids)
         return ItemRows(**{name: values[pos] for name, values in self._columns.items()})
+
+    def titles(self, rows: np.ndarray) -> list[str]:
+        """Payload titles of catalog ``rows`` (``ItemRows.row``; the unknown row: "")."""
+        titles: list[str] = self._titles.take(rows).to_pylist()
+        return titles
 
     def token_codes(self, item_ids: np.ndarray) -> np.ndarray:
         """Two-tower content tokens of ``item_ids`` (unknown items: all-unknown tokens)."""

@@ -273,11 +273,15 @@ def respond(req: FeedRequest, config: ServingConfig) -> FeedResponse:
         FeedItem(
             id=str(item),
             type=str(kind),
-            title=short_title(str(title), config.title_chars),
+            title=short_title(title, config.title_chars),
             reason=reason,
         )
         for item, kind, title, reason in zip(
-            item_ids, attrs.item_type, attrs.title, feed.reasons, strict=True
+            item_ids,
+            attrs.item_type,
+            req.state.catalog.titles(attrs.row),
+            feed.reasons,
+            strict=True,
         )
     ]
     pool, featured = req.pool, req.featured if req.ranked else None
