@@ -728,12 +728,14 @@ def bench_server(
     workdir: Path,
     timeout_s: float,
     kind: str = "prefork",
+    cpus: Sequence[int] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Start the server in a subprocess, wait for ``/readyz``, always stop it on exit.
 
     ``kind``: ``prefork``, as ``fitpulse serve`` runs it (the app loads once, gunicorn forks
     the workers: ``serve_prefork``); ``spawn``, uvicorn's ``--workers`` (each worker a new
-    interpreter that loads its own models), what ``fitpulse serve`` ran before.
+    interpreter that loads its own models), what ``fitpulse serve`` ran before. ``cpus``: the
+    server (and every worker it forks) runs on these cores only (``taskset``).
     """
     import httpx
 
@@ -776,6 +778,8 @@ def bench_server(
         ]
     else:
         raise ValueError(f"unknown server kind {kind!r}")
+    if cpus:
+        cmd = ["taskset", "--cpu-list", ",".join(map(str, cpus)), *cmd]
     log_path = workdir / f"{kind}-w{workers}.log"
     say(f"starting: {' '.join(cmd)} (log: {log_path})")
     started = time.perf_counter()
@@ -1042,50 +1046,78 @@ def bench_http(
     workdir: Path,
 ) -> list[dict[str, Any]]:
     out = []
-    for kind, workers in itertools.product(args.http_servers, args.http_workers):
-        with bench_server(
-            home, large, workers, args.http_threads, workdir, args.http_startup_timeout, kind
-        ) as server:
-            result: dict[str, Any] = {
-                "server": kind,
-                "workers": workers,
-                "threads": args.http_threads,
-                "index": "large" if large is not None else "trained",
-                **{k: server[k] for k in ("ready_s", "command")},
-                "idle_rss_mib": sum(rss_mib(p) for p in _tree_pids(server["pid"])),
-                "payload": payload_sizes(server["base_url"], users),
-                "levels": [],
-            }
-            for clients in args.http_clients:
-                say(
-                    f"HTTP ({kind}): {workers} worker(s), {clients} clients, "
-                    f"{args.http_seconds:.0f} s"
-                )
-                result["levels"].append(
-                    http_level(
-                        server["base_url"],
-                        server["pid"],
-                        users,
-                        clients,
-                        args.http_seconds,
-                        args.http_max_requests,
-                        scrape=workers == 1,
-                    )
-                )
-            # After the levels: every worker has loaded its models and served requests.
-            result["memory"] = tree_memory(server["pid"])
-            best_rps = max(level["throughput_rps"] for level in result["levels"])
-            rate = args.utilization * best_rps
-            say(
-                f"HTTP: {workers} worker(s), open loop at {rate:.1f} req/s, "
-                f"{args.http_seconds:.0f} s"
-            )
-            result["open_loop"] = http_open_loop(
-                server["base_url"], server["pid"], users, rate, args.http_seconds, args.seed
-            )
-            result["open_loop"]["share_of_best_closed_loop"] = args.utilization
-            out.append(result)
+    with pinned(args.client_cpus):
+        for kind, workers in itertools.product(args.http_servers, args.http_workers):
+            out.append(_bench_one_server(home, large, users, args, workdir, kind, workers))
     return out
+
+
+@contextlib.contextmanager
+def pinned(cpus: Sequence[int] | None) -> Iterator[None]:
+    """Run this thread (and the client threads it starts) on ``cpus`` only, then restore."""
+    if not cpus:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, set(cpus))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def _bench_one_server(
+    home: Path,
+    large: Path | None,
+    users: list[str],
+    args: argparse.Namespace,
+    workdir: Path,
+    kind: str,
+    workers: int,
+) -> dict[str, Any]:
+    with bench_server(
+        home,
+        large,
+        workers,
+        args.http_threads,
+        workdir,
+        args.http_startup_timeout,
+        kind,
+        args.server_cpus,
+    ) as server:
+        result: dict[str, Any] = {
+            "server": kind,
+            "workers": workers,
+            "threads": args.http_threads,
+            "index": "large" if large is not None else "trained",
+            **{k: server[k] for k in ("ready_s", "command")},
+            "idle_rss_mib": sum(rss_mib(p) for p in _tree_pids(server["pid"])),
+            "payload": payload_sizes(server["base_url"], users),
+            "levels": [],
+        }
+        for clients in args.http_clients:
+            say(f"HTTP ({kind}): {workers} worker(s), {clients} clients, {args.http_seconds:.0f} s")
+            result["levels"].append(
+                http_level(
+                    server["base_url"],
+                    server["pid"],
+                    users,
+                    clients,
+                    args.http_seconds,
+                    args.http_max_requests,
+                    scrape=workers == 1,
+                )
+            )
+        # After the levels: every worker has loaded its models and served requests.
+        result["memory"] = tree_memory(server["pid"])
+        best_rps = max(level["throughput_rps"] for level in result["levels"])
+        rate = args.utilization * best_rps
+        say(f"HTTP: {workers} worker(s), open loop at {rate:.1f} req/s, {args.http_seconds:.0f} s")
+        result["open_loop"] = http_open_loop(
+            server["base_url"], server["pid"], users, rate, args.http_seconds, args.seed
+        )
+        result["open_loop"]["share_of_best_closed_loop"] = args.utilization
+        return result
 
 
 def capacity(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -1259,6 +1291,12 @@ def format_report(meta: dict[str, Any], results: dict[str, Any]) -> str:
         f"requests: {meta['requests']} per run after {meta['warmup']} warm-up; "
         f"{meta['known_users']:,} known raw ids (landing/users), {meta['cold_share']:.0%} of "
         f"requests for unknown ids ({UNKNOWN_PREFIX}*), n=20, seed {meta['seed']}",
+        "HTTP cores: "
+        + (
+            f"server on {meta['server_cpus']}, load generator on {meta['client_cpus']}"
+            if meta.get("server_cpus") or meta.get("client_cpus")
+            else "not pinned (server and load generator share every core)"
+        ),
         "",
     ]
     lines += format_in_process(
@@ -1471,6 +1509,15 @@ def main(argv: list[str] | None = None) -> int:
         help="index the HTTP server serves (none: skip HTTP)",
     )
     parser.add_argument("--http-startup-timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--server-cpus",
+        type=_ints,
+        help="cores the HTTP server and its workers run on (taskset), e.g. 0; with "
+        "--client-cpus, the load generator does not compete with the server",
+    )
+    parser.add_argument(
+        "--client-cpus", type=_ints, help="cores the HTTP load generator runs on, e.g. 1"
+    )
     parser.add_argument("--target-qps", type=int, default=120_000)
     parser.add_argument("--target-p99-ms", type=float, default=180.0)
     parser.add_argument("--in-process-p99-ms", type=float, default=30.0)
@@ -1485,6 +1532,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.requests < 1 or not 0.0 <= args.cold_share <= 1.0 or not 0 < args.utilization <= 1:
         parser.error("--requests >= 1, 0 <= --cold-share <= 1 and 0 < --utilization <= 1")
+    allowed = os.sched_getaffinity(0)
+    for name in ("server_cpus", "client_cpus"):
+        if not set(getattr(args, name) or ()) <= allowed:
+            parser.error(f"--{name.replace('_', '-')}: cores must be among {sorted(allowed)}")
 
     meta: dict[str, Any] = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -1498,6 +1549,8 @@ def main(argv: list[str] | None = None) -> int:
         "warmup": args.warmup,
         "cold_share": args.cold_share,
         "seed": args.seed,
+        "server_cpus": args.server_cpus,
+        "client_cpus": args.client_cpus,
     }
     home, home_info = prepare_home(args)
     meta["home"] = {"path": str(home), **home_info}
