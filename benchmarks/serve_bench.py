@@ -1344,8 +1344,13 @@ def format_report(meta: dict[str, Any], results: dict[str, Any]) -> str:
             f"idle RSS {server['idle_rss_mib']:,.0f} MiB",
             *format_memory(server.get("memory", [])),
             f"  server: {server['command']}",
-            "  client: httpx keep-alive clients in threads of this process (same cores as the "
-            "server); gzip accepted",
+            "  client: httpx keep-alive clients in threads of this process ("
+            + (
+                f"on cores {meta['client_cpus']}"
+                if meta.get("client_cpus")
+                else "on the same cores as the server"
+            )
+            + "); gzip accepted",
             f"  payload (n=20): {server['payload']['raw_bytes']:,.0f} B raw, "
             f"{server['payload']['gzip_bytes']:,.0f} B gzip (body bytes on the wire)",
             f"  {'clients':>7}{'requests':>9}{'req/s':>8}{'p50':>8}{'p95':>8}{'p99':>8}"

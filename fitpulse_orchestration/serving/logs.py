@@ -13,9 +13,13 @@
   under ``serving/features/date=D/``. Monitoring compares them with the offline recomputation
   (training-serving skew). User ids there are pseudonymized, like every table past ingestion.
 
-A request only queues its feed; a background thread serializes the queued feeds and writes
-them (every ``flush_s`` seconds, and on ``close``); a failed write is retried at the next flush
-and counted, never raised into a request.
+A request only queues its feed; a background thread serializes the queued feeds every
+``absorb_s`` seconds and writes what it serialized every ``flush_s`` seconds (and on
+``close``); a failed write is retried at the next flush and counted, never raised into a
+request. Serializing often keeps a worker's memory down: a queued feed of the feature sample
+holds its whole request (candidates, features) until it is serialized, and in a forked worker
+every object alive at once can land on a page shared with the server that forked it, which
+is then copied (``benchmarks/fork_memory_bench.py``).
 
 Nothing is written for an erased user: every flush re-reads the erasure list
 (``privacy.suppression``) and drops the buffered exposures and feature rows of the pseudonyms
@@ -205,11 +209,16 @@ class ServedLog:
     """Buffers exposures and sampled served features and flushes them to the object store."""
 
     def __init__(
-        self, store: ObjectStore, feature_share: float = 0.1, flush_s: float = 5.0
+        self,
+        store: ObjectStore,
+        feature_share: float = 0.1,
+        flush_s: float = 5.0,
+        absorb_s: float = 0.5,
     ) -> None:
         self.store = store
         self.feature_share = feature_share
         self.flush_s = flush_s
+        self.absorb_s = min(absorb_s, flush_s)
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         # Feeds served since the last flush, serialized by the flusher (deque appends and pops
@@ -223,7 +232,8 @@ class ServedLog:
         self._exposures: dict[tuple[str, int], list[tuple[str, bytes]]] = defaultdict(list)
         self._features: list[pd.DataFrame] = []
         self._erased: frozenset[str] = frozenset()
-        self._flusher = Periodic("served-log", flush_s, self.flush)
+        self._flusher = Periodic("served-log", self.absorb_s, self._tick)
+        self._last_write = time.monotonic()
         self.written_exposures = 0
         self.written_feature_rows = 0
         self.write_errors = 0
@@ -261,15 +271,26 @@ class ServedLog:
     def flush(self) -> None:
         """Write everything buffered; what fails to write stays buffered for the next flush."""
         with self._flush_lock:
-            self._flush()
+            self._absorb_pending()
+            self._write()
 
-    def _flush(self) -> None:
+    def _tick(self) -> None:
+        """The writer thread's call: serialize the queued feeds, write every ``flush_s``."""
+        with self._flush_lock:
+            self._absorb_pending()
+            if time.monotonic() - self._last_write >= self.flush_s:
+                self._write()
+
+    def _absorb_pending(self) -> None:
         while self._pending:
             self._absorb(*self._pending.popleft())
             # Hand the GIL over after each feed: a request thread waiting for it (after a FAISS
             # search or a numpy call released it) would otherwise wait out the interpreter's
             # switch interval (5 ms) behind this loop, several times per request.
             time.sleep(0)
+
+    def _write(self) -> None:
+        self._last_write = time.monotonic()
         self._erased = current_erasures(self.store, self._erased, "served log")
         with self._lock:
             buffered, self._exposures = self._exposures, defaultdict(list)
@@ -311,11 +332,11 @@ class ServedLog:
         )
 
     def start(self) -> None:
-        """Flush every ``flush_s`` seconds in a daemon thread until ``close``."""
+        """Serialize every ``absorb_s`` and write every ``flush_s`` seconds until ``close``."""
         self._flusher.start()
 
     def close(self) -> None:
-        """Stop the flusher and write what is left."""
+        """Stop the writer thread and write what is left."""
         self._flusher.stop()
         self.flush()
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import gzip
 import json
+import weakref
 from pathlib import Path
 
 import pandas as pd
@@ -95,3 +97,23 @@ def test_a_feed_json_cannot_encode_as_utf8_is_still_written(tmp_path: Path) -> N
     assert sorted(set(_exposed_users(store))) == ["next", "odd"]
     assert log.written_exposures == 6
     assert log.write_errors == 0
+
+
+def test_the_writer_releases_queued_feeds_between_writes(tmp_path: Path) -> None:
+    """Each tick serializes the queued feeds (a sampled feed's response is let go) and writes
+    only once ``flush_s`` has passed; ``close`` writes the rest."""
+    store = LocalObjectStore(tmp_path)
+    log = ServedLog(store, feature_share=1.0, flush_s=3600.0, absorb_s=0.5)
+    response = _response("kept", "r1")
+    held = weakref.ref(response)
+    log.record(response)
+    del response
+
+    log._tick()
+    gc.collect()
+
+    assert held() is None
+    assert _exposed_users(store) == []
+    log.close()
+    assert _exposed_users(store) == ["kept"] * 3
+    assert log.written_feature_rows == 3
