@@ -54,6 +54,11 @@ from fitpulse_orchestration.storage import ObjectStore, write_parquet
 log = logging.getLogger(__name__)
 
 SERVED_FEATURES: Final = layout.SERVED_FEATURES
+EXPOSURE_GZIP_LEVEL: Final = 6
+"""zlib's default level for the exposure batches, not ``gzip.compress``'s 9: on the demo home's
+feeds (7.0 KB of JSON lines each) level 9 took 0.164 ms of the writer thread's CPU per feed and
+level 6 0.033 ms, for 299 bytes against 238 (``benchmarks/README.md``, "The served log's
+writer thread, per feed")."""
 
 
 def current_erasures(store: ObjectStore, last: frozenset[str], log_name: str) -> frozenset[str]:
@@ -309,7 +314,7 @@ class ServedLog:
                 (day, hour), pairs = next(iter(exposures.items()))
                 key = layout.landing_events_key(dt.date.fromisoformat(day), hour, batch)
                 body = b"".join(line + b"\n" for _, line in pairs)
-                self.store.put_bytes(key, gzip.compress(body))
+                self.store.put_bytes(key, gzip.compress(body, compresslevel=EXPOSURE_GZIP_LEVEL))
                 self.written_exposures += len(pairs)
                 del exposures[(day, hour)]
             if features:
