@@ -52,12 +52,7 @@ from fitpulse_orchestration.storage import LocalObjectStore
 
 def private_mib() -> float:
     """Private (dirty and clean) memory of this process, MiB."""
-    total = 0
-    for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
-        name, value, *_ = line.split()
-        if name in ("Private_Dirty:", "Private_Clean:"):
-            total += int(value)
-    return total / 1024
+    return serve_bench.memory_mib(os.getpid())["private"]
 
 
 def in_child(work: Callable[[], dict[str, float]]) -> dict[str, float]:

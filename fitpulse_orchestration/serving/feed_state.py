@@ -84,7 +84,6 @@ class ItemCatalog:
         known = publish_time_known(frame).to_numpy()
         self._titles = pa.array([*frame["title"].astype(str), ""], pa.large_string())
         self._columns: dict[str, np.ndarray] = {
-            "row": np.arange(len(frame) + 1),
             "item_type": np.append(frame["item_type"].astype(str).to_numpy(object), UNKNOWN),
             "category": np.append(frame["category"].astype(str).to_numpy(object), UNKNOWN),
             "difficulty": np.append(
@@ -112,7 +111,7 @@ class ItemCatalog:
     def attributes(self, item_ids: np.ndarray) -> ItemRows:
         """The attributes of ``item_ids`` in order; unknown items are unknown and unsafe."""
         pos = self.rows(item_ids)
-        return ItemRows(**{name: values[pos] for name, values in self._columns.items()})
+        return ItemRows(row=pos, **{name: values[pos] for name, values in self._columns.items()})
 
     def titles(self, rows: np.ndarray) -> list[str]:
         """Payload titles of catalog ``rows`` (``ItemRows.row``; the unknown row: "")."""
