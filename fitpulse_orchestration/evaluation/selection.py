@@ -3,13 +3,18 @@
 The validation users are cut in two halves by a seeded draw. A ranker trained on the first
 half's examples and every blend weighting (``ranking.blend.weight_grid``) order the second
 half's candidate pools, built by the validation models as of the validation part's start.
-Every option is first scored on its order alone (a vectorised top 10); the ranker and the
-``GUARDED_FINALISTS`` best blends are then cut through the same guardrails that serve. The
-best guarded blend is the default scorer; the ranker, a stage more (features, a model, its
-skew), serves only when it earns its place: when it beats that blend's per-user NDCG@10 beyond
-noise (paired bootstrap, 95%; ``ranker_earns_its_place``). On a small validation split a choice
-by the means alone would chase noise, and a ranker kept by default would serve a feed worse
-than its own first stage whenever the blend is as good. The held-out part is never looked at.
+Every option is first scored on its order alone (a vectorised top 10); the ranker, every single
+source (a weighting with one weight 1) and the ``GUARDED_FINALISTS`` best mixtures of sources
+are then cut through the same guardrails that serve.
+
+Each stage earns its place over the simpler choice, on per-user NDCG@10 beyond noise (paired
+bootstrap, 95%): the best single source is the default; the best mixture serves instead only
+when it beats that source (``blend_earns_its_place``); the ranker, a stage more (features, a
+model, its skew), serves only when it beats the blend so chosen (``ranker_earns_its_place``).
+On a small validation split a choice by the means alone chases noise: a mixture ahead by a
+hair on validation can lose to its own best source on the held-out part, and the held-out
+check (``served_feed_beats_retrievers``) then keeps the version out of the registry. The
+held-out part is never looked at.
 
 History-less members (``ranking.blend.history_less``: new, or unknown to ALS and EASE) get
 their own weights over ``COLD_SOURCES``, chosen first on the history-less judged members alone
@@ -122,6 +127,48 @@ def choose_cold_weights(
     return dict(table["weights"].iloc[0]), table.reset_index(drop=True)
 
 
+def blend_earns_its_place(
+    mixture: np.ndarray, best_single: np.ndarray, seed: int = 7
+) -> tuple[bool, float]:
+    """Whether a mixture of sources serves instead of the best single source.
+
+    The single source is the default: the mixture serves only when its lift over it, paired
+    per-user NDCG@10, is above 0 at the lower bound of the 95% bootstrap interval
+    (``beats_beyond_noise``).
+
+    Returns:
+        The verdict and that lower bound.
+    """
+    return beats_beyond_noise(mixture, best_single, seed=seed)
+
+
+def choose_blend(
+    table: pd.DataFrame, per_user: Mapping[str, np.ndarray], seed: int = 7
+) -> tuple[pd.Series, bool, float]:
+    """The blend that serves unless the ranker earns its place, from the validation table.
+
+    ``table`` holds blend rows (``scorer`` "blend", ``option``, ``weights``) best first by
+    NDCG@10 through the guardrails; ``per_user`` maps each judged option to its per-user
+    NDCG@10. The best single source serves unless the best mixture ``blend_earns_its_place``
+    over it.
+
+    Returns:
+        The chosen row, whether the mixture won, and the lower bound of its lift.
+    """
+    blends = table[table["scorer"] == "blend"]
+    single = blends["weights"].map(is_single_source)
+    best_single, best_mixture = blends[single].iloc[0], blends[~single].iloc[0]
+    wins, low = blend_earns_its_place(
+        per_user[best_mixture["option"]], per_user[best_single["option"]], seed
+    )
+    return (best_mixture if wins else best_single), wins, low
+
+
+def is_single_source(weights: Mapping[str, float]) -> bool:
+    """Whether a blend weighting puts all its weight on one source."""
+    return sum(1 for w in weights.values() if w > 0) == 1
+
+
 def ranker_earns_its_place(
     ranker: np.ndarray, best_blend: np.ndarray, seed: int = 7
 ) -> tuple[bool, float]:
@@ -195,7 +242,10 @@ def select_scorer(
         for weights in weight_grid()
     ]
     blends.sort(key=lambda row: -float(row["unguarded_ndcg_at_10"]))
-    for row in blends[:GUARDED_FINALISTS]:
+    mixtures = [row for row in blends if not is_single_source(row["weights"])]
+    for row in [row for row in blends if is_single_source(row["weights"])] + mixtures[
+        :GUARDED_FINALISTS
+    ]:
         rescored = scored.assign(score=blend_scores(scored, row["weights"], cold_weights))
         feeds, _ = cut_feeds(rescored, inputs, frame, models.as_of, rerank_params)
         per_user[row["option"]] = _user_ndcg(feeds, judged)
@@ -209,45 +259,54 @@ def select_scorer(
         kind="stable",
         na_position="last",
     ).reset_index(drop=True)
-    ranker_ndcg = float(per_user["ranker"].mean())
     blend_rows = table[table["scorer"] == "blend"]
-    best_blend = blend_rows.iloc[0]
-    wins, low = ranker_earns_its_place(per_user["ranker"], per_user[best_blend["option"]], seed)
-    best = table[table["scorer"] == "ranker"].iloc[0] if wins else best_blend
-    verdict = "beats" if wins else "does not beat"
+    single = blend_rows["weights"].map(is_single_source)
+    best_single, best_mixture = blend_rows[single].iloc[0], blend_rows[~single].iloc[0]
+    blend, mixture_wins, mixture_low = choose_blend(table, per_user, seed)
+    ranker_ndcg = float(per_user["ranker"].mean())
+    wins, low = ranker_earns_its_place(per_user["ranker"], per_user[blend["option"]], seed)
+    best = table[table["scorer"] == "ranker"].iloc[0] if wins else blend
+
+    def verdict(won: bool) -> str:
+        return "beats" if won else "does not beat"
+
     reason = (
-        f"{best['option']} serves: the ranker (NDCG@10 {ranker_ndcg:.4f}) {verdict} the best "
-        f"blend ({best_blend['option'].removeprefix('blend: ')}, "
-        f"{best_blend['ndcg_at_10']:.4f}) beyond noise over {len(judged)} validation users "
-        f"(95% CI lower bound of the ranker's lift {low:+.4f}); history-less members: "
+        f"{best['option']} serves, over {len(judged)} validation users: the best mixture "
+        f"({_weights_of(best_mixture)}, NDCG@10 {best_mixture['ndcg_at_10']:.4f}) "
+        f"{verdict(mixture_wins)} the best single source ({_weights_of(best_single)}, "
+        f"{best_single['ndcg_at_10']:.4f}) beyond noise (95% CI lower bound of its lift "
+        f"{mixture_low:+.4f}); the ranker ({ranker_ndcg:.4f}) {verdict(wins)} "
+        f"{_weights_of(blend)} beyond noise (lower bound {low:+.4f}); history-less members: "
         f"{describe_weights(cold_weights)} ({int(cold_table['users'].iloc[0])} judged)"
     )
     singles = {
-        source: float(
-            blend_rows.loc[
-                blend_rows["weights"].map(lambda w, s=source: w.get(s, 0) == 1.0),
-                "unguarded_ndcg_at_10",
-            ].iloc[0]
-        )
-        for source in best_blend["weights"]
+        next(s for s, w in row.weights.items() if w > 0): float(row.unguarded_ndcg_at_10)
+        for row in blend_rows[single].itertuples()
     }
     return FeedSelection(
         scorer=str(best["scorer"]),
-        # The best blend's weights are kept even when the ranker serves: the evaluation shows
+        # The chosen blend's weights are kept even when the ranker serves: the evaluation shows
         # that blend beside it.
-        blend_weights=dict(best_blend["weights"]),
+        blend_weights=dict(blend["weights"]),
         table=table,
         reason=reason,
         cold_blend_weights=cold_weights,
         cold_table=cold_table,
         users=len(judged),
         metrics={
+            "mixture_lift_ci_low": mixture_low,
             "ranker_lift_ci_low": low,
             "ranker_ndcg_at_10": ranker_ndcg,
-            "best_blend_ndcg_at_10": float(best_blend["ndcg_at_10"]),
+            "best_single_ndcg_at_10": float(best_single["ndcg_at_10"]),
+            "best_mixture_ndcg_at_10": float(best_mixture["ndcg_at_10"]),
+            "chosen_blend_ndcg_at_10": float(blend["ndcg_at_10"]),
             **{f"{s}_only_unguarded_ndcg_at_10": v for s, v in singles.items()},
         },
     )
+
+
+def _weights_of(row: pd.Series) -> str:
+    return str(row["option"]).removeprefix("blend: ")
 
 
 def format_selection_markdown(selection: FeedSelection, top: int = 10) -> str:

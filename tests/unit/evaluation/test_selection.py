@@ -4,7 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fitpulse_orchestration.evaluation.selection import choose_cold_weights, ranker_earns_its_place
+from fitpulse_orchestration.evaluation.selection import (
+    choose_blend,
+    choose_cold_weights,
+    is_single_source,
+    ranker_earns_its_place,
+)
 from fitpulse_orchestration.ranking.blend import DEFAULT_COLD_WEIGHTS
 
 
@@ -84,3 +89,65 @@ def test_a_ranker_ahead_beyond_noise_serves() -> None:
 
     assert wins
     assert low > 0.0
+
+
+def _blend_table(per_user: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Validation rows of ``per_user``'s blend options (``als``, ``ease`` or ``als+ease``),
+    best first by mean NDCG@10 through the guardrails, as ``select_scorer`` sorts them."""
+    weights = {
+        "als": {"als": 1.0, "ease": 0.0},
+        "ease": {"als": 0.0, "ease": 1.0},
+        "als+ease": {"als": 0.75, "ease": 0.25},
+    }
+    rows = [
+        {"option": option, "scorer": "blend", "weights": weights[option], "ndcg_at_10": v.mean()}
+        for option, v in per_user.items()
+    ]
+    return pd.DataFrame(rows).sort_values("ndcg_at_10", ascending=False).reset_index(drop=True)
+
+
+def test_a_mixture_ahead_inside_the_noise_leaves_the_best_single_source_serving() -> None:
+    # The sixth ml-100k key draw's shape: the mixture leads ALS alone by a hair on validation.
+    rng = np.random.default_rng(11)
+    als = rng.uniform(0.0, 0.4, 472)
+    per_user = {
+        "als": als,
+        "ease": als - 0.01,
+        "als+ease": als + rng.normal(0.002, 0.05, 472),
+    }
+    table = _blend_table(per_user)
+    assert table["option"].iloc[0] == "als+ease"
+
+    chosen, wins, low = choose_blend(table, per_user)
+
+    assert chosen["option"] == "als"
+    assert not wins
+    assert low < 0.0
+
+
+def test_a_mixture_ahead_beyond_noise_serves() -> None:
+    rng = np.random.default_rng(13)
+    als = rng.uniform(0.0, 0.4, 472)
+    per_user = {"als": als, "ease": als - 0.01, "als+ease": als + rng.uniform(0.01, 0.03, 472)}
+
+    chosen, wins, low = choose_blend(_blend_table(per_user), per_user)
+
+    assert chosen["option"] == "als+ease"
+    assert wins
+    assert low > 0.0
+
+
+def test_the_best_single_source_is_chosen_by_its_validation_score() -> None:
+    rng = np.random.default_rng(17)
+    ease = rng.uniform(0.0, 0.4, 300)
+    per_user = {"als": ease - 0.02, "ease": ease, "als+ease": ease - 0.01}
+
+    chosen, wins, _ = choose_blend(_blend_table(per_user), per_user)
+
+    assert chosen["option"] == "ease"
+    assert not wins
+
+
+def test_a_weighting_with_one_nonzero_weight_is_a_single_source() -> None:
+    assert is_single_source({"als": 1.0, "ease": 0.0, "two_tower": 0.0, "popular": 0.0})
+    assert not is_single_source({"als": 0.75, "ease": 0.0, "two_tower": 0.25, "popular": 0.0})
