@@ -106,46 +106,32 @@ def _blend_table(per_user: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("ndcg_at_10", ascending=False).reset_index(drop=True)
 
 
-def test_a_mixture_ahead_inside_the_noise_leaves_the_best_single_source_serving() -> None:
-    # The sixth ml-100k key draw's shape: the mixture leads ALS alone by a hair on validation.
+def test_the_best_blend_by_validation_score_serves_with_its_lead_recorded() -> None:
+    # A mixture ahead of ALS alone by a hair: it serves (on the generated worlds such leads held
+    # on the held-out part), and the record says the lead is inside the noise.
     rng = np.random.default_rng(11)
     als = rng.uniform(0.0, 0.4, 472)
-    per_user = {
-        "als": als,
-        "ease": als - 0.01,
-        "als+ease": als + rng.normal(0.002, 0.05, 472),
-    }
+    per_user = {"als": als, "ease": als - 0.01, "als+ease": als + rng.normal(0.002, 0.05, 472)}
     table = _blend_table(per_user)
-    assert table["option"].iloc[0] == "als+ease"
 
-    chosen, wins, low = choose_blend(table, per_user)
-
-    assert chosen["option"] == "als"
-    assert not wins
-    assert low < 0.0
-
-
-def test_a_mixture_ahead_beyond_noise_serves() -> None:
-    rng = np.random.default_rng(13)
-    als = rng.uniform(0.0, 0.4, 472)
-    per_user = {"als": als, "ease": als - 0.01, "als+ease": als + rng.uniform(0.01, 0.03, 472)}
-
-    chosen, wins, low = choose_blend(_blend_table(per_user), per_user)
+    chosen, (lead, low, high) = choose_blend(table, per_user)
 
     assert chosen["option"] == "als+ease"
-    assert wins
-    assert low > 0.0
+    assert lead == pytest.approx(float((per_user["als+ease"] - als).mean()))
+    assert low < 0.0 < lead < high
 
 
-def test_the_best_single_source_is_chosen_by_its_validation_score() -> None:
+def test_a_single_source_ahead_of_every_mixture_serves() -> None:
     rng = np.random.default_rng(17)
     ease = rng.uniform(0.0, 0.4, 300)
     per_user = {"als": ease - 0.02, "ease": ease, "als+ease": ease - 0.01}
 
-    chosen, wins, _ = choose_blend(_blend_table(per_user), per_user)
+    chosen, (lead, low, high) = choose_blend(_blend_table(per_user), per_user)
 
     assert chosen["option"] == "ease"
-    assert not wins
+    assert lead == pytest.approx(-0.01)
+    assert low == pytest.approx(-0.01)
+    assert high == pytest.approx(-0.01)
 
 
 def test_a_weighting_with_one_nonzero_weight_is_a_single_source() -> None:
