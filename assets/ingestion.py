@@ -9,7 +9,11 @@ import pandas as pd
 from assets.groups import INGESTION
 from assets.resources import ObjectStoreResource, PseudonymizerResource
 from fitpulse_orchestration import layout
-from fitpulse_orchestration.events.ingest import ingest_day, write_ingested
+from fitpulse_orchestration.events.ingest import (
+    CleanPartitionWriter,
+    ingest_day,
+    write_ingested,
+)
 from fitpulse_orchestration.events.landing_watch import landing_fingerprints
 from fitpulse_orchestration.events.manifest import (
     day_fingerprint,
@@ -68,8 +72,9 @@ def build_ingestion_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.
             landing_fingerprints(versions).get(day.isoformat(), ""),
             window_fingerprints(store, day),
         )
-        result = ingest_day(store, day, pseudo, keys=list(versions), erased=erased_now)
-        paths = write_ingested(store, day, result)
+        clean = CleanPartitionWriter()
+        result = ingest_day(store, day, pseudo, keys=list(versions), erased=erased_now, sink=clean)
+        paths = write_ingested(store, day, result, clean)
         purged = 0
         if result.erased_sources:
             erased = erased_pseudonyms(store)

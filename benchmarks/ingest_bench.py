@@ -2,8 +2,9 @@
 
 Lands ``--lines`` collector lines of one day as NDJSON.gz batches (``capacity_bench``'s
 generator: valid records in the collectors' shape), replaces ``--bad-share`` of them with
-hostile lines (every reason of the event contract), then times ``ingest_batches`` on the same
-files with this checkout's code and, with ``--baseline REV``, with that commit's code (a
+hostile lines (every reason of the event contract), then times ``ingest_batches`` and the
+write of the day's partitions, as the ``raw_events`` asset runs them, on the same files with
+this checkout's code and, with ``--baseline REV``, with that commit's code (a
 temporary ``git worktree``). Each timing runs in a fresh child process, one core, rounds
 alternating between the versions. It prints lines/s per core, CPU/wall, the peak RSS per line
 and whether both versions give the same result (counts, reasons, clean rows and quarantine
@@ -79,31 +80,48 @@ def land(root: Path, lines: int, batch_lines: int, bad_share: float, seed: int) 
 
 
 def child(root: Path) -> dict[str, Any]:
-    """Time ``ingest_batches`` on every file under ``root`` (the code on ``sys.path``)."""
-    from fitpulse_orchestration.events.ingest import ingest_batches
+    """Time ingesting every file under ``root`` and writing the day's partitions, as the
+    ``raw_events`` asset does (the code on ``sys.path``): with a ``CleanPartitionWriter`` where
+    the code has one (clean rows streamed to Parquet row groups), else the rows collected and
+    written at the end."""
+    from fitpulse_orchestration import layout
+    from fitpulse_orchestration.events import ingest
     from fitpulse_orchestration.privacy.pseudonymize import Pseudonymizer
+    from fitpulse_orchestration.storage import LocalObjectStore, read_parquet
 
     batches = [
         (path.relative_to(root).as_posix(), path.read_bytes())
         for path in sorted(root.rglob("*.ndjson.gz"))
     ]
     pseudonymizer = Pseudonymizer.from_secret("ingest-bench-secret-" + "x" * 12)
+    out = Path(tempfile.mkdtemp(prefix="fitpulse-ingest-bench-out-"))
+    store = LocalObjectStore(out)
+    writer = getattr(ingest, "CleanPartitionWriter", None)
     before = proc_status_kib("VmRSS") or 0
     reset_peak_rss()
     cpu0, t0 = time.process_time(), time.perf_counter()
-    result = ingest_batches(batches, DAY, pseudonymizer)
+    if writer is None:
+        result = ingest.ingest_batches(batches, DAY, pseudonymizer)
+        ingest.write_ingested(store, DAY, result)
+    else:
+        clean = writer()
+        result = ingest.ingest_batches(batches, DAY, pseudonymizer, sink=clean)
+        ingest.write_ingested(store, DAY, result, clean)
     wall = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
     peak = peak_rss_kib()
+    events = read_parquet(store, layout.warehouse_key(layout.WAREHOUSE_EVENTS, DAY, "events"))
+    shutil.rmtree(out, ignore_errors=True)
     digest = hashlib.sha256()
     # The quarantine in landing order: its row order follows the ingestion's chunks.
     quarantine = result.quarantine.sort_values(["source_file", "line_no"], kind="stable")
-    for frame in (result.events, quarantine):
+    for frame in (events, quarantine):
         digest.update(frame.astype(str).to_csv(index=False).encode())
     import fitpulse_orchestration
 
     return {
         "code": str(Path(fitpulse_orchestration.__file__).parent.parent),
+        "streamed": writer is not None,
         "wall_s": wall,
         "cpu_s": cpu,
         "read": result.read,
@@ -197,7 +215,8 @@ def main() -> None:
     same = len({s["digest"] for s in summary.values()}) == 1
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
-        f"\ningest_batches, {lines:,} lines in {landed['files']} NDJSON.gz files "
+        f"\ningest_batches and the partition write, {lines:,} lines in {landed['files']} "
+        f"NDJSON.gz files "
         f"({landed['hostile_lines']:,} hostile), median of {args.repeat}, one process each; "
         f"load {load}\n"
     )

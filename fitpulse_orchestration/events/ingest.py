@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import io
 import json
 import zlib
 from collections import Counter
@@ -32,6 +33,7 @@ import orjson
 import pandas as pd
 import pyarrow as pat
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from fitpulse_orchestration import layout
 from fitpulse_orchestration.events import columns
@@ -81,8 +83,11 @@ class IngestResult:
     """
 
     events: pd.DataFrame
+    """The clean rows, or none when they went to a sink (``ingest_batches``)."""
     quarantine: pd.DataFrame
     read: int
+    accepted: int
+    """Rows of the clean table."""
     duplicates: int
     files: int
     reasons: dict[str, int] = field(default_factory=dict)
@@ -90,11 +95,6 @@ class IngestResult:
     health_fields_removed: int = 0
     erased_sources: list[str] = field(default_factory=list)
     """Landed batches that still hold lines of erased users (late arrivals to purge)."""
-
-    @property
-    def accepted(self) -> int:
-        """Rows written to the clean table."""
-        return len(self.events)
 
     @property
     def quarantined(self) -> int:
@@ -352,11 +352,15 @@ def ingest_batches(
     accepted_before: Callable[[pd.Series], AbstractSet[str]] | None = None,
     erased_users: frozenset[str] = frozenset(),
     chunk_lines: int = CHUNK_LINES,
+    sink: Callable[[pd.DataFrame], None] | None = None,
 ) -> IngestResult:
     """Parse, validate, de-duplicate and pseudonymize one day of landed batches.
 
-    Parsed records are checked ``chunk_lines`` at a time (``CHUNK_LINES``): what a call holds
-    beyond one chunk's records is their clean rows (typed, pseudonymized) and the quarantine.
+    Parsed records are checked ``chunk_lines`` at a time (``CHUNK_LINES``), and each chunk's
+    accepted rows are final when it settles. With a ``sink`` they go there, chunk by chunk
+    (``CleanPartitionWriter``), and what a call holds beyond one chunk is the event ids it has
+    seen (for de-duplication) and the quarantine; without one they are collected in
+    ``IngestResult.events``.
 
     Args:
         batches: ``(object key, file bytes)`` of each landed batch, in landing order. Keys carry
@@ -371,6 +375,8 @@ def ingest_batches(
             and are not written.
         chunk_lines: parsed records checked at a time; it changes no result, only the order of
             the quarantine (each chunk's unparseable lines, then its records that break rules).
+        sink: called with each chunk's accepted rows (a validated frame, never empty), in
+            landing order; ``IngestResult.events`` is then empty.
 
     Returns:
         Clean events (first copy of each event id, in landing order), the quarantine and counts.
@@ -378,7 +384,7 @@ def ingest_batches(
     quarantine: list[tuple[str, int, str, str]] = []
     landed = _Files(day)
     chunk = _Chunk()
-    parts: list[tuple[pd.DataFrame, np.ndarray]] = []
+    accept = _Acceptor(accepted_before, erased_users, sink)
     read = files = 0
     for key, data in batches:
         files += 1
@@ -396,29 +402,11 @@ def ingest_batches(
                 continue
             chunk.add(rec, line, line_no, file_no)
             if len(chunk.records) >= chunk_lines:
-                parts.append(chunk.settle(landed, pseudonymizer, quarantine))
+                accept(*chunk.settle(landed, pseudonymizer, quarantine))
                 chunk = _Chunk()
-    parts.append(chunk.settle(landed, pseudonymizer, quarantine))
+    accept(*chunk.settle(landed, pseudonymizer, quarantine))
 
-    parts = [part for part in parts if len(part[0])] or parts[-1:]
-    candidates = pd.concat([frame for frame, _ in parts], ignore_index=True)
-    removed_per_row = np.concatenate([removed for _, removed in parts])
-    dup_mask = candidates["event_id"].duplicated(keep="first")
-    if accepted_before is not None and len(candidates):
-        dup_mask |= candidates["event_id"].isin(
-            accepted_before(candidates.loc[~dup_mask, "event_id"])
-        )
-    duplicates = int(dup_mask.sum())
-    kept = ~dup_mask.to_numpy()
-    health_removed = int(removed_per_row[kept].sum())
-    events: pd.DataFrame = CLEAN_EVENTS_SCHEMA.validate(
-        candidates.loc[kept].reset_index(drop=True) if duplicates else candidates
-    )
-    erased_mask = events["user_id"].isin(erased_users)
-    erased = int(erased_mask.sum())
-    erased_sources = set(events.loc[erased_mask, "source_file"])
-    if erased:
-        events = events.loc[~erased_mask].reset_index(drop=True)
+    erased, erased_sources = accept.erased, accept.erased_sources
     if erased_users:
         # A rejected record of an erased user is not kept in quarantine either.
         is_erased = erased_raw_id(pseudonymizer, erased_users)
@@ -430,16 +418,76 @@ def ingest_batches(
     quarantine_frame["line_no"] = quarantine_frame["line_no"].astype("int64")
     reasons = Counter(r for rs in quarantine_frame["reason"] for r in rs.split(";"))
     return IngestResult(
-        events,
+        accept.events(),
         quarantine_frame,
         read,
-        duplicates,
+        accept.accepted,
+        accept.duplicates,
         files,
         dict(reasons),
         erased=erased,
-        health_fields_removed=health_removed,
+        health_fields_removed=accept.health_removed,
         erased_sources=sorted(erased_sources),
     )
+
+
+@dataclass
+class _Acceptor:
+    """De-duplicates, validates and erasure-filters each settled chunk, in landing order.
+
+    A record is a duplicate when an earlier record of the call (any chunk) had its event id, or
+    when ``accepted_before`` says an earlier partition accepted it: the first copy is kept.
+    """
+
+    accepted_before: Callable[[pd.Series], AbstractSet[str]] | None
+    erased_users: frozenset[str]
+    sink: Callable[[pd.DataFrame], None] | None
+    seen: set[str] = field(default_factory=set)
+    parts: list[pd.DataFrame] = field(default_factory=list)
+    accepted: int = 0
+    duplicates: int = 0
+    erased: int = 0
+    health_removed: int = 0
+    erased_sources: set[str] = field(default_factory=set)
+
+    def __call__(self, candidates: pd.DataFrame, removed: np.ndarray) -> None:
+        if not len(candidates):
+            return
+        ids = candidates["event_id"]
+        seen = self.seen
+        dup_mask = ids.duplicated(keep="first") | np.fromiter(
+            (i in seen for i in ids), dtype=bool, count=len(ids)
+        )
+        seen.update(ids[~dup_mask])
+        if self.accepted_before is not None:
+            dup_mask |= ids.isin(self.accepted_before(ids[~dup_mask]))
+        duplicates = int(dup_mask.sum())
+        self.duplicates += duplicates
+        kept = ~dup_mask.to_numpy()
+        self.health_removed += int(removed[kept].sum())
+        events: pd.DataFrame = CLEAN_EVENTS_SCHEMA.validate(
+            candidates.loc[kept].reset_index(drop=True) if duplicates else candidates
+        )
+        erased_mask = events["user_id"].isin(self.erased_users)
+        erased = int(erased_mask.sum())
+        if erased:
+            self.erased += erased
+            self.erased_sources.update(events.loc[erased_mask, "source_file"])
+            events = events.loc[~erased_mask].reset_index(drop=True)
+        if not len(events):
+            return
+        self.accepted += len(events)
+        if self.sink is None:
+            self.parts.append(events)
+        else:
+            self.sink(events)
+
+    def events(self) -> pd.DataFrame:
+        """The collected rows (none when a sink took them)."""
+        if not self.parts:
+            empty: pd.DataFrame = CLEAN_EVENTS_SCHEMA.validate(empty_clean_events())
+            return empty
+        return pd.concat(self.parts, ignore_index=True) if len(self.parts) > 1 else self.parts[0]
 
 
 def validate_raw(frame: pd.DataFrame) -> dict[int, str]:
@@ -573,8 +621,13 @@ def ingest_day(
     *,
     keys: Iterable[str] | None = None,
     erased: frozenset[str] | None = None,
+    sink: Callable[[pd.DataFrame], None] | None = None,
 ) -> IngestResult:
     """Read every batch that landed on ``day`` from ``store`` and ingest it (nothing written).
+
+    The batches are read one at a time; ``sink`` takes the accepted rows chunk by chunk
+    (``ingest_batches``), so with a ``CleanPartitionWriter`` the day's clean rows are never
+    held as a frame.
 
     Event ids accepted in the clean partitions of the ``STALE_AFTER`` days before ``day`` count
     as seen: a re-send is a duplicate for as long as its event could land at all (older events
@@ -595,6 +648,7 @@ def ingest_day(
         pseudonymizer,
         lambda ids: accepted_among(store, start, day, ids),
         erased_pseudonyms(store) if erased is None else erased,
+        sink=sink,
     )
 
 
@@ -616,11 +670,73 @@ def accepted_among(store: ObjectStore, start: dt.date, end: dt.date, ids: pd.Ser
     return found
 
 
-def write_ingested(store: ObjectStore, day: dt.date, result: IngestResult) -> dict[str, str]:
-    """Write the day's clean and quarantine partitions (replacing earlier runs of the day)."""
+CLEAN_EVENTS_ARROW: Final = pat.schema(
+    [
+        ("event_id", pat.string()),
+        ("event_type", pat.string()),
+        ("user_id", pat.string()),
+        ("ts", pat.timestamp("ns", tz="UTC")),
+        ("item_id", pat.string()),
+        ("request_id", pat.string()),
+        ("position", pat.int64()),
+        ("session_id", pat.string()),
+        ("platform", pat.string()),
+        ("payload", pat.string()),
+        ("source_file", pat.string()),
+        ("line_no", pat.int64()),
+    ]
+)
+"""The clean partition's Arrow schema: every chunk is written with the same column types, so a
+chunk whose optional column is all null does not change the file's."""
+
+
+class CleanPartitionWriter:
+    """A day's clean partition, written as Parquet row groups (zstd) as its chunks settle.
+
+    A ``sink`` for ``ingest_batches``: each call appends one row group to an in-memory Parquet
+    file, so the partition's rows are held only compressed (about a tenth of the typed rows,
+    ``benchmarks/README.md``); ``put`` closes the file and stores it.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = io.BytesIO()
+        self._writer: pq.ParquetWriter | None = None
+
+    def __call__(self, events: pd.DataFrame) -> None:
+        """Append ``events`` (validated clean rows) as a row group."""
+        table = pat.Table.from_pandas(events, schema=CLEAN_EVENTS_ARROW, preserve_index=False)
+        if self._writer is None:
+            # The first chunk's pandas metadata (Int64 positions, UTC timestamps) is the file's.
+            self._writer = pq.ParquetWriter(self._buffer, table.schema, compression="zstd")
+        self._writer.write_table(table)
+
+    def put(self, store: ObjectStore, key: str) -> None:
+        """Close the file (an empty partition when no chunk came) and store it under ``key``."""
+        if self._writer is None:
+            self(CLEAN_EVENTS_SCHEMA.validate(empty_clean_events()))
+        assert self._writer is not None
+        self._writer.close()
+        store.put_bytes(key, self._buffer.getvalue())
+
+
+def write_ingested(
+    store: ObjectStore,
+    day: dt.date,
+    result: IngestResult,
+    clean: CleanPartitionWriter | None = None,
+) -> dict[str, str]:
+    """Write the day's clean and quarantine partitions (replacing earlier runs of the day).
+
+    ``clean``: the writer ``result``'s rows were streamed to (``ingest_day(sink=clean)``);
+    without it ``result.events`` are written.
+    """
     events_key = layout.warehouse_key(layout.WAREHOUSE_EVENTS, day, "events")
     quarantine_key = layout.warehouse_key(layout.WAREHOUSE_QUARANTINE, day, "quarantine")
-    write_parquet(store, events_key, result.events)
+    if clean is None:
+        clean = CleanPartitionWriter()
+        if len(result.events):
+            clean(result.events)
+    clean.put(store, events_key)
     write_parquet(store, quarantine_key, result.quarantine)
     return {"events": store.uri(events_key), "quarantine": store.uri(quarantine_key)}
 
