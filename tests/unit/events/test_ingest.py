@@ -429,12 +429,22 @@ def test_write_ingested_and_read_clean_events_round_trip_sorted_by_time(
     assert read_clean_events(store, [DAY - dt.timedelta(days=1)]).empty
 
 
-def test_checking_in_chunks_changes_no_result(tiny_world) -> None:
+def _last_day_resent_and_erased(
+    tiny_world,
+) -> tuple[dt.date, list[tuple[str, bytes]], frozenset[str]]:
+    """The tiny world's last day, its batches with the first one landed again (duplicates),
+    and one of its users on the erasure list."""
     store, pseudonymizer = tiny_world.store, tiny_world.pseudonymizer
     day = tiny_world.summary.landed_days[-1]
     batches = [(k, store.get_bytes(k)) for k in store.iter_keys(layout.landing_events_prefix(day))]
-    batches.append((layout.landing_events_key(day, 23, "resent"), batches[0][1]))  # duplicates
+    batches.append((layout.landing_events_key(day, 23, "resent"), batches[0][1]))
     erased = frozenset(ingest_batches(batches, day, pseudonymizer).events["user_id"][:1])
+    return day, batches, erased
+
+
+def test_checking_in_chunks_changes_no_result(tiny_world) -> None:
+    pseudonymizer = tiny_world.pseudonymizer
+    day, batches, erased = _last_day_resent_and_erased(tiny_world)
 
     whole = ingest_batches(batches, day, pseudonymizer, erased_users=erased)
     chunked = ingest_batches(batches, day, pseudonymizer, erased_users=erased, chunk_lines=7)
@@ -456,11 +466,8 @@ def test_checking_in_chunks_changes_no_result(tiny_world) -> None:
 def test_a_streamed_partition_holds_what_the_collected_one_holds(
     tiny_world, tmp_path: Path
 ) -> None:
-    store, pseudonymizer = tiny_world.store, tiny_world.pseudonymizer
-    day = tiny_world.summary.landed_days[-1]
-    batches = [(k, store.get_bytes(k)) for k in store.iter_keys(layout.landing_events_prefix(day))]
-    batches.append((layout.landing_events_key(day, 23, "resent"), batches[0][1]))  # duplicates
-    erased = frozenset(ingest_batches(batches, day, pseudonymizer).events["user_id"][:1])
+    pseudonymizer = tiny_world.pseudonymizer
+    day, batches, erased = _last_day_resent_and_erased(tiny_world)
     whole = ingest_batches(batches, day, pseudonymizer, erased_users=erased)
     clean = CleanPartitionWriter()
 
