@@ -431,18 +431,66 @@ def ingest_batches(
     )
 
 
+class SeenIds:
+    """Event ids seen so far in a call, held compactly: sorted runs of their UTF-8 bytes.
+
+    A Python ``set`` of ids takes about 150 B an id (``benchmarks/README.md``); here an id takes
+    its own length. Runs are kept per byte length (``S<length>`` arrays, so no id is padded:
+    ids never hold a NUL byte), and a run is merged into the one before it once that one is no
+    larger, so a length has O(log n) runs and a lookup is a binary search in each.
+    """
+
+    def __init__(self) -> None:
+        self._runs: dict[int, list[np.ndarray]] = {}
+
+    @staticmethod
+    def _by_length(ids: Iterable[str]) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        encoded = [i.encode("utf-8") for i in ids]
+        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        keys = np.array(encoded, dtype=bytes) if encoded else np.array([], dtype="S1")
+        groups = {int(n): np.flatnonzero(lengths == n) for n in np.unique(lengths)}
+        return keys, groups
+
+    def contains(self, ids: Iterable[str]) -> np.ndarray:
+        """Per id: whether it was added before."""
+        keys, groups = self._by_length(ids)
+        found = np.zeros(len(keys), dtype=bool)
+        for length, rows in groups.items():
+            wanted = keys[rows].astype(f"S{length}")
+            hit = np.zeros(len(rows), dtype=bool)
+            for run in self._runs.get(length, ()):
+                pos = np.minimum(np.searchsorted(run, wanted), len(run) - 1)
+                hit |= run[pos] == wanted
+            found[rows] = hit
+        return found
+
+    def add(self, ids: Iterable[str]) -> None:
+        """Remember ``ids`` (distinct, and none added before)."""
+        keys, groups = self._by_length(ids)
+        for length, rows in groups.items():
+            runs = self._runs.setdefault(length, [])
+            runs.append(np.sort(keys[rows].astype(f"S{length}")))
+            while len(runs) > 1 and len(runs[-2]) <= len(runs[-1]):
+                last = runs.pop()
+                runs[-1] = np.sort(np.concatenate([runs[-1], last]))
+
+    def __len__(self) -> int:
+        return sum(len(run) for runs in self._runs.values() for run in runs)
+
+
 @dataclass
 class _Acceptor:
     """De-duplicates, validates and erasure-filters each settled chunk, in landing order.
 
-    A record is a duplicate when an earlier record of the call (any chunk) had its event id, or
-    when ``accepted_before`` says an earlier partition accepted it: the first copy is kept.
+    A record is a duplicate when an earlier record of the call (any chunk) had its event id
+    (``SeenIds``), or when ``accepted_before`` says an earlier partition accepted it: the first
+    copy is kept.
     """
 
     accepted_before: Callable[[pd.Series], AbstractSet[str]] | None
     erased_users: frozenset[str]
     sink: Callable[[pd.DataFrame], None] | None
-    seen: set[str] = field(default_factory=set)
+    seen: SeenIds = field(default_factory=SeenIds)
     parts: list[pd.DataFrame] = field(default_factory=list)
     accepted: int = 0
     duplicates: int = 0
@@ -454,11 +502,8 @@ class _Acceptor:
         if not len(candidates):
             return
         ids = candidates["event_id"]
-        seen = self.seen
-        dup_mask = ids.duplicated(keep="first") | np.fromiter(
-            (i in seen for i in ids), dtype=bool, count=len(ids)
-        )
-        seen.update(ids[~dup_mask])
+        dup_mask = ids.duplicated(keep="first") | self.seen.contains(ids)
+        self.seen.add(ids[~dup_mask])
         if self.accepted_before is not None:
             dup_mask |= ids.isin(self.accepted_before(ids[~dup_mask]))
         duplicates = int(dup_mask.sum())

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -15,6 +16,7 @@ from fitpulse_orchestration import layout
 from fitpulse_orchestration.events.ingest import (
     CleanPartitionWriter,
     IngestResult,
+    SeenIds,
     accepted_among,
     ingest_batches,
     ingest_day,
@@ -543,12 +545,12 @@ def _peak_bytes(
         tracemalloc.stop()
 
 
-def test_streamed_ingestion_holds_a_fraction_of_what_collected_rows_hold(
+def test_streamed_ingestion_grows_by_an_eighth_of_what_collected_rows_take(
     pseudonymizer: Pseudonymizer,
 ) -> None:
     # Peak traced memory at 2,000 and at 8,000 lines (chunks of 1,000). Collected, every clean
-    # row stays as a typed frame (about 700 B a line); streamed, a day keeps its event ids (for
-    # de-duplication) and its rows compressed: a fraction of that, whatever the chunk holds.
+    # row stays as a typed frame (about 700 B a line); streamed, a day keeps its event ids as
+    # bytes (for de-duplication) and its rows compressed: tens of bytes a line.
     small, large = _landed(2000), _landed(8000)
     _peak_bytes(small, pseudonymizer, stream=True)  # first-call imports and caches
     _peak_bytes(small, pseudonymizer, stream=False)
@@ -557,4 +559,24 @@ def test_streamed_ingestion_holds_a_fraction_of_what_collected_rows_hold(
     collected = _peak_bytes(large, pseudonymizer, False) - _peak_bytes(small, pseudonymizer, False)
 
     assert collected > 6000 * 500
-    assert streamed < collected / 3
+    assert streamed < collected / 8
+
+
+def test_seen_ids_answer_as_a_set_of_the_added_ids_does() -> None:
+    # Ids of several byte lengths, non-ASCII ones among them (more bytes than characters), some
+    # a prefix of others, added in 40 chunks: the runs merge as they go.
+    rng = np.random.default_rng(5)
+    alphabet = [*"abcXYZ019_.:@-", "é", "ж", "漢"]
+    pool = sorted({"".join(rng.choice(alphabet, size=rng.integers(1, 9))) for _ in range(6000)})
+    order = rng.permutation(len(pool))
+    seen, reference = SeenIds(), set()
+    for chunk in np.array_split(order, 40):
+        batch = [pool[i] for i in chunk[: len(chunk) // 2]]
+        probe = [pool[i] for i in rng.choice(len(pool), size=200)]
+
+        assert seen.contains(probe).tolist() == [p in reference for p in probe]
+
+        seen.add(batch)
+        reference.update(batch)
+    assert len(seen) == len(reference)
+    assert seen.contains([]).tolist() == []
