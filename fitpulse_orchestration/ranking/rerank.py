@@ -90,21 +90,23 @@ class RerankPool:
         )
 
     def feed_frame(self, feed: Reranked) -> pd.DataFrame:
-        """``feed`` as a frame, one row per feed item in order.
+        """``feed`` as a frame (``feed_columns``)."""
+        return pd.DataFrame(self.feed_columns(feed))
+
+    def feed_columns(self, feed: Reranked) -> dict[str, np.ndarray]:
+        """``feed`` as columns, one row per feed item in order.
 
         Columns: ``item_id``, ``rank``, ``score``, ``source``, ``category``, ``reason``.
         """
         rows = feed.rows
-        return pd.DataFrame(
-            {
-                "item_id": self.item_ids[rows].astype(str),
-                "rank": np.arange(len(rows)),
-                "score": self.scores[rows],
-                "source": self.sources[rows],
-                "category": self.categories[rows],
-                "reason": feed.reasons,
-            }
-        )
+        return {
+            "item_id": self.item_ids[rows].astype(str),
+            "rank": np.arange(len(rows)),
+            "score": self.scores[rows],
+            "source": self.sources[rows],
+            "category": self.categories[rows],
+            "reason": np.asarray(feed.reasons, dtype=object),
+        }
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Final
 
+import numpy as np
 import pandas as pd
 
 from fitpulse_orchestration.events.schema import USER_ID_PATTERN
@@ -77,10 +78,11 @@ class FeedItem:
 class FeedResponse:
     """A served feed and how it was made.
 
-    ``served`` holds the served items with their scores, sources and (when ranked) the features
-    they were ranked with: the served-feature log takes its rows from it. ``served_rows`` builds
-    it on first read, so a request that is never logged in full never builds it, and one that
-    is builds it in the log's writer thread.
+    ``served_columns`` holds the served items with their scores, sources and (when ranked) the
+    features they were ranked with, as columns: the served-feature log takes its rows from it.
+    ``served_rows`` builds it on first read, so a request that is never logged in full never
+    builds it, and one that is builds it in the log's writer thread. ``served`` is the same as a
+    frame.
     """
 
     request_id: str
@@ -93,16 +95,21 @@ class FeedResponse:
     cold: bool
     as_of: pd.Timestamp
     stage_ms: dict[str, float]
-    served_rows: Callable[[], pd.DataFrame]
+    served_rows: Callable[[], Mapping[str, Any]]
     fitness_level: str
     pseudo_id: str
     ranked: bool
     client_request_id: str | None = None
 
     @cached_property
+    def served_columns(self) -> dict[str, np.ndarray]:
+        """The served rows as columns (``serving.stages.served_columns``), built once."""
+        return {str(name): np.asarray(values) for name, values in self.served_rows().items()}
+
+    @cached_property
     def served(self) -> pd.DataFrame:
-        """The served rows (``serving.stages.served_frame``), built once."""
-        return self.served_rows()
+        """The served rows as a frame."""
+        return pd.DataFrame(self.served_columns)
 
     def payload(self) -> dict[str, Any]:
         """The compact JSON body sent to the app."""

@@ -32,15 +32,18 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import io
+import itertools
 import json
 import logging
 import threading
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
+import numpy as np
 import orjson
 import pandas as pd
 
@@ -173,21 +176,39 @@ def write_by_day(store: ObjectStore, table: pd.DataFrame, key: Callable[[str], s
         write_parquet(store, key(str(day)), part.reset_index(drop=True))
 
 
-def served_feature_rows(response: FeedResponse) -> pd.DataFrame:
-    """The served log rows (``monitoring.serving`` format) of one response.
+@dataclass(frozen=True)
+class ServedFeatureRows:
+    """One sampled feed's served-log rows, as columns.
+
+    They are built into a frame with the other feeds of their write (``served_feature_frame``),
+    not one frame per feed. ``keys`` and ``tail`` are per-feed values that repeat over its rows
+    (``keys`` first, then the served columns in ``body``, then ``tail``, as the table's columns).
+    """
+
+    keys: dict[str, Any]
+    body: dict[str, np.ndarray]
+    tail: dict[str, Any]
+    rows: int
+
+    @property
+    def user_id(self) -> str:
+        """The feed's pseudonymized user."""
+        return str(self.keys["user_id"])
+
+
+def served_feature_rows(response: FeedResponse) -> ServedFeatureRows:
+    """The served log rows (``monitoring.serving`` format) of one response, as columns.
 
     ``ranked`` says whether the features were used (a fallback that skipped ranking has none);
     an empty feed keeps one row with a null ``item_id``, so it is counted.
     """
-    served = response.served
-    # One frame from whole columns: inserts and drops on a frame cost the writer thread, which
-    # shares the GIL with the request thread, about 1 ms per sampled feed.
-    body: dict[str, Any] = (
-        {c: served[c].to_numpy() for c in served.columns if c not in _NOT_SERVED_COLUMNS}
-        if len(served)
-        else {"item_id": [None]}
+    served = response.served_columns
+    rows = len(next(iter(served.values()), ()))
+    body = (
+        {name: values for name, values in served.items() if name not in _NOT_SERVED_COLUMNS}
+        if rows
+        else {"item_id": np.array([None], dtype=object)}
     )
-    # Scalars broadcast over the body's rows.
     keys = {
         "request_id": response.request_id,
         "user_id": response.pseudo_id,
@@ -201,7 +222,44 @@ def served_feature_rows(response: FeedResponse) -> pd.DataFrame:
         "fallback": response.fallbacks[0] if response.fallbacks else None,
         "latency_ms": float(sum(response.stage_ms.values())),
     }
-    return pd.DataFrame({**keys, **body, **tail})
+    return ServedFeatureRows(keys, body, tail, len(next(iter(body.values()))))
+
+
+def served_feature_frame(feeds: Sequence[ServedFeatureRows]) -> pd.DataFrame:
+    """The served-log table of ``feeds``, their rows in order.
+
+    What concatenating one frame per feed would give (``pd.concat`` of ``pd.DataFrame({**keys,
+    **body, **tail})``), built from whole columns: consecutive feeds with the same served columns
+    make one frame. A frame per feed took the writer thread, which shares the GIL with the
+    request thread, about 1-2.5 ms per sampled feed (``benchmarks/README.md``).
+    """
+    frames = []
+    for _, run in itertools.groupby(feeds, key=lambda feed: tuple(feed.body)):
+        group = list(run)
+        counts = [feed.rows for feed in group]
+        first = group[0]
+        columns: dict[str, Any] = {
+            name: _repeated([feed.keys[name] for feed in group], counts) for name in first.keys
+        }
+        columns |= {
+            name: np.concatenate([feed.body[name] for feed in group]) for name in first.body
+        }
+        columns |= {
+            name: _repeated([feed.tail[name] for feed in group], counts) for name in first.tail
+        }
+        frames.append(pd.DataFrame(columns))
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _repeated(values: list[Any], counts: list[int]) -> pd.Series:
+    """Each feed's value over its rows, typed as the first value broadcast over rows is.
+
+    A column of timestamps so keeps their unit, where a list of them would become nanoseconds.
+    """
+    dtype = pd.DataFrame({"value": values[0]}, index=[0])["value"].dtype
+    return pd.Series(values, dtype=dtype).repeat(counts).reset_index(drop=True)
 
 
 _NOT_SERVED_COLUMNS: Final = frozenset(
@@ -235,7 +293,7 @@ class ServedLog:
         # hour, so the write itself only compresses and puts. Each line keeps its user's
         # pseudonym beside it, for the erasure list.
         self._exposures: dict[tuple[str, int], list[tuple[str, bytes]]] = defaultdict(list)
-        self._features: list[pd.DataFrame] = []
+        self._features: list[ServedFeatureRows] = []
         self._erased: frozenset[str] = frozenset()
         self._flusher = Periodic("served-log", self.absorb_s, self._tick)
         self._last_write = time.monotonic()
@@ -270,7 +328,7 @@ class ServedLog:
         pseudo_id = row[4]
         with self._lock:
             self._exposures[hour_key].extend((pseudo_id, line) for line in lines)
-            if features is not None and len(features):
+            if features is not None:
                 self._features.append(features)
 
     def flush(self) -> None:
@@ -307,7 +365,7 @@ class ServedLog:
             if kept:
                 exposures[hour_key] = kept
         if self._erased:
-            features = [f[~f["user_id"].isin(self._erased)] for f in features]
+            features = [f for f in features if f.user_id not in self._erased]
         batch = f"serve-{uuid.uuid4().hex[:12]}"
         try:
             while exposures:
@@ -319,7 +377,7 @@ class ServedLog:
                 del exposures[(day, hour)]
             if features:
                 self._write_features(features, batch)
-                self.written_feature_rows += sum(len(f) for f in features)
+                self.written_feature_rows += sum(f.rows for f in features)
                 features = []
         except Exception as exc:
             self.write_errors += 1
@@ -329,11 +387,9 @@ class ServedLog:
                     self._exposures[hour_key][:0] = pairs
                 self._features = features + self._features
 
-    def _write_features(self, frames: list[pd.DataFrame], batch: str) -> None:
+    def _write_features(self, feeds: list[ServedFeatureRows], batch: str) -> None:
         write_by_day(
-            self.store,
-            pd.concat(frames, ignore_index=True),
-            lambda day: served_features_key(day, batch),
+            self.store, served_feature_frame(feeds), lambda day: served_features_key(day, batch)
         )
 
     def start(self) -> None:

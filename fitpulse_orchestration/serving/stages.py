@@ -73,7 +73,8 @@ class FeedRequest:
     and column reads cost more than the re-rank."""
     attrs: ItemRows | None = None
     """Catalog attributes of ``candidates``, row for row."""
-    featured: pd.DataFrame | None = None
+    featured: dict[str, np.ndarray] | None = None
+    """The ranker's features of ``candidates``, as columns (``feature_columns``)."""
     ranked: bool = False
     log_features: bool = False
     """The request is in the served log's feature sample (``ServingConfig.feature_log_share``)."""
@@ -157,7 +158,7 @@ def features(backend: StageBackend, req: FeedRequest) -> None:
     assert req.candidates is not None
     if req.model.scorer == "blend" and not req.log_features:
         return
-    req.featured, ok = feature_frame(
+    req.featured, ok = feature_columns(
         backend.store,
         req.model,
         req.candidates,
@@ -178,11 +179,14 @@ def ranking(backend: StageBackend, req: FeedRequest) -> None:
     assert req.model is not None
     assert req.candidates is not None
     compiled = req.loaded.compiled if req.model is req.loaded.model else None
-    # A blend without features (``features``) scores the candidates' retrieval ranks.
+    # A blend without features (``features``) scores the candidates' retrieval ranks; a blend
+    # reads columns, and only the ranker needs its features as a frame.
     featured = req.candidates if req.featured is None else req.featured
     try:
         if compiled is not None:
-            req.candidates["score"] = compiled.score(featured)
+            req.candidates["score"] = compiled.score(pd.DataFrame(featured))
+        elif req.model.scorer == "ranker":
+            req.candidates["score"] = model_scores(req.model, pd.DataFrame(featured))
         else:
             req.candidates["score"] = model_scores(req.model, featured)
         req.ranked = True
@@ -287,8 +291,8 @@ def respond(req: FeedRequest, config: ServingConfig) -> FeedResponse:
     pool, featured = req.pool, req.featured if req.ranked else None
     assert pool is not None
 
-    def served_rows() -> pd.DataFrame:
-        return served_frame(pool, feed, featured)
+    def served_rows() -> dict[str, np.ndarray]:
+        return served_columns(pool, feed, featured)
 
     return FeedResponse(
         request_id=req.request_id,
@@ -308,22 +312,24 @@ def respond(req: FeedRequest, config: ServingConfig) -> FeedResponse:
     )
 
 
-def served_frame(pool: RerankPool, feed: Reranked, featured: pd.DataFrame | None) -> pd.DataFrame:
-    """The served rows of a feed, the feed's items in order.
+def served_columns(
+    pool: RerankPool, feed: Reranked, featured: Mapping[str, np.ndarray] | None
+) -> dict[str, np.ndarray]:
+    """The served rows of a feed as columns, the feed's items in order.
 
-    Columns: the feed's (``RerankPool.feed_frame``), ``unsafe_for_beginner``, then (when
-    ranked) every other column of ``featured``, whose rows are the pool's.
+    Columns: the feed's (``RerankPool.feed_columns``), ``unsafe_for_beginner``, then (when
+    ranked) every other column of ``featured``, whose rows are the pool's. Arrays, not a frame:
+    the served log's writer thread builds one frame per write from them.
     """
     rows = feed.rows
-    served = pool.feed_frame(feed)
+    served = pool.feed_columns(feed)
     served["unsafe_for_beginner"] = pool.unsafe[rows]
     if featured is not None:
-        keep = [c for c in featured.columns if c not in served.columns]
-        served = pd.concat([served, featured[keep].iloc[rows].reset_index(drop=True)], axis=1)
+        served.update({c: v[rows] for c, v in featured.items() if c not in served})
     return served
 
 
-def feature_frame(
+def feature_columns(
     store: OnlineFeatureStore,
     model: HomeFeedModel,
     candidates: Mapping[str, np.ndarray],
@@ -331,8 +337,8 @@ def feature_frame(
     history: UserHistory,
     user_values: dict[str, float],
     store_ok: bool,
-) -> tuple[pd.DataFrame, bool]:
-    """Ranker features of the candidates; False when the item lookup failed (NaN used)."""
+) -> tuple[dict[str, np.ndarray], bool]:
+    """Ranker features of the candidates as columns; False when the item lookup failed."""
     item_ids = np.asarray(candidates["item_id"]).astype(str)
     n = len(item_ids)
     ok = store_ok
@@ -343,7 +349,7 @@ def feature_frame(
             values, names = store.lookup_values("item", list(item_ids))
         except (OnlineStoreUnavailableError, LookupError):
             ok = False
-    # One frame built from whole columns (no concat, no column inserts): the candidates'
+    # Whole columns (a frame is built from them only where the ranker scores): the candidates'
     # columns, then the item, user and cross features, the ALS score and the source code.
     columns: dict[str, np.ndarray] = {c: np.asarray(v) for c, v in candidates.items()}
     for j, name in enumerate(names):
@@ -354,8 +360,7 @@ def feature_frame(
     pid = str(candidates["user_id"][0])
     columns["als_score"] = als_scores(model.als, np.full(n, pid, dtype=object), item_ids)
     columns["x_source"] = source_codes(columns["source"])
-    frame = pd.DataFrame(columns)
-    return frame, ok
+    return columns, ok
 
 
 def retrieve_for(

@@ -9,11 +9,17 @@ import json
 import weakref
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fitpulse_orchestration.privacy.suppression import add_erased
 from fitpulse_orchestration.serving.feed_types import FeedItem, FeedResponse
-from fitpulse_orchestration.serving.logs import ServedLog, read_served_features
+from fitpulse_orchestration.serving.logs import (
+    ServedLog,
+    read_served_features,
+    served_feature_frame,
+    served_feature_rows,
+)
 from fitpulse_orchestration.serving.shadow import ShadowLog, read_shadow_rows
 from fitpulse_orchestration.storage import LocalObjectStore
 
@@ -117,3 +123,72 @@ def test_the_writer_releases_queued_feeds_between_writes(tmp_path: Path) -> None
     log.close()
     assert _exposed_users(store) == ["kept"] * 3
     assert log.written_feature_rows == 3
+
+
+def _served(kind: str, n: int) -> pd.DataFrame:
+    """Served rows of three shapes: ranked (features, one with gaps), a fallback, none."""
+    if kind == "empty":
+        return pd.DataFrame()
+    rows = {
+        "item_id": [f"wk_{i}" for i in range(n)],
+        "rank": np.arange(n),
+        "score": np.linspace(1.0, 0.5, n),
+        "source": ["als"] * n,
+        "unsafe_for_beginner": [i % 2 == 0 for i in range(n)],
+    }
+    if kind == "ranked":
+        rows |= {
+            "u_engaged_7d": np.arange(n, dtype=float),
+            "i_ctr_28d": [np.nan if i == 1 else 0.1 * i for i in range(n)],
+            "category": ["core"] * n,
+            "retrieval_rank": np.arange(n),
+        }
+    return pd.DataFrame(rows)
+
+
+def _one_frame_per_feed(response: FeedResponse) -> pd.DataFrame:
+    """The served-log rows of one feed as they were built before, one frame per feed."""
+    served = response.served
+    skip = {"request_id", "user_id", "fitness_level", "as_of", "retrieval_score", "retrieval_rank"}
+    body = (
+        {c: served[c].to_numpy() for c in served.columns if c not in skip}
+        if len(served)
+        else {"item_id": [None]}
+    )
+    return pd.DataFrame(
+        {
+            "request_id": response.request_id,
+            "user_id": response.pseudo_id,
+            "fitness_level": response.fitness_level,
+            "as_of": response.as_of,
+            **body,
+            "model_version": response.model_version,
+            "variant": response.variant,
+            "ranked": response.ranked,
+            "fallback": response.fallbacks[0] if response.fallbacks else None,
+            "latency_ms": float(sum(response.stage_ms.values())),
+        }
+    )
+
+
+def test_the_feature_table_of_a_write_is_the_per_feed_frames_concatenated() -> None:
+    # Runs of feeds of the same shape and changes of shape, in an order that is not grouped.
+    kinds = ["ranked", "ranked", "fallback", "empty", "ranked", "fallback", "fallback", "ranked"]
+    responses = []
+    for k, kind in enumerate(kinds):
+        served = _served(kind, 3 + k % 4)
+        response = dataclasses.replace(
+            _response(f"u{k}", f"r{k}"),
+            served_rows=lambda served=served: served,
+            ranked=kind == "ranked",
+            fallbacks=[] if kind == "ranked" else ["popularity"],
+            variant="default" if k % 3 else None,
+            stage_ms={"lookup": 0.5 * k},
+        )
+        responses.append(response)
+
+    table = served_feature_frame([served_feature_rows(r) for r in responses])
+
+    expected = pd.concat([_one_frame_per_feed(r) for r in responses], ignore_index=True)
+    pd.testing.assert_frame_equal(table, expected)
+    assert len(table) == sum(max(len(r.served), 1) for r in responses)
