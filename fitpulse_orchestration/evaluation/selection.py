@@ -16,9 +16,10 @@ looked at.
 
 A mixture is not held to the same bar over the best single source: on the generated world a
 mixture ahead on validation inside the noise went on to win on the held-out part, where the
-single source that bar would serve lost to popularity; on MovieLens 100K the bar would serve ALS
-alone, a few thousandths better (``benchmarks/README.md``). The choice records the best
-mixture's lead over the best single source with its 95% interval.
+single source that bar would serve lost to popularity; on MovieLens 100K the bar served ALS
+alone, where by the mean a later home served ALS with a quarter of EASE and did better on the
+test part (``benchmarks/README.md``). The choice records the best mixture's lead over the best
+single source with its 95% interval.
 
 History-less members (``ranking.blend.history_less``: new, or unknown to ALS and EASE) get
 their own weights over ``COLD_SOURCES``, chosen first on the history-less judged members alone
