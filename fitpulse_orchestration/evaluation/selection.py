@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -137,40 +137,34 @@ def choose_cold_weights(
     return dict(table["weights"].iloc[0]), table.reset_index(drop=True)
 
 
-def blend_earns_its_place(
-    mixture: np.ndarray, best_single: np.ndarray, seed: int = 7
-) -> tuple[bool, float]:
-    """Whether a mixture of sources serves instead of the best single source.
+class BlendChoice(NamedTuple):
+    """The blend that serves unless the ranker earns its place, and the record of its choice."""
 
-    The single source is the default: the mixture serves only when its lift over it, paired
-    per-user NDCG@10, is above 0 at the lower bound of the 95% bootstrap interval
-    (``beats_beyond_noise``).
-
-    Returns:
-        The verdict and that lower bound.
-    """
-    return beats_beyond_noise(mixture, best_single, seed=seed)
+    chosen: pd.Series
+    best_single: pd.Series
+    best_mixture: pd.Series
+    lead: float
+    """The best mixture's mean per-user lead over the best single source."""
+    lead_low: float
+    lead_high: float
+    """The 95% paired bootstrap interval of ``lead``."""
 
 
 def choose_blend(
     table: pd.DataFrame, per_user: Mapping[str, np.ndarray], seed: int = 7
-) -> tuple[pd.Series, tuple[float, float, float]]:
-    """The blend that serves unless the ranker earns its place, and the record of its choice.
+) -> BlendChoice:
+    """The first blend row of ``table``, a single source or a mixture, and how they compared.
 
     ``table`` holds blend rows (``scorer`` "blend", ``option``, ``weights``) best first by
     NDCG@10 through the guardrails; ``per_user`` maps each judged option to its per-user
-    NDCG@10. The first row is chosen, a single source or a mixture.
-
-    Returns:
-        The chosen row, and the best mixture's lead over the best single source: its mean and
-        95% paired bootstrap interval.
+    NDCG@10.
     """
     blends = table[table["scorer"] == "blend"]
     single = blends["weights"].map(is_single_source)
     best_single, best_mixture = blends[single].iloc[0], blends[~single].iloc[0]
     lead = per_user[best_mixture["option"]] - per_user[best_single["option"]]
     low, high = bootstrap_interval(lead, np.random.default_rng(seed))
-    return blends.iloc[0], (float(lead.mean()), low, high)
+    return BlendChoice(blends.iloc[0], best_single, best_mixture, float(lead.mean()), low, high)
 
 
 def is_single_source(weights: Mapping[str, float]) -> bool:
@@ -268,10 +262,8 @@ def select_scorer(
         kind="stable",
         na_position="last",
     ).reset_index(drop=True)
-    blend_rows = table[table["scorer"] == "blend"]
-    single = blend_rows["weights"].map(is_single_source)
-    best_single, best_mixture = blend_rows[single].iloc[0], blend_rows[~single].iloc[0]
-    blend, (lead, lead_low, lead_high) = choose_blend(table, per_user, seed)
+    choice = choose_blend(table, per_user, seed)
+    blend, best_single, best_mixture = choice.chosen, choice.best_single, choice.best_mixture
     ranker_ndcg = float(per_user["ranker"].mean())
     wins, low = ranker_earns_its_place(per_user["ranker"], per_user[blend["option"]], seed)
     best = table[table["scorer"] == "ranker"].iloc[0] if wins else blend
@@ -281,13 +273,13 @@ def select_scorer(
         f"({_weights_of(blend)}, {blend['ndcg_at_10']:.4f}) beyond noise (95% CI lower bound "
         f"of its lift {low:+.4f}); the best mixture ({_weights_of(best_mixture)}, "
         f"{best_mixture['ndcg_at_10']:.4f}) against the best single source "
-        f"({_weights_of(best_single)}, {best_single['ndcg_at_10']:.4f}): {lead:+.4f}, 95% CI "
-        f"[{lead_low:+.4f}, {lead_high:+.4f}]; history-less members: "
+        f"({_weights_of(best_single)}, {best_single['ndcg_at_10']:.4f}): {choice.lead:+.4f}, "
+        f"95% CI [{choice.lead_low:+.4f}, {choice.lead_high:+.4f}]; history-less members: "
         f"{describe_weights(cold_weights)} ({int(cold_table['users'].iloc[0])} judged)"
     )
     singles = {
         next(s for s, w in row.weights.items() if w > 0): float(row.unguarded_ndcg_at_10)
-        for row in blend_rows[single].itertuples()
+        for row in table[table["weights"].map(is_single_source)].itertuples()
     }
     return FeedSelection(
         scorer=str(best["scorer"]),
@@ -300,9 +292,9 @@ def select_scorer(
         cold_table=cold_table,
         users=len(judged),
         metrics={
-            "mixture_lead": lead,
-            "mixture_lead_ci_low": lead_low,
-            "mixture_lead_ci_high": lead_high,
+            "mixture_lead": choice.lead,
+            "mixture_lead_ci_low": choice.lead_low,
+            "mixture_lead_ci_high": choice.lead_high,
             "ranker_lift_ci_low": low,
             "ranker_ndcg_at_10": ranker_ndcg,
             "best_single_ndcg_at_10": float(best_single["ndcg_at_10"]),

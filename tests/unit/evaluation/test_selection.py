@@ -114,7 +114,7 @@ def test_the_best_blend_by_validation_score_serves_with_its_lead_recorded() -> N
     per_user = {"als": als, "ease": als - 0.01, "als+ease": als + rng.normal(0.002, 0.05, 472)}
     table = _blend_table(per_user)
 
-    chosen, (lead, low, high) = choose_blend(table, per_user)
+    chosen, _, _, lead, low, high = choose_blend(table, per_user)
 
     assert chosen["option"] == "als+ease"
     assert lead == pytest.approx(float((per_user["als+ease"] - als).mean()))
@@ -126,7 +126,7 @@ def test_a_single_source_ahead_of_every_mixture_serves() -> None:
     ease = rng.uniform(0.0, 0.4, 300)
     per_user = {"als": ease - 0.02, "ease": ease, "als+ease": ease - 0.01}
 
-    chosen, (lead, low, high) = choose_blend(_blend_table(per_user), per_user)
+    chosen, _, _, lead, low, high = choose_blend(_blend_table(per_user), per_user)
 
     assert chosen["option"] == "ease"
     assert lead == pytest.approx(-0.01)
