@@ -451,28 +451,41 @@ class SeenIds:
         groups = {int(n): np.flatnonzero(lengths == n) for n in np.unique(lengths)}
         return keys, groups
 
+    def _hits(self, length: int, wanted: np.ndarray) -> np.ndarray:
+        """Per id of ``wanted`` (``S<length>``): whether a run of its length holds it."""
+        hit = np.zeros(len(wanted), dtype=bool)
+        for run in self._runs.get(length, ()):
+            pos = np.minimum(np.searchsorted(run, wanted), len(run) - 1)
+            hit |= run[pos] == wanted
+        return hit
+
     def contains(self, ids: Iterable[str]) -> np.ndarray:
-        """Per id: whether it was added before."""
+        """Per id: whether it was seen before."""
         keys, groups = self._by_length(ids)
         found = np.zeros(len(keys), dtype=bool)
         for length, rows in groups.items():
-            wanted = keys[rows].astype(f"S{length}")
-            hit = np.zeros(len(rows), dtype=bool)
-            for run in self._runs.get(length, ()):
-                pos = np.minimum(np.searchsorted(run, wanted), len(run) - 1)
-                hit |= run[pos] == wanted
-            found[rows] = hit
+            found[rows] = self._hits(length, keys[rows].astype(f"S{length}"))
         return found
 
-    def add(self, ids: Iterable[str]) -> None:
-        """Remember ``ids`` (distinct, and none added before)."""
+    def update(self, ids: pd.Series) -> np.ndarray:
+        """Per id: whether it was seen before, in an earlier update or earlier in ``ids``.
+
+        The first copy of every id not seen before is remembered.
+        """
+        seen = ids.duplicated(keep="first").to_numpy()
         keys, groups = self._by_length(ids)
         for length, rows in groups.items():
+            wanted = keys[rows].astype(f"S{length}")
+            seen[rows] |= self._hits(length, wanted)
+            fresh = wanted[~seen[rows]]
+            if not len(fresh):
+                continue
             runs = self._runs.setdefault(length, [])
-            runs.append(np.sort(keys[rows].astype(f"S{length}")))
+            runs.append(np.sort(fresh))
             while len(runs) > 1 and len(runs[-2]) <= len(runs[-1]):
                 last = runs.pop()
                 runs[-1] = np.sort(np.concatenate([runs[-1], last]))
+        return seen
 
     def __len__(self) -> int:
         return sum(len(run) for runs in self._runs.values() for run in runs)
@@ -502,13 +515,12 @@ class _Acceptor:
         if not len(candidates):
             return
         ids = candidates["event_id"]
-        dup_mask = ids.duplicated(keep="first") | self.seen.contains(ids)
-        self.seen.add(ids[~dup_mask])
+        dup = self.seen.update(ids)
         if self.accepted_before is not None:
-            dup_mask |= ids.isin(self.accepted_before(ids[~dup_mask]))
-        duplicates = int(dup_mask.sum())
+            dup |= ids.isin(self.accepted_before(ids[~dup])).to_numpy()
+        duplicates = int(dup.sum())
         self.duplicates += duplicates
-        kept = ~dup_mask.to_numpy()
+        kept = ~dup
         self.health_removed += int(removed[kept].sum())
         events: pd.DataFrame = CLEAN_EVENTS_SCHEMA.validate(
             candidates.loc[kept].reset_index(drop=True) if duplicates else candidates

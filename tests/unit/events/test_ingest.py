@@ -564,19 +564,25 @@ def test_streamed_ingestion_grows_by_an_eighth_of_what_collected_rows_take(
 
 def test_seen_ids_answer_as_a_set_of_the_added_ids_does() -> None:
     # Ids of several byte lengths, non-ASCII ones among them (more bytes than characters), some
-    # a prefix of others, added in 40 chunks: the runs merge as they go.
+    # a prefix of others, updated in 40 chunks: the runs merge as they go.
     rng = np.random.default_rng(5)
     alphabet = [*"abcXYZ019_.:@-", "é", "ж", "漢"]
     pool = sorted({"".join(rng.choice(alphabet, size=rng.integers(1, 9))) for _ in range(6000)})
     order = rng.permutation(len(pool))
     seen, reference = SeenIds(), set()
     for chunk in np.array_split(order, 40):
-        batch = [pool[i] for i in chunk[: len(chunk) // 2]]
         probe = [pool[i] for i in rng.choice(len(pool), size=200)]
 
         assert seen.contains(probe).tolist() == [p in reference for p in probe]
 
-        seen.add(batch)
-        reference.update(batch)
+        # New ids (some twice) and ids of earlier chunks: each is "seen" after its first copy.
+        new = [pool[i] for i in chunk[: len(chunk) // 2]]
+        batch = [*new, *probe[:20], *new[:10]]
+        expected = []
+        for i in batch:
+            expected.append(i in reference)
+            reference.add(i)
+
+        assert seen.update(pd.Series(batch)).tolist() == expected
     assert len(seen) == len(reference)
     assert seen.contains([]).tolist() == []
