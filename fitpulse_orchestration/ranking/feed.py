@@ -84,14 +84,13 @@ SCORERS = ("ranker", "blend")
 def model_scores(model: HomeFeedModel, featured: Candidates) -> np.ndarray:
     """The serving score of each candidate row by ``model.scorer``.
 
-    ``featured`` holds the ranker's features (a frame) for ``ranker`` and the ``RANK_COLUMNS``
-    (a frame or its columns) for ``blend``.
+    ``featured`` holds the ranker's features for ``ranker`` and the ``RANK_COLUMNS`` for
+    ``blend``, as a frame or its columns (the request path's); the ranker reads a frame.
     """
     if model.scorer == "blend":
         return blend_scores(featured, model.blend_weights, model.cold_blend_weights)
-    if not isinstance(featured, pd.DataFrame):
-        raise TypeError("the ranker scores a feature frame")
-    return score_candidates(model.ranker, featured)
+    frame = featured if isinstance(featured, pd.DataFrame) else pd.DataFrame(featured)
+    return score_candidates(model.ranker, frame)
 
 
 @dataclass

@@ -188,7 +188,11 @@ class ServedFeatureRows:
     keys: dict[str, Any]
     body: dict[str, np.ndarray]
     tail: dict[str, Any]
-    rows: int
+
+    @property
+    def rows(self) -> int:
+        """The feed's rows in the table (an empty feed keeps one)."""
+        return len(next(iter(self.body.values())))
 
     @property
     def user_id(self) -> str:
@@ -203,10 +207,9 @@ def served_feature_rows(response: FeedResponse) -> ServedFeatureRows:
     an empty feed keeps one row with a null ``item_id``, so it is counted.
     """
     served = response.served_columns
-    rows = len(next(iter(served.values()), ()))
     body = (
         {name: values for name, values in served.items() if name not in _NOT_SERVED_COLUMNS}
-        if rows
+        if len(next(iter(served.values()), ()))
         else {"item_id": np.array([None], dtype=object)}
     )
     keys = {
@@ -222,7 +225,7 @@ def served_feature_rows(response: FeedResponse) -> ServedFeatureRows:
         "fallback": response.fallbacks[0] if response.fallbacks else None,
         "latency_ms": float(sum(response.stage_ms.values())),
     }
-    return ServedFeatureRows(keys, body, tail, len(next(iter(body.values()))))
+    return ServedFeatureRows(keys, body, tail)
 
 
 def served_feature_frame(feeds: Sequence[ServedFeatureRows]) -> pd.DataFrame:

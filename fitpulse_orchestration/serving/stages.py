@@ -185,8 +185,6 @@ def ranking(backend: StageBackend, req: FeedRequest) -> None:
     try:
         if compiled is not None:
             req.candidates["score"] = compiled.score(pd.DataFrame(featured))
-        elif req.model.scorer == "ranker":
-            req.candidates["score"] = model_scores(req.model, pd.DataFrame(featured))
         else:
             req.candidates["score"] = model_scores(req.model, featured)
         req.ranked = True
