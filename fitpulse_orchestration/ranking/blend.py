@@ -47,6 +47,9 @@ def history_less(candidates: Candidates) -> np.ndarray:
         column = RANK_COLUMNS[source]
         if column in candidates:
             listed |= ~np.isnan(np.asarray(candidates[column], dtype=float))
+    if len(user_ids) and (user_ids == user_ids[0]).all():
+        # One member's rows, as a request has: no factorization.
+        return np.full(len(user_ids), not listed.any())
     codes, uniques = pd.factorize(user_ids, use_na_sentinel=False)
     listed_by_user = np.bincount(codes, weights=listed, minlength=len(uniques)) > 0
     return ~listed_by_user[codes]
@@ -86,7 +89,8 @@ def _fused(candidates: Candidates, weights: Mapping[str, float]) -> np.ndarray:
         if weight == 0 or column not in candidates:
             continue
         ranks = np.asarray(candidates[column], dtype=float)
-        score += np.where(np.isnan(ranks), 0.0, weight / (RRF_K + np.nan_to_num(ranks)))
+        # Rows the source did not list (NaN) add nothing.
+        np.add(score, weight / (RRF_K + ranks), out=score, where=~np.isnan(ranks))
     return score
 
 

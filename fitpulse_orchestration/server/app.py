@@ -151,10 +151,9 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        too_big = _error(413, f"request body over {self.limit} bytes")
         if declared is not None:
             if not declared.isdigit() or int(declared) > self.limit:
-                await too_big(scope, receive, send)
+                await self._too_big(scope, receive, send)
             else:
                 await self.app(scope, receive, send)
             return
@@ -168,7 +167,7 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.limit:
-                await too_big(scope, receive, send)
+                await self._too_big(scope, receive, send)
                 return
             if not message.get("more_body", False):
                 break
@@ -182,6 +181,10 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _too_big(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Built only when refusing: a response per request cost the accepted ones too.
+        await _error(413, f"request body over {self.limit} bytes")(scope, receive, send)
 
 
 def _problems(exc: RequestValidationError) -> list[dict[str, Any]]:

@@ -81,6 +81,11 @@ class ItemCatalog:
         self.index = pd.Index(frame["item_id"].astype(str))
         # The first lookup builds the index's hash table and infers its type, reading every id.
         self.index.get_indexer(self.index[:1])
+        # Requests look ids up in that hash table directly: ``Index.get_indexer`` spends about
+        # three quarters of a request's lookup building and type-checking an ``Index`` of its
+        # ~300 ids (``benchmarks/README.md``, "Catalog rows by the hash table").
+        # ``test_feed_state`` checks it against ``get_indexer``.
+        self._engine = self.index._engine
         known = publish_time_known(frame).to_numpy()
         self._titles = pa.array([*frame["title"].astype(str), ""], pa.large_string())
         self._columns: dict[str, np.ndarray] = {
@@ -105,7 +110,7 @@ class ItemCatalog:
 
     def rows(self, item_ids: np.ndarray) -> np.ndarray:
         """Catalog rows of ``item_ids`` in order (an unknown item: the unknown row)."""
-        pos = self.index.get_indexer(item_ids)
+        pos = self._engine.get_indexer(np.asarray(item_ids, dtype=object))
         return np.where(pos < 0, len(self.index), pos)
 
     def attributes(self, item_ids: np.ndarray) -> ItemRows:
@@ -120,8 +125,7 @@ class ItemCatalog:
 
     def token_codes(self, item_ids: np.ndarray) -> np.ndarray:
         """Two-tower content tokens of ``item_ids`` (unknown items: all-unknown tokens)."""
-        pos = self.index.get_indexer(item_ids)
-        codes: np.ndarray = self._codes[np.where(pos < 0, len(self.index), pos)]
+        codes: np.ndarray = self._codes[self.rows(item_ids)]
         return codes
 
 

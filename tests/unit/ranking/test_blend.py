@@ -75,6 +75,11 @@ def test_history_less_members_are_ordered_by_the_cold_weights() -> None:
     )
     assert list(history_less(pool)) == [False, False, True, True]
     assert list(history_less(pool.iloc[[2, 0, 3, 1]])) == [True, False, True, False]
+    # One member's rows, as a request holds them (columns, not a frame).
+    one = {c: pool[c].to_numpy()[:2] for c in pool}
+    assert list(history_less(one)) == [False, False]
+    one = {c: pool[c].to_numpy()[2:] for c in pool}
+    assert list(history_less(one)) == [True, True]
     # Without cold weights the new member's pool would all score 0 under ALS + EASE.
     assert list(blend_scores(pool, {"als": 0.5, "ease": 0.5})[2:]) == [0.0, 0.0]
 
