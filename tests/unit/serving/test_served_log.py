@@ -16,6 +16,7 @@ from fitpulse_orchestration.privacy.suppression import add_erased
 from fitpulse_orchestration.serving.feed_types import FeedItem, FeedResponse
 from fitpulse_orchestration.serving.logs import (
     ServedLog,
+    exposure_records,
     read_served_features,
     served_feature_frame,
     served_feature_rows,
@@ -192,3 +193,24 @@ def test_the_feature_table_of_a_write_is_the_per_feed_frames_concatenated() -> N
     expected = pd.concat([_one_frame_per_feed(r) for r in responses], ignore_index=True)
     pd.testing.assert_frame_equal(table, expected)
     assert len(table) == sum(max(len(r.served), 1) for r in responses)
+
+
+def test_exposure_times_are_pandas_iso_text_and_land_in_their_utc_hour(tmp_path: Path) -> None:
+    stamps = [
+        pd.Timestamp("2026-11-02T23:59:59Z"),
+        pd.Timestamp("2026-11-02T13:05:07.123456Z"),
+        pd.Timestamp("2026-11-02T13:05:07.123456789Z"),
+        pd.Timestamp("2026-11-02T13:05:07.000000001Z"),
+        pd.Timestamp("1969-12-31T23:59:59.5Z"),
+        # Another zone: its own offset in the text, the UTC hour for the landing key.
+        pd.Timestamp("2026-11-03T00:30:00", tz="Europe/Berlin"),
+    ]
+    for stamp in stamps:
+        response = dataclasses.replace(_response("u1", f"r-{stamp.value}"), as_of=stamp)
+        assert {r["ts"] for r in exposure_records(response)} == {stamp.isoformat()}
+    log = ServedLog(LocalObjectStore(tmp_path), feature_share=0.0)
+    log.record(dataclasses.replace(_response("u1", "r-berlin"), as_of=stamps[-1]))
+    log.flush()
+    keys = [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.ndjson.gz")]
+    assert len(keys) == 1
+    assert "date=2026-11-02/hour=23/" in keys[0]
