@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
-import io
 import json
+import tempfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -750,13 +751,14 @@ chunk whose optional column is all null does not change the file's."""
 class CleanPartitionWriter:
     """A day's clean partition, written as Parquet row groups (zstd) as its chunks settle.
 
-    A ``sink`` for ``ingest_batches``: each call appends one row group to an in-memory Parquet
-    file, so the partition's rows are held only compressed (about a tenth of the typed rows,
-    ``benchmarks/README.md``); ``put`` closes the file and stores it.
+    A ``sink`` for ``ingest_batches``: each call appends one row group to a temporary file, so
+    the partition's rows are not held in memory, not even compressed; ``put`` closes the file
+    and stores it (``ObjectStore.put_file``). The temporary file is deleted by ``put``, or with
+    the writer when it is dropped unput (a failed ingestion).
     """
 
     def __init__(self) -> None:
-        self._buffer = io.BytesIO()
+        self._file = tempfile.NamedTemporaryFile(prefix="fitpulse-clean-", suffix=".parquet")
         self._writer: pq.ParquetWriter | None = None
 
     def __call__(self, events: pd.DataFrame) -> None:
@@ -764,7 +766,7 @@ class CleanPartitionWriter:
         table = pat.Table.from_pandas(events, schema=CLEAN_EVENTS_ARROW, preserve_index=False)
         if self._writer is None:
             # The first chunk's pandas metadata (Int64 positions, UTC timestamps) is the file's.
-            self._writer = pq.ParquetWriter(self._buffer, table.schema, compression="zstd")
+            self._writer = pq.ParquetWriter(self._file.name, table.schema, compression="zstd")
         self._writer.write_table(table)
 
     def put(self, store: ObjectStore, key: str) -> None:
@@ -773,7 +775,10 @@ class CleanPartitionWriter:
             self(CLEAN_EVENTS_SCHEMA.validate(empty_clean_events()))
         assert self._writer is not None
         self._writer.close()
-        store.put_bytes(key, self._buffer.getvalue())
+        try:
+            store.put_file(key, Path(self._file.name))
+        finally:
+            self._file.close()
 
 
 def write_ingested(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,13 @@ class ObjectStore(abc.ABC):
     @abc.abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key``, replacing any previous value."""
+
+    @abc.abstractmethod
+    def put_file(self, key: str, path: Path) -> None:
+        """Store the file at ``path`` under ``key``, replacing any previous value.
+
+        The file is read in parts, never whole into memory.
+        """
 
     @abc.abstractmethod
     def put_new(self, key: str, data: bytes) -> bool:
@@ -104,14 +112,21 @@ class LocalObjectStore(ObjectStore):
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)
 
-    def _staged(self, key: str, data: bytes) -> tuple[Path, Path]:
-        """``data`` written to a temporary file beside ``key``'s file: (path, temporary)."""
+    def _staged(self, key: str, data: bytes | Path) -> tuple[Path, Path]:
+        """``data`` written to a temporary file beside ``key``'s file: (path, temporary).
+
+        ``data``: bytes, or a file whose contents are copied in parts.
+        """
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.name)
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                if isinstance(data, Path):
+                    with data.open("rb") as source:
+                        shutil.copyfileobj(source, fh)
+                else:
+                    fh.write(data)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -119,7 +134,14 @@ class LocalObjectStore(ObjectStore):
 
     def put_bytes(self, key: str, data: bytes) -> None:
         """Write through a temporary file and rename, so readers never see partial objects."""
-        path, tmp = self._staged(key, data)
+        self._replace(*self._staged(key, data))
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Copy the file through a temporary file and rename, as ``put_bytes``."""
+        self._replace(*self._staged(key, path))
+
+    @staticmethod
+    def _replace(path: Path, tmp: Path) -> None:
         try:
             os.replace(tmp, path)
         except BaseException:
@@ -238,6 +260,10 @@ class S3ObjectStore(ObjectStore):
     def put_bytes(self, key: str, data: bytes) -> None:
         """Upload ``data`` with a single ``PutObject``."""
         self._client.put_object(Bucket=self.bucket, Key=self._full(key), Body=data)
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Upload the file with boto3's managed transfer (multipart for a large file)."""
+        self._client.upload_file(str(path), self.bucket, self._full(key))
 
     def put_new(self, key: str, data: bytes) -> bool:
         """A conditional ``PutObject`` (``If-None-Match: *``); S3 answers 412 when it exists."""

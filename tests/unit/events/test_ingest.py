@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import gzip
 import json
+import tempfile
 import tracemalloc
 from collections import Counter
 from pathlib import Path
@@ -510,6 +512,31 @@ def test_a_partition_with_no_clean_row_is_written_empty_and_typed(
     assert list(written.columns) == list(CLEAN_EVENT_COLUMNS)
     assert written.empty
     CLEAN_EVENTS_SCHEMA.validate(written)
+
+
+def test_the_partition_is_spooled_to_a_temporary_file_removed_put_or_not(
+    tmp_path: Path, pseudonymizer: Pseudonymizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    store = LocalObjectStore(tmp_path / "store")
+    clean = CleanPartitionWriter()
+    result = ingest_batches(_landed(30), DAY, pseudonymizer, sink=clean)
+    assert [p.name.startswith("fitpulse-clean-") for p in spool.iterdir()] == [True]
+
+    write_ingested(store, DAY, result, clean)
+
+    assert list(spool.iterdir()) == []
+    written = read_parquet(store, layout.warehouse_key(layout.WAREHOUSE_EVENTS, DAY, "events"))
+    assert len(written) == result.accepted == 30
+    # A writer dropped without ``put`` (a failed ingestion) leaves no file either.
+    dropped = CleanPartitionWriter()
+    ingest_batches(_landed(5), DAY, pseudonymizer, sink=dropped)
+    assert len(list(spool.iterdir())) == 1
+    del dropped
+    gc.collect()
+    assert list(spool.iterdir()) == []
 
 
 def _landed(lines: int, per_file: int = 1000) -> list[tuple[str, bytes]]:

@@ -30,6 +30,22 @@ def test_put_get_empty_object(store: ObjectStore) -> None:
     assert store.exists("empty.bin")
 
 
+def test_put_file_stores_a_file_replacing_the_old_value(store: ObjectStore, tmp_path: Path) -> None:
+    # Over boto3's 8 MiB multipart threshold, so S3 takes it in parts.
+    payload = os.urandom(9 * 1024 * 1024 + 7)
+    source = tmp_path / "partition.parquet"
+    source.write_bytes(payload)
+    store.put_bytes("warehouse/events/a.parquet", b"old")
+    store.put_file("warehouse/events/a.parquet", source)
+    assert store.get_bytes("warehouse/events/a.parquet") == payload
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    store.put_file("empty.bin", empty)
+    assert store.get_bytes("empty.bin") == b""
+    # The source is the caller's: left in place.
+    assert source.read_bytes() == payload
+
+
 def test_get_missing_key_raises_object_not_found(store: ObjectStore) -> None:
     store.put_bytes("present/a.bin", b"a")
     with pytest.raises(ObjectNotFoundError):
