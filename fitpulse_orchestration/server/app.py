@@ -301,7 +301,8 @@ def create_app(
     """The app around ``service``; the watcher and the logs run for the app's lifetime.
 
     ``threads`` caps the worker threads that run requests (the feed path is CPU-bound: more
-    threads than cores only queue inside the interpreter). ``push`` serves
+    threads than cores only queue inside the interpreter); with one (``fitpulse serve``'s
+    default) the feed runs on the event loop instead. ``push`` serves
     ``POST /v1/push/decision`` (404 without it). ``tokens`` are the callers' credentials;
     ``docs`` serves ``/docs`` and ``/openapi.json`` (off by default: they describe the API to
     anyone who asks).
@@ -366,10 +367,7 @@ def create_app(
         log.error("unhandled fault on %s", request.url.path, exc_info=exc)
         return _error(500, "internal error")
 
-    @api.get("/v1/home-feed/{user_id}")
-    def home_feed(
-        user_id: str, n: str = "20", x_request_id: str | None = Header(default=None)
-    ) -> Response:
+    def feed(user_id: str, n: str, x_request_id: str | None) -> Response:
         t0 = time.perf_counter()
         client_id = _client_request_id(x_request_id)
         request_id = client_id or uuid.uuid4().hex
@@ -412,6 +410,25 @@ def create_app(
                 "X-Model-Version": response.model_version,
             },
         )
+
+    if threads == 1:
+        # One request thread: the feed runs on the event loop itself. The thread pool would
+        # run one feed at a time all the same (one token) and cost 0.3-0.4 ms of server CPU
+        # per request for the hand-over (``benchmarks/README.md``, "The feed on the event
+        # loop"). Other endpoints keep the pool's thread.
+        @api.get("/v1/home-feed/{user_id}", name="home_feed")
+        async def home_feed(
+            user_id: str, n: str = "20", x_request_id: str | None = Header(default=None)
+        ) -> Response:
+            return feed(user_id, n, x_request_id)
+
+    else:
+
+        @api.get("/v1/home-feed/{user_id}", name="home_feed")
+        def home_feed_threaded(
+            user_id: str, n: str = "20", x_request_id: str | None = Header(default=None)
+        ) -> Response:
+            return feed(user_id, n, x_request_id)
 
     @api.post("/v1/push/decision")
     def push_decision(

@@ -231,8 +231,9 @@ def _serve_the_ranker(rt: ServiceRuntime) -> ServiceRuntime:
     return rt
 
 
-def _client(rt: ServiceRuntime) -> TestClient:
-    return authed(create_app(rt.service, rt.watcher, rt.served_log, tokens=TOKENS))
+def _client(rt: ServiceRuntime, threads: int = 1) -> TestClient:
+    """The app as ``fitpulse serve`` builds it (one request thread: the feed on the loop)."""
+    return authed(create_app(rt.service, rt.watcher, rt.served_log, threads, tokens=TOKENS))
 
 
 def _feed(client: TestClient, user: str, **headers: str) -> dict[str, Any]:
@@ -318,6 +319,24 @@ def test_warm_user_gets_a_compact_personal_feed(trained: TrainedHome, tmp_path: 
     unzipped = json.loads(gzip.decompress(raw))
     assert unzipped["request_id"] != body["request_id"]
     assert unzipped == body | {"request_id": unzipped["request_id"]}
+
+
+def test_the_thread_pool_serves_the_feed_the_event_loop_serves(
+    trained: TrainedHome, tmp_path: Path
+) -> None:
+    """With several request threads the feed runs in the pool; with one, on the loop."""
+    users = [trained.warm_user(), COLD_USER]
+    rt = _runtime(trained, tmp_path / "models")
+    bodies = {}
+    for threads in (1, 2):
+        with _client(rt, threads) as client:
+            bodies[threads] = [_feed(client, user) for user in users]
+            refused = client.get("/v1/home-feed/bad%20id")
+        assert refused.status_code == 400
+        assert "malformed user id" in refused.json()["error"]
+    for loop, pooled in zip(bodies[1], bodies[2], strict=True):
+        assert len(loop["items"]) == 20
+        assert pooled == loop | {"request_id": pooled["request_id"]}
 
 
 def test_unknown_user_gets_a_beginner_safe_feed(trained: TrainedHome, tmp_path: Path) -> None:
@@ -850,16 +869,18 @@ def test_hostile_bodies_get_4xx_with_a_reason(trained: TrainedHome, tmp_path: Pa
         assert response.json()["error"], name
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 def test_a_fault_is_a_counted_500_without_details(
-    trained: TrainedHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    trained: TrainedHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int
 ) -> None:
+    """On the event loop (one request thread) and in the thread pool alike."""
     rt = _runtime(trained, tmp_path / "models")
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(rt.service, "home_feed", broken)
-    app = create_app(rt.service, tokens=TOKENS)
+    app = create_app(rt.service, threads=threads, tokens=TOKENS)
     with TestClient(app, raise_server_exceptions=False, headers=authed(app).headers) as client:
         response = client.get(f"/v1/home-feed/{trained.warm_user()}")
         metrics = _samples(client.get("/metrics").text)
