@@ -27,6 +27,7 @@ unless enabled. Bodies over ``MAX_BODY_BYTES`` get 413, unknown fields and non-J
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -185,6 +186,23 @@ class BodyLimit:
     async def _too_big(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Built only when refusing: a response per request cost the accepted ones too.
         await _error(413, f"request body over {self.limit} bytes")(scope, receive, send)
+
+
+def _endpoint(handler: Callable[..., Response], on_loop: bool) -> Callable[..., Any]:
+    """``handler`` as FastAPI is to call it: on the event loop, or in its thread pool.
+
+    The loop's version is a coroutine with ``handler``'s name and signature (``functools.wraps``),
+    so FastAPI reads the same parameters and names the same operation; the pool's is
+    ``handler`` itself (a plain function).
+    """
+    if not on_loop:
+        return handler
+
+    @functools.wraps(handler)
+    async def on_the_loop(*args: Any, **kwargs: Any) -> Response:
+        return handler(*args, **kwargs)
+
+    return on_the_loop
 
 
 def _problems(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -367,7 +385,9 @@ def create_app(
         log.error("unhandled fault on %s", request.url.path, exc_info=exc)
         return _error(500, "internal error")
 
-    def feed(user_id: str, n: str, x_request_id: str | None) -> Response:
+    def home_feed(
+        user_id: str, n: str = "20", x_request_id: str | None = Header(default=None)
+    ) -> Response:
         t0 = time.perf_counter()
         client_id = _client_request_id(x_request_id)
         request_id = client_id or uuid.uuid4().hex
@@ -411,26 +431,6 @@ def create_app(
             },
         )
 
-    if threads == 1:
-        # One request thread: the feed runs on the event loop itself. The thread pool would
-        # run one feed at a time all the same (one token) and cost 0.3-0.4 ms of server CPU
-        # per request for the hand-over (``benchmarks/README.md``, "The feed on the event
-        # loop"). Other endpoints keep the pool's thread.
-        @api.get("/v1/home-feed/{user_id}", name="home_feed")
-        async def home_feed(
-            user_id: str, n: str = "20", x_request_id: str | None = Header(default=None)
-        ) -> Response:
-            return feed(user_id, n, x_request_id)
-
-    else:
-
-        @api.get("/v1/home-feed/{user_id}", name="home_feed")
-        def home_feed_threaded(
-            user_id: str, n: str = "20", x_request_id: str | None = Header(default=None)
-        ) -> Response:
-            return feed(user_id, n, x_request_id)
-
-    @api.post("/v1/push/decision")
     def push_decision(
         body: PushDecisionRequest,
         x_request_id: str | None = Header(default=None),
@@ -467,6 +467,13 @@ def create_app(
             headers["X-Model-Version"] = decision.model_version
         return JSONResponse(decision.payload(), headers=headers)
 
+    # With one request thread the feed and the push decision run on the event loop itself: the
+    # pool would run them one at a time all the same (one token), and its hand-over cost
+    # 0.3-0.4 ms of server CPU per request (``benchmarks/README.md``, "The feed on the event
+    # loop"). With more threads they run in the pool; the other endpoints always do.
+    on_loop = threads == 1
+    api.get("/v1/home-feed/{user_id}")(_endpoint(home_feed, on_loop))
+    api.post("/v1/push/decision")(_endpoint(push_decision, on_loop))
     app.include_router(api)
 
     @app.get("/healthz")

@@ -139,10 +139,14 @@ def test_the_push_job_refreshes_the_registry_status(trained: PushHome) -> None:
 
 
 def test_decisions_through_the_app(trained: PushHome, tmp_path: Path) -> None:
+    """As ``fitpulse serve`` serves them: on the event loop (one request thread).
+
+    The other tests' apps run the decision in the thread pool.
+    """
     runtime = _runtime(trained, tmp_path)
     assert runtime.push is not None
     assert runtime.push.policy.version == "1"
-    client = authed(create_app(runtime.service, push=runtime.push, tokens=TOKENS))
+    client = authed(create_app(runtime.service, push=runtime.push, threads=1, tokens=TOKENS))
     outcomes: Counter[str] = Counter()
     for user in trained.profiles["user_id"].head(60):
         response = client.post("/v1/push/decision", json={"user_id": user})
@@ -248,9 +252,12 @@ def test_fail_safe_without_a_push_model(trained: PushHome, tmp_path: Path) -> No
     assert (body["send"], body["fallback"]) == (False, "model_unavailable")
 
 
-def test_bad_inputs_get_4xx_with_a_reason(trained: PushHome, tmp_path: Path) -> None:
+@pytest.mark.parametrize("threads", [1, None])
+def test_bad_inputs_get_4xx_with_a_reason(
+    trained: PushHome, tmp_path: Path, threads: int | None
+) -> None:
     runtime = _runtime(trained, tmp_path)
-    client = authed(create_app(runtime.service, push=runtime.push, tokens=TOKENS))
+    client = authed(create_app(runtime.service, push=runtime.push, threads=threads, tokens=TOKENS))
     user = trained.profiles["user_id"].iloc[0]
     now = dt.datetime.fromtimestamp(runtime.push.clock(), dt.UTC)  # type: ignore[union-attr]
     for body, status in (
