@@ -320,7 +320,7 @@ def create_app(
 
     ``threads`` caps the worker threads that run requests (the feed path is CPU-bound: more
     threads than cores only queue inside the interpreter); with one (``fitpulse serve``'s
-    default) the feed runs on the event loop instead. ``push`` serves
+    default) the feed and the push decision run on the event loop instead. ``push`` serves
     ``POST /v1/push/decision`` (404 without it). ``tokens`` are the callers' credentials;
     ``docs`` serves ``/docs`` and ``/openapi.json`` (off by default: they describe the API to
     anyone who asks).
