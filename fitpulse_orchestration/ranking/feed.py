@@ -5,6 +5,7 @@ The same functions serve offline evaluation, batch recommendations and (later) o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -89,8 +90,18 @@ def model_scores(model: HomeFeedModel, featured: Candidates) -> np.ndarray:
     """
     if model.scorer == "blend":
         return blend_scores(featured, model.blend_weights, model.cold_blend_weights)
-    frame = featured if isinstance(featured, pd.DataFrame) else pd.DataFrame(featured)
-    return score_candidates(model.ranker, frame)
+    return score_candidates(model.ranker, ranker_features(featured, model.ranker.feature_names))
+
+
+def ranker_features(featured: Candidates, names: Sequence[str]) -> pd.DataFrame:
+    """The frame a ranker scores: a frame as it is, columns as a frame of ``names`` alone.
+
+    A request carries about twice as many columns as the ranker reads (keys, ranks, sources);
+    a frame of all of them cost twice the time of one of ``names``.
+    """
+    if isinstance(featured, pd.DataFrame):
+        return featured
+    return pd.DataFrame({name: featured[name] for name in names})
 
 
 @dataclass

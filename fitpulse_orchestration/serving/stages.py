@@ -21,7 +21,12 @@ import pandas as pd
 
 from fitpulse_orchestration.features.online import UserHistory, cross_feature_columns
 from fitpulse_orchestration.features.point_in_time import ITEM_FEATURES, USER_FEATURES
-from fitpulse_orchestration.ranking.feed import HomeFeedModel, model_scores, source_codes
+from fitpulse_orchestration.ranking.feed import (
+    HomeFeedModel,
+    model_scores,
+    ranker_features,
+    source_codes,
+)
 from fitpulse_orchestration.ranking.rerank import Reranked, RerankParams, RerankPool, rerank_pool
 from fitpulse_orchestration.retrieval.als import als_scores
 from fitpulse_orchestration.retrieval.candidates import CandidateParams, retrieve_columns
@@ -184,7 +189,9 @@ def ranking(backend: StageBackend, req: FeedRequest) -> None:
     featured = req.candidates if req.featured is None else req.featured
     try:
         if compiled is not None:
-            req.candidates["score"] = compiled.score(pd.DataFrame(featured))
+            req.candidates["score"] = compiled.score(
+                ranker_features(featured, compiled.feature_names)
+            )
         else:
             req.candidates["score"] = model_scores(req.model, featured)
         req.ranked = True
